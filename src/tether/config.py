@@ -1,0 +1,129 @@
+"""Typed settings, resolved when asked and never at import.
+
+Precedence, lowest first: built-in defaults < user file
+(``$XDG_CONFIG_HOME/tether/config.toml``, default ``~/.config/tether/config.toml``)
+< project file ``.tether/config.toml`` < ``TETHER_*`` environment variables <
+explicit arguments. Files use the same keys as ``DEFAULT_CONFIG_TOML`` below.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError
+
+DEFAULT_CONFIG_TOML = """\
+# tether project settings (committed with the project). See docs/configuration.md.
+
+[pack]
+# Layer compression: "none" (fastest, and digests are stable everywhere), "gzip" or "zstd".
+compression = "none"
+
+[tags]
+# Tags matching this pattern are versions: immutable unless moved with --force.
+immutable = '^v?[0-9]+(\\.[0-9]+)*([-+][0-9A-Za-z.+-]*)?$'
+
+[unpack]
+# Refuse layers that would write more than this many bytes or files (decompression bombs).
+max_bytes = 1099511627776
+max_files = 2000000
+
+[locks]
+# Seconds to wait for another tether process before giving up.
+timeout = 600
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    pack_compression: str = "none"
+    tags_immutable: str = r"^v?[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.+-]*)?$"
+    unpack_max_bytes: int = 1 << 40
+    unpack_max_files: int = 2_000_000
+    locks_timeout: float = 600.0
+
+    def is_version_tag(self, tag: str) -> bool:
+        return re.match(self.tags_immutable, tag) is not None
+
+
+_ENV = {
+    "TETHER_PACK_COMPRESSION": "pack_compression",
+    "TETHER_TAGS_IMMUTABLE": "tags_immutable",
+    "TETHER_UNPACK_MAX_BYTES": "unpack_max_bytes",
+    "TETHER_UNPACK_MAX_FILES": "unpack_max_files",
+    "TETHER_LOCK_TIMEOUT": "locks_timeout",
+}
+
+
+def user_config_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "tether" / "config.toml"
+
+
+def load(project_config: Path | None, env: Mapping[str, str] | None = None,
+         **overrides: Any) -> Settings:
+    """Resolve settings from every source in precedence order."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for path in (user_config_path(env), project_config):
+        if path is not None and path.is_file():
+            values.update(_read_toml(path))
+    for var, key in _ENV.items():
+        if var in env:
+            values[key] = env[var]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax") from None
+    out: dict[str, Any] = {}
+    known = {f.name for f in fields(Settings)}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: '{section}' must be a [table]",
+                              hint="see docs/configuration.md")
+        for key, value in table.items():
+            name = f"{section}_{key}"
+            if name not in known:
+                raise ConfigError(f"{path}: unknown setting {section}.{key}",
+                                  hint="see docs/configuration.md for the settings")
+            out[name] = value
+    return out
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    settings = Settings()
+    types = {f.name: f.type for f in fields(Settings)}
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        kind = types[key]
+        try:
+            if kind == "int":
+                converted[key] = int(value)
+            elif kind == "float":
+                converted[key] = float(value)
+            else:
+                converted[key] = str(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {key.replace('_', '.', 1)} = {value!r} is not a {kind}",
+                              hint="see docs/configuration.md") from None
+    settings = replace(settings, **converted)
+    if settings.pack_compression not in ("none", "gzip", "zstd"):
+        raise ConfigError(f"pack.compression = {settings.pack_compression!r} is not supported",
+                          hint="use none, gzip or zstd")
+    try:
+        re.compile(settings.tags_immutable)
+    except re.error as exc:
+        raise ConfigError(f"tags.immutable is not a valid regular expression: {exc}",
+                          hint="see docs/configuration.md") from None
+    return settings

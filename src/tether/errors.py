@@ -1,0 +1,132 @@
+"""The one exception tree of tether.
+
+Every error a user can cause or meet carries a one-line message, a hint that says
+what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
+
+    TetherError
+    ├── UsageError                 bad arguments or references (exit 2)
+    │   └── ReferenceFormatError   a REF that does not parse
+    ├── WorkspaceError             no project, or a broken .tether/
+    ├── ConfigError                settings that do not parse or validate
+    ├── StoreError                 the content store
+    │   ├── ObjectNotFound         (also FileNotFoundError)
+    │   ├── ObjectCorrupted        bytes do not hash to their name
+    │   └── LockTimeout            waited too long for another tether process
+    ├── KitfileError               Kitfile YAML or schema or path rules
+    ├── ModelKitError              ModelKits in the store
+    │   ├── ModelKitNotFound       (also LookupError)
+    │   ├── TagConflict            moving an immutable version tag
+    │   └── UnsafeArchive          a layer that would write outside its target
+    ├── UnpackConflict             existing files differ from the ModelKit's
+    └── DatabaseError              SQLite and migrations
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    """Root of every error tether raises on purpose."""
+
+    code = "tether-error"
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(TetherError):
+    """The command was called wrongly; nothing was changed."""
+
+    code = "usage"
+    exit_code = 2
+
+
+class ReferenceFormatError(UsageError):
+    """A ModelKit reference that does not follow ``[registry/]repo[:tag][@sha256:…]``."""
+
+    code = "bad-reference"
+
+
+class WorkspaceError(TetherError):
+    """No tether project here, or its ``.tether/`` folder is damaged."""
+
+    code = "workspace"
+
+
+class ConfigError(TetherError):
+    """A settings file or ``TETHER_*`` variable that does not parse."""
+
+    code = "config"
+
+
+class StoreError(TetherError):
+    """A failure of the content store."""
+
+    code = "store"
+
+
+class ObjectNotFound(StoreError, FileNotFoundError):
+    """A digest that the store does not hold."""
+
+    code = "object-not-found"
+
+
+class ObjectCorrupted(StoreError):
+    """Stored or received bytes that do not hash to the digest they claim."""
+
+    code = "object-corrupted"
+
+
+class LockTimeout(StoreError):
+    """Another tether process held a lock for longer than we were willing to wait."""
+
+    code = "lock-timeout"
+
+
+class KitfileError(TetherError):
+    """A Kitfile that does not parse or breaks a rule; names the key and the line."""
+
+    code = "kitfile"
+
+
+class ModelKitError(TetherError):
+    """A problem with a ModelKit in the local store."""
+
+    code = "modelkit"
+
+
+class ModelKitNotFound(ModelKitError, LookupError):
+    """A reference that matches no ModelKit in the local store."""
+
+    code = "modelkit-not-found"
+
+
+class TagConflict(ModelKitError):
+    """An immutable version tag that already points at another ModelKit."""
+
+    code = "tag-conflict"
+
+
+class UnsafeArchive(ModelKitError):
+    """A layer entry that is a link, a device, or a path leaving the target directory."""
+
+    code = "unsafe-archive"
+
+
+class UnpackConflict(TetherError):
+    """Files in the target directory differ from the ModelKit's and would be overwritten."""
+
+    code = "unpack-conflict"
+
+
+class DatabaseError(TetherError):
+    """SQLite failed, or the database schema is newer than this tether."""
+
+    code = "database"

@@ -1,0 +1,187 @@
+"""Packing a context directory and its Kitfile into a ModelKit in the local store.
+
+A ModelKit is an OCI image manifest (artifactType ``…kitops.modelkit.manifest.v1+json``)
+whose config blob is the Kitfile as JSON, with ``digest``/``diffId`` on each entry,
+and whose layers are tars of the Kitfile's paths, each annotated with
+``org.cncf.model.filepath``. Nothing in it depends on where or when it was packed
+(``org.opencontainers.image.created`` only with ``SOURCE_DATE_EPOCH``), so the same
+files give the same manifest digest everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tether.errors import KitfileError, UsageError
+from tether.hashing import Digest
+from tether.manifest.kitfile import KITFILE_NAMES, Kitfile, LayerSpec, is_within
+from tether.manifest.kitignore import IgnoreRules
+from tether.modelkit.tags import TagChange, add_untagged, set_tags
+from tether.modelkit.tarwrite import FileEntry, LayerSink, collect, write_tar
+from tether.oci import mediatypes as mt
+from tether.oci.manifest import Descriptor, ImageManifest
+from tether.oci.reference import Reference
+from tether.workspace import Workspace
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class PackResult:
+    digest: Digest
+    manifest: ImageManifest
+    kitfile: Kitfile
+    tags: list[TagChange]
+    warnings: list[str] = field(default_factory=list)
+    content_bytes: int = 0
+
+
+def find_kitfile(context: Path, kitfile: str | Path | None) -> Path:
+    if kitfile is not None:
+        path = Path(kitfile)
+        if not path.is_file():
+            raise UsageError(f"Kitfile {path} does not exist", hint="check the -f path")
+        return path
+    for name in KITFILE_NAMES:
+        if (context / name).is_file():
+            return context / name
+    raise UsageError(f"no Kitfile in {context}",
+                     hint="run 'tether init' to propose one, or pass -f KITFILE")
+
+
+def load_kitfile(path: Path) -> tuple[Kitfile, list[str]]:
+    return Kitfile.from_yaml(path.read_bytes(), source=str(path.name))
+
+
+def pack(ws: Workspace, context: str | Path | None = None, *, kitfile: str | Path | None = None,
+         tags: list[Reference] | None = None, compression: str | None = None,
+         force: bool = False, progress: Progress | None = None,
+         warn: Callable[[str], None] | None = None,
+         env: Mapping[str, str] | None = None) -> PackResult:
+    """Pack ``context`` (default: the project root) as described by its Kitfile."""
+    env = os.environ if env is None else env
+    context = Path(context).resolve() if context is not None else ws.root
+    if not context.is_dir():
+        raise UsageError(f"{context} is not a directory", hint="give the folder to pack")
+    compression = compression or ws.settings.pack_compression
+    if compression not in mt.COMPRESSIONS:
+        raise UsageError(f"unknown compression {compression!r}", hint="use none, gzip or zstd")
+    created = _created(env)
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    kf, kf_warnings = load_kitfile(find_kitfile(context, kitfile))
+    for w in kf_warnings:
+        note(w)
+    if kf.model_reference:
+        note(f"model.path refers to the ModelKit {kf.model_reference}; no model layer is packed")
+    rules = IgnoreRules.for_context(context)
+    specs = kf.layer_specs()
+    plans: list[tuple[LayerSpec, list[FileEntry]]] = []
+    for spec in specs:
+        inner = [o.path for o in specs
+                 if o is not spec and o.path != spec.path and is_within(o.path, spec.path)]
+        if spec.base == "mcpb":
+            plans.append((spec, _mcpb_entry(context, spec)))
+        else:
+            plans.append((spec, collect(context, spec.path, inner, rules, note, key=spec.key)))
+    total = sum(e.size for _, entries in plans for e in entries)
+    if progress is not None:
+        progress.start(total)
+    advance = progress.advance if progress is not None else None
+
+    # Shared gc lock: a concurrent 'tether gc' must not delete blobs we wrote but have
+    # not yet referenced from index.json.
+    with ws.lock("gc", shared=True):
+        layers: list[Descriptor] = []
+        info: dict[tuple[str, int], tuple[str, str]] = {}
+        for spec, entries in plans:
+            desc, diff_id = _write_layer(ws, spec, entries, compression, advance)
+            layers.append(desc)
+            info[(spec.section, spec.index)] = (str(desc.digest), diff_id)
+        config_bytes = kf.with_layer_info(info).to_config_json()
+        config = Descriptor(mt.KIT_CONFIG, ws.store.put_bytes(config_bytes), len(config_bytes))
+        annotations = {mt.ANN_CREATED: created} if created else {}
+        manifest = ImageManifest(config, tuple(layers), mt.KIT_ARTIFACT, annotations)
+        data = manifest.to_bytes()
+        digest = ws.store.put_bytes(data)
+        desc = Descriptor(mt.OCI_MANIFEST, digest, len(data), artifact_type=mt.KIT_ARTIFACT)
+        if tags:
+            changes = set_tags(ws, tags, desc, force=force)
+        else:
+            add_untagged(ws, "", desc)
+            changes = []
+    return PackResult(digest, manifest, kf, changes, warnings, total)
+
+
+def _write_layer(ws: Workspace, spec: LayerSpec, entries: list[FileEntry], compression: str,
+                 advance: Callable[[int], None] | None) -> tuple[Descriptor, str]:
+    annotations = {mt.ANN_FILEPATH: spec.path}
+    if spec.subtype:
+        annotations[mt.ANN_LAYER_SUBTYPE] = spec.subtype
+    size_hint = sum(e.size for e in entries)
+    if spec.base == "mcpb":
+        # Raw layer: the file's bytes verbatim. mtime is fixed at 0 (KitOps records the
+        # real one) so that the manifest stays reproducible.
+        (entry,) = entries
+        assert entry.source is not None
+        digest = ws.store.put_file(entry.source)
+        annotations[mt.ANN_FILE_METADATA] = json.dumps(
+            {"name": entry.rel, "mode": entry.mode, "uid": 0, "gid": 0, "size": entry.size,
+             "mtime": "1970-01-01T00:00:00Z", "typeflag": 48}, separators=(",", ":"))
+        if advance is not None:
+            advance(entry.size)
+        media = mt.LayerType("mcpb", "raw", "none").media_type()
+        return Descriptor(media, digest, entry.size, annotations), str(digest)
+    with ws.store.writer(size_hint=size_hint) as writer:
+        sink = LayerSink(writer, compression)
+        write_tar(entries, sink, advance)
+        diff_hex = sink.finish()
+    assert writer.digest is not None
+    media = mt.LayerType(spec.base, "tar", compression).media_type()
+    diff_id = f"sha256:{diff_hex}" if diff_hex else str(writer.digest)
+    return Descriptor(media, writer.digest, writer.size, annotations), diff_id
+
+
+def _mcpb_entry(context: Path, spec: LayerSpec) -> list[FileEntry]:
+    path = context / spec.path
+    if not path.is_file() or path.is_symlink():
+        raise KitfileError(f"{spec.key}: {spec.path} is not a regular .mcpb file",
+                           hint="an MCP server entry must point to one .mcpb bundle")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            ok = "manifest.json" in zf.namelist()
+    except zipfile.BadZipFile:
+        ok = False
+    if not ok:
+        raise KitfileError(f"{spec.key}: {spec.path} is not an MCP bundle",
+                           hint="a .mcpb file is a ZIP archive with manifest.json at its root")
+    return [FileEntry(spec.path, path, path.stat().st_size, 0o644)]
+
+
+def _created(env: Mapping[str, str]) -> str | None:
+    value = env.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    try:
+        seconds = int(value)
+        stamp = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a Unix timestamp",
+                         hint="set it to whole seconds since 1970, e.g. $(git log -1 --format=%ct)"
+                         ) from None
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,270 @@
+"""The content store: immutable blobs named by their sha256, in an OCI image layout.
+
+On disk (``.tether/store/``), readable by any OCI tool (``skopeo``, ``oras``, ``crane``)::
+
+    store/
+      oci-layout              {"imageLayoutVersion": "1.0.0"}
+      index.json              OCI image index of the ModelKits (owned by store/layout.py)
+      blobs/sha256/<hex>      one file per blob, mode 0444, content hashes to <hex>
+    tmp/                      sibling of store/, same filesystem: blobs being written
+
+Writes go to a unique temp file in ``tmp/`` while being hashed, are fsynced, checked
+against the expected digest if one was given, made read-only and renamed into place;
+then the directory is fsynced. A name under ``blobs/`` therefore never lies, and two
+processes writing the same blob both succeed (same bytes, last rename wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from tether.errors import ObjectCorrupted, ObjectNotFound, StoreError
+from tether.hashing import CHUNK, Digest, hash_file
+from tether.store.atomic import fsync_dir, write_atomic
+
+LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
+EMPTY_INDEX = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+
+# Above this many bytes a writer hands disk writes to a background thread so hashing
+# and writing overlap (both release the GIL); below it the thread costs more than it saves.
+_THREAD_THRESHOLD = 64 << 20
+# Flush dirty pages every so often while writing big blobs so that the final fsync
+# does not have to push gigabytes at once.
+_SYNC_EVERY = 256 << 20
+
+
+class ContentStore:
+    """Blobs in an OCI image layout at ``root``, written through ``tmp_dir``."""
+
+    def __init__(self, root: str | Path, tmp_dir: str | Path) -> None:
+        self.root = Path(root)
+        self.tmp_dir = Path(tmp_dir)
+        self.blobs_dir = self.root / "blobs" / "sha256"
+
+    # -- layout ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str | Path, tmp_dir: str | Path) -> ContentStore:
+        """Create the layout if missing; an existing store is left as it is."""
+        store = cls(root, tmp_dir)
+        store.blobs_dir.mkdir(parents=True, exist_ok=True)
+        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        layout = store.root / "oci-layout"
+        if not layout.exists():
+            write_atomic(layout, LAYOUT_VERSION, tmp_dir=store.tmp_dir)
+        index = store.root / "index.json"
+        if not index.exists():
+            write_atomic(index, EMPTY_INDEX, tmp_dir=store.tmp_dir)
+        return store
+
+    def check_layout(self) -> None:
+        if not (self.root / "oci-layout").is_file() or not self.blobs_dir.is_dir():
+            raise StoreError(
+                f"{self.root} is not an OCI image layout",
+                hint="run 'tether init' to repair the project's store",
+            )
+
+    # -- reading --------------------------------------------------------------------
+
+    def path(self, digest: Digest) -> Path:
+        return self.blobs_dir / digest.hex
+
+    def has(self, digest: Digest) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: Digest) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+
+    def open(self, digest: Digest) -> BinaryIO:
+        """Open a blob for reading. The caller verifies while reading when it matters."""
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+
+    def read_bytes(self, digest: Digest, *, max_size: int = 16 << 20) -> bytes:
+        """Read a small blob (manifest, config) whole, verified against its digest."""
+        with self.open(digest) as f:
+            data = f.read(max_size + 1)
+        if len(data) > max_size:
+            raise StoreError(f"blob {digest} is larger than {max_size} bytes",
+                             hint="this is not a manifest or config blob")
+        if Digest.of_bytes(data) != digest:
+            raise self._corrupt(digest)
+        return data
+
+    def verify(self, digest: Digest) -> bool:
+        """Re-hash a blob; True when its bytes still match its name."""
+        try:
+            actual, _ = hash_file(self.path(digest))
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+        return actual == digest
+
+    def __iter__(self) -> Iterator[Digest]:
+        for entry in os.scandir(self.blobs_dir):
+            if entry.is_file() and Digest.is_valid("sha256:" + entry.name):
+                yield Digest(entry.name)
+
+    # -- writing --------------------------------------------------------------------
+
+    def writer(self, *, expected: Digest | None = None, size_hint: int = 0) -> BlobWriter:
+        return BlobWriter(self, expected=expected, size_hint=size_hint)
+
+    def put_bytes(self, data: bytes) -> Digest:
+        with self.writer() as w:
+            w.write(data)
+        assert w.digest is not None
+        return w.digest
+
+    def put_file(self, path: str | Path) -> Digest:
+        size = os.stat(path).st_size
+        with open(path, "rb", buffering=0) as src, self.writer(size_hint=size) as w:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while n := src.readinto(buf):
+                w.write(view[:n])
+        assert w.digest is not None
+        return w.digest
+
+    def delete(self, digest: Digest) -> None:
+        """Remove a blob (garbage collection only; blobs are otherwise immutable)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(digest))
+
+    def sync(self) -> None:
+        fsync_dir(self.blobs_dir)
+
+    # -- errors ---------------------------------------------------------------------
+
+    def _missing(self, digest: Digest) -> ObjectNotFound:
+        return ObjectNotFound(
+            f"blob {digest} is not in the store",
+            hint="the store is incomplete; pull the ModelKit again or run 'tether gc' "
+            "only after removing the references to it",
+        )
+
+    def _corrupt(self, digest: Digest) -> ObjectCorrupted:
+        return ObjectCorrupted(
+            f"blob {digest} is corrupted: its bytes no longer match its digest",
+            hint="restore it by packing or pulling that content again",
+        )
+
+
+class BlobWriter:
+    """Streams bytes into a new blob; ``digest`` is set once the ``with`` block commits.
+
+    Leaving the block with an exception discards the temp file: no half-written blob
+    ever appears under ``blobs/``.
+    """
+
+    def __init__(self, store: ContentStore, *, expected: Digest | None, size_hint: int) -> None:
+        self.store = store
+        self.expected = expected
+        self.digest: Digest | None = None
+        self.size = 0
+        self._hash = hashlib.sha256()
+        fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=store.tmp_dir)
+        self._fd = fd
+        self._since_sync = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if size_hint >= _THREAD_THRESHOLD:
+            self._queue = queue.Queue(maxsize=8)
+            self._thread = threading.Thread(target=self._drain, name="blob-writer", daemon=True)
+            self._thread.start()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+        if self._queue is not None:
+            if self._error is not None:
+                raise self._error
+            self._queue.put(bytes(data))  # a copy: the caller reuses its buffer
+        else:
+            self._write_all(data)
+
+    def _write_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._since_sync += len(data)
+        if self._since_sync >= _SYNC_EVERY:
+            os.fdatasync(self._fd)
+            self._since_sync = 0
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._write_all(item)
+                except BaseException as exc:  # surfaced on the next write() or commit
+                    self._error = exc
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self._commit()
+        else:
+            self._abort()
+
+    def _commit(self) -> None:
+        try:
+            self._stop_thread()
+            if self._error is not None:
+                raise self._error
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            digest = Digest(self._hash.hexdigest())
+            if self.expected is not None and digest != self.expected:
+                raise ObjectCorrupted(
+                    f"content hashes to {digest}, expected {self.expected}",
+                    hint="the source changed while it was read, or it is corrupted",
+                )
+            os.chmod(self._tmp, 0o444)
+            final = self.store.path(digest)
+            if final.exists():
+                os.unlink(self._tmp)  # same bytes are already durable under that name
+            else:
+                os.replace(self._tmp, final)
+                fsync_dir(self.store.blobs_dir)
+            self.digest = digest
+        except BaseException:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        self._stop_thread()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)

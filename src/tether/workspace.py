@@ -1,0 +1,139 @@
+"""A tether project: the one entry point that wires settings, store, index and database.
+
+On disk::
+
+    project/
+      Kitfile                  what a ModelKit of this project contains (KitOps format)
+      .kitignore               files a pack leaves out (optional)
+      .tether/
+        config.toml            project settings (committed)
+        store/                 OCI image layout: blobs and index.json (see store/objects.py)
+        tether.db              SQLite, WAL: tag history, layer listings, later runs
+        cache/                 disposable
+        tmp/                   temp files, same filesystem as store/ for atomic renames
+        locks/                 flock files: index (tags), gc (store-wide)
+
+Everything but ``config.toml`` is listed in ``.gitignore`` by ``tether init``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from tether import config
+from tether.db.connection import Database
+from tether.db.migrations import migrate
+from tether.errors import WorkspaceError
+from tether.oci.layout import LocalIndex
+from tether.store.atomic import write_atomic
+from tether.store.locks import file_lock
+from tether.store.objects import ContentStore
+
+DOT = ".tether"
+GITIGNORE_ENTRIES = (
+    ".tether/store/",
+    ".tether/tether.db*",
+    ".tether/cache/",
+    ".tether/tmp/",
+    ".tether/locks/",
+)
+
+
+class Workspace:
+    """An opened project. Services are attributes: ``store``, ``index``, ``db``."""
+
+    def __init__(self, root: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        self.dot = root / DOT
+        self.env = os.environ if env is None else env
+        self.settings = config.load(self.dot / "config.toml", self.env)
+        self.store = ContentStore(self.dot / "store", self.dot / "tmp")
+        self.index = LocalIndex(self.store, self.dot / "locks" / "index.lock",
+                                lock_timeout=self.settings.locks_timeout)
+
+    @classmethod
+    def open(cls, start: str | Path | None = None, *,
+             env: Mapping[str, str] | None = None) -> Workspace:
+        """Open the project containing ``start`` (default: the current directory)."""
+        here = Path(start or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / DOT / "store" / "oci-layout").is_file():
+                ws = cls(candidate, env=env)
+                ws.store.check_layout()
+                return ws
+        raise WorkspaceError(f"no tether project at {here} or above",
+                             hint="run 'tether init' in the project's root folder")
+
+    @cached_property
+    def db(self) -> Database:
+        database = Database(self.dot / "tether.db")
+        migrate(database)
+        return database
+
+    @property
+    def user(self) -> str:
+        try:
+            return getpass.getuser()
+        except Exception:  # no passwd entry in some containers
+            return str(os.getuid())
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, shared: bool = False,
+             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        with file_lock(self.dot / "locks" / f"{name}.lock", shared=shared,
+                       timeout=self.settings.locks_timeout, on_wait=on_wait):
+            yield
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.close()
+
+
+@dataclass(frozen=True)
+class InitReport:
+    root: Path
+    created: bool  # False when .tether/ already existed
+    gitignore_added: tuple[str, ...]
+    migrations: tuple[str, ...]
+
+
+def init_workspace(root: str | Path, *, env: Mapping[str, str] | None = None) -> InitReport:
+    """Create ``.tether/`` in ``root`` (or repair a partial one). Safe to re-run."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise WorkspaceError(f"{root} is not a directory", hint="create it first, or cd into it")
+    dot = root / DOT
+    created = not dot.exists()
+    for sub in ("tmp", "cache", "locks"):
+        (dot / sub).mkdir(parents=True, exist_ok=True)
+    cfg = dot / "config.toml"
+    if not cfg.exists():
+        write_atomic(cfg, config.DEFAULT_CONFIG_TOML.encode(), tmp_dir=dot / "tmp")
+    ContentStore.create(dot / "store", dot / "tmp")
+    ws = Workspace(root, env=env)
+    try:
+        applied = migrate(ws.db)
+    finally:
+        ws.close()
+    added = _ensure_gitignore(root, dot / "tmp")
+    return InitReport(root, created, tuple(added), tuple(applied))
+
+
+def _ensure_gitignore(root: Path, tmp_dir: Path) -> list[str]:
+    path = root / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [e for e in GITIGNORE_ENTRIES if e not in present]
+    if missing:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += "# tether: local store, database and caches (config.toml is committed)\n"
+        text += "".join(f"{e}\n" for e in missing)
+        write_atomic(path, text.encode(), tmp_dir=tmp_dir)
+    return missing
