@@ -1,0 +1,47 @@
+"""tether: tether every model to the exact code, data, environment and seed that made it.
+
+The package imports lightly; each name below loads its module on first use, so that
+``import tether`` and ``tether --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Workspace": "tether.workspace",
+    "init_workspace": "tether.workspace",
+    "TetherError": "tether.errors",
+    "Digest": "tether.hashing",
+    "Kitfile": "tether.manifest.kitfile",
+    "pack": "tether.modelkit.pack",
+    "unpack": "tether.modelkit.unpack",
+    "rollback": "tether.modelkit.unpack",
+    "diff": "tether.modelkit.diff",
+    "list_kits": "tether.modelkit.catalog",
+    "inspect": "tether.modelkit.catalog",
+    "parse_reference": "tether.oci.reference",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from tether.errors import TetherError
+    from tether.hashing import Digest
+    from tether.manifest.kitfile import Kitfile
+    from tether.modelkit.catalog import inspect, list_kits
+    from tether.modelkit.diff import diff
+    from tether.modelkit.pack import pack
+    from tether.modelkit.unpack import rollback, unpack
+    from tether.oci.reference import parse_reference
+    from tether.workspace import Workspace, init_workspace
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tether' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -101,10 +101,17 @@ class InitReport:
     created: bool  # False when .tether/ already existed
     gitignore_added: tuple[str, ...]
     migrations: tuple[str, ...]
+    kitfile: Path | None  # the Kitfile proposed now; None when one existed or none was asked
+    kitfile_existing: Path | None
 
 
-def init_workspace(root: str | Path, *, env: Mapping[str, str] | None = None) -> InitReport:
-    """Create ``.tether/`` in ``root`` (or repair a partial one). Safe to re-run."""
+def init_workspace(root: str | Path, *, env: Mapping[str, str] | None = None,
+                   propose_kitfile: bool = True) -> InitReport:
+    """Create ``.tether/`` in ``root`` (or repair a partial one) and propose a Kitfile
+    when the folder has none. Safe to re-run: nothing existing is overwritten."""
+    from tether.manifest.kitfile import KITFILE_NAMES
+    from tether.manifest.propose import propose
+
     root = Path(root).resolve()
     if not root.is_dir():
         raise WorkspaceError(f"{root} is not a directory", hint="create it first, or cd into it")
@@ -116,13 +123,19 @@ def init_workspace(root: str | Path, *, env: Mapping[str, str] | None = None) ->
     if not cfg.exists():
         write_atomic(cfg, config.DEFAULT_CONFIG_TOML.encode(), tmp_dir=dot / "tmp")
     ContentStore.create(dot / "store", dot / "tmp")
-    ws = Workspace(root, env=env)
+    database = Database(dot / "tether.db")
     try:
-        applied = migrate(ws.db)
+        applied = migrate(database)
     finally:
-        ws.close()
+        database.close()
     added = _ensure_gitignore(root, dot / "tmp")
-    return InitReport(root, created, tuple(added), tuple(applied))
+    existing = next((root / n for n in KITFILE_NAMES if (root / n).is_file()), None)
+    proposed = None
+    if propose_kitfile and existing is None:
+        proposed = root / "Kitfile"
+        text = "# Proposed by 'tether init': check it, then 'tether pack -t NAME:TAG'.\n"
+        write_atomic(proposed, (text + propose(root).to_yaml()).encode(), tmp_dir=dot / "tmp")
+    return InitReport(root, created, tuple(added), tuple(applied), proposed, existing)
 
 
 def _ensure_gitignore(root: Path, tmp_dir: Path) -> list[str]:

@@ -1,0 +1,261 @@
+"""ModelKit commands: pack, list, inspect, diff, tag, remove, unpack, rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from tether.cli import cli
+from tether.cli._output import ByteProgress, emit_json, human_size, info, table, warn
+from tether.cli._workspace import open_workspace
+
+if TYPE_CHECKING:
+    from tether.modelkit.unpack import UnpackReport
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@cli.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("-f", "--file", "kitfile", type=click.Path(dir_okay=False),
+              help="Kitfile to use (default: Kitfile, kitfile or .kitfile in DIRECTORY).")
+@click.option("-t", "--tag", "tag", metavar="REPO:TAG[,TAG…]",
+              help="Tag the ModelKit, e.g. movie-recommend:v1.0.0,latest.")
+@click.option("--compression", type=click.Choice(["none", "gzip", "zstd"]),
+              help="Layer compression (default: pack.compression, 'none').")
+@click.option("--force", is_flag=True, help="Move version tags that point elsewhere.")
+@_json
+@click.pass_context
+def pack(ctx: click.Context, directory: str | None, kitfile: str | None, tag: str | None,
+         compression: str | None, force: bool, as_json: bool) -> None:
+    """Pack DIRECTORY (default: the project root) into a ModelKit in the local store.
+
+    The Kitfile says what goes in: model, parts, code, datasets, docs, prompts. Files
+    matched by .kitignore, symlinks and special files are left out (with a warning).
+    The result is deterministic: the same files and Kitfile give the same digest in any
+    directory, on any machine. Version tags (v1.0.0, 1.2) are immutable unless --force.
+    """
+    from tether.modelkit.pack import pack as do_pack
+    from tether.oci.reference import parse_tag_list
+
+    ws = open_workspace(ctx)
+    refs = parse_tag_list(tag) if tag else None
+    progress = ByteProgress("packing")
+    try:
+        result = do_pack(ws, directory, kitfile=kitfile, tags=refs, compression=compression,
+                         force=force, progress=progress, warn=warn)
+    finally:
+        progress.stop()
+    if as_json:
+        emit_json({"digest": str(result.digest), "size": result.manifest.total_size,
+                   "tags": [{"ref": c.ref, "action": c.action,
+                             "previous": str(c.old) if c.old else None} for c in result.tags],
+                   "warnings": result.warnings})
+        return
+    for change in result.tags:
+        if change.action == "move":
+            warn(f"moved {change.ref} (was {change.old.short if change.old else '-'})")
+    names = ", ".join(c.ref for c in result.tags) or "untagged"
+    click.echo(f"Packed {names}: {result.digest} "
+               f"({len(result.manifest.layers)} layers, {human_size(result.manifest.total_size)})")
+
+
+@cli.command(name="list")
+@click.argument("repository", required=False)
+@_json
+@click.pass_context
+def list_(ctx: click.Context, repository: str | None, as_json: bool) -> None:
+    """List the ModelKits in the local store, one row per tag."""
+    from tether.modelkit.catalog import list_kits
+
+    rows = list_kits(open_workspace(ctx), repository)
+    if as_json:
+        emit_json([r.to_json() for r in rows])
+        return
+    if not rows:
+        info("no ModelKits in the store yet; create one with 'tether pack -t NAME:TAG'")
+        return
+    table(["repository", "tag", "digest", "model", "version", "size"],
+          [[r.repository or "<none>", r.tag or "<none>", r.digest[7:19], r.model or "-",
+            r.version or "-", human_size(r.size)] for r in rows])
+
+
+@cli.command()
+@click.argument("ref")
+@_json
+@click.pass_context
+def inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show a ModelKit's digest, Kitfile and layers (REF: repo[:tag] or sha256:…)."""
+    from tether.modelkit.catalog import inspect as do_inspect
+
+    doc = do_inspect(open_workspace(ctx), ref)
+    if as_json:
+        emit_json(doc)
+        return
+    import yaml
+
+    click.echo(f"Digest:     {doc['digest']}")
+    click.echo(f"References: {', '.join(doc['references']) or '-'}")
+    click.echo("Layers:")
+    table(["type", "path", "size", "digest"],
+          [[layer["type"], layer["path"], human_size(layer["size"]), layer["digest"][7:19]]
+           for layer in doc["layers"]])
+    click.echo("Kitfile:")
+    kitfile = {k: v for k, v in doc["kitfile"].items()}
+    click.echo("  " + yaml.safe_dump(_strip_layer_info(kitfile), sort_keys=False)
+               .rstrip().replace("\n", "\n  "))
+
+
+def _strip_layer_info(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _strip_layer_info(v) for k, v in value.items() if k not in ("digest", "diffId")}
+    if isinstance(value, list):
+        return [_strip_layer_info(v) for v in value]
+    return value
+
+
+@cli.command()
+@click.argument("ref_a")
+@click.argument("ref_b")
+@_json
+@click.pass_context
+def diff(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> None:
+    """Show what changed from REF_A to REF_B: Kitfile fields and files."""
+    from tether.modelkit.diff import diff as do_diff
+
+    result = do_diff(open_workspace(ctx), ref_a, ref_b)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    if result.identical:
+        click.echo(f"{ref_a} and {ref_b} are the same ModelKit ({result.a_digest[:19]})")
+        return
+    click.echo(f"--- {ref_a} ({result.a_digest[7:19]})")
+    click.echo(f"+++ {ref_b} ({result.b_digest[7:19]})")
+    if result.fields:
+        click.echo("Kitfile:")
+        for f in result.fields:
+            if f.old is None:
+                click.secho(f"  + {f.key}: {f.new}", fg="green")
+            elif f.new is None:
+                click.secho(f"  - {f.key}: {f.old}", fg="red")
+            else:
+                click.secho(f"  ~ {f.key}: {f.old} -> {f.new}", fg="yellow")
+    if result.files:
+        click.echo("Files:")
+        for c in result.files:
+            if c.change == "added":
+                click.secho(f"  + {c.path} ({human_size(c.new_size)})", fg="green")
+            elif c.change == "removed":
+                click.secho(f"  - {c.path} ({human_size(c.old_size)})", fg="red")
+            else:
+                click.secho(f"  ~ {c.path} ({human_size(c.old_size)} -> "
+                            f"{human_size(c.new_size)})", fg="yellow")
+    click.echo(f"{len(result.files)} file(s) changed, {result.unchanged_files} unchanged in "
+               f"changed layers, {result.shared_layers} layer(s) shared")
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("target", metavar="REPO:TAG")
+@click.option("--force", is_flag=True, help="Move a version tag that points elsewhere.")
+@click.pass_context
+def tag(ctx: click.Context, source: str, target: str, force: bool) -> None:
+    """Give the ModelKit SOURCE another tag, REPO:TAG."""
+    from tether.modelkit.tags import set_tags
+    from tether.oci.reference import parse_reference
+
+    ws = open_workspace(ctx)
+    entry = ws.index.resolve(parse_reference(source))
+    (change,) = set_tags(ws, [parse_reference(target)], entry.descriptor, force=force)
+    if change.action == "unchanged":
+        click.echo(f"{change.ref} already points at {entry.digest.short}")
+    elif change.action == "move":
+        click.echo(f"Moved {change.ref}: {change.old.short if change.old else '-'} -> "
+                   f"{entry.digest.short}")
+    else:
+        click.echo(f"Tagged {change.ref} -> {entry.digest.short}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.pass_context
+def remove(ctx: click.Context, ref: str) -> None:
+    """Remove a tag (REPO:TAG) or, by digest, a ModelKit with all its tags.
+
+    The blobs stay in the store until 'tether gc'.
+    """
+    from tether.modelkit.tags import remove as do_remove
+    from tether.oci.reference import parse_reference
+
+    for change in do_remove(open_workspace(ctx), parse_reference(ref)):
+        click.echo(f"Removed {change.ref}")
+    info("run 'tether gc' to free the space of blobs nothing references any more")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("-d", "--dir", "directory", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Directory to unpack into (created if missing).")
+@click.option("--filter", "filters", multiple=True, metavar="TYPES[:NAMES]",
+              help="Only these parts: kitfile, model, code, datasets[:NAME], docs, prompts, "
+              "mcpservers. Repeatable; comma-separated lists allowed.")
+@click.option("-o", "--overwrite", is_flag=True, help="Replace files that differ.")
+@click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@_json
+@click.pass_context
+def unpack(ctx: click.Context, ref: str, directory: str, filters: tuple[str, ...],
+           overwrite: bool, dry_run: bool, as_json: bool) -> None:
+    """Unpack the ModelKit REF into a directory, verifying every byte.
+
+    Refuses links, devices and paths that leave the directory; refuses to overwrite a
+    differing file unless --overwrite. Nothing is changed when it refuses.
+    """
+    from tether.modelkit.unpack import unpack as do_unpack
+
+    report = do_unpack(open_workspace(ctx), ref, Path(directory), filters=list(filters),
+                       overwrite=overwrite, dry_run=dry_run)
+    _print_report(report, as_json, "Unpacked")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--clean", is_flag=True,
+              help="Also delete files under the version's paths that it does not contain.")
+@_json
+@click.pass_context
+def rollback(ctx: click.Context, ref: str, dry_run: bool, clean: bool, as_json: bool) -> None:
+    """Restore the project's files to exactly the bytes of the ModelKit REF.
+
+    Every file the version holds is written back (verified against its digest), the
+    Kitfile included; the report says which files changed.
+    """
+    from tether.modelkit.unpack import rollback as do_rollback
+
+    report = do_rollback(open_workspace(ctx), ref, dry_run=dry_run, clean=clean)
+    _print_report(report, as_json, "Rolled back to")
+
+
+def _print_report(report: UnpackReport, as_json: bool, verb: str) -> None:
+    if as_json:
+        emit_json({"digest": report.digest, "target": str(report.target),
+                   "written": report.written, "replaced": report.replaced,
+                   "unchanged": report.unchanged, "extra": report.extra,
+                   "removed": report.removed, "dry_run": report.dry_run})
+        return
+    prefix = "would " if report.dry_run else ""
+    for rel in report.written:
+        click.secho(f"  {prefix}add      {rel}", fg="green")
+    for rel in report.replaced:
+        click.secho(f"  {prefix}restore  {rel}", fg="yellow")
+    for rel in report.removed:
+        click.secho(f"  removed  {rel}", fg="red")
+    for rel in report.extra:
+        click.echo(f"  extra    {rel} (not in this version; --clean removes it)")
+    head = f"{verb} {report.digest[:19]} in {report.target}" if not report.dry_run else \
+        f"Dry run for {report.digest[:19]} in {report.target}"
+    click.echo(f"{head}: {len(report.written)} added, {len(report.replaced)} restored, "
+               f"{len(report.unchanged)} unchanged")
