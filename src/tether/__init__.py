@@ -26,7 +26,21 @@ _EXPORTS = {
     "parse_reference": "tether.oci.reference",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Digest",
+    "Kitfile",
+    "TetherError",
+    "Workspace",
+    "__version__",
+    "diff",
+    "init_workspace",
+    "inspect",
+    "list_kits",
+    "pack",
+    "parse_reference",
+    "rollback",
+    "unpack",
+]
 
 if TYPE_CHECKING:
     from tether.errors import TetherError

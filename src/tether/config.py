@@ -66,8 +66,9 @@ def user_config_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "tether" / "config.toml"
 
 
-def load(project_config: Path | None, env: Mapping[str, str] | None = None,
-         **overrides: Any) -> Settings:
+def load(
+    project_config: Path | None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
     """Resolve settings from every source in precedence order."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -90,13 +91,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
     known = {f.name for f in fields(Settings)}
     for section, table in doc.items():
         if not isinstance(table, dict):
-            raise ConfigError(f"{path}: '{section}' must be a [table]",
-                              hint="see docs/configuration.md")
+            raise ConfigError(
+                f"{path}: '{section}' must be a [table]", hint="see docs/configuration.md"
+            )
         for key, value in table.items():
             name = f"{section}_{key}"
             if name not in known:
-                raise ConfigError(f"{path}: unknown setting {section}.{key}",
-                                  hint="see docs/configuration.md for the settings")
+                raise ConfigError(
+                    f"{path}: unknown setting {section}.{key}",
+                    hint="see docs/configuration.md for the settings",
+                )
             out[name] = value
     return out
 
@@ -115,15 +119,21 @@ def _build(values: dict[str, Any]) -> Settings:
             else:
                 converted[key] = str(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"setting {key.replace('_', '.', 1)} = {value!r} is not a {kind}",
-                              hint="see docs/configuration.md") from None
+            raise ConfigError(
+                f"setting {key.replace('_', '.', 1)} = {value!r} is not a {kind}",
+                hint="see docs/configuration.md",
+            ) from None
     settings = replace(settings, **converted)
     if settings.pack_compression not in ("none", "gzip", "zstd"):
-        raise ConfigError(f"pack.compression = {settings.pack_compression!r} is not supported",
-                          hint="use none, gzip or zstd")
+        raise ConfigError(
+            f"pack.compression = {settings.pack_compression!r} is not supported",
+            hint="use none, gzip or zstd",
+        )
     try:
         re.compile(settings.tags_immutable)
     except re.error as exc:
-        raise ConfigError(f"tags.immutable is not a valid regular expression: {exc}",
-                          hint="see docs/configuration.md") from None
+        raise ConfigError(
+            f"tags.immutable is not a valid regular expression: {exc}",
+            hint="see docs/configuration.md",
+        ) from None
     return settings

@@ -84,7 +84,7 @@ def hash_stream(stream: BinaryIO) -> tuple[Digest, int]:
 
 def hash_file(path: str | Path) -> tuple[Digest, int]:
     with open(path, "rb", buffering=0) as f:
-        return hash_stream(f)  # type: ignore[arg-type]
+        return hash_stream(f)
 
 
 def hash_chunks(chunks: Iterable[bytes]) -> Digest:

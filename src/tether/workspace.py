@@ -54,12 +54,14 @@ class Workspace:
         self.env = os.environ if env is None else env
         self.settings = config.load(self.dot / "config.toml", self.env)
         self.store = ContentStore(self.dot / "store", self.dot / "tmp")
-        self.index = LocalIndex(self.store, self.dot / "locks" / "index.lock",
-                                lock_timeout=self.settings.locks_timeout)
+        self.index = LocalIndex(
+            self.store, self.dot / "locks" / "index.lock", lock_timeout=self.settings.locks_timeout
+        )
 
     @classmethod
-    def open(cls, start: str | Path | None = None, *,
-             env: Mapping[str, str] | None = None) -> Workspace:
+    def open(
+        cls, start: str | Path | None = None, *, env: Mapping[str, str] | None = None
+    ) -> Workspace:
         """Open the project containing ``start`` (default: the current directory)."""
         here = Path(start or Path.cwd()).resolve()
         for candidate in (here, *here.parents):
@@ -67,8 +69,10 @@ class Workspace:
                 ws = cls(candidate, env=env)
                 ws.store.check_layout()
                 return ws
-        raise WorkspaceError(f"no tether project at {here} or above",
-                             hint="run 'tether init' in the project's root folder")
+        raise WorkspaceError(
+            f"no tether project at {here} or above",
+            hint="run 'tether init' in the project's root folder",
+        )
 
     @cached_property
     def db(self) -> Database:
@@ -84,10 +88,15 @@ class Workspace:
             return str(os.getuid())
 
     @contextlib.contextmanager
-    def lock(self, name: str, *, shared: bool = False,
-             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        with file_lock(self.dot / "locks" / f"{name}.lock", shared=shared,
-                       timeout=self.settings.locks_timeout, on_wait=on_wait):
+    def lock(
+        self, name: str, *, shared: bool = False, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
+        with file_lock(
+            self.dot / "locks" / f"{name}.lock",
+            shared=shared,
+            timeout=self.settings.locks_timeout,
+            on_wait=on_wait,
+        ):
             yield
 
     def close(self) -> None:
@@ -105,8 +114,9 @@ class InitReport:
     kitfile_existing: Path | None
 
 
-def init_workspace(root: str | Path, *, env: Mapping[str, str] | None = None,
-                   propose_kitfile: bool = True) -> InitReport:
+def init_workspace(
+    root: str | Path, *, env: Mapping[str, str] | None = None, propose_kitfile: bool = True
+) -> InitReport:
     """Create ``.tether/`` in ``root`` (or repair a partial one) and propose a Kitfile
     when the folder has none. Safe to re-run: nothing existing is overwritten."""
     from tether.manifest.kitfile import KITFILE_NAMES

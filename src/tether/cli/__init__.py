@@ -32,10 +32,15 @@ class _Root(click.Group):
         except OSError as exc:
             if os.environ.get("TETHER_DEBUG"):
                 raise
-            click.secho(f"error: {exc.strerror or exc}"
-                        + (f": {exc.filename}" if exc.filename else ""), fg="red", err=True)
-            click.echo("hint: check the path and its permissions (TETHER_DEBUG=1 shows a "
-                       "traceback)", err=True)
+            click.secho(
+                f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+                fg="red",
+                err=True,
+            )
+            click.echo(
+                "hint: check the path and its permissions (TETHER_DEBUG=1 shows a traceback)",
+                err=True,
+            )
             ctx.exit(1)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -45,8 +50,13 @@ class _Root(click.Group):
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tether")
-@click.option("-C", "--project", "project", type=click.Path(file_okay=False),
-              help="Run as if tether was started in this directory.")
+@click.option(
+    "-C",
+    "--project",
+    "project",
+    type=click.Path(file_okay=False),
+    help="Run as if tether was started in this directory.",
+)
 @click.pass_context
 def cli(ctx: click.Context, project: str | None) -> None:
     """tether: version, package and roll back ML models, tied to the code, data,
@@ -70,4 +80,5 @@ def main() -> None:
 
 # Command modules decorate `cli`; they import only click at module level, so this
 # stays cheap for `tether --help`.
-from tether.cli import modelkit, project  # noqa: E402, F401
+from tether.cli import modelkit as _modelkit  # noqa: E402, F401
+from tether.cli import project as _project  # noqa: E402, F401

@@ -37,8 +37,7 @@ def table(columns: list[str], rows: list[list[str]]) -> None:
     if not rows:
         return
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
-               .rstrip())
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
@@ -65,9 +64,15 @@ class ByteProgress:
             TransferSpeedColumn,
         )
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                                  console=Console(stderr=True), transient=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self._progress.start()
         self._task = self._progress.add_task(self.label, total=total)
 

@@ -19,17 +19,37 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the result a
 
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("-f", "--file", "kitfile", type=click.Path(dir_okay=False),
-              help="Kitfile to use (default: Kitfile, kitfile or .kitfile in DIRECTORY).")
-@click.option("-t", "--tag", "tag", metavar="REPO:TAG[,TAG…]",
-              help="Tag the ModelKit, e.g. movie-recommend:v1.0.0,latest.")
-@click.option("--compression", type=click.Choice(["none", "gzip", "zstd"]),
-              help="Layer compression (default: pack.compression, 'none').")
+@click.option(
+    "-f",
+    "--file",
+    "kitfile",
+    type=click.Path(dir_okay=False),
+    help="Kitfile to use (default: Kitfile, kitfile or .kitfile in DIRECTORY).",
+)
+@click.option(
+    "-t",
+    "--tag",
+    "tag",
+    metavar="REPO:TAG[,TAG…]",
+    help="Tag the ModelKit, e.g. movie-recommend:v1.0.0,latest.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "zstd"]),
+    help="Layer compression (default: pack.compression, 'none').",
+)
 @click.option("--force", is_flag=True, help="Move version tags that point elsewhere.")
 @_json
 @click.pass_context
-def pack(ctx: click.Context, directory: str | None, kitfile: str | None, tag: str | None,
-         compression: str | None, force: bool, as_json: bool) -> None:
+def pack(
+    ctx: click.Context,
+    directory: str | None,
+    kitfile: str | None,
+    tag: str | None,
+    compression: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Pack DIRECTORY (default: the project root) into a ModelKit in the local store.
 
     The Kitfile says what goes in: model, parts, code, datasets, docs, prompts. Files
@@ -44,22 +64,39 @@ def pack(ctx: click.Context, directory: str | None, kitfile: str | None, tag: st
     refs = parse_tag_list(tag) if tag else None
     progress = ByteProgress("packing")
     try:
-        result = do_pack(ws, directory, kitfile=kitfile, tags=refs, compression=compression,
-                         force=force, progress=progress, warn=warn)
+        result = do_pack(
+            ws,
+            directory,
+            kitfile=kitfile,
+            tags=refs,
+            compression=compression,
+            force=force,
+            progress=progress,
+            warn=warn,
+        )
     finally:
         progress.stop()
     if as_json:
-        emit_json({"digest": str(result.digest), "size": result.manifest.total_size,
-                   "tags": [{"ref": c.ref, "action": c.action,
-                             "previous": str(c.old) if c.old else None} for c in result.tags],
-                   "warnings": result.warnings})
+        emit_json(
+            {
+                "digest": str(result.digest),
+                "size": result.manifest.total_size,
+                "tags": [
+                    {"ref": c.ref, "action": c.action, "previous": str(c.old) if c.old else None}
+                    for c in result.tags
+                ],
+                "warnings": result.warnings,
+            }
+        )
         return
     for change in result.tags:
         if change.action == "move":
             warn(f"moved {change.ref} (was {change.old.short if change.old else '-'})")
     names = ", ".join(c.ref for c in result.tags) or "untagged"
-    click.echo(f"Packed {names}: {result.digest} "
-               f"({len(result.manifest.layers)} layers, {human_size(result.manifest.total_size)})")
+    click.echo(
+        f"Packed {names}: {result.digest} "
+        f"({len(result.manifest.layers)} layers, {human_size(result.manifest.total_size)})"
+    )
 
 
 @cli.command(name="list")
@@ -77,9 +114,20 @@ def list_(ctx: click.Context, repository: str | None, as_json: bool) -> None:
     if not rows:
         info("no ModelKits in the store yet; create one with 'tether pack -t NAME:TAG'")
         return
-    table(["repository", "tag", "digest", "model", "version", "size"],
-          [[r.repository or "<none>", r.tag or "<none>", r.digest[7:19], r.model or "-",
-            r.version or "-", human_size(r.size)] for r in rows])
+    table(
+        ["repository", "tag", "digest", "model", "version", "size"],
+        [
+            [
+                r.repository or "<none>",
+                r.tag or "<none>",
+                r.digest[7:19],
+                r.model or "-",
+                r.version or "-",
+                human_size(r.size),
+            ]
+            for r in rows
+        ],
+    )
 
 
 @cli.command()
@@ -99,13 +147,19 @@ def inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
     click.echo(f"Digest:     {doc['digest']}")
     click.echo(f"References: {', '.join(doc['references']) or '-'}")
     click.echo("Layers:")
-    table(["type", "path", "size", "digest"],
-          [[layer["type"], layer["path"], human_size(layer["size"]), layer["digest"][7:19]]
-           for layer in doc["layers"]])
+    table(
+        ["type", "path", "size", "digest"],
+        [
+            [layer["type"], layer["path"], human_size(layer["size"]), layer["digest"][7:19]]
+            for layer in doc["layers"]
+        ],
+    )
     click.echo("Kitfile:")
     kitfile = {k: v for k, v in doc["kitfile"].items()}
-    click.echo("  " + yaml.safe_dump(_strip_layer_info(kitfile), sort_keys=False)
-               .rstrip().replace("\n", "\n  "))
+    click.echo(
+        "  "
+        + yaml.safe_dump(_strip_layer_info(kitfile), sort_keys=False).rstrip().replace("\n", "\n  ")
+    )
 
 
 def _strip_layer_info(value: object) -> object:
@@ -151,10 +205,14 @@ def diff(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> None:
             elif c.change == "removed":
                 click.secho(f"  - {c.path} ({human_size(c.old_size)})", fg="red")
             else:
-                click.secho(f"  ~ {c.path} ({human_size(c.old_size)} -> "
-                            f"{human_size(c.new_size)})", fg="yellow")
-    click.echo(f"{len(result.files)} file(s) changed, {result.unchanged_files} unchanged in "
-               f"changed layers, {result.shared_layers} layer(s) shared")
+                click.secho(
+                    f"  ~ {c.path} ({human_size(c.old_size)} -> {human_size(c.new_size)})",
+                    fg="yellow",
+                )
+    click.echo(
+        f"{len(result.files)} file(s) changed, {result.unchanged_files} unchanged in "
+        f"changed layers, {result.shared_layers} layer(s) shared"
+    )
 
 
 @cli.command()
@@ -173,8 +231,9 @@ def tag(ctx: click.Context, source: str, target: str, force: bool) -> None:
     if change.action == "unchanged":
         click.echo(f"{change.ref} already points at {entry.digest.short}")
     elif change.action == "move":
-        click.echo(f"Moved {change.ref}: {change.old.short if change.old else '-'} -> "
-                   f"{entry.digest.short}")
+        click.echo(
+            f"Moved {change.ref}: {change.old.short if change.old else '-'} -> {entry.digest.short}"
+        )
     else:
         click.echo(f"Tagged {change.ref} -> {entry.digest.short}")
 
@@ -197,17 +256,36 @@ def remove(ctx: click.Context, ref: str) -> None:
 
 @cli.command()
 @click.argument("ref")
-@click.option("-d", "--dir", "directory", type=click.Path(file_okay=False), default=".",
-              show_default=True, help="Directory to unpack into (created if missing).")
-@click.option("--filter", "filters", multiple=True, metavar="TYPES[:NAMES]",
-              help="Only these parts: kitfile, model, code, datasets[:NAME], docs, prompts, "
-              "mcpservers. Repeatable; comma-separated lists allowed.")
+@click.option(
+    "-d",
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Directory to unpack into (created if missing).",
+)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="TYPES[:NAMES]",
+    help="Only these parts: kitfile, model, code, datasets[:NAME], docs, prompts, "
+    "mcpservers. Repeatable; comma-separated lists allowed.",
+)
 @click.option("-o", "--overwrite", is_flag=True, help="Replace files that differ.")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
 @_json
 @click.pass_context
-def unpack(ctx: click.Context, ref: str, directory: str, filters: tuple[str, ...],
-           overwrite: bool, dry_run: bool, as_json: bool) -> None:
+def unpack(
+    ctx: click.Context,
+    ref: str,
+    directory: str,
+    filters: tuple[str, ...],
+    overwrite: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Unpack the ModelKit REF into a directory, verifying every byte.
 
     Refuses links, devices and paths that leave the directory; refuses to overwrite a
@@ -215,16 +293,25 @@ def unpack(ctx: click.Context, ref: str, directory: str, filters: tuple[str, ...
     """
     from tether.modelkit.unpack import unpack as do_unpack
 
-    report = do_unpack(open_workspace(ctx), ref, Path(directory), filters=list(filters),
-                       overwrite=overwrite, dry_run=dry_run)
+    report = do_unpack(
+        open_workspace(ctx),
+        ref,
+        Path(directory),
+        filters=list(filters),
+        overwrite=overwrite,
+        dry_run=dry_run,
+    )
     _print_report(report, as_json, "Unpacked")
 
 
 @cli.command()
 @click.argument("ref")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--clean", is_flag=True,
-              help="Also delete files under the version's paths that it does not contain.")
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="Also delete files under the version's paths that it does not contain.",
+)
 @_json
 @click.pass_context
 def rollback(ctx: click.Context, ref: str, dry_run: bool, clean: bool, as_json: bool) -> None:
@@ -241,10 +328,18 @@ def rollback(ctx: click.Context, ref: str, dry_run: bool, clean: bool, as_json: 
 
 def _print_report(report: UnpackReport, as_json: bool, verb: str) -> None:
     if as_json:
-        emit_json({"digest": report.digest, "target": str(report.target),
-                   "written": report.written, "replaced": report.replaced,
-                   "unchanged": report.unchanged, "extra": report.extra,
-                   "removed": report.removed, "dry_run": report.dry_run})
+        emit_json(
+            {
+                "digest": report.digest,
+                "target": str(report.target),
+                "written": report.written,
+                "replaced": report.replaced,
+                "unchanged": report.unchanged,
+                "extra": report.extra,
+                "removed": report.removed,
+                "dry_run": report.dry_run,
+            }
+        )
         return
     prefix = "would " if report.dry_run else ""
     for rel in report.written:
@@ -255,7 +350,12 @@ def _print_report(report: UnpackReport, as_json: bool, verb: str) -> None:
         click.secho(f"  removed  {rel}", fg="red")
     for rel in report.extra:
         click.echo(f"  extra    {rel} (not in this version; --clean removes it)")
-    head = f"{verb} {report.digest[:19]} in {report.target}" if not report.dry_run else \
-        f"Dry run for {report.digest[:19]} in {report.target}"
-    click.echo(f"{head}: {len(report.written)} added, {len(report.replaced)} restored, "
-               f"{len(report.unchanged)} unchanged")
+    head = (
+        f"{verb} {report.digest[:19]} in {report.target}"
+        if not report.dry_run
+        else f"Dry run for {report.digest[:19]} in {report.target}"
+    )
+    click.echo(
+        f"{head}: {len(report.written)} added, {len(report.replaced)} restored, "
+        f"{len(report.unchanged)} unchanged"
+    )

@@ -52,12 +52,20 @@ def gc(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     ws = open_workspace(ctx)
     report = collect_garbage(ws, dry_run=dry_run, on_wait=info)
     if as_json:
-        emit_json({"removed": [str(d) for d in report.removed], "freed_bytes": report.freed_bytes,
-                   "kept": report.kept, "missing": [str(d) for d in report.missing],
-                   "dry_run": dry_run})
+        emit_json(
+            {
+                "removed": [str(d) for d in report.removed],
+                "freed_bytes": report.freed_bytes,
+                "kept": report.kept,
+                "missing": [str(d) for d in report.missing],
+                "dry_run": dry_run,
+            }
+        )
         return
     for digest in report.missing:
         warn(f"a ModelKit references {digest}, which is missing from the store")
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {len(report.removed)} blob(s), {human_size(report.freed_bytes)}; "
-               f"kept {report.kept}")
+    click.echo(
+        f"{verb} {len(report.removed)} blob(s), {human_size(report.freed_bytes)}; "
+        f"kept {report.kept}"
+    )

@@ -23,16 +23,22 @@ class Database:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                        isolation_level=None, check_same_thread=False)
+            self.conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot open {self.path}: {exc}",
-                                hint="check that .tether/ is on a local disk and writable") from None
+            raise DatabaseError(
+                f"cannot open {self.path}: {exc}",
+                hint="check that .tether/ is on a local disk and writable",
+            ) from None
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
@@ -40,8 +46,10 @@ class Database:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot start a transaction: {exc}",
-                                hint="another process may hold the database; try again") from None
+            raise DatabaseError(
+                f"cannot start a transaction: {exc}",
+                hint="another process may hold the database; try again",
+            ) from None
         try:
             yield self.conn
         except BaseException:

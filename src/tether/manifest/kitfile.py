@@ -35,7 +35,7 @@ class _Entry(BaseModel):
 class _Layered(_Entry):
     # Set by the packer in the config blob; never written in a user's Kitfile.
     digest: str | None = None
-    diffId: str | None = None  # noqa: N815 (KitOps' JSON key)
+    diffId: str | None = None
 
 
 class Package(_Entry):
@@ -77,8 +77,8 @@ class Dataset(_Layered):
     description: str | None = None
     license: str | None = None
     parameters: Any = None
-    remotePath: str | None = None  # noqa: N815
-    remoteHash: str | None = None  # noqa: N815
+    remotePath: str | None = None
+    remoteHash: str | None = None
 
 
 class Doc(_Layered):
@@ -111,7 +111,9 @@ class LayerSpec:
 
     @property
     def key(self) -> str:
-        return "model" if self.section == "model" else f"{_yaml_section(self.section)}[{self.index}]"
+        return (
+            "model" if self.section == "model" else f"{_yaml_section(self.section)}[{self.index}]"
+        )
 
     @property
     def filter_type(self) -> str:
@@ -119,14 +121,14 @@ class LayerSpec:
 
 
 class Kitfile(_Entry):
-    manifestVersion: str | None = None  # noqa: N815
+    manifestVersion: str | None = None
     package: Package | None = None
     model: Model | None = None
     code: list[Code] | None = None
     datasets: list[Dataset] | None = None
     docs: list[Doc] | None = None
     prompts: list[Prompt] | None = None
-    mcpServers: list[McpServer] | None = None  # noqa: N815
+    mcpServers: list[McpServer] | None = None
 
     # -- reading --------------------------------------------------------------------
 
@@ -136,25 +138,39 @@ class Kitfile(_Entry):
         try:
             located = yamlsafe.load(text, typed=_is_typed)
         except yamlsafe.YamlProblem as exc:
-            raise _error(source, exc.line, exc.message, "fix the YAML; only plain data is allowed")
+            raise _error(
+                source, exc.line, exc.message, "fix the YAML; only plain data is allowed"
+            ) from None
         data = located.value
         if data is None:
-            raise _error(source, None, "the Kitfile is empty",
-                         "start with 'manifestVersion: 1.0.0' and a model, code or datasets section")
+            raise _error(
+                source,
+                None,
+                "the Kitfile is empty",
+                "start with 'manifestVersion: 1.0.0' and a model, code or datasets section",
+            )
         if not isinstance(data, dict):
-            raise _error(source, 1, "the Kitfile must be a mapping of keys such as "
-                         "manifestVersion, package, model", _HINT)
+            raise _error(
+                source,
+                1,
+                "the Kitfile must be a mapping of keys such as manifestVersion, package, model",
+                _HINT,
+            )
         for path in _layer_info_keys(data):
-            raise _error(source, located.line_of(path),
-                         f"unknown key '{path[-1]}' in {_dotted(path[:-1])}",
-                         "digest and diffId are written by the packer; remove them")
+            raise _error(
+                source,
+                located.line_of(path),
+                f"unknown key '{path[-1]}' in {_dotted(path[:-1])}",
+                "digest and diffId are written by the packer; remove them",
+            )
         try:
             kitfile = cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = tuple(err["loc"])
-            raise _error(source, located.line_of(loc), _describe(err, loc),
-                         _hint_for(err, loc)) from None
+            raise _error(
+                source, located.line_of(loc), _describe(err, loc), _hint_for(err, loc)
+            ) from None
         problems = kitfile.problems()
         if problems:
             path, message = problems[0]
@@ -169,14 +185,18 @@ class Kitfile(_Entry):
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise KitfileError(f"ModelKit config is not JSON ({exc})",
-                               hint="the ModelKit is damaged or not a KitOps ModelKit") from None
+            raise KitfileError(
+                f"ModelKit config is not JSON ({exc})",
+                hint="the ModelKit is damaged or not a KitOps ModelKit",
+            ) from None
         try:
             return cls.model_validate(_prune(cls, doc))
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise KitfileError(f"ModelKit config: {_describe(err, tuple(err['loc']))}",
-                               hint="the ModelKit was written by an incompatible tool") from None
+            raise KitfileError(
+                f"ModelKit config: {_describe(err, tuple(err['loc']))}",
+                hint="the ModelKit was written by an incompatible tool",
+            ) from None
 
     # -- rules ----------------------------------------------------------------------
 
@@ -185,8 +205,13 @@ class Kitfile(_Entry):
         out: list[tuple[tuple[str | int, ...], str]] = []
         seen: dict[str, str] = {}
 
-        def check_path(where: tuple[str | int, ...], path: str | None, *, required: bool = True,
-                       allow_ref: bool = False) -> None:
+        def check_path(
+            where: tuple[str | int, ...],
+            path: str | None,
+            *,
+            required: bool = True,
+            allow_ref: bool = False,
+        ) -> None:
             label = _dotted(where)
             if path is None or path == "":
                 if required:
@@ -200,8 +225,9 @@ class Kitfile(_Entry):
                 return
             clean = clean_path(path)
             if clean in seen:
-                out.append(((*where, "path"),
-                            f"{seen[clean]} and {label} use the same path {clean!r}"))
+                out.append(
+                    ((*where, "path"), f"{seen[clean]} and {label} use the same path {clean!r}")
+                )
             else:
                 seen[clean] = label
 
@@ -210,26 +236,47 @@ class Kitfile(_Entry):
             for i, part in enumerate(self.model.parts or []):
                 check_path(("model", "parts", i), part.path)
                 if part.type is not None and not _PART_TYPE.match(part.type):
-                    out.append((("model", "parts", i, "type"),
-                                f"model.parts[{i}].type {part.type!r} must be letters, digits, "
-                                "dots, dashes and underscores"))
+                    out.append(
+                        (
+                            ("model", "parts", i, "type"),
+                            f"model.parts[{i}].type {part.type!r} must be letters, digits, "
+                            "dots, dashes and underscores",
+                        )
+                    )
                 elif part.type is not None and len(part.type) > 64:
-                    out.append((("model", "parts", i, "type"),
-                                f"model.parts[{i}].type is longer than 64 characters"))
+                    out.append(
+                        (
+                            ("model", "parts", i, "type"),
+                            f"model.parts[{i}].type is longer than 64 characters",
+                        )
+                    )
         for i, code in enumerate(self.code or []):
             check_path(("code", i), code.path)
         for i, ds in enumerate(self.datasets or []):
             where = ("datasets", i)
             if ds.remoteHash and not ds.remotePath:
-                out.append(((*where, "remoteHash"),
-                            f"datasets[{i}].remoteHash is only applicable when remotePath is set"))
+                out.append(
+                    (
+                        (*where, "remoteHash"),
+                        f"datasets[{i}].remoteHash is only applicable when remotePath is set",
+                    )
+                )
             if ds.remotePath:
                 if not ds.remotePath.startswith("s3://") and ":" not in ds.remotePath:
-                    out.append(((*where, "remotePath"), f"datasets[{i}].remotePath: only S3 "
-                                "URLs and ModelKit references are supported"))
+                    out.append(
+                        (
+                            (*where, "remotePath"),
+                            f"datasets[{i}].remotePath: only S3 "
+                            "URLs and ModelKit references are supported",
+                        )
+                    )
                 elif ds.remotePath.startswith("s3://") and not ds.remoteHash:
-                    out.append(((*where, "remoteHash"), f"datasets[{i}]: remoteHash is required "
-                                "when remotePath is an S3 URL"))
+                    out.append(
+                        (
+                            (*where, "remoteHash"),
+                            f"datasets[{i}]: remoteHash is required when remotePath is an S3 URL",
+                        )
+                    )
             check_path(where, ds.path, required=not ds.remotePath)
         for i, doc in enumerate(self.docs or []):
             check_path(("docs", i), doc.path)
@@ -245,27 +292,35 @@ class Kitfile(_Entry):
             else:
                 names.add(server.name)
             if server.path and not server.path.endswith(".mcpb"):
-                out.append(((*where, "path"),
-                            f"mcpServers[{i}].path must point to a single .mcpb file"))
+                out.append(
+                    ((*where, "path"), f"mcpServers[{i}].path must point to a single .mcpb file")
+                )
             check_path(where, server.path)
         return out
 
     def warnings(self) -> list[str]:
         out = []
         if self.manifestVersion != MANIFEST_VERSION:
-            out.append(f"unrecognized manifestVersion {self.manifestVersion!r}: "
-                       f"treating the Kitfile as {MANIFEST_VERSION}")
+            out.append(
+                f"unrecognized manifestVersion {self.manifestVersion!r}: "
+                f"treating the Kitfile as {MANIFEST_VERSION}"
+            )
         for ds in self.datasets or []:
             if ds.remotePath:
-                out.append(f"dataset {ds.name or ds.path} lives at {ds.remotePath}: recorded in "
-                           "the Kitfile, not packed, and not checked by this version")
+                out.append(
+                    f"dataset {ds.name or ds.path} lives at {ds.remotePath}: recorded in "
+                    "the Kitfile, not packed, and not checked by this version"
+                )
         return out
 
     @property
     def model_reference(self) -> str | None:
         """The parent ModelKit when ``model.path`` is a reference, not a local path."""
-        if self.model and self.model.path and local_path_problem(self.model.path,
-                                                                 allow_ref=True) == "ref":
+        if (
+            self.model
+            and self.model.path
+            and local_path_problem(self.model.path, allow_ref=True) == "ref"
+        ):
             return self.model.path
         return None
 
@@ -276,11 +331,13 @@ class Kitfile(_Entry):
         specs: list[LayerSpec] = []
         if self.model is not None:
             if self.model.path and self.model_reference is None:
-                specs.append(LayerSpec("model", 0, clean_path(self.model.path), "model",
-                                       self.model.name))
+                specs.append(
+                    LayerSpec("model", 0, clean_path(self.model.path), "model", self.model.name)
+                )
             for i, part in enumerate(self.model.parts or []):
-                specs.append(LayerSpec("parts", i, clean_path(part.path or ""), "modelpart",
-                                       part.name))
+                specs.append(
+                    LayerSpec("parts", i, clean_path(part.path or ""), "modelpart", part.name)
+                )
         for i, code in enumerate(self.code or []):
             specs.append(LayerSpec("code", i, clean_path(code.path or ""), "code", None))
         for i, ds in enumerate(self.datasets or []):
@@ -290,11 +347,20 @@ class Kitfile(_Entry):
         for i, doc in enumerate(self.docs or []):
             specs.append(LayerSpec("docs", i, clean_path(doc.path or ""), "docs", None))
         for i, prompt in enumerate(self.prompts or []):
-            specs.append(LayerSpec("prompts", i, clean_path(prompt.path or ""), "code",
-                                   prompt.name, subtype="prompt"))
+            specs.append(
+                LayerSpec(
+                    "prompts",
+                    i,
+                    clean_path(prompt.path or ""),
+                    "code",
+                    prompt.name,
+                    subtype="prompt",
+                )
+            )
         for i, server in enumerate(self.mcpServers or []):
-            specs.append(LayerSpec("mcpServers", i, clean_path(server.path or ""), "mcpb",
-                                   server.name))
+            specs.append(
+                LayerSpec("mcpServers", i, clean_path(server.path or ""), "mcpb", server.name)
+            )
         return specs
 
     def entry(self, spec: LayerSpec) -> _Layered:
@@ -329,8 +395,9 @@ class Kitfile(_Entry):
         doc.setdefault("manifestVersion", MANIFEST_VERSION)
         doc.setdefault("package", {})
         ordered = {"manifestVersion": doc.pop("manifestVersion"), **doc}
-        return json.dumps(_sort_parameters(ordered), separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        return json.dumps(
+            _sort_parameters(ordered), separators=(",", ":"), ensure_ascii=False
+        ).encode()
 
     def to_yaml(self) -> str:
         """The Kitfile as a user writes it: no digests, 2-space YAML."""
@@ -369,8 +436,10 @@ def local_path_problem(path: str, *, allow_ref: bool = False) -> str | None:
         except Exception:
             pass
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        return "absolute paths are not supported in a Kitfile; use a path relative to the " \
-               "context directory"
+        return (
+            "absolute paths are not supported in a Kitfile; use a path relative to the "
+            "context directory"
+        )
     cleaned = clean_path(path)
     if cleaned == ".." or cleaned.startswith("../"):
         return "paths outside the context directory are not supported"
@@ -388,8 +457,9 @@ def is_within(path: str, parent: str) -> bool:
 
 
 def _is_typed(path: tuple[str | int, ...]) -> bool:
-    return (path[:2] == ("model", "parameters")
-            or (len(path) >= 3 and path[0] == "datasets" and path[2] == "parameters"))
+    return path[:2] == ("model", "parameters") or (
+        len(path) >= 3 and path[0] == "datasets" and path[2] == "parameters"
+    )
 
 
 def _yaml_section(section: str) -> str:

@@ -16,10 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ALWAYS_IGNORED = ("Kitfile", "kitfile", ".kitfile", ".kitignore", ".tether", ".git")
-OS_JUNK = frozenset({
-    ".DS_Store", ".AppleDouble", ".LSOverride", ".Spotlight-V100", ".Trashes",
-    "Thumbs.db", "desktop.ini", "$RECYCLE.BIN", "ehthumbs.db",
-})
+OS_JUNK = frozenset(
+    {
+        ".DS_Store",
+        ".AppleDouble",
+        ".LSOverride",
+        ".Spotlight-V100",
+        ".Trashes",
+        "Thumbs.db",
+        "desktop.ini",
+        "$RECYCLE.BIN",
+        "ehthumbs.db",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,48 @@ from pathlib import Path
 
 from tether.manifest.kitfile import Code, Dataset, Doc, Kitfile, Model, ModelPart, Package
 
-MODEL_EXTENSIONS = frozenset({
-    ".pkl", ".pickle", ".joblib", ".pt", ".pth", ".safetensors", ".onnx", ".gguf", ".ggml",
-    ".h5", ".keras", ".pb", ".ckpt", ".tflite", ".npz", ".skops", ".bin", ".mlmodel",
-})
+MODEL_EXTENSIONS = frozenset(
+    {
+        ".pkl",
+        ".pickle",
+        ".joblib",
+        ".pt",
+        ".pth",
+        ".safetensors",
+        ".onnx",
+        ".gguf",
+        ".ggml",
+        ".h5",
+        ".keras",
+        ".pb",
+        ".ckpt",
+        ".tflite",
+        ".npz",
+        ".skops",
+        ".bin",
+        ".mlmodel",
+    }
+)
 CODE_EXTENSIONS = frozenset({".py", ".ipynb", ".r", ".jl", ".sh", ".sql", ".scala"})
 DATA_DIRS = ("data", "datasets")
-SKIP_DIRS = frozenset({".git", ".tether", ".venv", "venv", "env", "__pycache__",
-                       "node_modules", ".ipynb_checkpoints", ".mypy_cache", ".pytest_cache",
-                       ".ruff_cache", "build", "dist", ".tox"})
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".tether",
+        ".venv",
+        "venv",
+        "env",
+        "__pycache__",
+        "node_modules",
+        ".ipynb_checkpoints",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "build",
+        "dist",
+        ".tox",
+    }
+)
 
 
 def propose(root: Path) -> Kitfile:
@@ -32,9 +65,14 @@ def propose(root: Path) -> Kitfile:
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".")
-                             and not (rel_dir == "" and d in datasets)
-                             and not d.endswith(".egg-info"))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in SKIP_DIRS
+            and not d.startswith(".")
+            and not (rel_dir == "" and d in datasets)
+            and not d.endswith(".egg-info")
+        )
         for name in sorted(filenames):
             rel = f"{rel_dir}/{name}" if rel_dir else name
             suffix = Path(name).suffix.lower()
@@ -50,14 +88,17 @@ def propose(root: Path) -> Kitfile:
     model = None
     if models:
         main = models[0][1]
-        parts = [ModelPart(name=Path(p).stem, path=p) for _, p in sorted(models[1:],
-                                                                         key=lambda m: m[1])]
+        parts = [
+            ModelPart(name=Path(p).stem, path=p) for _, p in sorted(models[1:], key=lambda m: m[1])
+        ]
         model = Model(name=Path(main).stem, path=main, parts=parts or None)
     model_dirs = {m[1].split("/")[0] for m in models if "/" in m[1]}
     code = [Code(path=d) for d in sorted(code_dirs - model_dirs)]
     code += [Code(path=f) for f in sorted(code_files)]
-    readme = next((n for n in ("README.md", "README.rst", "README.txt", "README")
-                   if (root / n).is_file()), None)
+    readme = next(
+        (n for n in ("README.md", "README.rst", "README.txt", "README") if (root / n).is_file()),
+        None,
+    )
     return Kitfile(
         manifestVersion="1.0.0",
         package=Package(name=_package_name(root.name)),

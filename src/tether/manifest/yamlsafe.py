@@ -90,8 +90,15 @@ def load(text: str | bytes, *, typed: Callable[[Path_], bool]) -> Located:
     return out
 
 
-def _convert(node: yaml.Node, path: Path_, out: Located, typed: Callable[[Path_], bool],
-             constructor: yaml.constructor.SafeConstructor, counter: list[int], depth: int) -> Any:
+def _convert(
+    node: yaml.Node,
+    path: Path_,
+    out: Located,
+    typed: Callable[[Path_], bool],
+    constructor: yaml.constructor.SafeConstructor,
+    counter: list[int],
+    depth: int,
+) -> Any:
     counter[0] += 1
     line = node.start_mark.line + 1
     if counter[0] > MAX_NODES:
@@ -114,8 +121,9 @@ def _convert(node: yaml.Node, path: Path_, out: Located, typed: Callable[[Path_]
             if key in result:
                 raise YamlProblem(f"duplicate key {key!r}", kline)
             out.key_lines.setdefault((*path, key), kline)
-            result[key] = _convert(value_node, (*path, key), out, typed, constructor, counter,
-                                   depth + 1)
+            result[key] = _convert(
+                value_node, (*path, key), out, typed, constructor, counter, depth + 1
+            )
         return result
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _SEQ:

@@ -24,9 +24,15 @@ class KitSummary:
     author: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"repository": self.repository, "tag": self.tag, "digest": self.digest,
-                "model": self.model, "version": self.version, "size": self.size,
-                "author": self.author}
+        return {
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "model": self.model,
+            "version": self.version,
+            "size": self.size,
+            "author": self.author,
+        }
 
 
 def list_kits(ws: Workspace, repository: str | None = None) -> list[KitSummary]:
@@ -73,9 +79,14 @@ def inspect(ws: Workspace, ref: str) -> dict[str, Any]:
         "manifest": manifest_doc,
         "kitfile": kit.kitfile.model_dump(exclude_none=True),
         "layers": [
-            {"path": layer.path, "type": layer.filter_type, "name": layer.name,
-             "mediaType": layer.descriptor.media_type, "digest": str(layer.descriptor.digest),
-             "size": layer.descriptor.size}
+            {
+                "path": layer.path,
+                "type": layer.filter_type,
+                "name": layer.name,
+                "mediaType": layer.descriptor.media_type,
+                "digest": str(layer.descriptor.digest),
+                "size": layer.descriptor.size,
+            }
             for layer in kit.layers
         ],
     }

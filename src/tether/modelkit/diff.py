@@ -91,8 +91,9 @@ def diff(ws: Workspace, ref_a: str, ref_b: str) -> KitDiff:
                 changes.append(FileChange(path, "modified", old.size, new.size))
             else:
                 unchanged += 1
-    return KitDiff(ref_a, ref_b, str(a.digest), str(b.digest), fields, changes, unchanged,
-                   len(shared))
+    return KitDiff(
+        ref_a, ref_b, str(a.digest), str(b.digest), fields, changes, unchanged, len(shared)
+    )
 
 
 def layer_files(ws: Workspace, layer: Layer) -> list[FileInfo]:
@@ -104,8 +105,7 @@ def layer_files(ws: Workspace, layer: Layer) -> list[FileInfo]:
     limits = Limits(ws.settings.unpack_max_bytes, ws.settings.unpack_max_files)
     files: list[FileInfo] = []
     with ws.store.open(layer.descriptor.digest) as raw:
-        for member in iter_members(raw, layer.descriptor, layer.type, limits,
-                                   raw_path=layer.path):
+        for member in iter_members(raw, layer.descriptor, layer.type, limits, raw_path=layer.path):
             if member.is_dir:
                 continue
             assert member.stream is not None
@@ -116,16 +116,20 @@ def layer_files(ws: Workspace, layer: Layer) -> list[FileInfo]:
                 size += len(chunk)
             files.append(FileInfo(member.rel, size, f"sha256:{h.hexdigest()}", member.mode))
     with ws.db.atomic() as conn:
-        conn.execute("INSERT OR REPLACE INTO layer_files VALUES (?, ?)",
-                     (key, json.dumps([asdict(f) for f in files])))
+        conn.execute(
+            "INSERT OR REPLACE INTO layer_files VALUES (?, ?)",
+            (key, json.dumps([asdict(f) for f in files])),
+        )
     return files
 
 
 def diff_kitfiles(a: Kitfile, b: Kitfile) -> list[FieldChange]:
     flat_a, flat_b = _flatten(_plain(a)), _flatten(_plain(b))
-    return [FieldChange(k, flat_a.get(k), flat_b.get(k))
-            for k in sorted(flat_a.keys() | flat_b.keys(), key=_key_order)
-            if flat_a.get(k) != flat_b.get(k)]
+    return [
+        FieldChange(k, flat_a.get(k), flat_b.get(k))
+        for k in sorted(flat_a.keys() | flat_b.keys(), key=_key_order)
+        if flat_a.get(k) != flat_b.get(k)
+    ]
 
 
 def _plain(kitfile: Kitfile) -> dict[str, Any]:
@@ -149,8 +153,16 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_SECTION_ORDER = ["manifestVersion", "package", "model", "code", "datasets", "docs", "prompts",
-                  "mcpServers"]
+_SECTION_ORDER = [
+    "manifestVersion",
+    "package",
+    "model",
+    "code",
+    "datasets",
+    "docs",
+    "prompts",
+    "mcpServers",
+]
 
 
 def _key_order(key: str) -> tuple[int, str]:

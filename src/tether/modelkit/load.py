@@ -19,8 +19,14 @@ from tether.oci.reference import parse_reference
 from tether.workspace import Workspace
 
 FILTER_TYPES = ("kitfile", "model", "code", "datasets", "docs", "prompts", "mcpservers")
-_BASE_TO_FILTER = {"model": "model", "modelpart": "model", "code": "code",
-                   "dataset": "datasets", "docs": "docs", "mcpb": "mcpservers"}
+_BASE_TO_FILTER = {
+    "model": "model",
+    "modelpart": "model",
+    "code": "code",
+    "dataset": "datasets",
+    "docs": "docs",
+    "mcpb": "mcpservers",
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ def load(ws: Workspace, ref_text: str) -> LoadedKit:
     entry = ws.index.resolve(parse_reference(ref_text))
     manifest = ImageManifest.from_bytes(ws.store.read_bytes(entry.digest, max_size=4 << 20))
     if not manifest.is_modelkit:
-        raise ModelKitError(f"{ref_text} is an OCI artifact but not a ModelKit",
-                            hint=f"its artifactType is {manifest.artifact_type!r}")
+        raise ModelKitError(
+            f"{ref_text} is an OCI artifact but not a ModelKit",
+            hint=f"its artifactType is {manifest.artifact_type!r}",
+        )
     if manifest.config.media_type == mt.KIT_CONFIG:
         kitfile = Kitfile.from_config(ws.store.read_bytes(manifest.config.digest))
     elif mt.ANN_KITFILE in manifest.annotations:
@@ -62,18 +70,22 @@ def load(ws: Workspace, ref_text: str) -> LoadedKit:
 def _pair(kitfile: Kitfile, manifest: ImageManifest) -> list[Layer]:
     specs = kitfile.layer_specs()
     by_digest: dict[str, LayerSpec] = {}
-    for spec in specs:
-        digest = kitfile.entry(spec).digest
+    for s in specs:
+        digest = kitfile.entry(s).digest
         if digest:
-            by_digest.setdefault(digest, spec)
+            by_digest.setdefault(digest, s)
     positional = not by_digest and len(specs) == len(manifest.layers)
     layers = []
     for i, desc in enumerate(manifest.layers):
         ltype = mt.parse_layer_type(desc.media_type)
         if ltype is None:
-            raise ModelKitError(f"layer {i} has unknown media type {desc.media_type!r}",
-                                hint="this ModelKit uses a format tether does not know yet")
-        spec = by_digest.get(str(desc.digest)) or (specs[i] if positional else None)
+            raise ModelKitError(
+                f"layer {i} has unknown media type {desc.media_type!r}",
+                hint="this ModelKit uses a format tether does not know yet",
+            )
+        spec: LayerSpec | None = by_digest.get(str(desc.digest))
+        if spec is None and positional:
+            spec = specs[i]
         if spec is not None:
             path, name, ftype = spec.path, spec.name, spec.filter_type
             if ftype == "parts":
@@ -82,16 +94,21 @@ def _pair(kitfile: Kitfile, manifest: ImageManifest) -> list[Layer]:
             if by_digest:
                 raise ModelKitError(
                     f"layer {desc.digest.short} is not listed in the ModelKit's Kitfile",
-                    hint="digest in config and manifest do not match; the ModelKit is damaged")
+                    hint="digest in config and manifest do not match; the ModelKit is damaged",
+                )
             raw_path = desc.annotations.get(mt.ANN_FILEPATH)
             if raw_path is None:
-                raise ModelKitError(f"unknown file path for layer {i}",
-                                    hint="it has no org.cncf.model.filepath annotation")
+                raise ModelKitError(
+                    f"unknown file path for layer {i}",
+                    hint="it has no org.cncf.model.filepath annotation",
+                )
             problem = local_path_problem(raw_path)
             if problem:
-                raise ModelKitError(f"layer {i} path {raw_path!r}: {problem}",
-                                    hint="this ModelKit is unsafe to unpack; do not use it",
-                                    code="unsafe-archive")
+                raise ModelKitError(
+                    f"layer {i} path {raw_path!r}: {problem}",
+                    hint="this ModelKit is unsafe to unpack; do not use it",
+                    code="unsafe-archive",
+                )
             path, name = clean_path(raw_path), None
             ftype = _BASE_TO_FILTER[ltype.base]
             if desc.annotations.get(mt.ANN_LAYER_SUBTYPE) == "prompt":
@@ -114,10 +131,15 @@ def parse_filters(texts: list[str]) -> list[Filter]:
         types = {t.strip().lower() for t in types_text.split(",") if t.strip()}
         unknown = types - set(FILTER_TYPES)
         if not types or unknown:
-            raise UsageError(f"unknown filter type {', '.join(sorted(unknown)) or text!r}",
-                             hint="use " + "|".join(FILTER_TYPES) + ", optionally :NAME[,NAME]")
-        ids = {clean_path(i.strip()) if "/" in i else i.strip()
-               for i in ids_text.split(",") if i.strip()}
+            raise UsageError(
+                f"unknown filter type {', '.join(sorted(unknown)) or text!r}",
+                hint="use " + "|".join(FILTER_TYPES) + ", optionally :NAME[,NAME]",
+            )
+        ids = {
+            clean_path(i.strip()) if "/" in i else i.strip()
+            for i in ids_text.split(",")
+            if i.strip()
+        }
         out.append(Filter(frozenset(types), frozenset(ids)))
     return out
 
@@ -125,8 +147,10 @@ def parse_filters(texts: list[str]) -> list[Filter]:
 def selected(layer: Layer, filters: list[Filter]) -> bool:
     if not filters:
         return True
-    return any(layer.filter_type in f.types
-               and (not f.ids or layer.name in f.ids or layer.path in f.ids) for f in filters)
+    return any(
+        layer.filter_type in f.types and (not f.ids or layer.name in f.ids or layer.path in f.ids)
+        for f in filters
+    )
 
 
 def wants_kitfile(filters: list[Filter]) -> bool:

@@ -55,19 +55,27 @@ def find_kitfile(context: Path, kitfile: str | Path | None) -> Path:
     for name in KITFILE_NAMES:
         if (context / name).is_file():
             return context / name
-    raise UsageError(f"no Kitfile in {context}",
-                     hint="run 'tether init' to propose one, or pass -f KITFILE")
+    raise UsageError(
+        f"no Kitfile in {context}", hint="run 'tether init' to propose one, or pass -f KITFILE"
+    )
 
 
 def load_kitfile(path: Path) -> tuple[Kitfile, list[str]]:
     return Kitfile.from_yaml(path.read_bytes(), source=str(path.name))
 
 
-def pack(ws: Workspace, context: str | Path | None = None, *, kitfile: str | Path | None = None,
-         tags: list[Reference] | None = None, compression: str | None = None,
-         force: bool = False, progress: Progress | None = None,
-         warn: Callable[[str], None] | None = None,
-         env: Mapping[str, str] | None = None) -> PackResult:
+def pack(
+    ws: Workspace,
+    context: str | Path | None = None,
+    *,
+    kitfile: str | Path | None = None,
+    tags: list[Reference] | None = None,
+    compression: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PackResult:
     """Pack ``context`` (default: the project root) as described by its Kitfile."""
     env = os.environ if env is None else env
     context = Path(context).resolve() if context is not None else ws.root
@@ -93,8 +101,11 @@ def pack(ws: Workspace, context: str | Path | None = None, *, kitfile: str | Pat
     specs = kf.layer_specs()
     plans: list[tuple[LayerSpec, list[FileEntry]]] = []
     for spec in specs:
-        inner = [o.path for o in specs
-                 if o is not spec and o.path != spec.path and is_within(o.path, spec.path)]
+        inner = [
+            o.path
+            for o in specs
+            if o is not spec and o.path != spec.path and is_within(o.path, spec.path)
+        ]
         if spec.base == "mcpb":
             plans.append((spec, _mcpb_entry(context, spec)))
         else:
@@ -128,8 +139,13 @@ def pack(ws: Workspace, context: str | Path | None = None, *, kitfile: str | Pat
     return PackResult(digest, manifest, kf, changes, warnings, total)
 
 
-def _write_layer(ws: Workspace, spec: LayerSpec, entries: list[FileEntry], compression: str,
-                 advance: Callable[[int], None] | None) -> tuple[Descriptor, str]:
+def _write_layer(
+    ws: Workspace,
+    spec: LayerSpec,
+    entries: list[FileEntry],
+    compression: str,
+    advance: Callable[[int], None] | None,
+) -> tuple[Descriptor, str]:
     annotations = {mt.ANN_FILEPATH: spec.path}
     if spec.subtype:
         annotations[mt.ANN_LAYER_SUBTYPE] = spec.subtype
@@ -141,8 +157,17 @@ def _write_layer(ws: Workspace, spec: LayerSpec, entries: list[FileEntry], compr
         assert entry.source is not None
         digest = ws.store.put_file(entry.source)
         annotations[mt.ANN_FILE_METADATA] = json.dumps(
-            {"name": entry.rel, "mode": entry.mode, "uid": 0, "gid": 0, "size": entry.size,
-             "mtime": "1970-01-01T00:00:00Z", "typeflag": 48}, separators=(",", ":"))
+            {
+                "name": entry.rel,
+                "mode": entry.mode,
+                "uid": 0,
+                "gid": 0,
+                "size": entry.size,
+                "mtime": "1970-01-01T00:00:00Z",
+                "typeflag": 48,
+            },
+            separators=(",", ":"),
+        )
         if advance is not None:
             advance(entry.size)
         media = mt.LayerType("mcpb", "raw", "none").media_type()
@@ -160,16 +185,20 @@ def _write_layer(ws: Workspace, spec: LayerSpec, entries: list[FileEntry], compr
 def _mcpb_entry(context: Path, spec: LayerSpec) -> list[FileEntry]:
     path = context / spec.path
     if not path.is_file() or path.is_symlink():
-        raise KitfileError(f"{spec.key}: {spec.path} is not a regular .mcpb file",
-                           hint="an MCP server entry must point to one .mcpb bundle")
+        raise KitfileError(
+            f"{spec.key}: {spec.path} is not a regular .mcpb file",
+            hint="an MCP server entry must point to one .mcpb bundle",
+        )
     try:
         with zipfile.ZipFile(path) as zf:
             ok = "manifest.json" in zf.namelist()
     except zipfile.BadZipFile:
         ok = False
     if not ok:
-        raise KitfileError(f"{spec.key}: {spec.path} is not an MCP bundle",
-                           hint="a .mcpb file is a ZIP archive with manifest.json at its root")
+        raise KitfileError(
+            f"{spec.key}: {spec.path} is not an MCP bundle",
+            hint="a .mcpb file is a ZIP archive with manifest.json at its root",
+        )
     return [FileEntry(spec.path, path, path.stat().st_size, 0o644)]
 
 
@@ -181,7 +210,8 @@ def _created(env: Mapping[str, str]) -> str | None:
         seconds = int(value)
         stamp = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
     except (ValueError, OverflowError, OSError):
-        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a Unix timestamp",
-                         hint="set it to whole seconds since 1970, e.g. $(git log -1 --format=%ct)"
-                         ) from None
+        raise UsageError(
+            f"SOURCE_DATE_EPOCH={value!r} is not a Unix timestamp",
+            hint="set it to whole seconds since 1970, e.g. $(git log -1 --format=%ct)",
+        ) from None
     return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")

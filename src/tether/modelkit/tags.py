@@ -27,8 +27,9 @@ class TagChange:
     new: Digest | None
 
 
-def set_tags(ws: Workspace, refs: list[Reference], descriptor: Descriptor, *,
-             force: bool = False) -> list[TagChange]:
+def set_tags(
+    ws: Workspace, refs: list[Reference], descriptor: Descriptor, *, force: bool = False
+) -> list[TagChange]:
     """Point each ``repo:tag`` at ``descriptor`` (a manifest in the store)."""
     for ref in refs:
         if ref.repository is None or ref.tag is None or ref.digest is not None:
@@ -36,15 +37,20 @@ def set_tags(ws: Workspace, refs: list[Reference], descriptor: Descriptor, *,
     changes: list[TagChange] = []
     with ws.index.transaction() as entries:
         for ref in refs:
-            current = next((e for e in entries if e.repository == ref.name and e.tag == ref.tag),
-                           None)
+            current = next(
+                (e for e in entries if e.repository == ref.name and e.tag == ref.tag), None
+            )
             old = current.digest if current else None
             if old == descriptor.digest:
                 changes.append(TagChange(str(ref), "unchanged", old, old))
                 continue
             previous = old or _last_published(ws, ref)
-            if (previous is not None and previous != descriptor.digest and not force
-                    and ws.settings.is_version_tag(ref.tag)):
+            if (
+                previous is not None
+                and previous != descriptor.digest
+                and not force
+                and ws.settings.is_version_tag(ref.tag or "")
+            ):
                 raise TagConflict(
                     f"{ref} is a version tag and already means {previous.short}"
                     + ("" if old else " (removed, but published before)"),
@@ -54,8 +60,15 @@ def set_tags(ws: Workspace, refs: list[Reference], descriptor: Descriptor, *,
             if current is not None:
                 entries.remove(current)
             # An untagged entry of the same ModelKit in that repository is now redundant.
-            entries[:] = [e for e in entries if not (e.tag is None and e.digest == descriptor.digest
-                                                    and e.repository in (ref.name, ""))]
+            entries[:] = [
+                e
+                for e in entries
+                if not (
+                    e.tag is None
+                    and e.digest == descriptor.digest
+                    and e.repository in (ref.name, "")
+                )
+            ]
             entries.append(IndexEntry(ref.name, ref.tag, descriptor))
             changes.append(TagChange(str(ref), "move" if old else "set", old, descriptor.digest))
     _record(ws, changes)  # after the index is written: history never shows a move that failed
@@ -75,13 +88,17 @@ def remove(ws: Workspace, ref: Reference) -> list[TagChange]:
     changes: list[TagChange] = []
     with ws.index.transaction() as entries:
         if ref.digest is not None:
-            doomed = [e for e in entries if e.digest == ref.digest
-                      and (ref.repository is None or e.repository == ref.name)]
+            doomed = [
+                e
+                for e in entries
+                if e.digest == ref.digest and (ref.repository is None or e.repository == ref.name)
+            ]
         else:
             doomed = [e for e in entries if e.repository == ref.name and e.tag == ref.tag]
         if not doomed:
-            raise ModelKitNotFound(f"no ModelKit {ref} in the local store",
-                                   hint="see 'tether list'")
+            raise ModelKitNotFound(
+                f"no ModelKit {ref} in the local store", hint="see 'tether list'"
+            )
         for e in doomed:
             entries.remove(e)
             changes.append(TagChange(e.ref(), "remove", e.digest, None))
@@ -89,18 +106,23 @@ def remove(ws: Workspace, ref: Reference) -> list[TagChange]:
     return changes
 
 
-def history(ws: Workspace, repository: str, tag: str) -> list[tuple[float, str, str | None,
-                                                                     str | None, str]]:
+def history(
+    ws: Workspace, repository: str, tag: str
+) -> list[tuple[float, str, str | None, str | None, str]]:
     rows = ws.db.query(
         "SELECT at, action, old_digest, new_digest, user FROM tag_events "
-        "WHERE repository = ? AND tag = ? ORDER BY id", (repository, tag))
+        "WHERE repository = ? AND tag = ? ORDER BY id",
+        (repository, tag),
+    )
     return [(r["at"], r["action"], r["old_digest"], r["new_digest"], r["user"]) for r in rows]
 
 
 def _last_published(ws: Workspace, ref: Reference) -> Digest | None:
     row = ws.db.query(
         "SELECT new_digest FROM tag_events WHERE repository = ? AND tag = ? "
-        "AND new_digest IS NOT NULL ORDER BY id DESC LIMIT 1", (ref.name, ref.tag or ""))
+        "AND new_digest IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (ref.name, ref.tag or ""),
+    )
     return Digest.parse(row[0]["new_digest"]) if row else None
 
 
@@ -111,10 +133,21 @@ def _record(ws: Workspace, changes: list[TagChange]) -> None:
         if c.action == "unchanged":
             continue
         repo, _, tag = c.ref.rpartition(":")
-        rows.append((repo, tag, c.action, str(c.old) if c.old else None,
-                     str(c.new) if c.new else None, now, ws.user))
+        rows.append(
+            (
+                repo,
+                tag,
+                c.action,
+                str(c.old) if c.old else None,
+                str(c.new) if c.new else None,
+                now,
+                ws.user,
+            )
+        )
     if rows:
         with ws.db.atomic() as conn:
             conn.executemany(
                 "INSERT INTO tag_events (repository, tag, action, old_digest, new_digest, at, user)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )

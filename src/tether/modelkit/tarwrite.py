@@ -24,8 +24,8 @@ from typing import Any
 
 from tether.errors import KitfileError, ModelKitError
 from tether.hashing import CHUNK
-from tether.manifest.kitignore import IgnoreRules
 from tether.manifest.kitfile import is_within
+from tether.manifest.kitignore import IgnoreRules
 from tether.store.objects import BlobWriter
 
 BLOCK = 512
@@ -44,20 +44,31 @@ class FileEntry:
         return self.source is None
 
 
-def collect(context: Path, layer_path: str, inner_paths: list[str], rules: IgnoreRules,
-            warn: Callable[[str], None], *, key: str) -> list[FileEntry]:
+def collect(
+    context: Path,
+    layer_path: str,
+    inner_paths: list[str],
+    rules: IgnoreRules,
+    warn: Callable[[str], None],
+    *,
+    key: str,
+) -> list[FileEntry]:
     """The entries of one layer. ``inner_paths`` are other layers' paths nested inside
     this one: their files belong to those layers only."""
     target = context / layer_path if layer_path != "." else context
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        raise KitfileError(f"{key}: path {layer_path!r} does not exist in {context}",
-                           hint="fix the path in the Kitfile, or create the file") from None
+        raise KitfileError(
+            f"{key}: path {layer_path!r} does not exist in {context}",
+            hint="fix the path in the Kitfile, or create the file",
+        ) from None
     if stat.S_ISLNK(st.st_mode):
-        raise KitfileError(f"{key}: path {layer_path!r} is a symbolic link",
-                           hint="point the Kitfile at the real file or directory; "
-                           "ModelKits hold regular files only")
+        raise KitfileError(
+            f"{key}: path {layer_path!r} is a symbolic link",
+            hint="point the Kitfile at the real file or directory; "
+            "ModelKits hold regular files only",
+        )
     if layer_path != "." and rules.ignored(layer_path):
         warn(f"{key} path {layer_path} is ignored by .kitignore")
         return []
@@ -73,15 +84,23 @@ def collect(context: Path, layer_path: str, inner_paths: list[str], rules: Ignor
             entries.append(FileEntry(layer_path, None, 0, 0o755))
         _walk(target, "" if layer_path == "." else layer_path, inner_paths, rules, warn, entries)
     else:
-        raise KitfileError(f"{key}: path {layer_path!r} is not a regular file or directory",
-                           hint="ModelKits hold regular files and directories only")
+        raise KitfileError(
+            f"{key}: path {layer_path!r} is not a regular file or directory",
+            hint="ModelKits hold regular files and directories only",
+        )
     if not any(not e.is_dir for e in entries):
         warn(f"no files found for {key} (path {layer_path})")
     return entries
 
 
-def _walk(directory: Path, rel: str, inner: list[str], rules: IgnoreRules,
-          warn: Callable[[str], None], out: list[FileEntry]) -> None:
+def _walk(
+    directory: Path,
+    rel: str,
+    inner: list[str],
+    rules: IgnoreRules,
+    warn: Callable[[str], None],
+    out: list[FileEntry],
+) -> None:
     with os.scandir(directory) as it:
         children = sorted(it, key=lambda e: os.fsencode(e.name))
     for child in children:
@@ -101,8 +120,9 @@ def _walk(directory: Path, rel: str, inner: list[str], rules: IgnoreRules,
             _walk(Path(child.path), child_rel, inner, rules, warn, out)
         elif stat.S_ISREG(st.st_mode):
             if not rules.ignored(child_rel):
-                out.append(FileEntry(child_rel, Path(child.path), st.st_size,
-                                     _file_mode(st.st_mode)))
+                out.append(
+                    FileEntry(child_rel, Path(child.path), st.st_size, _file_mode(st.st_mode))
+                )
         elif not rules.ignored(child_rel):
             warn(f"skipping {child_rel}: not a regular file (device, socket or FIFO)")
 
@@ -134,13 +154,14 @@ class LayerSink:
         self._stream: Any = None
         if compression == "gzip":
             # mtime=0 and no file name: the gzip header carries nothing machine-specific.
-            self._stream = gzip.GzipFile(filename="", mode="wb", fileobj=_Forward(writer),
-                                         mtime=0, compresslevel=6)
+            self._stream = gzip.GzipFile(
+                filename="", mode="wb", fileobj=_Forward(writer), mtime=0, compresslevel=6
+            )
         elif compression == "zstd":
             import zstandard
 
-            self._stream = zstandard.ZstdCompressor(level=3).stream_writer(
-                _Forward(writer), closefd=False)
+            sink: Any = _Forward(writer)
+            self._stream = zstandard.ZstdCompressor(level=3).stream_writer(sink, closefd=False)
 
     def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
@@ -169,8 +190,9 @@ class _Forward:
         pass
 
 
-def write_tar(entries: list[FileEntry], sink: LayerSink,
-              on_bytes: Callable[[int], None] | None = None) -> None:
+def write_tar(
+    entries: list[FileEntry], sink: LayerSink, on_bytes: Callable[[int], None] | None = None
+) -> None:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     for entry in entries:
@@ -183,15 +205,19 @@ def write_tar(entries: list[FileEntry], sink: LayerSink,
             while remaining:
                 n = f.readinto(view[: min(CHUNK, remaining)])
                 if not n:
-                    raise ModelKitError(f"{entry.rel} shrank while it was being packed",
-                                        hint="wait until the file is fully written, then pack")
+                    raise ModelKitError(
+                        f"{entry.rel} shrank while it was being packed",
+                        hint="wait until the file is fully written, then pack",
+                    )
                 sink.write(view[:n])
                 remaining -= n
                 if on_bytes is not None:
                     on_bytes(n)
             if f.read(1):
-                raise ModelKitError(f"{entry.rel} grew while it was being packed",
-                                    hint="wait until the file is fully written, then pack")
+                raise ModelKitError(
+                    f"{entry.rel} grew while it was being packed",
+                    hint="wait until the file is fully written, then pack",
+                )
         pad = -entry.size % BLOCK
         if pad:
             sink.write(bytes(pad))

@@ -51,16 +51,25 @@ class UnpackReport:
     dry_run: bool = False
 
 
-def unpack(ws: Workspace, ref: str, target: str | Path, *, filters: list[str] | None = None,
-           overwrite: bool = False, dry_run: bool = False) -> UnpackReport:
+def unpack(
+    ws: Workspace,
+    ref: str,
+    target: str | Path,
+    *,
+    filters: list[str] | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+) -> UnpackReport:
     """Unpack ``ref`` into ``target``; refuses to overwrite differing files unless asked."""
     kit = load(ws, ref)
-    return _unpack_kit(ws, kit, Path(target), parse_filters(filters or []), overwrite=overwrite,
-                       dry_run=dry_run)
+    return _unpack_kit(
+        ws, kit, Path(target), parse_filters(filters or []), overwrite=overwrite, dry_run=dry_run
+    )
 
 
-def rollback(ws: Workspace, ref: str, *, dry_run: bool = False, clean: bool = False
-             ) -> UnpackReport:
+def rollback(
+    ws: Workspace, ref: str, *, dry_run: bool = False, clean: bool = False
+) -> UnpackReport:
     """Restore the project's files to exactly ``ref``'s bytes, reporting what changed.
 
     Files under the version's layer paths that the version does not contain are listed
@@ -73,16 +82,33 @@ def rollback(ws: Workspace, ref: str, *, dry_run: bool = False, clean: bool = Fa
         for rel in extra:
             os.unlink(ws.root / rel)
             removed.append(rel)
-    return UnpackReport(report.digest, report.target, report.written, report.replaced,
-                        report.unchanged, [e for e in extra if e not in removed], removed, dry_run)
+    return UnpackReport(
+        report.digest,
+        report.target,
+        report.written,
+        report.replaced,
+        report.unchanged,
+        [e for e in extra if e not in removed],
+        removed,
+        dry_run,
+    )
 
 
-def _unpack_kit(ws: Workspace, kit: LoadedKit, target: Path, filters: list[Filter], *,
-                overwrite: bool, dry_run: bool) -> UnpackReport:
+def _unpack_kit(
+    ws: Workspace,
+    kit: LoadedKit,
+    target: Path,
+    filters: list[Filter],
+    *,
+    overwrite: bool,
+    dry_run: bool,
+) -> UnpackReport:
     layers = [layer for layer in kit.layers if selected(layer, filters)]
     if filters and not layers and not wants_kitfile(filters):
-        raise UsageError("the filter matches no layer of this ModelKit",
-                         hint="see 'tether inspect' for its layers and names")
+        raise UsageError(
+            "the filter matches no layer of this ModelKit",
+            hint="see 'tether inspect' for its layers and names",
+        )
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a directory", hint="choose another -d DIR")
     target.mkdir(parents=True, exist_ok=True)
@@ -108,7 +134,8 @@ def _unpack_kit(ws: Workspace, kit: LoadedKit, target: Path, filters: list[Filte
             raise UnpackConflict(
                 f"{len(conflicts)} file(s) in {target} differ from the ModelKit: {shown}",
                 hint="nothing was changed; use --overwrite to replace them, or unpack into "
-                "another directory")
+                "another directory",
+            )
         if not dry_run:
             _apply(target, staging, dirs, report.written + report.replaced)
         return report
@@ -116,18 +143,21 @@ def _unpack_kit(ws: Workspace, kit: LoadedKit, target: Path, filters: list[Filte
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _stage_layer(ws: Workspace, layer: Layer, staging: Path, staged: dict[str, bool],
-                 limits: Limits) -> None:
+def _stage_layer(
+    ws: Workspace, layer: Layer, staging: Path, staged: dict[str, bool], limits: Limits
+) -> None:
     with ws.store.open(layer.descriptor.digest) as raw:
-        for member in iter_members(raw, layer.descriptor, layer.type, limits,
-                                   raw_path=layer.path):
+        for member in iter_members(raw, layer.descriptor, layer.type, limits, raw_path=layer.path):
             if member.rel == KITFILE_NAME or member.rel.startswith(".tether-unpack-"):
-                raise UnsafeArchive(f"layer entry {member.rel!r} would clobber tether's own file",
-                                    hint="this ModelKit is malformed")
+                raise UnsafeArchive(
+                    f"layer entry {member.rel!r} would clobber tether's own file",
+                    hint="this ModelKit is malformed",
+                )
             previous = staged.get(member.rel)
             if previous is not None and not (previous and member.is_dir):
-                raise UnsafeArchive(f"two layers both write {member.rel!r}",
-                                    hint="the ModelKit is malformed")
+                raise UnsafeArchive(
+                    f"two layers both write {member.rel!r}", hint="the ModelKit is malformed"
+                )
             path = staging / member.rel
             if member.is_dir:
                 path.mkdir(parents=True, exist_ok=True)
@@ -144,8 +174,9 @@ def _stage_layer(ws: Workspace, layer: Layer, staging: Path, staged: dict[str, b
             staged[member.rel] = False
 
 
-def _plan(target: Path, staging: Path, files: list[str], dirs: list[str],
-          report: UnpackReport) -> list[str]:
+def _plan(
+    target: Path, staging: Path, files: list[str], dirs: list[str], report: UnpackReport
+) -> list[str]:
     conflicts: list[str] = []
     for rel in dirs:
         _check_parents(target, rel)
@@ -161,10 +192,13 @@ def _plan(target: Path, staging: Path, files: list[str], dirs: list[str],
             report.written.append(rel)
             continue
         if not stat.S_ISREG(st.st_mode):
-            raise UnpackConflict(f"{dest} exists and is not a regular file",
-                                 hint="move it away, then unpack again; nothing was changed")
+            raise UnpackConflict(
+                f"{dest} exists and is not a regular file",
+                hint="move it away, then unpack again; nothing was changed",
+            )
         if filecmp.cmp(staging / rel, dest, shallow=False) or (
-                rel == KITFILE_NAME and _same_kitfile(staging / rel, dest)):
+            rel == KITFILE_NAME and _same_kitfile(staging / rel, dest)
+        ):
             report.unchanged.append(rel)
         else:
             report.replaced.append(rel)
@@ -194,12 +228,16 @@ def _check_parents(target: Path, rel: str) -> None:
         except FileNotFoundError:
             return
         if stat.S_ISLNK(st.st_mode):
-            raise UnsafeArchive(f"{current} is a symbolic link; unpacking through it could "
-                                "write outside the target", hint="remove the link, or unpack "
-                                "into an empty directory; nothing was changed")
+            raise UnsafeArchive(
+                f"{current} is a symbolic link; unpacking through it could "
+                "write outside the target",
+                hint="remove the link, or unpack into an empty directory; nothing was changed",
+            )
         if not stat.S_ISDIR(st.st_mode):
-            raise UnpackConflict(f"{current} is a file where the ModelKit has a directory",
-                                 hint="move it away, then unpack again; nothing was changed")
+            raise UnpackConflict(
+                f"{current} is a file where the ModelKit has a directory",
+                hint="move it away, then unpack again; nothing was changed",
+            )
 
 
 def _apply(target: Path, staging: Path, dirs: list[str], files: list[str]) -> None:
@@ -229,9 +267,12 @@ def _extra_files(root: Path, kit: LoadedKit, present: set[str]) -> list[str]:
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
             rel_dir = "" if rel_dir == "." else rel_dir
-            dirnames[:] = sorted(d for d in dirnames
-                                 if not rules.prune(f"{rel_dir}/{d}" if rel_dir else d)
-                                 and not d.startswith(".tether-unpack-"))
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not rules.prune(f"{rel_dir}/{d}" if rel_dir else d)
+                and not d.startswith(".tether-unpack-")
+            )
             for name in sorted(filenames):
                 rel = f"{rel_dir}/{name}" if rel_dir else name
                 if rel not in present and not rules.ignored(rel) and rel not in extra:

@@ -46,8 +46,9 @@ class IndexEntry:
 class LocalIndex:
     """Tags and ModelKits of one content store."""
 
-    def __init__(self, store: ContentStore, lock_path: str | Path, *,
-                 lock_timeout: float = 600.0) -> None:
+    def __init__(
+        self, store: ContentStore, lock_path: str | Path, *, lock_timeout: float = 600.0
+    ) -> None:
         self.store = store
         self.path = store.root / "index.json"
         self.lock_path = Path(lock_path)
@@ -61,8 +62,10 @@ class LocalIndex:
         except FileNotFoundError:
             return []
         except ValueError as exc:
-            raise StoreError(f"{self.path} is not valid JSON ({exc})",
-                             hint="restore it from a backup, or re-pack the ModelKits") from None
+            raise StoreError(
+                f"{self.path} is not valid JSON ({exc})",
+                hint="restore it from a backup, or re-pack the ModelKits",
+            ) from None
         out = []
         for raw in doc.get("manifests", []):
             desc = Descriptor.from_json(raw)
@@ -104,15 +107,19 @@ class LocalIndex:
     def _write(self, entries: list[IndexEntry]) -> None:
         manifests = []
         for e in entries:
-            ann = {k: v for k, v in e.descriptor.annotations.items()
-                   if k not in (mt.ANN_REF_NAME, mt.ANN_TETHER_REPO)}
+            ann = {
+                k: v
+                for k, v in e.descriptor.annotations.items()
+                if k not in (mt.ANN_REF_NAME, mt.ANN_TETHER_REPO)
+            }
             if e.tag:
                 ann[mt.ANN_REF_NAME] = f"{e.repository}:{e.tag}"
             else:
                 ann[mt.ANN_TETHER_REPO] = e.repository
             d = e.descriptor
-            manifests.append(Descriptor(d.media_type, d.digest, d.size, ann,
-                                        d.artifact_type).to_json())
+            manifests.append(
+                Descriptor(d.media_type, d.digest, d.size, ann, d.artifact_type).to_json()
+            )
         doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
         data = json.dumps(doc, indent=2).encode() + b"\n"
         write_atomic(self.path, data, tmp_dir=self.store.tmp_dir)

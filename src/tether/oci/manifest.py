@@ -21,9 +21,11 @@ MAX_MANIFEST_BYTES = 4 << 20  # as containers/image: larger manifests are refuse
 
 
 def _bad(why: str) -> ModelKitError:
-    return ModelKitError(f"invalid OCI manifest: {why}",
-                         hint="the ModelKit was not written by a conforming tool, or is damaged",
-                         code="bad-manifest")
+    return ModelKitError(
+        f"invalid OCI manifest: {why}",
+        hint="the ModelKit was not written by a conforming tool, or is damaged",
+        code="bad-manifest",
+    )
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,11 @@ class Descriptor:
     artifact_type: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest),
-                               "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": str(self.digest),
+            "size": self.size,
+        }
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
         if self.annotations:
@@ -121,8 +126,10 @@ class ImageManifest:
 
     @property
     def is_modelkit(self) -> bool:
-        return (self.artifact_type in (mt.KIT_ARTIFACT, mt.MODELPACK_ARTIFACT)
-                or self.config.media_type in (mt.KIT_CONFIG, mt.MODELPACK_CONFIG))
+        return self.artifact_type in (
+            mt.KIT_ARTIFACT,
+            mt.MODELPACK_ARTIFACT,
+        ) or self.config.media_type in (mt.KIT_CONFIG, mt.MODELPACK_CONFIG)
 
     @property
     def total_size(self) -> int:

@@ -19,7 +19,9 @@ from tether.hashing import Digest
 DEFAULT_TAG = "latest"
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REGISTRY = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_REGISTRY = re.compile(
+    r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
 _MAX_NAME = 255
 
 _HINT = "write REF as [registry/]repository[:tag][@sha256:<hex>], e.g. movie-recommend:v1.0.0"
@@ -123,5 +125,6 @@ def _check_tag(tag: str) -> None:
     if not _TAG.match(tag):
         raise ReferenceFormatError(
             f"invalid tag {tag!r}",
-            hint="tags are up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+            hint="tags are up to 128 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'",
         )

@@ -24,8 +24,9 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes, *, tmp_dir: str | Path | None = None,
-                 mode: int = 0o644) -> None:
+def write_atomic(
+    path: str | Path, data: bytes, *, tmp_dir: str | Path | None = None, mode: int = 0o644
+) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     path = Path(path)
     directory = Path(tmp_dir) if tmp_dir is not None else path.parent

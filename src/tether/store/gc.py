@@ -46,8 +46,9 @@ def reachable(ws: Workspace) -> tuple[set[Digest], list[Digest]]:
     return keep, missing
 
 
-def collect_garbage(ws: Workspace, *, dry_run: bool = False,
-                    on_wait: Callable[[str], None] | None = None) -> GcReport:
+def collect_garbage(
+    ws: Workspace, *, dry_run: bool = False, on_wait: Callable[[str], None] | None = None
+) -> GcReport:
     with ws.lock("gc", on_wait=on_wait):
         keep, missing = reachable(ws)
         removed: list[Digest] = []
@@ -68,5 +69,4 @@ def collect_garbage(ws: Workspace, *, dry_run: bool = False,
                 tmp_removed += 1
                 if not dry_run:
                     os.unlink(entry.path)
-    return GcReport(len(keep) - len(missing), sorted(removed), freed, missing, tmp_removed,
-                    dry_run)
+    return GcReport(len(keep) - len(missing), sorted(removed), freed, missing, tmp_removed, dry_run)

@@ -32,7 +32,9 @@ from tether.hashing import CHUNK, Digest, hash_file
 from tether.store.atomic import fsync_dir, write_atomic
 
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
-EMPTY_INDEX = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+EMPTY_INDEX = (
+    b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+)
 
 # Above this many bytes a writer hands disk writes to a background thread so hashing
 # and writing overlap (both release the GIL); below it the thread costs more than it saves.
@@ -99,8 +101,10 @@ class ContentStore:
         with self.open(digest) as f:
             data = f.read(max_size + 1)
         if len(data) > max_size:
-            raise StoreError(f"blob {digest} is larger than {max_size} bytes",
-                             hint="this is not a manifest or config blob")
+            raise StoreError(
+                f"blob {digest} is larger than {max_size} bytes",
+                hint="this is not a manifest or config blob",
+            )
         if Digest.of_bytes(data) != digest:
             raise self._corrupt(digest)
         return data
@@ -228,8 +232,12 @@ class BlobWriter:
     def __enter__(self) -> BlobWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             self._commit()
         else:
