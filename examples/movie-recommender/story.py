@@ -1,0 +1,86 @@
+"""The movie-recommender story, end to end, with the real tether CLI.
+
+Train v1 -> pack movie-recommend:v1.0.0 -> train v2 -> pack v2.0.0 -> list -> diff ->
+roll back to v1.0.0 -> show that the recommendations equal v1's. Runs in a copy of
+this folder (``--workdir``, default a new temporary directory), so the repository
+stays clean. Exits non-zero if any step fails or the rollback does not restore v1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FILES = ["Kitfile", "README.md", "generate_data.py", "train.py", "recommend.py"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", type=Path, help="where to run (default: a temp dir)")
+    parser.add_argument("--users", type=int, default=300, help="size of the generated data")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="movie-recommender-"))
+    work.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copy2(HERE / name, work / name)
+    print(f"# working in {work}\n")
+
+    def sh(*cmd: str, capture: bool = False) -> str:
+        shown = " ".join(shlex.quote(c) for c in cmd)
+        print(f"$ {shown}", flush=True)
+        if cmd[0] == "tether":
+            cmd = (sys.executable, "-m", "tether", *cmd[1:])
+        elif cmd[0] == "python":
+            cmd = (sys.executable, *cmd[1:])
+        result = subprocess.run(cmd, cwd=work, text=True, capture_output=capture)
+        if result.returncode != 0:
+            if capture:
+                print(result.stdout + result.stderr)
+            raise SystemExit(f"step failed ({result.returncode}): {shown}")
+        if capture:
+            print(result.stdout, end="")
+            return result.stdout
+        print()
+        return ""
+
+    sh("tether", "init")
+    sh("python", "generate_data.py", "--users", str(args.users))
+    sh("python", "train.py", "--algorithm", "user-cosine")
+    v1_recs = json.loads(sh("python", "recommend.py", capture=True))
+    print()
+    sh("tether", "pack", "-t", "movie-recommend:v1.0.0,latest")
+
+    print("# edit the Kitfile for version 2: new version and algorithm parameters\n")
+    kitfile = (work / "Kitfile").read_text()
+    kitfile = kitfile.replace("version: 1.0.0", "version: 2.0.0")
+    kitfile = kitfile.replace("algorithm: user-cosine", "algorithm: truncated-svd")
+    (work / "Kitfile").write_text(kitfile)
+    sh("python", "train.py", "--algorithm", "truncated-svd")
+    v2_recs = json.loads(sh("python", "recommend.py", capture=True))
+    print()
+    sh("tether", "pack", "-t", "movie-recommend:v2.0.0,latest")
+    sh("tether", "list")
+    sh("tether", "diff", "movie-recommend:v1.0.0", "movie-recommend:v2.0.0")
+
+    print("# version 2 misbehaves in production: roll back to version 1\n")
+    sh("tether", "rollback", "movie-recommend:v1.0.0")
+    restored = json.loads(sh("python", "recommend.py", capture=True))
+    print()
+    if v1_recs == v2_recs:
+        raise SystemExit("v1 and v2 recommend the same movies; the story shows nothing")
+    if restored != v1_recs:
+        raise SystemExit(f"rollback did not restore v1: {restored} != {v1_recs}")
+    print(f"OK: after rollback the recommendations equal v1's ({restored['algorithm']}), "
+          f"not v2's ({v2_recs['algorithm']}).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
