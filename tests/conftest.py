@@ -91,7 +91,8 @@ def tether(project: Workspace) -> Callable[..., Result]:
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(cli, ["-C", str(project.root), *args], input=input,
-                             catch_exceptions=False)
+        return runner.invoke(
+            cli, ["-C", str(project.root), *args], input=input, catch_exceptions=False
+        )
 
     return run

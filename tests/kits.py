@@ -34,23 +34,39 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "") -> ta
     return info
 
 
-def make_kit(ws: Workspace, ref: str, layers: list[tuple[str, bytes, dict[str, str]]],
-             config: dict[str, Any] | None = None, *,
-             config_media_type: str = mt.KIT_CONFIG,
-             artifact_type: str = mt.KIT_ARTIFACT) -> Digest:
-    descs = [Descriptor(media, ws.store.put_bytes(blob), len(blob), ann)
-             for media, blob, ann in layers]
+def make_kit(
+    ws: Workspace,
+    ref: str,
+    layers: list[tuple[str, bytes, dict[str, str]]],
+    config: dict[str, Any] | None = None,
+    *,
+    config_media_type: str = mt.KIT_CONFIG,
+    artifact_type: str = mt.KIT_ARTIFACT,
+) -> Digest:
+    descs = [
+        Descriptor(media, ws.store.put_bytes(blob), len(blob), ann) for media, blob, ann in layers
+    ]
     if config is None:
-        config = {"manifestVersion": "1.0.0",
-                  "code": [{"path": a.get(mt.ANN_FILEPATH, "."), "digest": str(d.digest),
-                            "diffId": str(d.digest)} for (_, _, a), d in zip(layers, descs,
-                                                                              strict=True)]}
+        config = {
+            "manifestVersion": "1.0.0",
+            "code": [
+                {
+                    "path": a.get(mt.ANN_FILEPATH, "."),
+                    "digest": str(d.digest),
+                    "diffId": str(d.digest),
+                }
+                for (_, _, a), d in zip(layers, descs, strict=True)
+            ],
+        }
     config_bytes = json.dumps(config).encode()
     cfg = Descriptor(config_media_type, ws.store.put_bytes(config_bytes), len(config_bytes))
     manifest = ImageManifest(cfg, tuple(descs), artifact_type).to_bytes()
     digest = ws.store.put_bytes(manifest)
-    set_tags(ws, [parse_reference(ref)],
-             Descriptor(mt.OCI_MANIFEST, digest, len(manifest), artifact_type=artifact_type))
+    set_tags(
+        ws,
+        [parse_reference(ref)],
+        Descriptor(mt.OCI_MANIFEST, digest, len(manifest), artifact_type=artifact_type),
+    )
     return digest
 
 

@@ -12,8 +12,12 @@ STORY = Path(__file__).parent.parent / "examples" / "movie-recommender" / "story
 @pytest.mark.slow
 def test_movie_recommender_story(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    r = subprocess.run([sys.executable, str(STORY), "--workdir", str(tmp_path / "w"),
-                        "--users", "120"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(STORY), "--workdir", str(tmp_path / "w"), "--users", "120"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK: after rollback the recommendations equal v1's" in r.stdout
     assert "~ model.parameters.algorithm: user-cosine -> truncated-svd" in r.stdout

@@ -50,10 +50,21 @@ def test_full_schema_parses() -> None:
     kf, warnings = Kitfile.from_yaml(FULL)
     assert kf.package and kf.package.version == "1.10", "string fields keep the text written"
     assert kf.model and kf.model.version == "2"
-    assert kf.model.parameters == {"lr": 0.001, "epochs": 3, "mask": 255,
-                                   "nested": {"b": [1, 2], "a": True}}
+    assert kf.model.parameters == {
+        "lr": 0.001,
+        "epochs": 3,
+        "mask": 255,
+        "nested": {"b": [1, 2], "a": True},
+    }
     assert [s.section for s in kf.layer_specs()] == [
-        "model", "parts", "code", "datasets", "docs", "prompts", "mcpServers"]
+        "model",
+        "parts",
+        "code",
+        "datasets",
+        "docs",
+        "prompts",
+        "mcpServers",
+    ]
     assert any("s3://bucket/big.parquet" in w for w in warnings)
 
 
@@ -61,7 +72,7 @@ def test_config_json_is_deterministic_and_round_trips() -> None:
     kf, _ = Kitfile.from_yaml(FULL)
     config = kf.to_config_json()
     doc = json.loads(config)
-    assert list(doc)[0] == "manifestVersion"
+    assert next(iter(doc)) == "manifestVersion"
     assert list(doc["model"]["parameters"]) == ["epochs", "lr", "mask", "nested"], "sorted keys"
     assert Kitfile.from_config(config).to_config_json() == config
     again, _ = Kitfile.from_yaml(kf.to_yaml())
@@ -78,8 +89,10 @@ def test_minimal_kitfile_and_unknown_version_warns() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("manifestVersion: 1.0.0\nmodel:\n  name: m\n  pth: x\n",
-         "Kitfile, line 4: unknown key 'pth' in model"),
+        (
+            "manifestVersion: 1.0.0\nmodel:\n  name: m\n  pth: x\n",
+            "Kitfile, line 4: unknown key 'pth' in model",
+        ),
         ("manifestVersion: 1.0.0\nmodels:\n  path: x\n", "line 2: unknown key 'models'"),
         ("manifestVersion: 1.0.0\ndatasets:\n  name: x\n", "line 2: datasets must be a list"),
         ("manifestVersion: 1.0.0\nmodel:\n  name: [a]\n", "line 3: model.name must be a string"),
@@ -88,23 +101,37 @@ def test_minimal_kitfile_and_unknown_version_warns() -> None:
         ("manifestVersion: 1.0.0\ncode:\n  - path: data/../../outside\n", "outside the context"),
         ("manifestVersion: 1.0.0\ncode:\n  - path: 'C:/x'\n", "absolute paths"),
         ("manifestVersion: 1.0.0\ncode:\n  - path: 'a\\\\b'\n", "write paths with '/'"),
-        ("manifestVersion: 1.0.0\ncode:\n  - path: src\ndocs:\n  - path: ./src/\n",
-         "line 5: code[0] and docs[0] use the same path 'src'"),
+        (
+            "manifestVersion: 1.0.0\ncode:\n  - path: src\ndocs:\n  - path: ./src/\n",
+            "line 5: code[0] and docs[0] use the same path 'src'",
+        ),
         ("manifestVersion: 1.0.0\nmodel:\n  path: http://evil/x\n", "HTTP URLs"),
-        ("manifestVersion: 1.0.0\nmodel: !!python/object/apply:os.system ['id']\n",
-         "line 2: YAML tag '!!python/object/apply:os.system' is not allowed"),
-        ("manifestVersion: 1.0.0\npackage: {name: a}\npackage: {name: b}\n",
-         "line 3: duplicate key 'package'"),
-        ("manifestVersion: 1.0.0\nmodel:\n  path: m\n  digest: sha256:00\n",
-         "unknown key 'digest' in model"),
-        ("manifestVersion: 1.0.0\nmodel:\n  parts:\n    - {path: p, type: 'bad type'}\n",
-         "model.parts[0].type"),
+        (
+            "manifestVersion: 1.0.0\nmodel: !!python/object/apply:os.system ['id']\n",
+            "line 2: YAML tag '!!python/object/apply:os.system' is not allowed",
+        ),
+        (
+            "manifestVersion: 1.0.0\npackage: {name: a}\npackage: {name: b}\n",
+            "line 3: duplicate key 'package'",
+        ),
+        (
+            "manifestVersion: 1.0.0\nmodel:\n  path: m\n  digest: sha256:00\n",
+            "unknown key 'digest' in model",
+        ),
+        (
+            "manifestVersion: 1.0.0\nmodel:\n  parts:\n    - {path: p, type: 'bad type'}\n",
+            "model.parts[0].type",
+        ),
         ("manifestVersion: 1.0.0\nmodel:\n  parameters: {n: .nan}\n", "NaN"),
-        ("manifestVersion: 1.0.0\nmodel:\n  parameters: {n: " + "9" * 5000 + "}\n",
-         "cannot be read"),
+        (
+            "manifestVersion: 1.0.0\nmodel:\n  parameters: {n: " + "9" * 5000 + "}\n",
+            "cannot be read",
+        ),
         ("manifestVersion: 1.0.0\nmodel:\n  <<: {name: a}\n", "merge keys"),
-        ("manifestVersion: 1.0.0\ndatasets:\n  - {name: d, remoteHash: x, path: d}\n",
-         "remoteHash is only applicable"),
+        (
+            "manifestVersion: 1.0.0\ndatasets:\n  - {name: d, remoteHash: x, path: d}\n",
+            "remoteHash is only applicable",
+        ),
         ("manifestVersion: 1.0.0\nmcpServers:\n  - {path: a.mcpb}\n", "must have a name"),
         ("", "the Kitfile is empty"),
         ("[1, 2]\n", "must be a mapping"),

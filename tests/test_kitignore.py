@@ -33,7 +33,13 @@ def test_dockerignore_semantics(patterns: list[str], path: str, ignored: bool) -
 
 def test_os_junk_and_own_files_are_always_ignored(tmp_path) -> None:  # type: ignore[no-untyped-def]
     rules = IgnoreRules.for_context(tmp_path)
-    for path in (".DS_Store", "sub/Thumbs.db", "Kitfile", ".kitignore", ".tether/store/x",
-                 ".git/config"):
+    for path in (
+        ".DS_Store",
+        "sub/Thumbs.db",
+        "Kitfile",
+        ".kitignore",
+        ".tether/store/x",
+        ".git/config",
+    ):
         assert rules.ignored(path), path
     assert not rules.ignored("src/main.py")

@@ -56,7 +56,11 @@ def test_manifest_is_kitops_format(project: Workspace) -> None:
         "application/vnd.kitops.modelkit.docs.v1.tar",
     ]
     assert [layer["annotations"][mt.ANN_FILEPATH] for layer in doc["layers"]] == [
-        "models/model.pkl", "src", "data/ratings.csv", "README.md"]
+        "models/model.pkl",
+        "src",
+        "data/ratings.csv",
+        "README.md",
+    ]
     assert "annotations" not in doc, "no timestamp unless SOURCE_DATE_EPOCH"
     config = json.loads(project.store.read_bytes(result.manifest.config.digest))
     assert config["model"]["digest"] == doc["layers"][0]["digest"]
@@ -64,8 +68,10 @@ def test_manifest_is_kitops_format(project: Workspace) -> None:
     assert config["datasets"][0]["digest"] == doc["layers"][2]["digest"]
     # Entry names are relative to the context and include parent directories.
     assert _layer_names(project, doc["layers"][0]["digest"]) == ["models", "models/model.pkl"]
-    with project.store.open(result.manifest.layers[0].digest) as f, \
-            tarfile.open(fileobj=f, mode="r|") as tf:
+    with (
+        project.store.open(result.manifest.layers[0].digest) as f,
+        tarfile.open(fileobj=f, mode="r|") as tf,
+    ):
         for m in tf:
             assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 1000, 0, "", "")
 
@@ -79,7 +85,8 @@ def test_source_date_epoch(project: Workspace) -> None:
 
 def test_nested_layers_hold_each_file_once(project: Workspace) -> None:
     (project.root / "Kitfile").write_text(
-        "manifestVersion: 1.0.0\nmodel: {path: models/model.pkl}\ncode: [{path: .}]\n")
+        "manifestVersion: 1.0.0\nmodel: {path: models/model.pkl}\ncode: [{path: .}]\n"
+    )
     result = pack(project)
     code_names = _layer_names(project, str(result.manifest.layers[1].digest))
     assert "models/model.pkl" not in code_names
@@ -106,7 +113,7 @@ def test_kitignore_symlinks_and_special_files(project: Workspace) -> None:
 
 def test_missing_path_and_symlinked_layer_path(project: Workspace) -> None:
     shutil.rmtree(project.root / "data")
-    with pytest.raises(KitfileError, match="datasets\\[0\\]: path 'data/ratings.csv' does not"):
+    with pytest.raises(KitfileError, match=r"datasets\[0\]: path 'data/ratings.csv' does not"):
         pack(project)
     (project.root / "data").mkdir()
     (project.root / "data" / "ratings.csv").symlink_to(project.root / "README.md")
@@ -116,8 +123,7 @@ def test_missing_path_and_symlinked_layer_path(project: Workspace) -> None:
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
-def test_compressed_layers_round_trip(project: Workspace, tmp_path: Path,
-                                      compression: str) -> None:
+def test_compressed_layers_round_trip(project: Workspace, tmp_path: Path, compression: str) -> None:
     result = pack(project, tags=parse_tag_list(f"demo:{compression}"), compression=compression)
     assert all(layer.media_type.endswith(f"+{compression}") for layer in result.manifest.layers)
     config = json.loads(project.store.read_bytes(result.manifest.config.digest))
@@ -125,8 +131,9 @@ def test_compressed_layers_round_trip(project: Workspace, tmp_path: Path,
     again = pack(project, compression=compression)
     assert again.digest == result.digest, "compressed packs are deterministic too"
     unpack(project, f"demo:{compression}", tmp_path / "out")
-    assert (tmp_path / "out" / "models" / "model.pkl").read_bytes() == \
-        (project.root / "models" / "model.pkl").read_bytes()
+    assert (tmp_path / "out" / "models" / "model.pkl").read_bytes() == (
+        project.root / "models" / "model.pkl"
+    ).read_bytes()
 
 
 def test_prompts_and_mcp_servers(project: Workspace, tmp_path: Path) -> None:
@@ -136,7 +143,8 @@ def test_prompts_and_mcp_servers(project: Workspace, tmp_path: Path) -> None:
         zf.writestr("manifest.json", "{}")
     (root / "Kitfile").write_text(
         "manifestVersion: 1.0.0\nprompts: [{name: sys, path: prompts/system.prompt.md}]\n"
-        "mcpServers: [{name: fs, path: fs.mcpb}]\n")
+        "mcpServers: [{name: fs, path: fs.mcpb}]\n"
+    )
     result = pack(project, tags=parse_tag_list("agent:v1"))
     prompt, mcp = result.manifest.layers
     assert prompt.media_type == "application/vnd.kitops.modelkit.code.v1.tar"

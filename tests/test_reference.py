@@ -21,8 +21,9 @@ DIGEST = "sha256:" + "ab" * 32
         ("a__b.c--d", None, "a__b.c--d", "latest", None),
     ],
 )
-def test_parses_like_docker(text: str, registry: str | None, repo: str, tag: str | None,
-                            digest: str | None) -> None:
+def test_parses_like_docker(
+    text: str, registry: str | None, repo: str, tag: str | None, digest: str | None
+) -> None:
     ref = parse_reference(text)
     assert (ref.registry, ref.repository, ref.tag) == (registry, repo, tag)
     assert (str(ref.digest) if ref.digest else None) == digest
@@ -36,9 +37,21 @@ def test_bare_digest_and_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "Model:v1", "model:", "model:-bad", "model:" + "x" * 129, "a//b", "-model",
-     "model@sha256:xyz", "model@sha256:" + "AB" * 32, "mo del", "model:v1,v2",
-     "../etc/passwd", "model@md5:" + "a" * 32],
+    [
+        "",
+        "Model:v1",
+        "model:",
+        "model:-bad",
+        "model:" + "x" * 129,
+        "a//b",
+        "-model",
+        "model@sha256:xyz",
+        "model@sha256:" + "AB" * 32,
+        "mo del",
+        "model:v1,v2",
+        "../etc/passwd",
+        "model@md5:" + "a" * 32,
+    ],
 )
 def test_rejects_bad_references(text: str) -> None:
     with pytest.raises(ReferenceFormatError) as exc:

@@ -76,8 +76,16 @@ def test_missing_blob(store: ContentStore) -> None:
     assert exc.value.hint
 
 
-@pytest.mark.parametrize("bad", ["sha256:../../etc/passwd", "sha256:abc", "md5:" + "a" * 32,
-                                 "sha256:" + "A" * 64, "sha256:" + "a" * 65])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "sha256:../../etc/passwd",
+        "sha256:abc",
+        "md5:" + "a" * 32,
+        "sha256:" + "A" * 64,
+        "sha256:" + "a" * 65,
+    ],
+)
 def test_hostile_digests_never_touch_disk(bad: str) -> None:
     with pytest.raises(UsageError):
         Digest.parse(bad)
@@ -92,8 +100,10 @@ def _writer(root: str, tmp: str, data: bytes, n: int) -> None:
 def test_concurrent_writers_of_the_same_blob(store: ContentStore) -> None:
     data = os.urandom(3 << 20)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(store.root), str(store.tmp_dir), data, 20))
-             for _ in range(4)]
+    procs = [
+        ctx.Process(target=_writer, args=(str(store.root), str(store.tmp_dir), data, 20))
+        for _ in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:

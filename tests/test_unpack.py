@@ -27,8 +27,10 @@ HOSTILE = {
     "nested-dotdot": [(entry("src/../../evil"), b"x")],
     "absolute": [(entry("/etc/evil"), b"x")],
     "symlink": [(entry("src/link", tarfile.SYMTYPE, linkname="/etc/passwd"), None)],
-    "symlink-then-write": [(entry("src/x", tarfile.SYMTYPE, linkname="../.."), None),
-                           (entry("src/x/evil"), b"x")],
+    "symlink-then-write": [
+        (entry("src/x", tarfile.SYMTYPE, linkname="../.."), None),
+        (entry("src/x/evil"), b"x"),
+    ],
     "hardlink": [(entry("src/hl", tarfile.LNKTYPE, linkname="/etc/passwd"), None)],
     "chardev": [(entry("src/dev", tarfile.CHRTYPE), None)],
     "fifo": [(entry("src/fifo", tarfile.FIFOTYPE), None)],
@@ -40,8 +42,9 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_layers_are_refused_and_write_nothing(project: Workspace, tmp_path: Path,
-                                                      case: str) -> None:
+def test_hostile_layers_are_refused_and_write_nothing(
+    project: Workspace, tmp_path: Path, case: str
+) -> None:
     blob = tar_bytes(HOSTILE[case])
     make_kit(project, "evil:v1", [(CODE_TAR, blob, {mt.ANN_FILEPATH: "src"})])
     target = tmp_path / "out"
@@ -53,11 +56,14 @@ def test_hostile_layers_are_refused_and_write_nothing(project: Workspace, tmp_pa
 
 def test_hostile_layer_path_annotation_is_refused(project: Workspace, tmp_path: Path) -> None:
     # A ModelPack artifact without a Kitfile: the unpack path comes from an annotation.
-    make_kit(project, "evil:raw",
-             [("application/vnd.cncf.model.weight.v1.raw", b"weights",
-               {mt.ANN_FILEPATH: "../../evil"})],
-             config={"descriptor": {}}, config_media_type=mt.MODELPACK_CONFIG,
-             artifact_type=mt.MODELPACK_ARTIFACT)
+    make_kit(
+        project,
+        "evil:raw",
+        [("application/vnd.cncf.model.weight.v1.raw", b"weights", {mt.ANN_FILEPATH: "../../evil"})],
+        config={"descriptor": {}},
+        config_media_type=mt.MODELPACK_CONFIG,
+        artifact_type=mt.MODELPACK_ARTIFACT,
+    )
     with pytest.raises(Exception, match="outside the context"):
         unpack(project, "evil:raw", tmp_path / "out")
     _assert_nothing_written(tmp_path, tmp_path / "out")
@@ -66,22 +72,34 @@ def test_hostile_layer_path_annotation_is_refused(project: Workspace, tmp_path: 
 def test_foreign_modelpack_artifact_unpacks(project: Workspace, tmp_path: Path) -> None:
     weights_tar = entry("models", tarfile.DIRTYPE)
     weights = tar_bytes([(weights_tar, None), (entry("models/w.bin"), b"W" * 100)])
-    make_kit(project, "foreign:v1",
-             [("application/vnd.cncf.model.weight.v1.tar", weights,
-               {mt.ANN_FILEPATH: "models/w.bin"}),
-              ("application/vnd.cncf.model.doc.v1.raw", b"# readme", {mt.ANN_FILEPATH: "README"})],
-             config={"descriptor": {"name": "x"}}, config_media_type=mt.MODELPACK_CONFIG,
-             artifact_type=mt.MODELPACK_ARTIFACT)
+    make_kit(
+        project,
+        "foreign:v1",
+        [
+            (
+                "application/vnd.cncf.model.weight.v1.tar",
+                weights,
+                {mt.ANN_FILEPATH: "models/w.bin"},
+            ),
+            ("application/vnd.cncf.model.doc.v1.raw", b"# readme", {mt.ANN_FILEPATH: "README"}),
+        ],
+        config={"descriptor": {"name": "x"}},
+        config_media_type=mt.MODELPACK_CONFIG,
+        artifact_type=mt.MODELPACK_ARTIFACT,
+    )
     kit = load(project, "foreign:v1")
     assert [(layer.filter_type, layer.path) for layer in kit.layers] == [
-        ("model", "models/w.bin"), ("docs", "README")]
+        ("model", "models/w.bin"),
+        ("docs", "README"),
+    ]
     unpack(project, "foreign:v1", tmp_path / "out", filters=["model,docs"])
     assert (tmp_path / "out" / "models" / "w.bin").read_bytes() == b"W" * 100
     assert (tmp_path / "out" / "README").read_bytes() == b"# readme"
 
 
-def test_corrupted_blob_is_refused_before_anything_lands(project: Workspace,
-                                                         tmp_path: Path) -> None:
+def test_corrupted_blob_is_refused_before_anything_lands(
+    project: Workspace, tmp_path: Path
+) -> None:
     result = pack(project, tags=parse_tag_list("demo:v1"))
     blob = project.store.path(result.manifest.layers[0].digest)
     os.chmod(blob, 0o644)
@@ -93,8 +111,9 @@ def test_corrupted_blob_is_refused_before_anything_lands(project: Workspace,
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_size_limits_stop_bombs(project: Workspace, tmp_path: Path,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_size_limits_stop_bombs(
+    project: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pack(project, tags=parse_tag_list("demo:v1"))
     monkeypatch.setenv("TETHER_UNPACK_MAX_BYTES", "1000")
     ws = Workspace.open(project.root)
@@ -135,11 +154,14 @@ def test_filters(project: Workspace, tmp_path: Path) -> None:
     out = tmp_path / "a"
     unpack(project, "demo:v1", out, filters=["datasets:ratings"])
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "data/ratings.csv"]
+        "data/ratings.csv"
+    ]
     out = tmp_path / "b"
     unpack(project, "demo:v1", out, filters=["model", "kitfile"])
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "Kitfile", "models/model.pkl"]
+        "Kitfile",
+        "models/model.pkl",
+    ]
     with pytest.raises(UsageError, match="unknown filter"):
         unpack(project, "demo:v1", out, filters=["weights"])
     with pytest.raises(UsageError, match="matches no layer"):

@@ -47,8 +47,10 @@ def main() -> None:
                 score = 3.0 + 1.5 * affinity + rng.normal(0, 0.5)
                 rating = float(np.clip(np.round(score * 2) / 2, 0.5, 5.0))
                 w.writerow([u + 1, m + 1, rating, 946684800 + int(rng.integers(0, 10**8))])
-    print(f"wrote {args.out}/movies.csv ({args.movies} movies) and {args.out}/ratings.csv "
-          f"({args.users * args.ratings_per_user} ratings)")
+    print(
+        f"wrote {args.out}/movies.csv ({args.movies} movies) and {args.out}/ratings.csv "
+        f"({args.users * args.ratings_per_user} ratings)"
+    )
 
 
 if __name__ == "__main__":

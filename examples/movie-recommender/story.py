@@ -77,8 +77,10 @@ def main() -> int:
         raise SystemExit("v1 and v2 recommend the same movies; the story shows nothing")
     if restored != v1_recs:
         raise SystemExit(f"rollback did not restore v1: {restored} != {v1_recs}")
-    print(f"OK: after rollback the recommendations equal v1's ({restored['algorithm']}), "
-          f"not v2's ({v2_recs['algorithm']}).")
+    print(
+        f"OK: after rollback the recommendations equal v1's ({restored['algorithm']}), "
+        f"not v2's ({v2_recs['algorithm']})."
+    )
     return 0
 
 

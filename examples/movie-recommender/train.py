@@ -49,7 +49,7 @@ def main() -> None:
         sim = cosine_similarity(residual)
         np.fill_diagonal(sim, 0.0)
         # Keep each user's k most similar neighbours.
-        drop = np.argsort(-sim, axis=1)[:, args.k:]
+        drop = np.argsort(-sim, axis=1)[:, args.k :]
         np.put_along_axis(sim, drop, 0.0, axis=1)
         weights = np.abs(sim).sum(1, keepdims=True)
         scores = means[:, None] + sim @ residual / np.maximum(weights, 1e-9)
@@ -58,8 +58,14 @@ def main() -> None:
         factors = svd.fit_transform(residual)
         scores = means[:, None] + factors @ svd.components_
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, algorithm=np.array(args.algorithm), users=users, movies=movies,
-             scores=scores.astype(np.float32), rated=matrix > 0)
+    np.savez(
+        args.out,
+        algorithm=np.array(args.algorithm),
+        users=users,
+        movies=movies,
+        scores=scores.astype(np.float32),
+        rated=matrix > 0,
+    )
     print(f"trained {args.algorithm} on {int((matrix > 0).sum())} ratings -> {args.out}")
 
 
