@@ -28,6 +28,19 @@ def _bad(why: str) -> ModelKitError:
     )
 
 
+def _common_fields(doc: dict[str, Any], what: str) -> tuple[dict[str, str], str | None]:
+    """The ``annotations`` and ``artifactType`` that descriptors and manifests share."""
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise _bad(f"{what} annotations must map strings to strings")
+    artifact_type = doc.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise _bad("artifactType must be a string")
+    return dict(annotations), artifact_type
+
+
 @dataclass(frozen=True)
 class Descriptor:
     media_type: str
@@ -61,14 +74,7 @@ class Descriptor:
             raise _bad(f"descriptor digest {str(digest)[:80]!r} is not sha256:<64 hex>")
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 1 << 63:
             raise _bad(f"descriptor size {size!r} is not a non-negative int64")
-        annotations = data.get("annotations") or {}
-        if not isinstance(annotations, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-        ):
-            raise _bad("descriptor annotations must map strings to strings")
-        artifact_type = data.get("artifactType")
-        if artifact_type is not None and not isinstance(artifact_type, str):
-            raise _bad("artifactType must be a string")
+        annotations, artifact_type = _common_fields(data, "descriptor")
         return cls(media_type, Digest.parse(digest), size, dict(annotations), artifact_type)
 
 
@@ -109,14 +115,7 @@ class ImageManifest:
         layers = doc.get("layers")
         if not isinstance(layers, list):
             raise _bad("'layers' is missing or not a list")
-        annotations = doc.get("annotations") or {}
-        if not isinstance(annotations, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-        ):
-            raise _bad("manifest annotations must map strings to strings")
-        artifact_type = doc.get("artifactType")
-        if artifact_type is not None and not isinstance(artifact_type, str):
-            raise _bad("artifactType must be a string")
+        annotations, artifact_type = _common_fields(doc, "manifest")
         return cls(
             config=Descriptor.from_json(doc.get("config")),
             layers=tuple(Descriptor.from_json(layer) for layer in layers),
