@@ -96,8 +96,9 @@ def time_pack(work: Path, kitfile: str, tag: str) -> float:
     return elapsed
 
 
-def report(name: str, nbytes: int, limits: dict[str, float], packed: float,
-           nfiles: int = 0) -> None:
+def report(
+    name: str, nbytes: int, limits: dict[str, float], packed: float, nfiles: int = 0
+) -> None:
     gbps = nbytes / packed / 1e9
     extra = f", {nfiles / packed:,.0f} files/s" if nfiles else ""
     print(f"\n{name}: {nbytes / 2**20:,.0f} MiB{f' in {nfiles:,} files' if nfiles else ''}")
@@ -109,8 +110,9 @@ def report(name: str, nbytes: int, limits: dict[str, float], packed: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--big-mib", type=int, default=2048)
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--file-kib", type=int, default=4)
@@ -127,8 +129,11 @@ def main() -> None:
         "read+sha256": best(lambda: read_sha256([model])),
         "durable copy": best(lambda: durable_copy([model], work / "scratch")),
     }
-    big_pack = best(lambda: time_pack(
-        work, "manifestVersion: 1.0.0\nmodel: {path: models/model.safetensors}\n", "b:v1"))
+    big_pack = best(
+        lambda: time_pack(
+            work, "manifestVersion: 1.0.0\nmodel: {path: models/model.safetensors}\n", "b:v1"
+        )
+    )
     report("model file", model.stat().st_size, big_limits, big_pack)
 
     small_bytes = sum(p.stat().st_size for p in small)
@@ -136,8 +141,11 @@ def main() -> None:
         "read+sha256": best(lambda: read_sha256(small)),
         "durable copy": best(lambda: durable_copy(small, work / "scratch")),
     }
-    small_pack = best(lambda: time_pack(
-        work, "manifestVersion: 1.0.0\ndatasets: [{name: images, path: data}]\n", "d:v1"))
+    small_pack = best(
+        lambda: time_pack(
+            work, "manifestVersion: 1.0.0\ndatasets: [{name: images, path: data}]\n", "d:v1"
+        )
+    )
     report("dataset", small_bytes, small_limits, small_pack, len(small))
 
 

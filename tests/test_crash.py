@@ -18,9 +18,11 @@ from tether.workspace import Workspace
 @pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
 def test_kill_9_during_pack_leaves_a_consistent_store(project: Workspace, delay: float) -> None:
     (project.root / "models" / "model.pkl").write_bytes(os.urandom(1 << 20) * 150)
-    proc = subprocess.Popen([sys.executable, "-m", "tether", "-C", str(project.root), "pack",
-                             "-t", "demo:v1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "-C", str(project.root), "pack", "-t", "demo:v1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

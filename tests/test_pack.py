@@ -173,3 +173,28 @@ def test_kitfile_option_and_missing_kitfile(project: Workspace, tmp_path: Path) 
     (project.root / "Kitfile").unlink()
     with pytest.raises(UsageError, match="no Kitfile"):
         pack(project)
+
+
+@pytest.mark.parametrize(
+    ("rel", "is_dir", "size", "mode"),
+    [
+        ("models", True, 0, 0o755),
+        ("models/m.bin", False, 12345, 0o644),
+        ("run.sh", False, 0, 0o755),
+        ("x" * 100, False, 7, 0o644),
+        ("x" * 101, False, 7, 0o644),
+        ("données/é.csv", False, 3, 0o644),
+        ("a/" * 60 + "b", False, 1, 0o644),
+    ],
+)
+def test_fast_tar_headers_equal_tarfiles(rel: str, is_dir: bool, size: int, mode: int) -> None:
+    from tether.modelkit.tarwrite import FileEntry, header
+
+    entry = FileEntry(rel, None if is_dir else Path("unused"), size, mode)
+    info = tarfile.TarInfo(rel)
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    info.size, info.mode, info.mtime, info.uid, info.gid = size, mode, 0, 1000, 0
+    info.uname = info.gname = ""
+    assert header(entry) == info.tobuf(
+        format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
+    )

@@ -67,20 +67,14 @@ class IgnoreRules:
         if posixpath.basename(rel) in OS_JUNK:
             return True
         result = False
-        candidates = _self_and_parents(rel)
         for pattern in self.patterns:
-            if any(pattern.regex.match(c) for c in candidates):
+            if pattern.regex.match(rel):
                 result = not pattern.negated
         return result
 
     def prune(self, rel_dir: str) -> bool:
         """Whether a walk may skip ``rel_dir`` entirely (ignored, and nothing re-includes)."""
         return not self.has_negations and self.ignored(rel_dir)
-
-
-def _self_and_parents(rel: str) -> list[str]:
-    parts = rel.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -118,5 +112,6 @@ def _compile(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    out.append("$")
-    return re.compile("".join(out))
+    # A pattern that matches a directory matches everything under it.
+    out.append("(?:/.*)?$")
+    return re.compile("".join(out), re.DOTALL)

@@ -30,6 +30,8 @@ from tether.store.objects import BlobWriter
 
 BLOCK = 512
 _UID, _GID = 1000, 0
+_GATHER = 1 << 20
+_SMALL = 256 << 10  # files up to this size are read with one os.read
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,12 @@ def _file_mode(mode: int) -> int:
 
 
 def header(entry: FileEntry) -> bytes:
+    """The entry's tar header: a single USTAR block for short ASCII names (built here,
+    about 10x faster than tarfile), PAX extended headers otherwise (built by tarfile).
+    Both produce what ``TarInfo.tobuf(PAX_FORMAT)`` would; a test checks it."""
+    name = entry.rel + "/" if entry.is_dir else entry.rel
+    if len(name) <= 100 and name.isascii():
+        return _ustar(name, entry)
     info = tarfile.TarInfo(entry.rel)
     info.type = tarfile.DIRTYPE if entry.is_dir else tarfile.REGTYPE
     info.size = entry.size
@@ -142,6 +150,28 @@ def header(entry: FileEntry) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
 
 
+def _ustar(name: str, entry: FileEntry) -> bytes:
+    typeflag = b"5" if entry.is_dir else b"0"
+    block = bytearray(BLOCK)
+    block[0 : len(name)] = name.encode("ascii")
+    block[100:108] = b"%07o\0" % entry.mode
+    block[108:116] = b"%07o\0" % _UID
+    block[116:124] = b"%07o\0" % _GID
+    block[124:136] = b"%011o\0" % entry.size if entry.size < 8**11 else _big_size(entry.size)
+    block[136:148] = b"%011o\0" % 0  # mtime
+    block[148:156] = b" " * 8  # checksum placeholder
+    block[156:157] = typeflag
+    block[257:265] = b"ustar\x0000"
+    # devmajor/devminor stay NUL for regular files and directories, as tarfile leaves them.
+    block[148:155] = b"%06o\0" % sum(block)
+    return bytes(block)
+
+
+def _big_size(size: int) -> bytes:
+    # GNU base-256 encoding for sizes of 8 GiB and more, as tarfile writes them.
+    return bytes([0x80]) + size.to_bytes(11, "big")
+
+
 class LayerSink:
     """Receives the uncompressed tar stream; compresses it into the blob writer and
     computes the diffId (sha256 of the uncompressed stream)."""
@@ -150,6 +180,9 @@ class LayerSink:
         self.writer = writer
         self.compression = compression
         self.size = 0
+        # Small writes (headers, small files) are gathered so that hashing, compression
+        # and the writer thread see a few large buffers, not one call per file.
+        self._pending = bytearray()
         self._diff = hashlib.sha256() if compression != "none" else None
         self._stream: Any = None
         if compression == "gzip":
@@ -165,6 +198,20 @@ class LayerSink:
 
     def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
+        if len(data) >= _GATHER:
+            self._flush()
+            self._emit(data)
+        else:
+            self._pending += data
+            if len(self._pending) >= _GATHER:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = bytearray()
+
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
         if self._diff is None:
             self.writer.write(data)
         else:
@@ -173,6 +220,7 @@ class LayerSink:
 
     def finish(self) -> str | None:
         """Flush the compressor; returns the diffId hex (None when uncompressed)."""
+        self._flush()
         if self._stream is not None:
             self._stream.close()
         return self._diff.hexdigest() if self._diff is not None else None
@@ -200,6 +248,11 @@ def write_tar(
         if entry.is_dir:
             continue
         assert entry.source is not None
+        if entry.size <= _SMALL:
+            _write_small(entry, sink)
+            if on_bytes is not None:
+                on_bytes(entry.size)
+            continue
         remaining = entry.size
         with open(entry.source, "rb", buffering=0) as f:
             while remaining:
@@ -222,3 +275,24 @@ def write_tar(
         if pad:
             sink.write(bytes(pad))
     sink.write(bytes(2 * BLOCK))
+
+
+def _write_small(entry: FileEntry, sink: LayerSink) -> None:
+    assert entry.source is not None
+    fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        data = os.read(fd, entry.size + 1)
+        while len(data) < entry.size + 1 and (more := os.read(fd, entry.size + 1 - len(data))):
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) != entry.size:
+        change = "grew" if len(data) > entry.size else "shrank"
+        raise ModelKitError(
+            f"{entry.rel} {change} while it was being packed",
+            hint="wait until the file is fully written, then pack",
+        )
+    sink.write(data)
+    pad = -entry.size % BLOCK
+    if pad:
+        sink.write(bytes(pad))
