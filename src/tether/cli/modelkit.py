@@ -155,10 +155,11 @@ def inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
         ],
     )
     click.echo("Kitfile:")
-    kitfile = {k: v for k, v in doc["kitfile"].items()}
     click.echo(
         "  "
-        + yaml.safe_dump(_strip_layer_info(kitfile), sort_keys=False).rstrip().replace("\n", "\n  ")
+        + yaml.safe_dump(_strip_layer_info(doc["kitfile"]), sort_keys=False)
+        .rstrip()
+        .replace("\n", "\n  ")
     )
 
 

@@ -88,8 +88,6 @@ def _pair(kitfile: Kitfile, manifest: ImageManifest) -> list[Layer]:
             spec = specs[i]
         if spec is not None:
             path, name, ftype = spec.path, spec.name, spec.filter_type
-            if ftype == "parts":
-                ftype = "model"
         else:
             if by_digest:
                 raise ModelKitError(

@@ -258,19 +258,13 @@ def write_tar(
             while remaining:
                 n = f.readinto(view[: min(CHUNK, remaining)])
                 if not n:
-                    raise ModelKitError(
-                        f"{entry.rel} shrank while it was being packed",
-                        hint="wait until the file is fully written, then pack",
-                    )
+                    raise _changed(entry, "shrank")
                 sink.write(view[:n])
                 remaining -= n
                 if on_bytes is not None:
                     on_bytes(n)
             if f.read(1):
-                raise ModelKitError(
-                    f"{entry.rel} grew while it was being packed",
-                    hint="wait until the file is fully written, then pack",
-                )
+                raise _changed(entry, "grew")
         pad = -entry.size % BLOCK
         if pad:
             sink.write(bytes(pad))
@@ -287,12 +281,15 @@ def _write_small(entry: FileEntry, sink: LayerSink) -> None:
     finally:
         os.close(fd)
     if len(data) != entry.size:
-        change = "grew" if len(data) > entry.size else "shrank"
-        raise ModelKitError(
-            f"{entry.rel} {change} while it was being packed",
-            hint="wait until the file is fully written, then pack",
-        )
+        raise _changed(entry, "grew" if len(data) > entry.size else "shrank")
     sink.write(data)
     pad = -entry.size % BLOCK
     if pad:
         sink.write(bytes(pad))
+
+
+def _changed(entry: FileEntry, how: str) -> ModelKitError:
+    return ModelKitError(
+        f"{entry.rel} {how} while it was being packed",
+        hint="wait until the file is fully written, then pack",
+    )
