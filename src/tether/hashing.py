@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from tether.errors import UsageError
 
@@ -67,7 +66,7 @@ class Digest:
 EMPTY = Digest.of_bytes(b"")
 
 
-def hash_stream(stream: BinaryIO) -> tuple[Digest, int]:
+def hash_stream(stream: IO[bytes]) -> tuple[Digest, int]:
     """Hash a binary stream to its end; returns the digest and the byte count."""
     h = hashlib.sha256()
     size = 0
@@ -85,10 +84,3 @@ def hash_stream(stream: BinaryIO) -> tuple[Digest, int]:
 def hash_file(path: str | Path) -> tuple[Digest, int]:
     with open(path, "rb", buffering=0) as f:
         return hash_stream(f)
-
-
-def hash_chunks(chunks: Iterable[bytes]) -> Digest:
-    h = hashlib.sha256()
-    for chunk in chunks:
-        h.update(chunk)
-    return Digest(h.hexdigest())

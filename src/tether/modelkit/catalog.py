@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.errors import TetherError
-from tether.modelkit.load import load
-from tether.oci.manifest import ImageManifest
+from tether.modelkit.load import load, load_entry
+from tether.oci.layout import IndexEntry
 from tether.oci.reference import parse_reference
 from tether.workspace import Workspace
 
@@ -46,16 +46,16 @@ def list_kits(ws: Workspace, repository: str | None = None) -> list[KitSummary]:
             continue
         key = str(entry.digest)
         if key not in cache:
-            cache[key] = _summary(ws, entry.digest)
+            cache[key] = _summary(ws, entry)
         model, version, size, author = cache[key]
         rows.append(KitSummary(entry.repository, entry.tag, key, model, version, size, author))
     rows.sort(key=lambda r: (r.repository, r.tag is None, r.tag or ""))
     return rows
 
 
-def _summary(ws: Workspace, digest: Any) -> tuple[str | None, str | None, int, str | None]:
+def _summary(ws: Workspace, entry: IndexEntry) -> tuple[str | None, str | None, int, str | None]:
     try:
-        kit = load(ws, str(digest))
+        kit = load_entry(ws, entry)
     except TetherError:
         return None, None, 0, None
     kf = kit.kitfile
@@ -69,14 +69,10 @@ def _summary(ws: Workspace, digest: Any) -> tuple[str | None, str | None, int, s
 def inspect(ws: Workspace, ref: str) -> dict[str, Any]:
     """Digest, manifest and Kitfile of one ModelKit (as ``kit inspect`` prints them)."""
     kit = load(ws, ref)
-    manifest_doc = json.loads(kit.manifest.to_bytes())
-    raw = ws.store.read_bytes(kit.digest, max_size=4 << 20)
-    if ImageManifest.from_bytes(raw).to_bytes() != raw:
-        manifest_doc = json.loads(raw)  # show foreign manifests exactly as stored
     return {
         "digest": str(kit.digest),
         "references": [e.ref() for e in ws.index.entries() if e.digest == kit.digest],
-        "manifest": manifest_doc,
+        "manifest": json.loads(kit.raw_manifest),
         "kitfile": kit.kitfile.model_dump(exclude_none=True),
         "layers": [
             {

@@ -8,12 +8,11 @@ layers both ModelKits share are not read at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tether.hashing import CHUNK
+from tether.hashing import hash_stream
 from tether.manifest.kitfile import Kitfile
 from tether.modelkit.load import Layer, load
 from tether.modelkit.tarread import Limits, iter_members
@@ -102,19 +101,15 @@ def layer_files(ws: Workspace, layer: Layer) -> list[FileInfo]:
     rows = ws.db.query("SELECT files_json FROM layer_files WHERE layer_digest = ?", (key,))
     if rows:
         return [FileInfo(**f) for f in json.loads(rows[0]["files_json"])]
-    limits = Limits(ws.settings.unpack_max_bytes, ws.settings.unpack_max_files)
+    limits = Limits.from_settings(ws.settings)
     files: list[FileInfo] = []
     with ws.store.open(layer.descriptor.digest) as raw:
         for member in iter_members(raw, layer.descriptor, layer.type, limits, raw_path=layer.path):
             if member.is_dir:
                 continue
             assert member.stream is not None
-            h = hashlib.sha256()
-            size = 0
-            while chunk := member.stream.read(CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-            files.append(FileInfo(member.rel, size, f"sha256:{h.hexdigest()}", member.mode))
+            digest, size = hash_stream(member.stream)
+            files.append(FileInfo(member.rel, size, str(digest), member.mode))
     with ws.db.atomic() as conn:
         conn.execute(
             "INSERT OR REPLACE INTO layer_files VALUES (?, ?)",

@@ -14,7 +14,7 @@ from tether.hashing import Digest
 from tether.manifest.kitfile import Kitfile, LayerSpec, clean_path, local_path_problem
 from tether.oci import mediatypes as mt
 from tether.oci.layout import IndexEntry
-from tether.oci.manifest import Descriptor, ImageManifest
+from tether.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageManifest
 from tether.oci.reference import parse_reference
 from tether.workspace import Workspace
 
@@ -42,6 +42,7 @@ class Layer:
 class LoadedKit:
     entry: IndexEntry
     manifest: ImageManifest
+    raw_manifest: bytes  # exactly as stored (foreign manifests are shown as they are)
     kitfile: Kitfile
     layers: tuple[Layer, ...]
 
@@ -51,11 +52,15 @@ class LoadedKit:
 
 
 def load(ws: Workspace, ref_text: str) -> LoadedKit:
-    entry = ws.index.resolve(parse_reference(ref_text))
-    manifest = ImageManifest.from_bytes(ws.store.read_bytes(entry.digest, max_size=4 << 20))
+    return load_entry(ws, ws.index.resolve(parse_reference(ref_text)))
+
+
+def load_entry(ws: Workspace, entry: IndexEntry) -> LoadedKit:
+    raw = ws.store.read_bytes(entry.digest, max_size=MAX_MANIFEST_BYTES)
+    manifest = ImageManifest.from_bytes(raw)
     if not manifest.is_modelkit:
         raise ModelKitError(
-            f"{ref_text} is an OCI artifact but not a ModelKit",
+            f"{entry.ref()} is an OCI artifact but not a ModelKit",
             hint=f"its artifactType is {manifest.artifact_type!r}",
         )
     if manifest.config.media_type == mt.KIT_CONFIG:
@@ -64,7 +69,7 @@ def load(ws: Workspace, ref_text: str) -> LoadedKit:
         kitfile = Kitfile.from_config(manifest.annotations[mt.ANN_KITFILE].encode())
     else:
         kitfile = Kitfile(manifestVersion="1.0.0")
-    return LoadedKit(entry, manifest, kitfile, tuple(_pair(kitfile, manifest)))
+    return LoadedKit(entry, manifest, raw, kitfile, tuple(_pair(kitfile, manifest)))
 
 
 def _pair(kitfile: Kitfile, manifest: ImageManifest) -> list[Layer]:

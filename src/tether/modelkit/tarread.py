@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
+from tether.config import Settings
 from tether.errors import ObjectCorrupted, UnsafeArchive
 from tether.hashing import CHUNK, Digest
 from tether.oci.manifest import Descriptor
@@ -28,6 +29,10 @@ from tether.oci.mediatypes import LayerType
 class Limits:
     max_bytes: int
     max_files: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.unpack_max_bytes, settings.unpack_max_files)
 
 
 @dataclass
@@ -208,3 +213,8 @@ class _Bounded:
                 hint="raise unpack.max_bytes if you trust it",
             )
         return data
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
