@@ -24,14 +24,22 @@ _EXPORTS = {
     "list_kits": "tether.modelkit.catalog",
     "inspect": "tether.modelkit.catalog",
     "parse_reference": "tether.oci.reference",
+    "start_run": "tether.runs.api",
+    "active_run": "tether.runs.api",
+    "Run": "tether.runs.api",
+    "seed_everything": "tether.determinism",
+    "SeedReport": "tether.determinism",
 }
 
 __all__ = [
     "Digest",
     "Kitfile",
+    "Run",
+    "SeedReport",
     "TetherError",
     "Workspace",
     "__version__",
+    "active_run",
     "diff",
     "init_workspace",
     "inspect",
@@ -39,10 +47,13 @@ __all__ = [
     "pack",
     "parse_reference",
     "rollback",
+    "seed_everything",
+    "start_run",
     "unpack",
 ]
 
 if TYPE_CHECKING:
+    from tether.determinism import SeedReport, seed_everything
     from tether.errors import TetherError
     from tether.hashing import Digest
     from tether.manifest.kitfile import Kitfile
@@ -51,6 +62,7 @@ if TYPE_CHECKING:
     from tether.modelkit.pack import pack
     from tether.modelkit.unpack import rollback, unpack
     from tether.oci.reference import parse_reference
+    from tether.runs.api import Run, active_run, start_run
     from tether.workspace import Workspace, init_workspace
 
 

@@ -18,7 +18,11 @@ what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
     │   ├── TagConflict            moving an immutable version tag
     │   └── UnsafeArchive          a layer that would write outside its target
     ├── UnpackConflict             existing files differ from the ModelKit's
-    └── DatabaseError              SQLite and migrations
+    ├── DatabaseError              SQLite and migrations
+    └── RunError                   runs: recording, logging, querying
+        ├── RunNotFound            (also LookupError)
+        ├── ParamConflict          a parameter logged twice with different values
+        └── FilterError            a 'runs list --filter' expression that does not parse (exit 2)
 """
 
 from __future__ import annotations
@@ -130,3 +134,28 @@ class DatabaseError(TetherError):
     """SQLite failed, or the database schema is newer than this tether."""
 
     code = "database"
+
+
+class RunError(TetherError):
+    """Recording, logging to or querying runs."""
+
+    code = "run"
+
+
+class RunNotFound(RunError, LookupError):
+    """A run id, id prefix or name that matches no run (or more than one)."""
+
+    code = "run-not-found"
+
+
+class ParamConflict(RunError):
+    """Parameters are write-once per run: the same key was logged with another value."""
+
+    code = "param-conflict"
+
+
+class FilterError(RunError):
+    """A filter expression that does not parse or names an unknown field."""
+
+    code = "bad-filter"
+    exit_code = 2

@@ -69,6 +69,8 @@ def cli(ctx: click.Context, project: str | None) -> None:
       tether list                      what the local store holds
       tether diff recs:v1.0.0 recs:v2.0.0
       tether rollback recs:v1.0.0      put version 1's files back
+      tether run --seed 42 -- python train.py
+      tether runs list -f "metrics.rmse < 0.9"
     """
     ctx.ensure_object(dict)
     ctx.obj["project"] = project
@@ -82,3 +84,4 @@ def main() -> None:
 # stays cheap for `tether --help`.
 from tether.cli import modelkit as _modelkit  # noqa: E402, F401
 from tether.cli import project as _project  # noqa: E402, F401
+from tether.cli import runs as _runs  # noqa: E402, F401

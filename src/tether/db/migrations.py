@@ -23,6 +23,13 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+def _script(conn: Connection, script: str) -> None:
+    # Not executescript(): it COMMITs first, which would end the migration's transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 def _0001_tag_history(conn: Connection) -> None:
     # Every tag move, so that "where did v1.0.0 point before --force?" has an answer.
     conn.execute(
@@ -51,9 +58,108 @@ def _0002_layer_files(conn: Connection) -> None:
     )
 
 
+def _0003_runs(conn: Connection) -> None:
+    # Runs and what they captured. Times are Unix seconds (REAL). Params and tags keep
+    # the text the user logged plus `num`, its value when it reads as a finite number, so
+    # a filter can compare numerically without CAST turning 'abc' into 0.
+    _script(
+        conn,
+        """
+        CREATE TABLE environments (
+            digest TEXT PRIMARY KEY,
+            body TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            status TEXT NOT NULL
+                CHECK (status IN ('running', 'finished', 'failed', 'killed')),
+            command TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            started REAL NOT NULL,
+            ended REAL,
+            exit_code INTEGER,
+            reason TEXT,
+            host TEXT NOT NULL,
+            user TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            pid_started TEXT,
+            seed INTEGER,
+            env_digest TEXT REFERENCES environments (digest),
+            code TEXT,
+            log_digest TEXT,
+            capture TEXT
+        );
+        CREATE INDEX runs_by_started ON runs (started);
+        CREATE INDEX runs_by_name ON runs (name, started);
+        CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+        CREATE TABLE run_params (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            num REAL,
+            PRIMARY KEY (run_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX run_params_by_key ON run_params (key, value);
+        CREATE TABLE run_tags (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            num REAL,
+            PRIMARY KEY (run_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX run_tags_by_key ON run_tags (key, value);
+        -- The series: no primary key, so a batch insert touches one index only.
+        CREATE TABLE run_metrics (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            at REAL NOT NULL,
+            value REAL
+        );
+        CREATE INDEX run_metrics_series ON run_metrics (run_id, key, step);
+        -- One row per (run, metric), maintained per batch: what filters and lists read.
+        CREATE TABLE run_metric_summary (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            last REAL,
+            last_step INTEGER NOT NULL,
+            last_at REAL NOT NULL,
+            min REAL,
+            max REAL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (run_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX run_metric_summary_by_key ON run_metric_summary (key, last);
+        CREATE TABLE run_files (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('input', 'output', 'artifact')),
+            path TEXT NOT NULL,
+            digest TEXT,
+            size INTEGER,
+            source TEXT NOT NULL,
+            stored INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, role, path)
+        ) WITHOUT ROWID;
+        CREATE INDEX run_files_by_digest ON run_files (digest);
+        -- Every blob a run keeps alive (log, code diff, source snapshot, lock files,
+        -- stored outputs): gc reads blob_refs and never needs to know about runs.
+        CREATE TABLE run_blobs (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            digest TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            PRIMARY KEY (run_id, digest, purpose)
+        ) WITHOUT ROWID;
+        CREATE VIEW blob_refs AS SELECT DISTINCT digest FROM run_blobs;
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
+    Migration("0003_runs", _0003_runs),
 )
 
 

@@ -1,7 +1,8 @@
 """Garbage collection: delete blobs that nothing references.
 
-Roots are the manifests in the store's ``index.json``; a manifest keeps its config and
-layers. Collection holds the ``gc`` lock exclusively while packs hold it shared, so a
+Roots are the manifests in the store's ``index.json`` (a manifest keeps its config and
+layers) and the database's ``blob_refs`` view (run logs, code diffs, stored outputs…).
+Collection holds the ``gc`` lock exclusively while packs hold it shared, so a
 blob written by a pack still in progress is never taken. Orphan temp files in ``tmp/``
 older than an hour are removed too (a crashed writer leaves them; they are never read).
 """
@@ -43,6 +44,9 @@ def reachable(ws: Workspace) -> tuple[set[Digest], list[Digest]]:
             continue
         keep.add(manifest.config.digest)
         keep.update(layer.digest for layer in manifest.layers)
+    for row in ws.db.query("SELECT digest FROM blob_refs"):
+        if Digest.is_valid(row["digest"]):
+            keep.add(Digest.parse(row["digest"]))
     return keep, missing
 
 

@@ -143,6 +143,16 @@ class ContentStore:
         assert w.digest is not None
         return w.digest
 
+    def add_file(self, path: str | Path) -> tuple[Digest, int]:
+        """Store a file unless the store already holds its bytes; returns its digest and
+        size. Hashing first makes re-adding unchanged files a read, not a durable write."""
+        digest, size = hash_file(path)
+        if self.has(digest):
+            return digest, size
+        # The file may change between hashing and copying: what was copied is what counts.
+        stored = self.put_file(path)
+        return stored, self.size(stored)
+
     def delete(self, digest: Digest) -> None:
         """Remove a blob (garbage collection only; blobs are otherwise immutable)."""
         with contextlib.suppress(FileNotFoundError):

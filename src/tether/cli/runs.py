@@ -1,0 +1,537 @@
+"""Run commands: run, runs list/show/compare/metrics/log/delete, env show/diff."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from tether.cli import cli
+from tether.cli._output import emit_json, human_size, info, table, warn
+from tether.cli._workspace import open_workspace
+
+if TYPE_CHECKING:
+    from tether.envcapture.environment import Environment
+    from tether.runs.record import Run
+    from tether.workspace import Workspace
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=what)
+        if key in out and out[key] != value:
+            raise click.BadParameter(f"{key!r} given twice with different values", param_hint=what)
+        out[key] = value
+    return out
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _digest(d: str | None) -> str:
+    return "-" if not d else d.removeprefix("sha256:")[:12]
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--name", help="A name for the run (several runs may share one).")
+@click.option(
+    "--seed", type=int, help="Set PYTHONHASHSEED and TETHER_SEED for the command; recorded."
+)
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter.")
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    type=click.Path(),
+    help="A file or folder the command writes (stored even if not seen being opened).",
+)
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (mutable).")
+@click.option(
+    "--store-inputs", is_flag=True, help="Also keep a copy of every input file in the store."
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    name: str | None,
+    seed: int | None,
+    params: tuple[str, ...],
+    outputs: tuple[str, ...],
+    tags: tuple[str, ...],
+    store_inputs: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND and record it: code, inputs, outputs, environment, seed, output.
+
+    \b
+      tether run --seed 42 -p k=20 -- python train.py --k 20
+
+    Recorded without changes to the script: the git commit, branch and uncommitted
+    diff (or a snapshot of the sources outside git); every file the Python processes
+    read or wrote (outputs inside the project are stored); the interpreter's packages,
+    lock files, OS, CPU, GPU and result-changing variables; seeding calls; stdout and
+    stderr (still shown live). The command's exit status is tether's; a crash, Ctrl-C
+    or SIGTERM is recorded as failed or killed. Scripts can log metrics with
+    tether.start_run(), which joins this run.
+    """
+    from tether.runs.launch import run_command
+
+    ws = open_workspace(ctx)
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    result = run_command(
+        ws,
+        argv,
+        name=name,
+        seed=seed,
+        params=_pairs(params, "-p"),
+        tags=_pairs(tags, "--tag"),
+        outputs=outputs,
+        store_inputs=store_inputs,
+        on_info=None,
+    )
+    for message in result.warnings:
+        warn(message)
+    inputs = sum(1 for f in result.files if f.role == "input")
+    outs = sum(1 for f in result.files if f.role == "output")
+    status = result.status + (f" ({result.reason})" if result.reason else "")
+    info(
+        f"tether: run {result.run_id[:12]} {status} in {_duration(result.duration)}; "
+        f"{inputs} input(s), {outs} output(s); 'tether runs show {result.run_id[:12]}'"
+    )
+    ctx.exit(result.exit_code or 0)
+
+
+@cli.group()
+def runs() -> None:
+    """List, show, compare and delete recorded runs."""
+
+
+@runs.command("list")
+@click.option(
+    "-f",
+    "--filter",
+    "where",
+    metavar="EXPR",
+    help="e.g. \"metrics.rmse < 0.9 and params.model = 'svd'\" (see docs/runs.md).",
+)
+@click.option("--sort", metavar="KEY", help="e.g. metrics.rmse, -started, 'params.k desc'.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@_json
+@click.pass_context
+def runs_list(
+    ctx: click.Context, where: str | None, sort: str | None, limit: int, as_json: bool
+) -> None:
+    """List runs, newest first, optionally filtered and sorted.
+
+    The filter language: comparisons (= != < <= > >=, in (...), like, is null) of
+    metrics.KEY (last value), params.KEY, tags.KEY, status, name, id, user, host, seed,
+    exit_code, started, ended, duration, commit, branch, env; joined with and, or,
+    not and parentheses. Quote text values: name = 'svd'.
+    """
+    import socket
+
+    from tether.runs.query import list_runs
+    from tether.runs.record import reap_stale
+
+    ws = open_workspace(ctx)
+    reap_stale(ws.db, socket.gethostname())
+    result = list_runs(ws.db, where=where, sort=sort, limit=limit)
+    if as_json:
+        emit_json({"matched": result.matched, "runs": [_summary_json(r) for r in result.runs]})
+        return
+    if not result.runs:
+        info("no runs match" if where else "no runs yet: record one with 'tether run -- CMD'")
+        return
+    mentioned = re.findall(r"(metrics|params)\.(`[^`]+`|[A-Za-z0-9_./:-]+)", f"{where} {sort}")
+    metric_cols = [k.strip("`") for t, k in mentioned if t == "metrics"]
+    param_cols = [k.strip("`") for t, k in mentioned if t == "params"]
+    for r in result.runs:
+        for k in r.metrics:
+            if len(metric_cols) < 4 and k not in metric_cols:
+                metric_cols.append(k)
+    metric_cols = list(dict.fromkeys(metric_cols))
+    param_cols = list(dict.fromkeys(param_cols))
+    columns = ["id", "name", "status", "started", "duration"]
+    columns += [f"params.{k}" for k in param_cols] + [f"metrics.{k}" for k in metric_cols]
+    rows = []
+    for r in result.runs:
+        row = [r.id[:12], r.name or "-", r.status, _when(r.started), _duration(r.duration)]
+        row += [r.params.get(k, "-") for k in param_cols]
+        row += [f"{r.metrics[k].last:.6g}" if k in r.metrics else "-" for k in metric_cols]
+        rows.append(row)
+    table(columns, rows)
+    if result.matched > len(result.runs):
+        info(f"({len(result.runs)} of {result.matched} shown; --limit to see more)")
+
+
+def _summary_json(r: Run) -> dict[str, Any]:
+    data = r.to_json()
+    for key in ("files", "capture", "code", "pid"):
+        data.pop(key, None)
+    return data
+
+
+@runs.command("show")
+@click.argument("run_ref", metavar="RUN")
+@_json
+@click.pass_context
+def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
+    """Everything recorded about RUN (an id, id prefix, name, or 'latest').
+
+    Shows the command, status, code state, params, metrics, the files read and
+    written with their digests, the environment summarized, and seeding.
+    """
+    import socket
+
+    from tether.runs.record import load_run, reap_stale
+
+    ws = open_workspace(ctx)
+    reap_stale(ws.db, socket.gethostname())
+    r = load_run(ws.db, run_ref)
+    env = _load_env(ws, r.env_digest)
+    if as_json:
+        data = r.to_json()
+        data["environment"] = None if env is None else dict(env.body)
+        emit_json(data)
+        return
+    click.echo(f"run      {r.id}" + (f"  ({r.name})" if r.name else ""))
+    status = r.status + (f": {r.reason}" if r.reason else "")
+    click.echo(f"status   {status}")
+    click.echo(f"command  {' '.join(r.command)}   (in {r.cwd})")
+    click.echo(f"started  {_when(r.started)}, took {_duration(r.duration)}, by {r.user}@{r.host}")
+    seeding = [f"{s['call']}({s['seed']})" for s in r.capture.get("seeding", [])]
+    if r.capture.get("seed_everything"):
+        seeding.append(f"tether.seed_everything({r.capture['seed_everything'].get('seed')})")
+    click.echo(
+        f"seed     {r.seed if r.seed is not None else '-'}; script seeding: "
+        + (", ".join(seeding) if seeding else "none seen")
+    )
+    code = r.code
+    if code.get("kind") == "git":
+        line = f"{code.get('commit') or '(no commit yet)'}"
+        if code.get("branch"):
+            line += f" on {code['branch']}"
+        if code.get("dirty"):
+            line += f", uncommitted changes ({code.get('diff_stat') or 'untracked files'})"
+        click.echo(f"code     git {line}")
+        if code.get("remote"):
+            click.echo(f"         remote {code['remote']}")
+        for path in code.get("untracked", [])[:10]:
+            click.echo(f"         untracked {path}")
+    elif code:
+        click.echo(f"code     not in git; source snapshot {_digest(code.get('snapshot_digest'))}")
+    if r.params:
+        click.echo("params")
+        for k, v in r.params.items():
+            click.echo(f"  {k} = {v}")
+    if r.tags:
+        click.echo("tags")
+        for k, v in r.tags.items():
+            click.echo(f"  {k} = {v}")
+    if r.metrics:
+        click.echo("metrics")
+        table(
+            ["  key", "last", "step", "min", "max", "points"],
+            [
+                [
+                    f"  {m.key}",
+                    f"{m.last:.6g}",
+                    str(m.step),
+                    f"{m.min:.6g}",
+                    f"{m.max:.6g}",
+                    str(m.count),
+                ]
+                for m in r.metrics.values()
+            ],
+        )
+    for role in ("input", "output", "artifact"):
+        files = r.files_with_role(role)
+        if files:
+            click.echo(f"{role}s")
+            table(
+                ["  path", "digest", "size", "how"],
+                [
+                    [
+                        f"  {f.path}",
+                        _digest(f.digest),
+                        human_size(f.size),
+                        f.source + (", stored" if f.stored else ""),
+                    ]
+                    for f in files
+                ],
+            )
+    if env is not None:
+        py = env.python
+        click.echo(
+            f"env      {_digest(r.env_digest)}: {py.get('implementation')} {py.get('version')}, "
+            f"{len(env.packages)} packages, {env.body.get('os', {}).get('distro') or ''} "
+            f"{env.body.get('os', {}).get('release', '')}".rstrip()
+        )
+        if env.env_vars:
+            click.echo("         " + " ".join(f"{k}={v}" for k, v in env.env_vars.items()))
+    for message in r.capture.get("warnings", []):
+        warn(message)
+
+
+def _load_env(ws: Workspace, digest: str | None) -> Environment | None:
+    from tether.envcapture.environment import Environment
+    from tether.runs.record import load_environment_body
+
+    if not digest:
+        return None
+    body = load_environment_body(ws.db, digest)
+    return None if body is None else Environment.from_json(body)
+
+
+@runs.command("compare")
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.option("--all", "show_all", is_flag=True, help="Show equal rows too.")
+@_json
+@click.pass_context
+def runs_compare(
+    ctx: click.Context, run_refs: tuple[str, ...], show_all: bool, as_json: bool
+) -> None:
+    """Show RUNs side by side: only what differs (params, metrics, code, inputs,
+    outputs, environment, packages) unless --all."""
+    from tether.errors import UsageError
+    from tether.runs.compare import compare_runs
+    from tether.runs.record import load_runs, resolve
+
+    if len(run_refs) < 2:
+        raise UsageError("compare needs at least two runs", hint="tether runs compare RUN RUN")
+    ws = open_workspace(ctx)
+    ids = [resolve(ws.db, ref) for ref in run_refs]
+    comparison = compare_runs(ws.db, load_runs(ws.db, ids))
+    rows = list(comparison.rows) if show_all else comparison.differing()
+    if as_json:
+        emit_json(
+            {
+                "runs": list(comparison.run_ids),
+                "rows": [
+                    {"section": r.section, "key": r.key, "values": list(r.values)} for r in rows
+                ],
+            }
+        )
+        return
+    if not rows:
+        click.echo("the runs recorded the same params, metrics, code, data and environment")
+        return
+    table(
+        ["section", "key", *[i[:12] for i in comparison.run_ids]],
+        [[r.section, r.key, *[_cell(v) for v in r.values]] for r in rows],
+    )
+
+
+def _cell(value: str | None) -> str:
+    if value is None:
+        return "-"
+    if value.startswith("sha256:"):
+        return value[7:19]
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
+@runs.command("metrics")
+@click.argument("run_ref", metavar="RUN")
+@click.argument("key", required=False)
+@_json
+@click.pass_context
+def runs_metrics(ctx: click.Context, run_ref: str, key: str | None, as_json: bool) -> None:
+    """Print RUN's metric series (every step), or only KEY's, as CSV."""
+    from tether.runs.record import metric_series, resolve
+
+    ws = open_workspace(ctx)
+    run_id = resolve(ws.db, run_ref)
+    series = metric_series(ws.db, run_id, key)
+    if as_json:
+        emit_json(
+            {
+                k: [{"step": s, "timestamp": t, "value": v} for s, t, v in points]
+                for k, points in series.items()
+            }
+        )
+        return
+    click.echo("key,step,timestamp,value")
+    for k, points in series.items():
+        for step, at, value in points:
+            click.echo(f"{k},{step},{at:.3f},{value!r}")
+
+
+@runs.command("log")
+@click.argument("run_ref", metavar="RUN")
+@click.pass_context
+def runs_log(ctx: click.Context, run_ref: str) -> None:
+    """Print what RUN wrote to stdout and stderr (as captured)."""
+    from tether.errors import RunError
+    from tether.hashing import Digest
+    from tether.runs.record import load_run
+
+    ws = open_workspace(ctx)
+    r = load_run(ws.db, run_ref)
+    if not r.log_digest:
+        raise RunError(
+            f"run {r.id[:12]} has no captured output",
+            hint="output is captured by 'tether run'; runs started from Python have none",
+        )
+    with ws.store.open(Digest.parse(r.log_digest)) as f:
+        while chunk := f.read(1 << 20):
+            sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+@runs.command("delete")
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Also delete runs that are still running.")
+@click.pass_context
+def runs_delete(ctx: click.Context, run_refs: tuple[str, ...], force: bool) -> None:
+    """Delete RUNs and what was logged to them. Their stored files stay in the store
+    until 'tether gc' (if nothing else uses them)."""
+    import socket
+
+    from tether.errors import RunError
+    from tether.runs.record import delete_runs, load_runs, reap_stale, resolve
+
+    ws = open_workspace(ctx)
+    reap_stale(ws.db, socket.gethostname())
+    ids = list(dict.fromkeys(resolve(ws.db, ref) for ref in run_refs))
+    running = [r.id[:12] for r in load_runs(ws.db, ids, files=False) if r.status == "running"]
+    if running and not force:
+        raise RunError(
+            f"run {', '.join(running)} is still running",
+            hint="wait for it to end, or pass --force",
+        )
+    n = delete_runs(ws.db, ids)
+    click.echo(f"deleted {n} run(s); 'tether gc' frees their stored files")
+
+
+@cli.group()
+def env() -> None:
+    """Show and compare captured environments."""
+
+
+@env.command("show")
+@click.argument("run_ref", metavar="[RUN]", required=False)
+@click.option(
+    "--python",
+    "python",
+    type=click.Path(dir_okay=False),
+    help="Capture this interpreter's environment instead (default: tether's own).",
+)
+@_json
+@click.pass_context
+def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_json: bool) -> None:
+    """Show RUN's environment, or the current one: interpreter, packages, lock files,
+    OS, CPU, memory, GPU and the variables that change results."""
+    from tether.envcapture.environment import capture, capture_current
+    from tether.errors import RunError
+    from tether.runs.record import load_run
+
+    ws = open_workspace(ctx)
+    if run_ref:
+        r = load_run(ws.db, run_ref)
+        environment = _load_env(ws, r.env_digest)
+        if environment is None:
+            raise RunError(
+                f"run {r.id[:12]} has no captured environment",
+                hint="see the warnings in 'tether runs show'",
+            )
+    elif python:
+        environment = capture(python, ws.root)
+    else:
+        environment = capture_current(ws.root)
+    if as_json:
+        emit_json({"digest": environment.digest, **environment.body})
+        return
+    body = environment.body
+    py = environment.python
+    click.echo(f"environment {environment.digest}")
+    click.echo(f"python      {py.get('implementation')} {py.get('version')}"
+               + (" (virtualenv)" if py.get("virtualenv") else ""))  # fmt: skip
+    os_ = body.get("os", {})
+    click.echo(f"os          {os_.get('distro') or os_.get('system')} {os_.get('release')} "
+               f"{os_.get('machine')} {os_.get('libc', '')}".rstrip())  # fmt: skip
+    cpu = body.get("cpu", {})
+    click.echo(f"cpu         {cpu.get('model')} x{cpu.get('count')}, "
+               f"{len(cpu.get('flags', []))} flags")  # fmt: skip
+    click.echo(f"memory      {human_size(body.get('memory_bytes'))}")
+    for device in body.get("gpu", {}).get("devices", []):
+        click.echo(f"gpu         {device['name']}, driver {device['driver']}, "
+                   f"{device['memory_mib']} MiB")  # fmt: skip
+    if body.get("gpu", {}).get("cuda_driver_api"):
+        click.echo(f"cuda        {body['gpu']['cuda_driver_api']} (driver API)")
+    for name, version in body.get("cuda_libraries", {}).items():
+        click.echo(f"{name:<11} {version}")
+    for var, value in environment.env_vars.items():
+        click.echo(f"env         {var}={value}")
+    for path, digest in environment.lock_files.items():
+        click.echo(f"lock file   {path} {_digest(digest)}")
+    click.echo(f"packages    {len(environment.packages)}")
+    for name, version in environment.packages.items():
+        click.echo(f"  {name}=={version}")
+
+
+@env.command("diff")
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@_json
+@click.pass_context
+def env_diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
+    """What differs between the environments of RUN_A and RUN_B: packages added,
+    removed and changed (numerical libraries first), interpreter, lock files,
+    variables, OS and hardware."""
+    from tether.envcapture.diff import diff_environments
+    from tether.errors import RunError
+    from tether.runs.record import load_run
+
+    ws = open_workspace(ctx)
+    envs = []
+    for ref in (run_a, run_b):
+        r = load_run(ws.db, ref)
+        e = _load_env(ws, r.env_digest)
+        if e is None:
+            raise RunError(f"run {r.id[:12]} has no captured environment")
+        envs.append(e)
+    d = diff_environments(envs[0], envs[1])
+    if as_json:
+        emit_json(
+            {
+                "a": d.a,
+                "b": d.b,
+                "same": d.same,
+                "changes": [
+                    {"section": c.section, "name": c.name, "kind": c.kind, "a": c.old, "b": c.new}
+                    for c in d.changes
+                ],
+            }
+        )
+        return
+    if d.same:
+        click.echo(f"same environment ({_digest(d.a)})")
+        return
+    table(
+        ["section", "name", "change", "a", "b"],
+        [[c.section, c.name, c.kind, _cell(c.old), _cell(c.new)] for c in d.changes],
+    )

@@ -1,0 +1,330 @@
+"""The environment a run ran in: interpreter, packages, lock files, OS, hardware and the
+environment variables that change results; identified by the digest of its canonical
+JSON, so runs in the same environment share one record.
+
+Two halves: what only the run's interpreter knows (``probe.py``, executed *in* that
+interpreter) and what the host knows (read here from ``/proc``, ``platform`` and, when
+present, ``nvidia-smi``). GPU probing is lazy and never required.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from tether.errors import TetherError
+from tether.hashing import Digest, hash_file
+
+FORMAT = 1
+
+# Variables that change numerical results or their determinism. Exact names, then
+# prefixes; names that look like secrets are dropped even when a prefix matches.
+ENV_VAR_NAMES = frozenset(
+    {
+        "PYTHONHASHSEED",
+        "TETHER_SEED",
+        "CUBLAS_WORKSPACE_CONFIG",
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_LAUNCH_BLOCKING",
+        "NVIDIA_TF32_OVERRIDE",
+        "TF_DETERMINISTIC_OPS",
+        "TF_CUDNN_DETERMINISTIC",
+        "TF_ENABLE_ONEDNN_OPTS",
+        "XLA_FLAGS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "OPENBLAS_CORETYPE",
+        "BLIS_NUM_THREADS",
+        "TZ",
+        "LC_ALL",
+    }
+)
+ENV_VAR_PREFIXES = ("OMP_", "KMP_", "MKL_", "CUDNN_", "NCCL_ALGO", "JAX_", "PYTORCH_", "TORCH_")
+_SECRET_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|_KEY\b|^KEY", re.I)
+
+LOCK_FILE_PATTERNS = (
+    "uv.lock",
+    "poetry.lock",
+    "pdm.lock",
+    "Pipfile.lock",
+    "requirements*.txt",
+    "constraints*.txt",
+    "environment.yml",
+    "environment.yaml",
+    "conda-lock.yml",
+    "pyproject.toml",
+)
+
+PROBE_TIMEOUT = 120.0
+
+
+class EnvironmentCaptureError(TetherError):
+    code = "env-capture"
+
+
+@dataclass(frozen=True)
+class LockFile:
+    path: str  # relative to the project root
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Captured facts; ``body`` is the canonical JSON the digest is taken of."""
+
+    body: Mapping[str, Any]
+
+    @property
+    def canonical(self) -> str:
+        return json.dumps(self.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    @property
+    def digest(self) -> str:
+        return str(Digest.of_bytes(self.canonical.encode()))
+
+    @classmethod
+    def from_json(cls, text: str) -> Environment:
+        return cls(json.loads(text))
+
+    @property
+    def python(self) -> Mapping[str, Any]:
+        return self.body.get("python", {})  # type: ignore[no-any-return]
+
+    @property
+    def packages(self) -> Mapping[str, str]:
+        return self.body.get("packages", {})  # type: ignore[no-any-return]
+
+    @property
+    def env_vars(self) -> Mapping[str, str]:
+        return self.body.get("env_vars", {})  # type: ignore[no-any-return]
+
+    @property
+    def lock_files(self) -> Mapping[str, str]:
+        return self.body.get("lock_files", {})  # type: ignore[no-any-return]
+
+
+def relevant_env_vars(env: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in sorted(env.items())
+        if (k in ENV_VAR_NAMES or k.startswith(ENV_VAR_PREFIXES)) and not _SECRET_RE.search(k)
+    }
+
+
+def probe_interpreter(
+    executable: str, env: Mapping[str, str] | None = None, cwd: str | Path | None = None
+) -> dict[str, Any]:
+    """Run ``probe.py`` in ``executable`` and return what it printed."""
+    source = (Path(__file__).parent / "probe.py").read_text(encoding="utf-8")
+    try:
+        proc = subprocess.run(
+            [executable, "-c", source],
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentCaptureError(
+            f"cannot run {executable} to list its packages: {exc}",
+            hint="check that the interpreter exists and starts",
+        ) from None
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise EnvironmentCaptureError(
+            f"{executable} failed to report its packages: {tail[0][:200]}",
+            hint="check that the interpreter is Python 3.8 or newer",
+        )
+    try:
+        result: dict[str, Any] = json.loads(proc.stdout.decode())
+    except ValueError:
+        raise EnvironmentCaptureError(
+            f"{executable} printed something other than the package report",
+            hint="a sitecustomize or .pth file may print at start-up; check PYTHONSTARTUP",
+        ) from None
+    return result
+
+
+def lock_files(roots: Sequence[Path], project_root: Path) -> list[LockFile]:
+    found: dict[Path, LockFile] = {}
+    for root in roots:
+        for pattern in LOCK_FILE_PATTERNS:
+            for path in sorted(root.glob(pattern)):
+                if not path.is_file() or path in found:
+                    continue
+                digest, size = hash_file(path)
+                try:
+                    rel = path.resolve().relative_to(project_root.resolve()).as_posix()
+                except ValueError:
+                    rel = str(path.resolve())
+                found[path] = LockFile(rel, str(digest), size)
+    return sorted(found.values(), key=lambda lf: lf.path)
+
+
+@cache
+def host_facts() -> dict[str, Any]:
+    """OS, CPU, memory and GPU of this machine (cached per process)."""
+    facts: dict[str, Any] = {
+        "os": _os_facts(),
+        "cpu": _cpu_facts(),
+        "memory_bytes": _memory_bytes(),
+    }
+    gpu = gpu_facts()
+    if gpu:
+        facts["gpu"] = gpu
+    return facts
+
+
+def _os_facts() -> dict[str, str]:
+    uname = platform.uname()
+    facts = {
+        "system": uname.system,
+        "release": uname.release,
+        "version": uname.version,
+        "machine": uname.machine,
+    }
+    libc, libc_version = platform.libc_ver()
+    if libc:
+        facts["libc"] = f"{libc} {libc_version}"
+    try:
+        release = platform.freedesktop_os_release()
+        facts["distro"] = release.get("PRETTY_NAME", release.get("NAME", ""))
+    except OSError:
+        pass
+    return facts
+
+
+def _cpu_facts() -> dict[str, Any]:
+    facts: dict[str, Any] = {"count": os.cpu_count() or 0, "model": platform.processor()}
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return facts
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not facts.get("model_name"):
+            facts["model"] = value.strip()
+            facts["model_name"] = True
+        elif key in ("flags", "Features") and "flags" not in facts:
+            facts["flags"] = sorted(set(value.split()))
+    facts.pop("model_name", None)
+    return facts
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def gpu_facts(nvidia_smi: str | None = None) -> dict[str, Any] | None:
+    """NVIDIA GPUs through ``nvidia-smi`` when it is on PATH; None otherwise or when it
+    fails (no driver loaded, no permission)."""
+    exe = nvidia_smi or shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        query = subprocess.run(
+            [
+                exe,
+                "--query-gpu=name,driver_version,memory.total",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            timeout=15,
+            check=True,
+        )
+        header = subprocess.run([exe], capture_output=True, timeout=15, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    devices = []
+    for line in query.stdout.decode(errors="replace").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3 and parts[0]:
+            devices.append({"name": parts[0], "driver": parts[1], "memory_mib": parts[2]})
+    if not devices:
+        return None
+    facts: dict[str, Any] = {"devices": devices}
+    match = re.search(r"CUDA Version:\s*([0-9.]+)", header.stdout.decode(errors="replace"))
+    if match:
+        facts["cuda_driver_api"] = match.group(1)
+    return facts
+
+
+def _cuda_libraries(packages: Mapping[str, str]) -> dict[str, str]:
+    # pip-installed CUDA: the wheels torch/jax depend on carry the versions that matter.
+    found = {}
+    for name, version in packages.items():
+        if name.startswith("nvidia-cudnn-"):
+            found["cudnn"] = version
+        elif name.startswith("nvidia-cuda-runtime-"):
+            found["cuda_runtime"] = version
+        elif name.startswith("nvidia-cublas-"):
+            found["cublas"] = version
+    return found
+
+
+def build(
+    probe: Mapping[str, Any],
+    *,
+    env: Mapping[str, str],
+    locks: Sequence[LockFile] = (),
+    host: Mapping[str, Any] | None = None,
+) -> Environment:
+    """Assemble an Environment from an interpreter probe, the command's environment
+    variables and lock files. Machine-local paths (the executable) stay out of the body,
+    so identical environments on two machines share a digest."""
+    packages = dict(probe.get("packages", {}))
+    body: dict[str, Any] = {
+        "format": FORMAT,
+        "python": {
+            "implementation": probe.get("implementation", ""),
+            "version": probe.get("version", ""),
+            "virtualenv": probe.get("prefix") != probe.get("base_prefix"),
+        },
+        "packages": packages,
+        "lock_files": {lf.path: lf.digest for lf in locks},
+        "env_vars": relevant_env_vars(env),
+        **(host if host is not None else host_facts()),
+    }
+    if probe.get("package_sources"):
+        body["package_sources"] = dict(probe["package_sources"])
+    cuda = _cuda_libraries(packages)
+    if cuda:
+        body["cuda_libraries"] = cuda
+    return Environment(body)
+
+
+def capture_current(project_root: Path, env: Mapping[str, str] | None = None) -> Environment:
+    """The environment of the interpreter running tether, probed in-process."""
+    from tether.envcapture.probe import collect
+
+    env = dict(os.environ if env is None else env)
+    return build(collect(), env=env, locks=lock_files([project_root], project_root))
+
+
+def capture(
+    executable: str,
+    project_root: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Environment:
+    env = dict(os.environ if env is None else env)
+    probe = probe_interpreter(executable, env=env, cwd=cwd)
+    roots = [project_root] + ([cwd] if cwd and cwd.resolve() != project_root.resolve() else [])
+    return build(probe, env=env, locks=lock_files(roots, project_root))

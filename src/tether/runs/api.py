@@ -1,0 +1,386 @@
+"""The Python API of runs: ``tether.start_run()`` and the handle it returns.
+
+Inside ``tether run`` (``TETHER_RUN_ID`` is set) the handle joins the wrapper's run and
+leaves closing it to the wrapper. Alone, it creates a run, captures the code and the
+running interpreter's environment, watches the files the process opens (an in-process
+audit hook) and closes the run when the ``with`` block ends: finished, failed on an
+exception, killed on KeyboardInterrupt or SIGTERM.
+
+Metrics are buffered and written in batches (every ``BATCH`` points or
+``FLUSH_SECONDS``), so logging costs the training loop about a microsecond per point;
+buffers are flushed when the block ends, at interpreter exit and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, ClassVar
+
+from tether.errors import RunNotFound, UsageError
+from tether.runs import record
+from tether.runs.capture import AuditLog, classify, expand, record_files, relative_to_project
+from tether.workspace import Workspace
+
+BATCH = 10_000
+FLUSH_SECONDS = 2.0
+
+_active: list[Run] = []  # innermost last
+
+
+class _FileWatch:
+    """One process-wide audit hook (hooks cannot be removed) feeding the runs that are
+    open; it costs one list check per audited event when no run watches."""
+
+    installed = False
+    logs: ClassVar[list[tuple[AuditLog, tuple[str, ...]]]] = []
+
+    @classmethod
+    def start(cls, ignore: list[Path]) -> AuditLog:
+        log = AuditLog()
+        prefixes = {os.path.realpath(p) + os.sep for p in ignore}
+        prefixes.update(
+            os.path.realpath(p) + os.sep
+            for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, "/proc", "/sys", "/dev")
+        )
+        cls.logs.append((log, tuple(sorted(prefixes))))
+        if not cls.installed:
+            sys.addaudithook(cls._hook)
+            cls.installed = True
+        return log
+
+    @classmethod
+    def stop(cls, log: AuditLog) -> None:
+        cls.logs[:] = [(lg, p) for lg, p in cls.logs if lg is not log]
+
+    @classmethod
+    def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
+        if not cls.logs or event not in ("open", "os.rename"):
+            return
+        try:
+            if event == "open":
+                path, mode, flags = args
+                if isinstance(path, int):
+                    return
+                full = os.path.abspath(os.fsdecode(os.fspath(path)))
+                if mode is None:
+                    write = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND))
+                else:
+                    write = any(c in mode for c in "wax+")
+                for log, prefixes in cls.logs:
+                    if full.startswith(prefixes) or (not write and full.endswith((".py", ".pyc"))):
+                        continue
+                    (log.writes if write else log.reads)[full] = None
+            else:
+                src = os.path.abspath(os.fsdecode(os.fspath(args[0])))
+                dst = os.path.abspath(os.fsdecode(os.fspath(args[1])))
+                for log, _ in cls.logs:
+                    log.writes.pop(src, None)
+                    log.reads.pop(src, None)
+                    log.writes[dst] = None
+        except Exception:
+            return
+
+
+class Run:
+    """An open run. Get one from ``tether.start_run()``."""
+
+    def __init__(self, ws: Workspace, run_id: str, *, joined: bool, watch: AuditLog | None) -> None:
+        self.workspace = ws
+        self.id = run_id
+        self.joined = joined
+        self._watch = watch
+        self._buffer: list[tuple[str, int, float, float]] = []
+        self._steps: dict[str, int] = {}
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._ended = False
+        self._store_inputs = False
+        ref = weakref.ref(self)
+
+        def at_exit() -> None:
+            run = ref()
+            if run is not None:
+                run._at_exit()
+
+        atexit.register(at_exit)
+
+    def __repr__(self) -> str:
+        return f"<tether.Run {self.id}{' (joined)' if self.joined else ''}>"
+
+    # -- params, tags ------------------------------------------------------------------
+
+    def log_param(self, key: str, value: object) -> None:
+        """Record a parameter; params are write-once (another value raises ParamConflict)."""
+        record.log_params(self.workspace.db, self.id, {key: value})
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        record.log_params(self.workspace.db, self.id, params)
+
+    def set_tag(self, key: str, value: object) -> None:
+        record.set_tags(self.workspace.db, self.id, {key: value})
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        record.set_tags(self.workspace.db, self.id, tags)
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        """Append a point to the series ``key``. ``step`` defaults to the key's previous
+        step + 1 (0 first); ``timestamp`` to now."""
+        if key not in self._keys:
+            record.check_key("metric", key)
+            self._keys.add(key)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"metric {key!r}: {value!r} is not a number",
+                hint="log numbers as metrics; log text as a tag or param",
+            ) from None
+        with self._lock:
+            if step is None:
+                step = self._steps.get(key, -1) + 1
+            elif not isinstance(step, int) or isinstance(step, bool):
+                raise UsageError(f"metric {key!r}: step must be an integer, not {step!r}")
+            self._steps[key] = step
+            self._buffer.append((key, step, time.time() if timestamp is None else timestamp, value))
+            if len(self._buffer) >= BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+                self._flush_locked()
+
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        at = time.time() if timestamp is None else timestamp
+        for key, value in metrics.items():
+            self.log_metric(key, value, step=step, timestamp=at)
+
+    def flush(self) -> None:
+        """Write buffered metrics now."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        batch, self._buffer = self._buffer, []
+        self._last_flush = time.monotonic()
+        if batch:
+            record.insert_metrics(self.workspace.db, self.id, batch)
+
+    # -- files -------------------------------------------------------------------------
+
+    def log_artifact(self, path: str | os.PathLike[str]) -> list[record.RunFile]:
+        """Store a file (or every file under a directory) as an artifact of this run."""
+        files = self._files(path, "artifact", store=True)
+        record.add_files(self.workspace.db, self.id, files)
+        return files
+
+    def log_input(
+        self, path: str | os.PathLike[str], *, store: bool = False
+    ) -> list[record.RunFile]:
+        """Record a file (or a directory's files) the run used, by digest; ``store=True``
+        also keeps a copy in the store."""
+        files = self._files(path, "input", store=store)
+        record.add_files(self.workspace.db, self.id, files)
+        return files
+
+    def _files(
+        self, path: str | os.PathLike[str], role: str, *, store: bool
+    ) -> list[record.RunFile]:
+        from tether.hashing import hash_file
+
+        target = Path(path)
+        found = expand(target.absolute())
+        if not found:
+            raise UsageError(
+                f"{path}: no such file or directory", hint="log files that exist when you log them"
+            )
+        root = self.workspace.root
+        out = []
+        for p in found:
+            if store:
+                digest, size = self.workspace.store.add_file(p)
+            else:
+                digest, size = hash_file(p)
+            out.append(
+                record.RunFile(role, relative_to_project(p, root), str(digest), size, "api", store)
+            )
+        return out
+
+    # -- ending ------------------------------------------------------------------------
+
+    def end(self, status: str = "finished", *, reason: str | None = None) -> None:
+        """Flush, record the files watched, and close the run (a joined run is closed
+        by ``tether run``, so only flushed)."""
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(ValueError):
+            _active.remove(self)
+        self.flush()
+        if self._watch is not None:
+            _FileWatch.stop(self._watch)
+            ws = self.workspace
+            sets = classify(self._watch, exclude=[ws.dot])
+            files = record_files(ws.store, ws.root, sets, store_inputs=self._store_inputs)
+            record.add_files(ws.db, self.id, files)
+        if not self.joined:
+            record.finish_run(self.workspace.db, self.id, status, reason=reason)
+
+    def _at_exit(self) -> None:
+        if not self._ended:
+            with contextlib.suppress(Exception):
+                self.end("failed", reason="the process exited inside the run without ending it")
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.end("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end("killed", reason="interrupted (KeyboardInterrupt)")
+        elif isinstance(exc, SystemExit) and exc.code in (0, None):
+            self.end("finished")
+        else:
+            self.end("failed", reason=f"{exc_type.__name__}: {str(exc)[:300]}")
+
+
+def active_run() -> Run | None:
+    """The innermost run started in this process, if any."""
+    return _active[-1] if _active else None
+
+
+def start_run(
+    name: str | None = None,
+    *,
+    params: Mapping[str, object] | None = None,
+    tags: Mapping[str, object] | None = None,
+    seed: int | None = None,
+    project: str | os.PathLike[str] | None = None,
+    watch_files: bool = True,
+    store_inputs: bool = False,
+) -> Run:
+    """Start a run, or join the one ``tether run`` started for this process.
+
+    Use as a context manager::
+
+        with tether.start_run(name="svd", params={"k": 50}) as run:
+            run.log_metric("rmse", 0.87, step=epoch)
+    """
+    joined_id = os.environ.get("TETHER_RUN_ID")
+    if joined_id and os.environ.get("TETHER_PROJECT"):
+        ws = Workspace.open(os.environ["TETHER_PROJECT"])
+        if not ws.db.query("SELECT 1 FROM runs WHERE id = ?", (joined_id,)):
+            raise RunNotFound(
+                f"TETHER_RUN_ID={joined_id} names no run in {ws.root}",
+                hint="unset TETHER_RUN_ID, or start the script with 'tether run'",
+            )
+        run = Run(ws, joined_id, joined=True, watch=None)
+        if name:
+            with ws.db.atomic() as conn:
+                conn.execute(
+                    "UPDATE runs SET name = ? WHERE id = ? AND name IS NULL", (name, joined_id)
+                )
+    else:
+        root = None if project is None else Path(project)
+        run = _start_standalone(name, seed, root, watch_files)
+    run._store_inputs = store_inputs
+    try:
+        if params:
+            run.log_params(params)
+        if tags:
+            run.set_tags(tags)
+    except BaseException:
+        if not run.joined:
+            run.end("failed", reason="invalid params or tags")
+        raise
+    _active.append(run)
+    _install_sigterm_flush()
+    return run
+
+
+def _start_standalone(name: str | None, seed: int | None, project: Path | None, watch: bool) -> Run:
+    from tether.envcapture.environment import capture_current
+    from tether.runs.code import capture_code
+    from tether.runs.launch import check_seed
+
+    check_seed(seed)
+    ws = Workspace.open(project)
+    code = capture_code(ws.store, ws.root)
+    environment = capture_current(ws.root)
+    record.save_environment(ws.db, environment.digest, environment.canonical)
+    run_id = record.create_run(
+        ws.db,
+        name=name,
+        command=[sys.executable, *sys.argv],
+        cwd=relative_to_project(os.getcwd(), ws.root),
+        host=socket.gethostname(),
+        user=ws.user,
+        pid=os.getpid(),
+        seed=seed,
+        env_digest=environment.digest,
+        code=code.to_json(),
+        capture={"interpreter": {"path": sys.executable, "source": "api"}},
+    )
+    record.add_blobs(ws.db, run_id, code.blobs)
+    log = _FileWatch.start([ws.dot]) if watch else None
+    return Run(ws, run_id, joined=False, watch=log)
+
+
+_sigterm_installed = False
+
+
+def _install_sigterm_flush() -> None:
+    """On SIGTERM, flush and close open runs, then die of SIGTERM as before. Only when
+    nobody else handles SIGTERM, and only from the main thread (Python's rule)."""
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        for run in reversed(list(_active)):
+            with contextlib.suppress(Exception):
+                run.end("killed", reason="SIGTERM")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    _sigterm_installed = True
+
+
+def note_on_active_run(key: str, value: Any) -> bool:
+    """Attach a fact to the run this process logs to (used by ``seed_everything``)."""
+    run = active_run()
+    if run is not None:
+        record.merge_capture(run.workspace.db, run.id, {key: value})
+        return True
+    joined_id = os.environ.get("TETHER_RUN_ID")
+    project = os.environ.get("TETHER_PROJECT")
+    if joined_id and project:
+        ws = Workspace.open(project)
+        try:
+            record.merge_capture(ws.db, joined_id, {key: value})
+        finally:
+            ws.close()
+        return True
+    return False

@@ -1,0 +1,212 @@
+"""The code a run ran: enough to rebuild the exact source tree later.
+
+In git: the commit, branch, remote (credentials stripped), the uncommitted diff of
+tracked files (``git diff --binary``, stored as a blob) and the untracked source files
+(listed, and small ones snapshotted into the store). Outside git: a snapshot of the
+source files under the project, identified by the digest of its manifest.
+
+A snapshot manifest is a blob of canonical JSON ``{"format": 1, "files": {path: digest}}``
+whose file blobs are kept with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tether.store.objects import ContentStore
+
+SOURCE_SUFFIXES = frozenset(
+    {
+        ".py", ".pyi", ".pyx", ".pxd", ".ipynb", ".r", ".jl", ".sh", ".sql", ".scala",
+        ".yaml", ".yml", ".toml", ".cfg", ".ini", ".json", ".lock", ".c", ".cc", ".cpp",
+        ".h", ".hpp", ".cu", ".rs", ".go", ".java", ".js", ".ts", ".md",
+    }
+)  # fmt: skip
+SOURCE_NAMES = frozenset({"Kitfile", "Makefile", "Dockerfile", "Justfile", ".kitignore"})
+SNAPSHOT_FILE_LIMIT = 1 << 20  # a bigger file is data, not source: listed, not stored
+SNAPSHOT_TOTAL_LIMIT = 32 << 20
+SNAPSHOT_MAX_FILES = 5000
+_SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", ".git", ".tether"})
+GIT_TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class CodeState:
+    kind: str  # git | files
+    commit: str | None = None
+    branch: str | None = None
+    remote: str | None = None
+    project_in_repo: str = "."  # the project root, relative to the repository's top
+    dirty: bool = False
+    diff_digest: str | None = None
+    diff_stat: str = ""
+    untracked: tuple[str, ...] = ()  # untracked source files (repo-relative)
+    snapshot_digest: str | None = None  # untracked (git) or all (files) source files
+    not_stored: tuple[str, ...] = ()  # source files over the snapshot limits
+    blobs: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("blobs")
+        return {k: v for k, v in data.items() if v not in (None, (), "")}
+
+
+def is_source(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    if name in SOURCE_NAMES or (name.startswith("requirements") and name.endswith(".txt")):
+        return True
+    return os.path.splitext(name)[1].lower() in SOURCE_SUFFIXES
+
+
+def strip_credentials(url: str) -> str:
+    """``https://user:token@host/x?sig=…`` → ``https://host/x``; scp-style URLs
+    (``git@host:org/repo``) name a login, not a secret, and stay."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _git(cwd: Path, *args: str, check: bool = True) -> str | None:
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, env=env, timeout=GIT_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode("utf-8", "surrogateescape")
+
+
+def capture_code(store: ContentStore, project_root: Path) -> CodeState:
+    top = _git(project_root, "rev-parse", "--show-toplevel")
+    if top is None:
+        return _capture_files(store, project_root)
+    return _capture_git(store, project_root, Path(top.strip()))
+
+
+def _capture_git(store: ContentStore, project_root: Path, top: Path) -> CodeState:
+    blobs: list[tuple[str, str]] = []
+    commit = (_git(top, "rev-parse", "--verify", "-q", "HEAD^{commit}") or "").strip() or None
+    branch = (_git(top, "symbolic-ref", "--short", "-q", "HEAD") or "").strip() or None
+    remotes = (_git(top, "remote") or "").split()
+    remote = None
+    if remotes:
+        name = "origin" if "origin" in remotes else remotes[0]
+        url = (_git(top, "remote", "get-url", name) or "").strip()
+        remote = strip_credentials(url) if url else None
+    base = commit or (_git(top, "hash-object", "-t", "tree", "/dev/null") or "").strip()
+    diff_digest = None
+    diff_stat = ""
+    if base:
+        diff = _git_bytes(top, "diff", "--binary", "--no-color", "--no-ext-diff", base, "--")
+        if diff:
+            diff_digest = str(store.put_bytes(diff))
+            blobs.append((diff_digest, "code-diff"))
+            diff_stat = (_git(top, "diff", "--shortstat", base, "--") or "").strip()
+    listed = _git(top, "ls-files", "--others", "--exclude-standard", "-z") or ""
+    untracked = sorted(p for p in listed.split("\0") if p and is_source(p))
+    snapshot, not_stored, snap_blobs = _snapshot(store, top, untracked)
+    blobs += snap_blobs
+    try:
+        project_in_repo = project_root.resolve().relative_to(top.resolve()).as_posix()
+    except ValueError:
+        project_in_repo = "."
+    return CodeState(
+        kind="git",
+        commit=commit,
+        branch=branch,
+        remote=remote,
+        project_in_repo=project_in_repo,
+        dirty=bool(diff_digest or untracked),
+        diff_digest=diff_digest,
+        diff_stat=diff_stat,
+        untracked=tuple(untracked),
+        snapshot_digest=snapshot,
+        not_stored=tuple(not_stored),
+        blobs=tuple(blobs),
+    )
+
+
+def _git_bytes(cwd: Path, *args: str) -> bytes:
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, env=env, timeout=GIT_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return b""
+    return proc.stdout if proc.returncode == 0 else b""
+
+
+def _walk_sources(root: Path) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Hidden folders, caches and virtualenvs are not the project's source.
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d not in _SKIP_DIRS
+            and not os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg"))
+        )
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+            if is_source(rel):
+                yield rel
+
+
+def _capture_files(store: ContentStore, project_root: Path) -> CodeState:
+    files = list(_walk_sources(project_root))
+    snapshot, not_stored, blobs = _snapshot(store, project_root, files)
+    return CodeState(
+        kind="files",
+        snapshot_digest=snapshot,
+        not_stored=tuple(not_stored),
+        blobs=tuple(blobs),
+    )
+
+
+def _snapshot(
+    store: ContentStore, root: Path, paths: list[str]
+) -> tuple[str | None, list[str], list[tuple[str, str]]]:
+    if not paths:
+        return None, [], []
+    entries: dict[str, str] = {}
+    not_stored: list[str] = []
+    blobs: list[tuple[str, str]] = []
+    total = 0
+    for rel in paths:
+        path = root / rel
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue  # vanished since listing
+        if (
+            size > SNAPSHOT_FILE_LIMIT
+            or total + size > SNAPSHOT_TOTAL_LIMIT
+            or len(entries) >= SNAPSHOT_MAX_FILES
+            or path.is_symlink()
+        ):
+            not_stored.append(rel)
+            continue
+        digest = str(store.add_file(path)[0])
+        total += size
+        entries[rel] = digest
+        blobs.append((digest, "code-file"))
+    manifest = json.dumps({"format": 1, "files": entries}, sort_keys=True, separators=(",", ":"))
+    snapshot = str(store.put_bytes(manifest.encode()))
+    blobs.append((snapshot, "code-snapshot"))
+    return snapshot, not_stored, blobs

@@ -1,0 +1,91 @@
+"""Side-by-side comparison of runs: one row per fact, one column per run, keeping by
+default only the rows whose values differ (params, metrics, code, data, environment)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tether.db.connection import Database
+from tether.envcapture.environment import Environment
+from tether.runs.record import Run, load_environment_body
+
+SECTIONS = ("run", "params", "metrics", "code", "inputs", "outputs", "environment", "packages")
+
+
+@dataclass(frozen=True)
+class Row:
+    section: str
+    key: str
+    values: tuple[str | None, ...]  # one per run; None: absent
+
+    @property
+    def differs(self) -> bool:
+        return len(set(self.values)) > 1
+
+
+@dataclass(frozen=True)
+class Comparison:
+    run_ids: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+    def differing(self) -> list[Row]:
+        return [r for r in self.rows if r.differs]
+
+
+def _metric(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.6g}"
+
+
+def _environment(db: Database, digest: str | None) -> Environment | None:
+    if digest is None:
+        return None
+    body = load_environment_body(db, digest)
+    return None if body is None else Environment.from_json(body)
+
+
+def compare_runs(db: Database, runs: Sequence[Run]) -> Comparison:
+    facts: dict[tuple[str, str], list[str | None]] = {}
+
+    def put(section: str, key: str, i: int, value: str | None) -> None:
+        facts.setdefault((section, key), [None] * len(runs))[i] = value
+
+    for i, run in enumerate(runs):
+        put("run", "name", i, run.name)
+        put("run", "status", i, run.status)
+        put("run", "command", i, " ".join(run.command))
+        put("run", "seed", i, None if run.seed is None else str(run.seed))
+        seeded = bool(run.capture.get("seeding") or run.capture.get("seed_everything"))
+        put("run", "seeded by script", i, "yes" if seeded else "no")
+        for key, value in run.params.items():
+            put("params", key, i, value)
+        for key, summary in run.metrics.items():
+            put("metrics", key, i, _metric(summary.last))
+        for key in ("kind", "commit", "branch", "dirty", "diff_digest", "snapshot_digest"):
+            code_value = run.code.get(key)
+            put("code", key, i, None if code_value is None else str(code_value))
+        for f in run.files:
+            if f.role in ("input", "output"):
+                put(f"{f.role}s", f.path, i, f.digest)
+        put("environment", "digest", i, run.env_digest)
+        env = _environment(db, run.env_digest)
+        if env is not None:
+            put("environment", "python", i, f"{env.python.get('implementation')} "
+                f"{env.python.get('version')}")  # fmt: skip
+            put("environment", "os", i, env.body.get("os", {}).get("release"))
+            put("environment", "cpu", i, env.body.get("cpu", {}).get("model"))
+            gpu = env.body.get("gpu", {}).get("devices", [])
+            put("environment", "gpu", i, ", ".join(d["name"] for d in gpu) or None)
+            for var, value in env.env_vars.items():
+                put("environment", f"${var}", i, value)
+            for name, version in env.packages.items():
+                put("packages", name, i, version)
+    order = {s: n for n, s in enumerate(SECTIONS)}
+    rows = [
+        Row(section, key, tuple(values))
+        for (section, key), values in sorted(
+            facts.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
+        )
+    ]
+    return Comparison(tuple(r.id for r in runs), tuple(rows))

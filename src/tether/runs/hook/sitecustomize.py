@@ -1,0 +1,187 @@
+"""Loaded by every Python process that ``tether run`` starts (PYTHONPATH points here).
+
+It records, without touching the user's script:
+
+- which files the process opens for reading and writing (``sys.addaudithook``, the
+  ``open`` and ``os.rename`` events), each path once per process;
+- which seeding functions it calls (``random.seed``, ``numpy.random.seed``,
+  ``numpy.random.default_rng`` with a seed, ``torch.manual_seed``), wrapped right after
+  their module is first imported. Classes are left alone: a subclass would break
+  ``isinstance`` checks such as scikit-learn's on ``RandomState``;
+- the interpreter (``sys.executable``) of each process.
+
+Records go to ``$TETHER_AUDIT_LOG`` as they happen (one ``os.write`` each, O_APPEND),
+so a crash or a kill loses nothing already seen. A record is ``KIND\\0FIELD…\\0\\n``:
+paths never contain NUL, so ``\\0\\n`` only ends records. Then the sitecustomize this
+one shadows, if any, is loaded. Runs on Python >= 3.8; imports nothing from tether.
+"""
+
+import contextlib
+import os
+import sys
+
+
+def _install():
+    log_path = os.environ.get("TETHER_AUDIT_LOG")
+    if not log_path or not hasattr(sys, "addaudithook"):
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    # Leave sys.path as the script would see it without tether.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+
+    def emit(*fields):
+        record = b"\0".join(os.fsencode(f) if isinstance(f, str) else f for f in fields)
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            os.write(fd, record + b"\0\n")
+
+    emit("P", str(os.getpid()), sys.executable or "", os.getcwd())
+    ignore = {os.path.realpath(p) + os.sep for p in (
+        sys.prefix, sys.base_prefix, sys.exec_prefix, getattr(sys, "base_exec_prefix", sys.prefix),
+        here, "/proc", "/sys", "/dev",
+    )}  # fmt: skip
+    for extra in os.environ.get("TETHER_AUDIT_IGNORE", "").split(os.pathsep):
+        if extra:
+            ignore.add(os.path.realpath(extra) + os.sep)
+    ignore_prefixes = tuple(sorted(ignore))
+    code_suffixes = (".py", ".pyc", ".pyo", ".pyi", ".pth", ".so", ".pyd", ".dylib")
+    seen = set()
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    fspath = os.fspath
+    abspath = os.path.abspath
+
+    def hook(event, args):
+        if event == "open":
+            path, mode, flags = args
+            if isinstance(path, int):
+                return
+            try:
+                path = fspath(path)
+                if isinstance(path, bytes):
+                    path = os.fsdecode(path)
+                if mode is None:
+                    kind = "W" if flags & write_flags else "R"
+                else:
+                    kind = "W" if any(c in mode for c in "wax+") else "R"
+                key = (kind, path, os.getcwd() if not path.startswith("/") else "")
+                if key in seen:
+                    return
+                seen.add(key)
+                full = abspath(path)
+                if full.startswith(ignore_prefixes) or (
+                    kind == "R" and full.endswith(code_suffixes)
+                ):
+                    return
+                emit(kind, full)
+            except Exception:
+                return
+        elif event == "os.rename":
+            try:
+                src, dst = fspath(args[0]), fspath(args[1])
+                if isinstance(src, bytes):
+                    src, dst = os.fsdecode(src), os.fsdecode(dst)
+                emit("M", abspath(src), abspath(dst))
+            except Exception:
+                return
+
+    sys.addaudithook(hook)
+    _watch_seeding(emit, ignore_prefixes)
+
+
+def _watch_seeding(emit, ignore_prefixes):
+    """Wrap seeding functions as their modules finish importing. Only calls made from
+    the user's code count: libraries seed private generators at import time."""
+    import functools
+
+    seen = set()
+
+    def noted(name, func, always=False):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            seed = args[0] if args else kwargs.get("seed")
+            if always or isinstance(seed, (int, str, bytes, list, tuple)):
+                try:
+                    caller = sys._getframe(1).f_code.co_filename
+                    if not os.path.abspath(caller).startswith(ignore_prefixes):
+                        record = (name, repr(seed)[:60])
+                        if record not in seen:
+                            seen.add(record)
+                            emit("S", *record)
+                except Exception:
+                    pass
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    def patch_random(mod):
+        mod.seed = noted("random.seed", mod.seed)
+
+    def patch_numpy_random(mod):
+        mod.seed = noted("numpy.random.seed", mod.seed)
+        mod.default_rng = noted("numpy.random.default_rng", mod.default_rng)
+
+    def patch_torch(mod):
+        mod.manual_seed = noted("torch.manual_seed", mod.manual_seed, always=True)
+
+    targets = {"random": patch_random, "numpy.random": patch_numpy_random, "torch": patch_torch}
+
+    class Loader:
+        def __init__(self, loader, patch):
+            self._loader = loader
+            self._patch = patch
+
+        def create_module(self, spec):
+            return self._loader.create_module(spec)
+
+        def exec_module(self, module):
+            self._loader.exec_module(module)
+            module.__spec__.loader = self._loader
+            with contextlib.suppress(Exception):
+                self._patch(module)
+
+        def __getattr__(self, name):
+            return getattr(self._loader, name)
+
+    class Finder:
+        def find_spec(self, name, path=None, target=None):
+            patch = targets.pop(name, None)
+            if patch is None:
+                return None
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                        spec.loader = Loader(spec.loader, patch)
+                    return spec
+            return None
+
+    for name, patch in list(targets.items()):
+        if name in sys.modules:  # imported before us (rare): patch now
+            targets.pop(name)
+            with contextlib.suppress(Exception):
+                patch(sys.modules[name])
+    sys.meta_path.insert(0, Finder())
+
+
+def _chain():
+    """Load the sitecustomize that ours shadows (Debian ships one, so do conda envs)."""
+    ours = sys.modules.pop("sitecustomize", None)
+    try:
+        import sitecustomize  # noqa: F401  # the next one on sys.path, ours is gone from it
+    except ImportError:
+        if ours is not None:
+            sys.modules["sitecustomize"] = ours
+    except Exception as exc:  # as site.py does: report, carry on
+        sys.stderr.write("Error in sitecustomize; set PYTHONVERBOSE for traceback:\n")
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+
+
+try:
+    _install()
+finally:
+    _chain()

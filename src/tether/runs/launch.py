@@ -1,0 +1,419 @@
+"""``tether run -- CMD``: run a command and record everything about it.
+
+Before the command starts: the code (commit, diff, untracked sources) and a ``running``
+row, so a crash of tether itself still leaves a record that ``reap_stale`` closes.
+While it runs: its output is streamed to the terminal and copied to a log (through a
+pseudo-terminal when tether's own output is one, so progress bars and colours behave);
+Python processes it starts load ``hook/sitecustomize.py`` and report the files they
+open and the seeds they set. SIGTERM and SIGHUP are forwarded to the command; SIGINT
+is forwarded only when the terminal did not already deliver it. After it ends: files
+are hashed and outputs stored, the interpreter's environment is captured, and the run
+is closed as finished, failed or killed — also when recording itself fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tether.errors import UsageError
+from tether.runs import record
+from tether.runs.capture import (
+    HOOK_DIR,
+    AuditLog,
+    classify,
+    parse_audit_log,
+    record_files,
+    relative_to_project,
+)
+from tether.runs.code import capture_code
+from tether.workspace import Workspace
+
+LOG_LIMIT = 256 << 20  # bytes of output kept; the terminal still sees everything
+_DRAIN_AFTER_EXIT = 1.0  # seconds to keep reading after exit (grandchildren may hold pipes)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PYTHON_NAMES = ("python", "python3", "pypy", "pypy3")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    status: str
+    exit_code: int | None  # the command's, or 128+N when a signal ended it
+    reason: str | None
+    files: tuple[record.RunFile, ...]
+    env_digest: str | None
+    audit_active: bool
+    seeds: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...]
+    duration: float
+
+
+def check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed <= 2**32 - 1:
+        raise UsageError(
+            f"seed {seed} is out of range",
+            hint="use 0 to 4294967295 (PYTHONHASHSEED's range)",
+        )
+
+
+def run_command(
+    ws: Workspace,
+    argv: Sequence[str],
+    *,
+    name: str | None = None,
+    seed: int | None = None,
+    params: Mapping[str, object] | None = None,
+    tags: Mapping[str, object] | None = None,
+    outputs: Sequence[str | Path] = (),
+    store_inputs: bool = False,
+    cwd: str | Path | None = None,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+    on_info: Callable[[str], None] | None = None,
+) -> RunResult:
+    argv = list(argv)
+    if not argv:
+        raise UsageError("no command to run", hint="tether run [OPTIONS] -- CMD [ARGS...]")
+    check_seed(seed)
+    params = dict(params or {})
+    tags = dict(tags or {})
+    for key, value in params.items():
+        record.check_key("param", key)
+        record.value_text(value)
+    for key, value in tags.items():
+        record.check_key("tag", key)
+        record.value_text(value)
+    run_cwd = Path(cwd or os.getcwd()).resolve()
+    if (
+        shutil.which(argv[0], path=os.environ.get("PATH")) is None
+        and not (run_cwd / argv[0]).is_file()
+    ):
+        raise UsageError(
+            f"command not found: {argv[0]}",
+            hint="check the spelling and PATH; put tether's options before '--'",
+        )
+    out = stdout if stdout is not None else sys.stdout.buffer
+    err = stderr if stderr is not None else sys.stderr.buffer
+
+    started = time.time()
+    code = capture_code(ws.store, ws.root)
+    run_id = record.create_run(
+        ws.db,
+        name=name,
+        command=argv,
+        cwd=relative_to_project(run_cwd, ws.root),
+        host=socket.gethostname(),
+        user=ws.user,
+        pid=os.getpid(),
+        seed=seed,
+        code=code.to_json(),
+        started=started,
+    )
+    work = ws.dot / "tmp" / f"run-{run_id}"
+    try:
+        record.add_blobs(ws.db, run_id, code.blobs)
+        if params:
+            record.log_params(ws.db, run_id, params)
+        if tags:
+            record.set_tags(ws.db, run_id, tags)
+        work.mkdir(parents=True)
+        env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out))
+        returncode, received = _supervise(argv, env, run_cwd, work / "output.log", out, err)
+    except BaseException as exc:
+        record.finish_run(ws.db, run_id, "failed", reason=f"tether could not run it: {exc}")
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    ended = time.time()
+    status, exit_code, reason = _verdict(returncode, received)
+    try:
+        result = _record_after(ws, run_id, argv, env, run_cwd, work, outputs, store_inputs, on_info)
+    except BaseException as exc:
+        record.finish_run(
+            ws.db,
+            run_id,
+            status if status != "finished" else "failed",
+            exit_code=exit_code,
+            reason=reason or f"recording failed: {exc}",
+            ended=ended,
+        )
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    record.finish_run(ws.db, run_id, status, exit_code=exit_code, reason=reason, ended=ended)
+    files, env_digest, audit, warnings = result
+    return RunResult(
+        run_id,
+        status,
+        exit_code,
+        reason,
+        tuple(files),
+        env_digest,
+        audit.active,
+        tuple(audit.seeds),
+        tuple(warnings),
+        ended - started,
+    )
+
+
+def _isatty(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _child_env(
+    ws: Workspace, run_id: str, seed: int | None, audit_log: Path, *, tty: bool
+) -> dict[str, str]:
+    env = dict(os.environ)
+    previous = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(HOOK_DIR) + (os.pathsep + previous if previous else "")
+    env["TETHER_PREVIOUS_PYTHONPATH"] = previous or ""
+    env["TETHER_AUDIT_LOG"] = str(audit_log)
+    env["TETHER_AUDIT_IGNORE"] = str(ws.dot)
+    env["TETHER_RUN_ID"] = run_id
+    env["TETHER_PROJECT"] = str(ws.root)
+    if seed is not None:
+        env["PYTHONHASHSEED"] = str(seed)
+        env["TETHER_SEED"] = str(seed)
+    if not tty:
+        # Through a pipe Python would buffer its output in blocks; the user watching the
+        # terminal expects lines as they come, as without tether.
+        env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _user_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The child's environment as the user set it, without tether's plumbing."""
+    clean = {k: v for k, v in env.items() if not k.startswith("TETHER_AUDIT")}
+    previous = clean.pop("TETHER_PREVIOUS_PYTHONPATH", "")
+    clean.pop("PYTHONPATH", None)
+    if previous:
+        clean["PYTHONPATH"] = previous
+    return clean
+
+
+def _verdict(returncode: int, received: list[int]) -> tuple[str, int, str | None]:
+    if returncode < 0:
+        sig = signal.Signals(-returncode).name
+        reason = "interrupted (Ctrl-C)" if -returncode == signal.SIGINT else f"killed by {sig}"
+        return "killed", 128 - returncode, reason
+    if received:
+        names = ", ".join(sorted({signal.Signals(s).name for s in received}))
+        return "killed", returncode, f"stopped by {names} (command exited with {returncode})"
+    if returncode != 0:
+        return "failed", returncode, f"exit status {returncode}"
+    return "finished", 0, None
+
+
+def _terminal_delivers_sigint() -> bool:
+    # Ctrl-C goes to the terminal's whole foreground process group, the command included;
+    # forwarding it again would interrupt the command's own clean-up.
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _supervise(
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, out: BinaryIO, err: BinaryIO
+) -> tuple[int, list[int]]:
+    received: list[int] = []
+    proc: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if proc is None or (signum == signal.SIGINT and _terminal_delivers_sigint()):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in _FORWARDED} if in_main else {}
+    try:
+        with open(log_path, "wb") as log:
+            if _isatty(out) and hasattr(os, "openpty"):
+                master, slave = os.openpty()
+                _copy_window_size(out, slave)
+                try:
+                    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=slave, stderr=slave)
+                finally:
+                    os.close(slave)
+                streams = {master: out}
+            else:
+                proc = subprocess.Popen(
+                    argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+                assert proc.stdout is not None and proc.stderr is not None
+                streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+            try:
+                _pump(streams, proc, log)
+            finally:
+                for fd in streams:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            while True:
+                try:
+                    return proc.wait(), received
+                except KeyboardInterrupt:  # a handler we do not own raised; keep waiting
+                    continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _copy_window_size(out: BinaryIO, slave: int) -> None:
+    with contextlib.suppress(Exception):
+        import fcntl
+        import termios
+
+        size = fcntl.ioctl(out.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
+
+
+def _pump(streams: dict[int, BinaryIO], proc: subprocess.Popen[bytes], log: BinaryIO) -> None:
+    sel = selectors.DefaultSelector()
+    for fd, dest in streams.items():
+        sel.register(fd, selectors.EVENT_READ, dest)
+    logged = 0
+    exited_at: float | None = None
+    while sel.get_map():
+        for key, _ in sel.select(0.2):
+            try:
+                data = os.read(key.fd, 1 << 16)
+            except OSError:  # EIO: the pty's other side is closed
+                data = b""
+            if not data:
+                sel.unregister(key.fd)
+                continue
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe must not stop us
+                key.data.write(data)
+                key.data.flush()
+            if logged < LOG_LIMIT:
+                log.write(data[: LOG_LIMIT - logged])
+                logged += len(data)
+                if logged >= LOG_LIMIT:
+                    log.write(b"\n[tether: output beyond 256 MiB not kept]\n")
+        if proc.poll() is not None:
+            exited_at = exited_at or time.monotonic()
+            if time.monotonic() - exited_at > _DRAIN_AFTER_EXIT:
+                break
+    sel.close()
+
+
+def _interpreter(audit: AuditLog, argv: list[str], env: Mapping[str, str]) -> tuple[str, str]:
+    """The interpreter whose packages describe the run: the first Python process seen,
+    else the command itself when it is a Python, else tether's own."""
+    if audit.processes:
+        return audit.processes[0].executable, "observed"
+    name = os.path.basename(argv[0])
+    if name.startswith(PYTHON_NAMES):
+        found = shutil.which(argv[0], path=env.get("PATH"))
+        if found:
+            return found, "command"
+    return sys.executable, "tether"
+
+
+def _kitfile_inputs(root: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    from tether.errors import KitfileError
+    from tether.manifest.kitfile import KITFILE_NAMES, Kitfile
+
+    path = next((root / n for n in KITFILE_NAMES if (root / n).is_file()), None)
+    if path is None:
+        return [], []
+    try:
+        kitfile, _ = Kitfile.from_yaml(path.read_bytes(), source=path.name)
+    except KitfileError as exc:
+        return [], [f"Kitfile datasets not recorded: {exc.message}"]
+    found = []
+    for ds in kitfile.datasets or ():
+        if ds.path and not Path(ds.path).is_absolute():
+            candidate = (root / ds.path).resolve()
+            if candidate.is_relative_to(root):
+                found.append((candidate, "kitfile"))
+    return found, []
+
+
+def _record_after(
+    ws: Workspace,
+    run_id: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    work: Path,
+    outputs: Sequence[str | Path],
+    store_inputs: bool,
+    on_info: Callable[[str], None] | None,
+) -> tuple[list[record.RunFile], str | None, AuditLog, list[str]]:
+    from tether.envcapture.environment import EnvironmentCaptureError, capture
+
+    warnings: list[str] = []
+    audit = parse_audit_log(work / "audit.log")
+    declared_inputs, kit_warnings = _kitfile_inputs(ws.root)
+    warnings += kit_warnings
+    sets = classify(
+        audit,
+        declared_outputs=[cwd / o for o in outputs],
+        declared_inputs=declared_inputs,
+        exclude=[ws.dot],
+    )
+    files = record_files(ws.store, ws.root, sets, store_inputs=store_inputs, on_progress=on_info)
+    record.add_files(ws.db, run_id, files)
+
+    log_digest, _ = ws.store.add_file(work / "output.log")
+    record.add_blobs(ws.db, run_id, [(str(log_digest), "log")])
+
+    user_env = _user_env(env)
+    executable, source = _interpreter(audit, argv, user_env)
+    env_digest = None
+    try:
+        environment = capture(executable, ws.root, env=user_env, cwd=cwd)
+    except EnvironmentCaptureError as exc:
+        warnings.append(f"environment not captured: {exc.message}")
+    else:
+        env_digest = environment.digest
+        record.save_environment(ws.db, env_digest, environment.canonical)
+        lock_blobs = []
+        for rel in environment.lock_files:
+            path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
+            with contextlib.suppress(OSError):
+                lock_blobs.append((str(ws.store.add_file(path)[0]), "lock-file"))
+        record.add_blobs(ws.db, run_id, lock_blobs)
+    if not audit.active:
+        warnings.append(
+            "no Python process reported the files it opened (not a Python command, or "
+            "python -I/-E ignores PYTHONPATH); declare outputs with -o"
+        )
+    record.update_run(
+        ws.db,
+        run_id,
+        env_digest=env_digest,
+        log_digest=str(log_digest),
+    )
+    record.merge_capture(
+        ws.db,
+        run_id,
+        {
+            "interpreter": {"path": executable, "source": source},
+            "audit": {
+                "active": audit.active,
+                "processes": len(audit.processes),
+            },
+            "seeding": [{"call": c, "seed": s} for c, s in audit.seeds],
+            "warnings": warnings,
+        },
+    )
+    return files, env_digest, audit, warnings
