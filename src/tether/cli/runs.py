@@ -111,7 +111,7 @@ def run(
         tags=_pairs(tags, "--tag"),
         outputs=outputs,
         store_inputs=store_inputs,
-        on_info=None,
+        cwd=ctx.find_root().obj.get("project"),  # -C DIR: as if started there
     )
     for message in result.warnings:
         warn(message)

@@ -262,9 +262,13 @@ def _supervise(
             try:
                 _pump(streams, proc, log)
             finally:
-                for fd in streams:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                if proc.stdout is not None and proc.stderr is not None:
+                    proc.stdout.close()
+                    proc.stderr.close()
+                else:
+                    for fd in streams:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
             while True:
                 try:
                     return proc.wait(), received

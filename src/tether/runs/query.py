@@ -229,7 +229,9 @@ class _Parser:
                 self.i += 1
                 values.append(self._coerce(kind, field, *self.value()))
                 if len(values) > 500:
-                    raise FilterError("'in' lists hold at most 500 values")
+                    raise FilterError(
+                        "'in' lists hold at most 500 values", hint="split the filter or use like"
+                    )
             self.expect_punct(")")
             self.params.extend(values)
             marks = ", ".join("?" * len(values))
@@ -237,7 +239,7 @@ class _Parser:
         if self.keyword("like"):
             vkind, value = self.value()
             if vkind != "text":
-                raise FilterError("'like' takes a quoted pattern", hint="name like 'svd-%'")
+                raise FilterError("'like' takes a quoted pattern", hint="e.g. name like 'svd-%'")
             self.params.append(value)
             return f"{column} {'NOT ' if negate else ''}LIKE ?"
         tok = self.next()
@@ -248,7 +250,10 @@ class _Parser:
 
     def _coerce(self, kind: str, field: str, vkind: str, value: object) -> object:
         if kind == "number" and vkind != "number":
-            raise FilterError(f"{field} is a number; compare it with a number, not {value!r}")
+            raise FilterError(
+                f"{field} is a number; compare it with a number, not {value!r}",
+                hint=f"e.g. {field} < 0.9 (no quotes)",
+            )
         if kind == "time":
             return parse_time(value)
         if kind == "status" and value not in STATUSES:
