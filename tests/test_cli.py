@@ -16,7 +16,11 @@ from tether.cli import cli
 from tether.workspace import Workspace
 
 Tether = Callable[..., Result]
-COMMANDS = ["init", "pack", "list", "inspect", "diff", "tag", "remove", "unpack", "rollback", "gc"]
+COMMANDS = [
+    "init", "pack", "list", "inspect", "diff", "tag", "remove", "unpack", "rollback", "gc",
+    "run", "runs list", "runs show", "runs compare", "runs metrics", "runs log", "runs delete",
+    "env show", "env diff",
+]  # fmt: skip
 
 
 def test_story_pack_list_diff_rollback(tether: Tether, project: Workspace) -> None:
@@ -158,7 +162,7 @@ def test_init_proposes_a_kitfile(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_and_docs(command: str) -> None:
-    r = CliRunner().invoke(cli, [command, "--help"])
+    r = CliRunner().invoke(cli, [*command.split(), "--help"])
     assert r.exit_code == 0 and len(r.output.splitlines()) > 3
     docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
     assert re.search(rf"^## `tether {command}", docs, re.M), f"docs/cli.md lacks {command}"

@@ -28,15 +28,11 @@ from tether.workspace import Workspace
 def make_venv(path: Path, packages: dict[str, str]) -> Path:
     """A real venv with distributions installed the way pip leaves them (dist-info)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    purelib = sysconfig.get_path(
-        "purelib", vars={"base": str(path), "platbase": str(path)}
-    )
+    purelib = sysconfig.get_path("purelib", vars={"base": str(path), "platbase": str(path)})
     for name, version in packages.items():
         info = Path(purelib) / f"{name.replace('-', '_')}-{version}.dist-info"
         info.mkdir(parents=True)
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        )
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         (info / "INSTALLER").write_text("pip\n")
         (info / "RECORD").write_text("")
     return path / "bin" / "python"
@@ -97,7 +93,9 @@ def test_fake_nvidia_smi_is_probed(tmp_path: Path) -> None:
     smi.chmod(0o755)
     facts = gpu_facts(str(smi))
     assert facts == {
-        "devices": [{"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "memory_mib": "81559"}],
+        "devices": [
+            {"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "memory_mib": "81559"}
+        ],
         "cuda_driver_api": "12.4",
     }
     broken = tmp_path / "broken-smi"

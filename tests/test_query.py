@@ -30,7 +30,8 @@ def runs(project: Workspace) -> Workspace:
         record.set_tags(db, run_id, {"team": team})
         if rmse is not None:
             record.insert_metrics(db, run_id, [("rmse", 0, 0.0, rmse + 1), ("rmse", 1, 0.0, rmse)])
-        record.finish_run(db, run_id, "failed" if i == 3 else "finished", ended=1_700_000_000 + i * 3600 + 60 * i)  # fmt: skip
+        status = "failed" if i == 3 else "finished"
+        record.finish_run(db, run_id, status, ended=1_700_000_000 + i * 3600 + 60 * i)
     return project
 
 
@@ -58,7 +59,8 @@ def test_comparisons(runs: Workspace) -> None:
     assert names(runs, "params.model = 'it''s'") == ["run4"]
     assert names(runs, "seed != 0 and exit_code is null") == [f"run{i}" for i in range(1, 6)]
     assert names(runs, "duration > 200") == ["run4", "run5"]
-    assert names(runs, "started >= '2023-11-14T23:00:00+00:00'") == ["run1", "run2", "run3", "run4", "run5"]  # fmt: skip
+    later = ["run1", "run2", "run3", "run4", "run5"]
+    assert names(runs, "started >= '2023-11-14T23:00:00+00:00'") == later
     assert names(runs, "started > '-1d'") == []
     assert names(runs, "NOT status = 'failed' AND metrics.`rmse` <= 0.85") == [
         "run0", "run2", "run4",

@@ -166,9 +166,7 @@ def test_uncaught_exception_inside_start_run_marks_failure(
     assert run["metrics"]["loss"]["last"] == 0.5  # flushed on the way out
 
 
-def test_unknown_command_changes_nothing(
-    project: Workspace, tether: Callable[..., Result]
-) -> None:
+def test_unknown_command_changes_nothing(project: Workspace, tether: Callable[..., Result]) -> None:
     result = tether("run", "--", "no-such-command-xyz")
     assert result.exit_code == 2
     assert "command not found" in result.output
