@@ -1,7 +1,9 @@
 """The movie-recommender story, end to end, with the real tether CLI.
 
-Train v1 -> pack movie-recommend:v1.0.0 -> train v2 -> pack v2.0.0 -> list -> diff ->
-roll back to v1.0.0 -> show that the recommendations equal v1's. Runs in a copy of
+Generate data and train v1 under ``tether run`` (which records code, data, environment
+and seed by itself) -> pack movie-recommend:v1.0.0 -> train v2 -> pack v2.0.0 ->
+list runs, compare them -> list -> diff -> roll back to v1.0.0 -> show that the
+recommendations equal v1's. Runs in a copy of
 this folder (``--workdir``, default a new temporary directory), so the repository
 stays clean. Exits non-zero if any step fails or the rollback does not restore v1.
 """
@@ -51,8 +53,11 @@ def main() -> int:
         return ""
 
     sh("tether", "init")
-    sh("python", "generate_data.py", "--users", str(args.users))
-    sh("python", "train.py", "--algorithm", "user-cosine")
+    sh("tether", "run", "--name", "data", "--", "python", "generate_data.py", "--users",
+       str(args.users))  # fmt: skip
+    sh("tether", "run", "--name", "v1", "--seed", "42", "--", "python", "train.py",
+       "--algorithm", "user-cosine")  # fmt: skip
+    check_run_capture(json.loads(sh("tether", "runs", "show", "v1", "--json", capture=True)))
     v1_recs = json.loads(sh("python", "recommend.py", capture=True))
     print()
     sh("tether", "pack", "-t", "movie-recommend:v1.0.0,latest")
@@ -62,9 +67,12 @@ def main() -> int:
     kitfile = kitfile.replace("version: 1.0.0", "version: 2.0.0")
     kitfile = kitfile.replace("algorithm: user-cosine", "algorithm: truncated-svd")
     (work / "Kitfile").write_text(kitfile)
-    sh("python", "train.py", "--algorithm", "truncated-svd")
+    sh("tether", "run", "--name", "v2", "--seed", "42", "--", "python", "train.py",
+       "--algorithm", "truncated-svd")  # fmt: skip
     v2_recs = json.loads(sh("python", "recommend.py", capture=True))
     print()
+    sh("tether", "runs", "list", "--sort", "metrics.rmse")
+    sh("tether", "runs", "compare", "v1", "v2")
     sh("tether", "pack", "-t", "movie-recommend:v2.0.0,latest")
     sh("tether", "list")
     sh("tether", "diff", "movie-recommend:v1.0.0", "movie-recommend:v2.0.0")
@@ -82,6 +90,22 @@ def main() -> int:
         f"not v2's ({v2_recs['algorithm']})."
     )
     return 0
+
+
+def check_run_capture(run: dict[str, object]) -> None:
+    """The training script declares no files: tether must have seen them itself."""
+    files = {(f["role"], f["path"]): f["digest"] for f in run["files"]}  # type: ignore[attr-defined]
+    expected = [("input", "data/ratings.csv"), ("input", "data/movies.csv"),
+                ("output", "models/model.npz")]  # fmt: skip
+    missing = [f"{role} {path}" for role, path in expected if not files.get((role, path))]
+    if missing:
+        raise SystemExit(f"tether run did not record {', '.join(missing)}")
+    if "rmse" not in run["metrics"]:  # type: ignore[operator]
+        raise SystemExit("the rmse the script logged is not on the run")
+    print("# tether run recorded, without the script declaring them:")
+    for role, path in expected:
+        print(f"#   {role:<6} {path}  {files[(role, path)][:19]}")
+    print()
 
 
 if __name__ == "__main__":

@@ -32,12 +32,15 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
-def table(columns: list[str], rows: list[list[str]]) -> None:
-    """A plain aligned table; stays plain when piped."""
+def table(columns: list[str], rows: list[list[str]], *, keep_case: int = 0) -> None:
+    """A plain aligned table; stays plain when piped. Headers are upper-cased except the
+    last ``keep_case`` (run ids, which are lower-case)."""
     if not rows:
         return
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    cut = len(columns) - keep_case
+    heads = [c.upper() if i < cut else c for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(heads, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 

@@ -343,6 +343,7 @@ def runs_compare(
     table(
         ["section", "key", *[i[:12] for i in comparison.run_ids]],
         [[r.section, r.key, *[_cell(v) for v in r.values]] for r in rows],
+        keep_case=len(comparison.run_ids),
     )
 
 
