@@ -418,7 +418,7 @@ def runs_delete(ctx: click.Context, run_refs: tuple[str, ...], force: bool) -> N
     ws = open_workspace(ctx)
     reap_stale(ws.db, socket.gethostname())
     ids = list(dict.fromkeys(resolve(ws.db, ref) for ref in run_refs))
-    running = [r.id[:12] for r in load_runs(ws.db, ids, files=False) if r.status == "running"]
+    running = [r.id[:12] for r in load_runs(ws.db, ids, full=False) if r.status == "running"]
     if running and not force:
         raise RunError(
             f"run {', '.join(running)} is still running",

@@ -366,4 +366,4 @@ def list_runs(
     sql = f"SELECT r.id FROM runs r WHERE {clause} ORDER BY {order}, r.id DESC"
     ids = [row["id"] for row in db.query(sql, tuple(params + order_params))]
     shown = ids if limit is None else ids[:limit]
-    return RunList(load_runs(db, shown, files=False), len(ids))
+    return RunList(load_runs(db, shown, full=False), len(ids))

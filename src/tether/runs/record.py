@@ -422,7 +422,7 @@ def resolve(db: Database, ref: str) -> str:
     )
 
 
-def _row_to_run(row: Any, **extra: Any) -> Run:
+def _row_to_run(row: Any, *, full: bool = True, **extra: Any) -> Run:
     return Run(
         id=row["id"],
         name=row["name"],
@@ -438,15 +438,16 @@ def _row_to_run(row: Any, **extra: Any) -> Run:
         pid=row["pid"],
         seed=row["seed"],
         env_digest=row["env_digest"],
-        code=json.loads(row["code"] or "{}"),
+        code=json.loads(row["code"] or "{}") if full else {},
         log_digest=row["log_digest"],
-        capture=json.loads(row["capture"] or "{}"),
+        capture=json.loads(row["capture"] or "{}") if full else {},
         **extra,
     )
 
 
-def load_runs(db: Database, ids: Sequence[str], *, files: bool = True) -> list[Run]:
-    """Load runs with params, tags, metric summaries (and files), in the order given."""
+def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Run]:
+    """Load runs with params, tags and metric summaries, in the order given; ``full``
+    adds files, code and capture (what listings do not show)."""
     out: dict[str, dict[str, Any]] = {}
     rows_by_id: dict[str, Any] = {}
     # Chunks keep the IN list under SQLite's variable limit.
@@ -476,7 +477,7 @@ def load_runs(db: Database, ids: Sequence[str], *, files: bool = True) -> list[R
                 math.nan if row["max"] is None else row["max"],
                 row["count"],
             )
-        if files:
+        if full:
             for row in db.query(
                 f"SELECT * FROM run_files WHERE run_id IN ({marks}) ORDER BY role, path",
                 tuple(chunk),
@@ -499,6 +500,7 @@ def load_runs(db: Database, ids: Sequence[str], *, files: bool = True) -> list[R
         runs.append(
             _row_to_run(
                 rows_by_id[run_id],
+                full=full,
                 params=extra["params"],
                 tags=extra["tags"],
                 metrics=dict(sorted(extra["metrics"].items())),
