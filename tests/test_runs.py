@@ -453,3 +453,14 @@ def test_run_command_library_api(project: Workspace, tmp_path: Path) -> None:
     assert result.status == "finished"
     assert out.getvalue() == b"hello from child\n"
     assert result.env_digest and result.audit_active
+
+
+def test_sigint_to_tether_records_interrupted(project: Workspace) -> None:
+    script(project.root, "sleeper.py", SLEEPER)
+    proc = _tether_process(project.root, "run", "--", sys.executable, "sleeper.py")
+    _wait_for(project.root / "started")
+    proc.send_signal(signal.SIGINT)  # not from a terminal: tether forwards it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err.decode()
+    [row] = project.db.query("SELECT status, reason FROM runs")
+    assert row["status"] == "killed" and "interrupted" in row["reason"]

@@ -24,9 +24,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from tether.errors import UsageError
 from tether.runs import record
@@ -40,6 +41,9 @@ from tether.runs.capture import (
 )
 from tether.runs.code import capture_code
 from tether.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tether.envcapture.environment import Environment
 
 LOG_LIMIT = 256 << 20  # bytes of output kept; the terminal still sees everything
 _DRAIN_AFTER_EXIT = 1.0  # seconds to keep reading after exit (grandchildren may hold pipes)
@@ -131,7 +135,13 @@ def run_command(
             record.set_tags(ws.db, run_id, tags)
         work.mkdir(parents=True)
         env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out))
-        returncode, received = _supervise(argv, env, run_cwd, work / "output.log", out, err)
+        # Work that does not depend on the command's outcome overlaps with it.
+        pool = ThreadPoolExecutor(max_workers=2)
+        prefetch = _Prefetch(ws, argv, env, run_cwd, pool)
+        try:
+            returncode, received = _supervise(argv, env, run_cwd, work / "output.log", out, err)
+        finally:
+            pool.shutdown(wait=False)
     except BaseException as exc:
         record.finish_run(ws.db, run_id, "failed", reason=f"tether could not run it: {exc}")
         shutil.rmtree(work, ignore_errors=True)
@@ -139,7 +149,9 @@ def run_command(
     ended = time.time()
     status, exit_code, reason = _verdict(returncode, received)
     try:
-        result = _record_after(ws, run_id, argv, env, run_cwd, work, outputs, store_inputs, on_info)
+        result = _record_after(
+            ws, run_id, argv, env, run_cwd, work, outputs, store_inputs, on_info, prefetch
+        )
     except BaseException as exc:
         record.finish_run(
             ws.db,
@@ -331,6 +343,46 @@ def _interpreter(audit: AuditLog, argv: list[str], env: Mapping[str, str]) -> tu
     return sys.executable, "tether"
 
 
+class _Prefetch:
+    """Parse the Kitfile and probe the interpreter the command will most likely use
+    while the command runs; the probe is reused only if that guess was right."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        from tether.envcapture.environment import capture
+
+        self.ws = ws
+        self.cwd = cwd
+        self.env = _user_env(env)
+        self.kitfile = pool.submit(_kitfile_inputs, ws.root)
+        self.guess: str | None = None
+        self.probe: Future[Environment] | None = None
+        if os.path.basename(argv[0]).startswith(PYTHON_NAMES):
+            self.guess = shutil.which(argv[0], path=self.env.get("PATH"))
+        if self.guess:
+            self.probe = pool.submit(capture, self.guess, ws.root, env=self.env, cwd=cwd)
+
+    def environment(self, executable: str) -> Environment:
+        from tether.envcapture.environment import capture
+
+        if self.probe is not None and self.guess and _same_file(self.guess, executable):
+            return self.probe.result()
+        return capture(executable, self.ws.root, env=self.env, cwd=self.cwd)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _kitfile_inputs(root: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     from tether.errors import KitfileError
     from tether.manifest.kitfile import KITFILE_NAMES, Kitfile
@@ -361,12 +413,13 @@ def _record_after(
     outputs: Sequence[str | Path],
     store_inputs: bool,
     on_info: Callable[[str], None] | None,
+    prefetch: _Prefetch,
 ) -> tuple[list[record.RunFile], str | None, AuditLog, list[str]]:
-    from tether.envcapture.environment import EnvironmentCaptureError, capture
+    from tether.envcapture.environment import EnvironmentCaptureError
 
     warnings: list[str] = []
     audit = parse_audit_log(work / "audit.log")
-    declared_inputs, kit_warnings = _kitfile_inputs(ws.root)
+    declared_inputs, kit_warnings = prefetch.kitfile.result()
     warnings += kit_warnings
     sets = classify(
         audit,
@@ -384,7 +437,7 @@ def _record_after(
     executable, source = _interpreter(audit, argv, user_env)
     env_digest = None
     try:
-        environment = capture(executable, ws.root, env=user_env, cwd=cwd)
+        environment = prefetch.environment(executable)
     except EnvironmentCaptureError as exc:
         warnings.append(f"environment not captured: {exc.message}")
     else:
