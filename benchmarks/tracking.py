@@ -97,9 +97,13 @@ print(json.dumps(out))
 
 
 def fresh(name: str) -> Path:
-    path = WORK / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    path.mkdir(parents=True)
-    return path
+    """A new, never-used directory (nothing is deleted before a timing)."""
+    for n in range(1000):
+        path = WORK / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{n}"
+        if not path.exists():
+            path.mkdir(parents=True)
+            return path
+    raise RuntimeError("no fresh directory")
 
 
 def sqlite_floor(n: int) -> float:

@@ -464,3 +464,18 @@ def test_sigint_to_tether_records_interrupted(project: Workspace) -> None:
     assert proc.returncode == 128 + signal.SIGINT, err.decode()
     [row] = project.db.query("SELECT status, reason FROM runs")
     assert row["status"] == "killed" and "interrupted" in row["reason"]
+
+
+def test_run_blobs_survive_gc_until_the_run_is_deleted(
+    project: Workspace, tether: Callable[..., Result]
+) -> None:
+    script(project.root, "w.py", "open('result.bin', 'wb').write(b'unique output bytes')\n")
+    assert tether("run", "--name", "keep", "--", sys.executable, "w.py").exit_code == 0
+    run = show(tether)
+    [out] = [f for f in run["files"] if f["role"] == "output"]
+    blobs = [Digest.parse(out["digest"]), Digest.parse(run["log_digest"])]
+    assert tether("gc").exit_code == 0
+    assert all(project.store.has(d) for d in blobs)
+    assert tether("runs", "delete", "keep").exit_code == 0
+    assert tether("gc").exit_code == 0
+    assert not any(project.store.has(d) for d in blobs)
