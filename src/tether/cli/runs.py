@@ -14,9 +14,7 @@ from tether.cli._output import emit_json, human_size, info, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
-    from tether.envcapture.environment import Environment
     from tether.runs.record import Run
-    from tether.workspace import Workspace
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -207,12 +205,12 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     """
     import socket
 
-    from tether.runs.record import load_run, reap_stale
+    from tether.runs.record import load_environment, load_run, reap_stale
 
     ws = open_workspace(ctx)
     reap_stale(ws.db, socket.gethostname())
     r = load_run(ws.db, run_ref)
-    env = _load_env(ws, r.env_digest)
+    env = load_environment(ws.db, r.env_digest)
     if as_json:
         data = r.to_json()
         data["environment"] = None if env is None else dict(env.body)
@@ -295,16 +293,6 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
             click.echo("         " + " ".join(f"{k}={v}" for k, v in env.env_vars.items()))
     for message in r.capture.get("warnings", []):
         warn(message)
-
-
-def _load_env(ws: Workspace, digest: str | None) -> Environment | None:
-    from tether.envcapture.environment import Environment
-    from tether.runs.record import load_environment_body
-
-    if not digest:
-        return None
-    body = load_environment_body(ws.db, digest)
-    return None if body is None else Environment.from_json(body)
 
 
 @runs.command("compare")
@@ -448,12 +436,12 @@ def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_jso
     OS, CPU, memory, GPU and the variables that change results."""
     from tether.envcapture.environment import capture, capture_current
     from tether.errors import RunError
-    from tether.runs.record import load_run
+    from tether.runs.record import load_environment, load_run
 
     ws = open_workspace(ctx)
     if run_ref:
         r = load_run(ws.db, run_ref)
-        environment = _load_env(ws, r.env_digest)
+        environment = load_environment(ws.db, r.env_digest)
         if environment is None:
             raise RunError(
                 f"run {r.id[:12]} has no captured environment",
@@ -505,13 +493,13 @@ def env_diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     variables, OS and hardware."""
     from tether.envcapture.diff import diff_environments
     from tether.errors import RunError
-    from tether.runs.record import load_run
+    from tether.runs.record import load_environment, load_run
 
     ws = open_workspace(ctx)
     envs = []
     for ref in (run_a, run_b):
         r = load_run(ws.db, ref)
-        e = _load_env(ws, r.env_digest)
+        e = load_environment(ws.db, r.env_digest)
         if e is None:
             raise RunError(f"run {r.id[:12]} has no captured environment")
         envs.append(e)

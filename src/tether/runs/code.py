@@ -77,7 +77,9 @@ def strip_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> str | None:
+def _git_bytes(cwd: Path, *args: str) -> bytes | None:
+    """git's stdout, or None when git is missing, fails or hangs."""
+    # GIT_OPTIONAL_LOCKS=0: reading must not take index.lock from a user's concurrent git.
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
     try:
         proc = subprocess.run(
@@ -85,9 +87,12 @@ def _git(cwd: Path, *args: str, check: bool = True) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.decode("utf-8", "surrogateescape")
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    out = _git_bytes(cwd, *args)
+    return None if out is None else out.decode("utf-8", "surrogateescape")
 
 
 def capture_code(store: ContentStore, project_root: Path) -> CodeState:
@@ -138,17 +143,6 @@ def _capture_git(store: ContentStore, project_root: Path, top: Path) -> CodeStat
         not_stored=tuple(not_stored),
         blobs=tuple(blobs),
     )
-
-
-def _git_bytes(cwd: Path, *args: str) -> bytes:
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, env=env, timeout=GIT_TIMEOUT
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return b""
-    return proc.stdout if proc.returncode == 0 else b""
 
 
 def _walk_sources(root: Path) -> Iterator[str]:

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tether.db.connection import Database
-from tether.envcapture.environment import Environment
-from tether.runs.record import Run, load_environment_body
+from tether.runs.record import Run, load_environment
 
 SECTIONS = ("run", "params", "metrics", "code", "inputs", "outputs", "environment", "packages")
 
@@ -38,13 +37,6 @@ def _metric(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.6g}"
 
 
-def _environment(db: Database, digest: str | None) -> Environment | None:
-    if digest is None:
-        return None
-    body = load_environment_body(db, digest)
-    return None if body is None else Environment.from_json(body)
-
-
 def compare_runs(db: Database, runs: Sequence[Run]) -> Comparison:
     facts: dict[tuple[str, str], list[str | None]] = {}
 
@@ -69,7 +61,7 @@ def compare_runs(db: Database, runs: Sequence[Run]) -> Comparison:
             if f.role in ("input", "output"):
                 put(f"{f.role}s", f.path, i, f.digest)
         put("environment", "digest", i, run.env_digest)
-        env = _environment(db, run.env_digest)
+        env = load_environment(db, run.env_digest)
         if env is not None:
             put("environment", "python", i, f"{env.python.get('implementation')} "
                 f"{env.python.get('version')}")  # fmt: skip

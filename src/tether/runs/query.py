@@ -204,7 +204,7 @@ class _Parser:
             return self.keyed(table, key)
         if tok.kind == "word" and tok.text.lower() in ATTRIBUTES:
             expr, kind = ATTRIBUTES[tok.text.lower()]
-            return self.attribute(expr, kind, tok.text.lower())
+            return self._predicate(expr, kind, tok.text.lower())
         if tok.kind in ("word", "string"):
             name = tok.text.strip("'\"")
             raise FilterError(f"unknown field {name[:60]!r}", hint=_FIELDS_HINT)
@@ -259,9 +259,6 @@ class _Parser:
         if kind == "status" and value not in STATUSES:
             raise FilterError(f"unknown status {value!r}", hint="statuses: " + ", ".join(STATUSES))
         return value
-
-    def attribute(self, expr: str, kind: str, field: str) -> str:
-        return self._predicate(expr, kind, field)
 
     def keyed(self, table: str, key: str) -> str:
         self.params.append(key)

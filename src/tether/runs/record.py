@@ -23,10 +23,13 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.db.connection import Database
 from tether.errors import ParamConflict, RunNotFound, UsageError
+
+if TYPE_CHECKING:
+    from tether.envcapture.environment import Environment
 
 STATUSES = ("running", "finished", "failed", "killed")
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -573,6 +576,11 @@ def save_environment(db: Database, digest: str, body: str) -> None:
         )
 
 
-def load_environment_body(db: Database, digest: str) -> str | None:
+def load_environment(db: Database, digest: str | None) -> Environment | None:
+    """The environment recorded under ``digest`` (None when there is none)."""
+    from tether.envcapture.environment import Environment
+
+    if not digest:
+        return None
     rows = db.query("SELECT body FROM environments WHERE digest = ?", (digest,))
-    return str(rows[0]["body"]) if rows else None
+    return Environment.from_json(rows[0]["body"]) if rows else None
