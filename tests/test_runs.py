@@ -479,3 +479,27 @@ def test_run_blobs_survive_gc_until_the_run_is_deleted(
     assert tether("runs", "delete", "keep").exit_code == 0
     assert tether("gc").exit_code == 0
     assert not any(project.store.has(d) for d in blobs)
+
+
+def test_logging_from_several_threads_of_one_process(project: Workspace) -> None:
+    import threading
+
+    import tether
+
+    with tether.start_run(project=project.root, watch_files=False) as run:
+
+        def work(i: int) -> None:
+            for step in range(2000):
+                run.log_metric(f"t{i}", step, step=step)
+                if step % 400 == 0:
+                    run.set_tag(f"t{i}", step)
+                    run.flush()
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    [loaded] = record.load_runs(project.db, [run.id])
+    assert {k: m.count for k, m in loaded.metrics.items()} == {f"t{i}": 2000 for i in range(4)}
+    assert loaded.tags == {f"t{i}": "1600" for i in range(4)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,9 @@ class Database:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        # One connection may serve several threads (a training loop's metric flushes and
+        # a callback's log_param): transactions on it must not interleave.
+        self._lock = threading.RLock()
         try:
             self.conn = sqlite3.connect(
                 self.path,
@@ -43,23 +47,25 @@ class Database:
     @contextlib.contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed on success, rolled back on any exception."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise DatabaseError(
-                f"cannot start a transaction: {exc}",
-                hint="another process may hold the database; try again",
-            ) from None
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise DatabaseError(
+                    f"cannot start a transaction: {exc}",
+                    hint="another process may hold the database; try again",
+                ) from None
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        return list(self.conn.execute(sql, params))
+        with self._lock:
+            return list(self.conn.execute(sql, params))
 
     def close(self) -> None:
         self.conn.close()
