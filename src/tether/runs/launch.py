@@ -150,7 +150,7 @@ def run_command(
     status, exit_code, reason = _verdict(returncode, received)
     try:
         result = _record_after(
-            ws, run_id, argv, env, run_cwd, work, outputs, store_inputs, on_info, prefetch
+            ws, run_id, argv, run_cwd, work, outputs, store_inputs, on_info, prefetch
         )
     except BaseException as exc:
         record.finish_run(
@@ -407,7 +407,6 @@ def _record_after(
     ws: Workspace,
     run_id: str,
     argv: list[str],
-    env: dict[str, str],
     cwd: Path,
     work: Path,
     outputs: Sequence[str | Path],
@@ -433,8 +432,7 @@ def _record_after(
     log_digest, _ = ws.store.add_file(work / "output.log")
     record.add_blobs(ws.db, run_id, [(str(log_digest), "log")])
 
-    user_env = _user_env(env)
-    executable, source = _interpreter(audit, argv, user_env)
+    executable, source = _interpreter(audit, argv, prefetch.env)
     env_digest = None
     try:
         environment = prefetch.environment(executable)
@@ -454,12 +452,7 @@ def _record_after(
             "no Python process reported the files it opened (not a Python command, or "
             "python -I/-E ignores PYTHONPATH); declare outputs with -o"
         )
-    record.update_run(
-        ws.db,
-        run_id,
-        env_digest=env_digest,
-        log_digest=str(log_digest),
-    )
+    record.set_env_and_log(ws.db, run_id, env_digest, str(log_digest))
     record.merge_capture(
         ws.db,
         run_id,

@@ -244,19 +244,15 @@ def create_run(
     return run_id
 
 
-def update_run(db: Database, run_id: str, **columns: object) -> None:
-    """Set columns of a run (JSON columns take mappings)."""
-    allowed = {"name", "seed", "env_digest", "code", "capture", "log_digest", "command"}
-    unknown = set(columns) - allowed
-    if unknown:
-        raise ValueError(f"cannot update {sorted(unknown)}")
-    values = [
-        json.dumps(v, sort_keys=True) if isinstance(v, Mapping | list | tuple) else v
-        for v in columns.values()
-    ]
-    sets = ", ".join(f"{k} = ?" for k in columns)
+def set_env_and_log(
+    db: Database, run_id: str, env_digest: str | None, log_digest: str | None
+) -> None:
+    """Attach what is known only after the command ended: its environment and log."""
     with db.atomic() as conn:
-        conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*values, run_id))
+        conn.execute(
+            "UPDATE runs SET env_digest = ?, log_digest = ? WHERE id = ?",
+            (env_digest, log_digest, run_id),
+        )
 
 
 def merge_capture(db: Database, run_id: str, extra: Mapping[str, Any]) -> None:
