@@ -37,6 +37,18 @@ max_files = 2000000
 [locks]
 # Seconds to wait for another tether process before giving up.
 timeout = 600
+
+[checkout]
+# How 'tether checkout' and 'tether data pull' place files, first that works wins:
+# reflink (copy-on-write clone), copy, or hardlink. A hardlink shares the store's
+# read-only file: instant and no extra space, but a write through it (root ignores the
+# read-only bit; some editors write in place) corrupts the store, so it is opt-in:
+# "reflink,hardlink,copy".
+link = "reflink,copy"
+
+[data]
+# The remote 'tether data push/pull' use when -r is not given ('tether remote add --default').
+remote = ""
 """
 
 
@@ -47,6 +59,12 @@ class Settings:
     unpack_max_bytes: int = 1 << 40
     unpack_max_files: int = 2_000_000
     locks_timeout: float = 600.0
+    checkout_link: str = "reflink,copy"
+    data_remote: str = ""
+
+    @property
+    def link_order(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.checkout_link.split(",") if m.strip())
 
     def is_version_tag(self, tag: str) -> bool:
         return re.match(self.tags_immutable, tag) is not None
@@ -58,6 +76,8 @@ _ENV = {
     "TETHER_UNPACK_MAX_BYTES": "unpack_max_bytes",
     "TETHER_UNPACK_MAX_FILES": "unpack_max_files",
     "TETHER_LOCK_TIMEOUT": "locks_timeout",
+    "TETHER_CHECKOUT_LINK": "checkout_link",
+    "TETHER_DATA_REMOTE": "data_remote",
 }
 
 
@@ -90,6 +110,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     known = {f.name for f in fields(Settings)}
     for section, table in doc.items():
+        if section == "remote":
+            continue  # [remote.NAME] tables belong to data/remote.py
         if not isinstance(table, dict):
             raise ConfigError(
                 f"{path}: '{section}' must be a [table]", hint="see docs/configuration.md"
@@ -128,6 +150,12 @@ def _build(values: dict[str, Any]) -> Settings:
         raise ConfigError(
             f"pack.compression = {settings.pack_compression!r} is not supported",
             hint="use none, gzip or zstd",
+        )
+    links = settings.link_order
+    if not links or any(m not in ("reflink", "hardlink", "copy") for m in links):
+        raise ConfigError(
+            f"checkout.link = {settings.checkout_link!r} is not supported",
+            hint="use a comma-separated order of reflink, hardlink and copy",
         )
     try:
         re.compile(settings.tags_immutable)

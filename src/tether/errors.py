@@ -19,6 +19,8 @@ what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
     │   └── UnsafeArchive          a layer that would write outside its target
     ├── UnpackConflict             existing files differ from the ModelKit's
     ├── DatabaseError              SQLite and migrations
+    ├── DataError                  tracked data: pointers, trees, checkout
+    │   └── RemoteError            data remotes: configuration, transfer, corrupt objects
     └── RunError                   runs: recording, logging, querying
         ├── RunNotFound            (also LookupError)
         ├── ParamConflict          a parameter logged twice with different values
@@ -134,6 +136,19 @@ class DatabaseError(TetherError):
     """SQLite failed, or the database schema is newer than this tether."""
 
     code = "database"
+
+
+class DataError(TetherError):
+    """Tracking data: a path that cannot be added, a pointer that does not parse, a
+    checkout that would lose changes."""
+
+    code = "data"
+
+
+class RemoteError(DataError):
+    """A data remote: unknown name, unreachable, or serving bytes that fail verification."""
+
+    code = "remote"
 
 
 class RunError(TetherError):

@@ -9,9 +9,11 @@ On disk::
         config.toml            project settings (committed)
         store/                 OCI image layout: blobs and index.json (see store/objects.py)
         tether.db              SQLite, WAL: tag history, layer listings, later runs
-        cache/                 disposable
+        cache/                 disposable: stat.db (see store/statcache.py), remotes/
         tmp/                   temp files, same filesystem as store/ for atomic renames
-        locks/                 flock files: index (tags), gc (store-wide)
+        locks/                 flock files: index (tags), gc (store-wide), data (add,
+                               checkout, pull; push holds it shared)
+        quarantine/            blobs fsck found corrupt, kept for inspection
 
 Everything but ``config.toml`` is listed in ``.gitignore`` by ``tether init``.
 """
@@ -34,6 +36,7 @@ from tether.oci.layout import LocalIndex
 from tether.store.atomic import write_atomic
 from tether.store.locks import file_lock
 from tether.store.objects import ContentStore
+from tether.store.statcache import StatCache
 
 DOT = ".tether"
 GITIGNORE_ENTRIES = (
@@ -80,6 +83,10 @@ class Workspace:
         migrate(database)
         return database
 
+    @cached_property
+    def stat_cache(self) -> StatCache:
+        return StatCache(self.dot / "cache" / "stat.db")
+
     @property
     def user(self) -> str:
         try:
@@ -102,6 +109,8 @@ class Workspace:
     def close(self) -> None:
         if "db" in self.__dict__:
             self.db.close()
+        if "stat_cache" in self.__dict__:
+            self.stat_cache.close()
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ def main() -> None:
 
 # Command modules decorate `cli`; they import only click at module level, so this
 # stays cheap for `tether --help`.
+from tether.cli import data as _data  # noqa: E402, F401
 from tether.cli import modelkit as _modelkit  # noqa: E402, F401
 from tether.cli import project as _project  # noqa: E402, F401
 from tether.cli import runs as _runs  # noqa: E402, F401

@@ -54,8 +54,10 @@ class ByteProgress:
         self._progress: Any = None
         self._task: Any = None
 
-    def start(self, total: int) -> None:
-        if total < self.min_total or not sys.stderr.isatty():
+    def start(self, total: int | None) -> None:
+        """Show the bar (on a terminal) for ``total`` bytes; None when the total is not
+        known in advance."""
+        if (total is not None and total < self.min_total) or not sys.stderr.isatty():
             return
         from rich.console import Console
         from rich.progress import (

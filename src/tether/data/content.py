@@ -1,0 +1,73 @@
+"""What content a pointer needs, and which of it the local store lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tether.data import tree
+from tether.data.pointer import Pointer
+from tether.errors import ObjectNotFound
+from tether.hashing import Digest
+from tether.store.objects import ContentStore
+from tether.store.statcache import StatCache
+
+
+def store_reader(store: ContentStore) -> tree.TreeReader:
+    return tree.TreeReader(lambda d: store.read_bytes(d, max_size=tree.MAX_TREE_BYTES))
+
+
+def objects(reader: tree.TreeReader, ptr: Pointer) -> Iterator[tuple[Digest, bool]]:
+    """Every object of ``ptr`` as (digest, is_tree); file blobs may repeat."""
+    if ptr.type == "file":
+        yield ptr.digest, False
+        return
+    yield from _tree_objects(reader, ptr.digest)
+
+
+def _tree_objects(reader: tree.TreeReader, digest: Digest) -> Iterator[tuple[Digest, bool]]:
+    yield digest, True
+    _, parts = tree.parse(reader.load(digest), digest)
+    for part in parts:
+        yield part, True
+    for e in reader.entries(digest):
+        if e.type == "dir":
+            yield from _tree_objects(reader, e.digest)
+        else:
+            yield e.digest, False
+
+
+def missing_locally(store: ContentStore, cache: StatCache, ptr: Pointer) -> list[Digest]:
+    """Objects of ``ptr`` absent from the store. A missing tree object hides what is
+    below it, so it is reported alone (fetching it reveals the rest)."""
+    if cache.is_complete(ptr.digest):
+        return []
+    missing: set[Digest] = set()
+    reader = store_reader(store)
+    if ptr.type == "file":
+        if not store.has(ptr.digest):
+            missing.add(ptr.digest)
+    else:
+        _walk_missing(store, reader, ptr.digest, missing)
+    if not missing:
+        cache.mark_complete(ptr.digest)
+    return sorted(missing)
+
+
+def _walk_missing(
+    store: ContentStore, reader: tree.TreeReader, digest: Digest, missing: set[Digest]
+) -> None:
+    try:
+        data = reader.load(digest)
+    except ObjectNotFound:
+        missing.add(digest)
+        return
+    _, parts = tree.parse(data, digest)
+    absent = [p for p in parts if not store.has(p)]
+    if absent:
+        missing.update(absent)
+        return
+    for e in reader.entries(digest):
+        if e.type == "dir":
+            _walk_missing(store, reader, e.digest, missing)
+        elif not store.has(e.digest):
+            missing.add(e.digest)

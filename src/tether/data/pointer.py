@@ -1,0 +1,139 @@
+"""Pointer files: ``PATH.tether`` next to a tracked path, committed to git.
+
+    # tether: data/images is tracked; its content is in the store. Commit this file.
+    format: 1
+    path: images
+    type: dir
+    digest: sha256:…        a blob for a file, the root tree object for a directory
+    size: 204800000         bytes
+    files: 50000
+
+``path`` is the tracked name relative to the pointer's folder; it must equal the pointer's
+own name without ``.tether``, so a pointer cannot be aimed elsewhere by editing it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tether.errors import DataError
+from tether.hashing import Digest
+from tether.store.atomic import write_atomic
+
+SUFFIX = ".tether"
+FORMAT = 1
+MAX_POINTER_BYTES = 64 << 10
+
+# Folders never searched for pointers: version control, tether's own, environments.
+_PRUNE = {".git", ".tether", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
+
+
+@dataclass(frozen=True)
+class Pointer:
+    path: str  # tracked path relative to the project root, '/'-separated
+    type: Literal["file", "dir"]
+    digest: Digest
+    size: int
+    files: int
+
+    @property
+    def pointer_path(self) -> str:
+        return self.path + SUFFIX
+
+    def to_yaml(self) -> str:
+        name = self.path.rsplit("/", 1)[-1]
+        return (
+            f"# tether: {self.path} is tracked; its content is in the store. Commit this file.\n"
+            f"format: {FORMAT}\n"
+            f"path: {_quote(name)}\n"
+            f"type: {self.type}\n"
+            f"digest: {self.digest}\n"
+            f"size: {self.size}\n"
+            f"files: {self.files}\n"
+        )
+
+
+def _quote(name: str) -> str:
+    import json
+
+    return json.dumps(name, ensure_ascii=False)  # JSON strings are valid YAML scalars
+
+
+def parse(text: str | bytes, pointer_rel: str) -> Pointer:
+    """Parse a pointer's text; ``pointer_rel`` is its project-relative path."""
+    from tether.manifest.yamlsafe import YamlProblem, load
+
+    where = pointer_rel
+    if len(text) > MAX_POINTER_BYTES:
+        raise DataError(f"{where}: too large for a pointer file", hint="restore it from git")
+    try:
+        doc = load(text, typed=lambda _path: True).value
+    except YamlProblem as exc:
+        raise DataError(
+            f"{where}: not a valid pointer file ({exc.message})",
+            hint="restore it with 'git checkout -- " + where + "'",
+        ) from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{where}: not a pointer file", hint="restore it from git")
+    if doc.get("format") != FORMAT:
+        raise DataError(
+            f"{where}: pointer format {doc.get('format')!r} is not supported",
+            hint="upgrade tether, or restore the file from git",
+        )
+    expected_name = where[: -len(SUFFIX)].rsplit("/", 1)[-1]
+    if doc.get("path") != expected_name:
+        raise DataError(
+            f"{where}: 'path' is {doc.get('path')!r}, expected {expected_name!r}",
+            hint="a pointer tracks the path it is named after; restore it from git",
+        )
+    kind = doc.get("type")
+    size, files = doc.get("size"), doc.get("files")
+    if kind not in ("file", "dir") or not isinstance(size, int) or not isinstance(files, int):
+        raise DataError(
+            f"{where}: 'type', 'size' or 'files' is missing or wrong",
+            hint="restore the pointer from git, or re-run 'tether add'",
+        )
+    try:
+        digest = Digest.parse(str(doc.get("digest")))
+    except Exception:
+        raise DataError(
+            f"{where}: 'digest' is not a sha256 digest", hint="restore the pointer from git"
+        ) from None
+    return Pointer(where[: -len(SUFFIX)], kind, digest, size, files)
+
+
+def read(root: Path, pointer_rel: str) -> Pointer:
+    path = root / pointer_rel
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{pointer_rel} does not exist", hint="run 'tether add' first") from None
+    return parse(data, pointer_rel)
+
+
+def write(root: Path, pointer: Pointer, tmp_dir: Path) -> None:
+    write_atomic(root / pointer.pointer_path, pointer.to_yaml().encode(), tmp_dir=tmp_dir)
+
+
+def discover(root: Path, under: Path | None = None) -> Iterator[str]:
+    """Project-relative paths of every pointer file at or below ``under``, sorted.
+    Tracked directories themselves are not searched (nothing inside them is tracked)."""
+    start = under or root
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(start):
+        here = Path(dirpath)
+        pointers = {f for f in filenames if f.endswith(SUFFIX) and len(f) > len(SUFFIX)}
+        for f in pointers:
+            found.append((here / f).relative_to(root).as_posix())
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if d not in _PRUNE
+            and d + SUFFIX not in pointers
+            and not (here / d / "pyvenv.cfg").exists()
+        ]
+    return iter(sorted(found))

@@ -1,0 +1,128 @@
+"""The stat cache: which content a file had when it last looked like this.
+
+On disk, disposable (deleting it only costs re-hashing)::
+
+    .tether/cache/stat.db      SQLite
+      stat(path, ino, mtime_ns, size, digest)   path relative to the project, '/'-separated
+      complete(digest)                          data roots whose every object is in the store
+
+A lookup is trusted only when inode, mtime and size all match. An entry is not written
+for a file modified less than ``RACY_NS`` before the scan started: a later write in the
+same clock tick could leave mtime and size unchanged (git's "racily clean" problem), so
+such files are hashed again next time instead.
+
+Keys are project-relative, so the cache survives moving the project (DVC keys by
+absolute path, which makes its state useless on another node).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.hashing import Digest
+
+RACY_NS = 1_000_000_000  # one second covers coarse filesystem clocks and NFS skew
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stat (
+    path TEXT PRIMARY KEY, ino INTEGER, mtime_ns INTEGER, size INTEGER, digest TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS complete (digest TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What ``stat`` says about a file; equal stamps mean unchanged content."""
+
+    ino: int
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Stamp:
+        return cls(st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class StatCache:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._conn = self._open()
+            except sqlite3.DatabaseError:
+                # A damaged cache is thrown away, never repaired: it holds nothing that
+                # cannot be recomputed.
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+                self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")  # disposable: speed over durability
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def lookup(self, prefix: str) -> dict[str, tuple[Stamp, Digest]]:
+        """Entries for ``prefix`` itself and everything below it."""
+        conn = self._connect()
+        with self._lock:
+            rows = conn.execute(
+                "SELECT path, ino, mtime_ns, size, digest FROM stat "
+                "WHERE path = ? OR (path >= ? AND path < ?)",
+                (prefix, prefix + "/", prefix + "0"),  # '0' sorts right after '/'
+            ).fetchall()
+        out: dict[str, tuple[Stamp, Digest]] = {}
+        for path, ino, mtime_ns, size, digest in rows:
+            with contextlib.suppress(Exception):
+                out[path] = (Stamp(ino, mtime_ns, size), Digest(digest))
+        return out
+
+    def record(self, entries: Iterable[tuple[str, Stamp, Digest]], *, scan_start_ns: int) -> None:
+        cutoff = scan_start_ns - RACY_NS
+        rows = [
+            (path, s.ino, s.mtime_ns, s.size, d.hex)
+            for path, s, d in entries
+            if s.mtime_ns < cutoff
+        ]
+        if not rows:
+            return
+        conn = self._connect()
+        with self._lock, conn:
+            conn.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)", rows)
+
+    def is_complete(self, digest: Digest) -> bool:
+        conn = self._connect()
+        with self._lock:
+            row = conn.execute("SELECT 1 FROM complete WHERE digest = ?", (digest.hex,)).fetchone()
+        return row is not None
+
+    def mark_complete(self, digest: Digest) -> None:
+        conn = self._connect()
+        with self._lock, conn:
+            conn.execute("INSERT OR IGNORE INTO complete VALUES (?)", (digest.hex,))
+
+    def forget_complete(self) -> None:
+        """Called whenever blobs leave the store (gc, fsck quarantine)."""
+        conn = self._connect()
+        with self._lock, conn:
+            conn.execute("DELETE FROM complete")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
