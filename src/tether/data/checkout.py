@@ -10,6 +10,7 @@ without ``force``: that would lose the only copy.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -245,7 +246,5 @@ def _reflink(src: Path, dst: Path) -> None:
 
 
 def _unlink_quiet(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
