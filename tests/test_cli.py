@@ -78,7 +78,7 @@ def test_inspect_tag_remove_gc_unpack(tether: Tether, project: Workspace, tmp_pa
     assert r.exit_code == 0 and (tmp_path / "out" / "models" / "model.pkl").exists()
     assert tether("remove", "demo:prod").exit_code == 0
     assert tether("remove", "demo:v1").exit_code == 0
-    r = tether("gc", "--json")
+    r = tether("gc", "--force", "--json")
     assert len(json.loads(r.output)["removed"]) == 6
     assert "no ModelKits" in tether("list").output
 

@@ -10,7 +10,7 @@ from tether.hashing import Digest
 from tether.modelkit.pack import pack
 from tether.modelkit.tags import history, remove, set_tags
 from tether.oci.reference import parse_reference, parse_tag_list
-from tether.store.gc import collect_garbage
+from tether.data.gc import collect_garbage
 from tether.workspace import Workspace
 
 
@@ -65,13 +65,13 @@ def test_gc_frees_only_unreferenced_blobs(project: Workspace) -> None:
     _change_model(project, b"v2 weights" * 100)
     v2 = pack(project, tags=parse_tag_list("demo:v2"))
     before = set(project.store)
-    assert collect_garbage(project).removed == []
+    assert collect_garbage(project, dry_run=False).sweep.removed == []
     remove(project, parse_reference("demo:v1"))
-    dry = collect_garbage(project, dry_run=True)
-    assert set(project.store) == before, "dry run deletes nothing"
+    dry = collect_garbage(project).sweep
+    assert set(project.store) == before, "dry run (the default) deletes nothing"
     # v1's manifest, config and model layer go; layers shared with v2 stay.
     assert set(dry.removed) == {v1.digest, v1.manifest.config.digest, v1.manifest.layers[0].digest}
-    report = collect_garbage(project)
+    report = collect_garbage(project, dry_run=False).sweep
     assert set(report.removed) == set(dry.removed) and report.freed_bytes > 0
     for digest in [v2.digest, *(layer.digest for layer in v2.manifest.layers)]:
         assert project.store.has(digest) and project.store.verify(digest)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tether.cli import cli
 from tether.cli._output import ByteProgress, emit_json, human_size, info, warn
 from tether.cli._workspace import open_workspace
+
+if TYPE_CHECKING:
+    from tether.data.transfer import TransferReport
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _jobs = click.option(
@@ -171,3 +176,308 @@ def checkout(ctx: click.Context, paths: tuple[str, ...], force: bool, as_json: b
             warn(f"{r.pointer.path}: {len(r.extra)} file(s) not in the pointer were left in place")
     if report.methods:
         info("placed by " + ", ".join(f"{m} ({n})" for m, n in sorted(report.methods.items())))
+
+
+@cli.command()
+@_jobs
+@_json
+@click.pass_context
+def fsck(ctx: click.Context, jobs: int | None, as_json: bool) -> None:
+    """Re-hash every blob in the store and check every reference to it.
+
+    A blob whose bytes no longer match its digest is moved to .tether/quarantine/; the
+    report says what referenced it and how to get a good copy back. Pointers, ModelKits
+    and run records are checked for content missing from the store. Exit status 1 when
+    anything is wrong.
+    """
+    from tether.data.fsck import fsck as do_fsck
+
+    ws = open_workspace(ctx)
+    progress = ByteProgress("checking")
+    progress.start(None)
+    try:
+        report = do_fsck(ws, jobs=jobs, on_bytes=progress.advance, on_wait=info)
+    finally:
+        progress.stop()
+    if as_json:
+        emit_json(
+            {
+                "checked": report.checked,
+                "bytes": report.bytes,
+                "ok": report.ok,
+                "problems": [p.to_json() for p in report.problems],
+                "quarantined": [str(d) for d in report.quarantined],
+            }
+        )
+    else:
+        click.echo(f"checked {report.checked} blob(s), {human_size(report.bytes)}")
+        for p in report.problems[:20]:
+            click.echo(f"{p.kind:16} {p.digest.short}  {p.referenced_by}")
+        if len(report.problems) > 20:
+            groups: dict[str, int] = {}
+            for p in report.problems[20:]:
+                key = f"{p.kind} ({p.referenced_by})"
+                groups[key] = groups.get(key, 0) + 1
+            for key, n in groups.items():
+                click.echo(f"… and {n} more {key}")
+        if report.quarantined:
+            info(
+                f"{len(report.quarantined)} corrupt blob(s) moved to .tether/quarantine/; "
+                "get good copies back with 'tether data pull' (data pushed to a remote), "
+                "'tether pull' (ModelKits), or by re-adding the files"
+            )
+        elif report.ok:
+            click.echo("no problems found")
+    if not report.ok:
+        ctx.exit(1)
+
+
+@cli.group()
+def data() -> None:
+    """Move and compare tracked data: diff, push, fetch, pull."""
+
+
+def _transfer_options(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option("-r", "--remote", help="Remote name (default: the default remote).")(f)
+    f = _jobs(f)
+    f = _json(f)
+    return f
+
+
+def _emit_transfer(report: TransferReport, as_json: bool, verb: str) -> None:
+    if as_json:
+        emit_json(
+            {
+                "remote": report.remote,
+                "objects": report.objects,
+                "bytes": report.bytes,
+                "packs": report.packs,
+                "already_there": report.skipped,
+            }
+        )
+        return
+    click.echo(
+        f"{verb} {report.objects} object(s), {human_size(report.bytes)} "
+        f"({report.packs} pack(s)); {report.skipped} already there  [{report.remote}]"
+    )
+
+
+@data.command("push")
+@click.argument("paths", nargs=-1, type=click.Path())
+@_transfer_options
+@click.pass_context
+def data_push(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    remote: str | None,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Send tracked content (default: all pointers) to a remote.
+
+    Only objects the remote lacks travel: what it has is learnt from two listings, not a
+    request per file. Small files are packed together, transfers run in parallel, and
+    an interrupted push resumes where it stopped when run again.
+    """
+    from tether.data.transfer import push
+
+    ws = open_workspace(ctx)
+    progress = ByteProgress("pushing")
+    progress.start(None)
+    try:
+        report = push(
+            ws,
+            list(paths) or None,
+            remote=remote,
+            base=_base(ctx),
+            jobs=jobs,
+            on_wait=info,
+            on_bytes=progress.advance,
+        )
+    finally:
+        progress.stop()
+    _emit_transfer(report, as_json, "pushed")
+
+
+@data.command("fetch")
+@click.argument("paths", nargs=-1, type=click.Path())
+@_transfer_options
+@click.pass_context
+def data_fetch(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    remote: str | None,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Download the content of pointers (default: all) into the store, verified.
+
+    Every object is hashed and compared with its digest before it is stored; a
+    mismatch is refused and named. The working copy is not touched (see 'data pull').
+    """
+    from tether.data.transfer import fetch
+
+    ws = open_workspace(ctx)
+    progress = ByteProgress("fetching")
+    progress.start(None)
+    try:
+        report = fetch(
+            ws,
+            list(paths) or None,
+            remote=remote,
+            base=_base(ctx),
+            jobs=jobs,
+            on_wait=info,
+            on_bytes=progress.advance,
+        )
+    finally:
+        progress.stop()
+    _emit_transfer(report, as_json, "fetched")
+
+
+@data.command("pull")
+@click.argument("paths", nargs=-1, type=click.Path())
+@_transfer_options
+@click.option("-f", "--force", is_flag=True, help="Overwrite local changes not in the store.")
+@click.pass_context
+def data_pull(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    remote: str | None,
+    jobs: int | None,
+    as_json: bool,
+    force: bool,
+) -> None:
+    """Fetch the content of pointers (default: all), then check it out.
+
+    Same as 'tether data fetch' followed by 'tether checkout'.
+    """
+    from tether.data.transfer import pull
+
+    ws = open_workspace(ctx)
+    progress = ByteProgress("pulling")
+    progress.start(None)
+    try:
+        report, done = pull(
+            ws,
+            list(paths) or None,
+            remote=remote,
+            base=_base(ctx),
+            jobs=jobs,
+            force=force,
+            on_wait=info,
+            on_bytes=progress.advance,
+        )
+    finally:
+        progress.stop()
+    _emit_transfer(report, as_json, "fetched")
+    if not as_json:
+        written = sum(r.written for r in done.results)
+        click.echo(f"checked out {written} file(s) in {len(done.results)} path(s)")
+
+
+@data.command("diff")
+@click.argument("rev_a", required=False, default="HEAD")
+@click.argument("rev_b", required=False)
+@_json
+@click.pass_context
+def data_diff(ctx: click.Context, rev_a: str, rev_b: str | None, as_json: bool) -> None:
+    """List tracked files added, deleted, modified or renamed between two git revisions.
+
+    REV_A defaults to HEAD; without REV_B the pointers in the working tree are compared.
+    Only pointers are read (and the trees they name, which must be in the store), so
+    this is fast on any size of data. A rename is a file that moved unmodified.
+    """
+    from tether.data.revisions import diff_revisions
+
+    ws = open_workspace(ctx)
+    changes = diff_revisions(ws, rev_a, rev_b)
+    if as_json:
+        emit_json([c.to_json() for c in changes])
+        return
+    if not changes:
+        click.echo("no changes to tracked data")
+        return
+    for c in changes:
+        if c.kind == "renamed":
+            click.echo(f"renamed   {c.renamed_from} -> {c.path}")
+        else:
+            size = human_size(c.size_after if c.size_after is not None else c.size_before)
+            click.echo(f"{c.kind:9} {c.path}  ({size})")
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.kind] = counts.get(c.kind, 0) + 1
+    info(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+@cli.group()
+def remote() -> None:
+    """Configure data remotes: add, list, remove."""
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("-d", "--default", "make_default", is_flag=True, help="Use it when -r is not given.")
+@click.option("--endpoint-url", help="S3-compatible server, e.g. http://127.0.0.1:9000.")
+@click.option("-f", "--force", is_flag=True, help="Replace a remote of that name.")
+@click.pass_context
+def remote_add(
+    ctx: click.Context,
+    name: str,
+    url: str,
+    make_default: bool,
+    endpoint_url: str | None,
+    force: bool,
+) -> None:
+    """Add a data remote NAME at URL (a directory, file://, s3://, gs://, az://…).
+
+    Written to .tether/config.toml, which is committed: never put credentials in the
+    URL; S3 and the other clouds read theirs from the environment as usual.
+    """
+    from tether.data.remote import add_remote
+
+    ws = open_workspace(ctx)
+    cfg = add_remote(ws, name, url, default=make_default, endpoint_url=endpoint_url, force=force)
+    click.echo(f"added remote {cfg.name} -> {cfg.url}" + (" (default)" if make_default else ""))
+
+
+@remote.command("list")
+@_json
+@click.pass_context
+def remote_list(ctx: click.Context, as_json: bool) -> None:
+    """List the configured data remotes."""
+    from tether.data.remote import default_remote, list_remotes
+
+    ws = open_workspace(ctx)
+    remotes = list_remotes(ws)
+    default = default_remote(ws)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "name": r.name,
+                    "url": r.url,
+                    "endpoint_url": r.endpoint_url,
+                    "default": r.name == default,
+                }
+                for r in remotes
+            ]
+        )
+        return
+    if not remotes:
+        click.echo("no remotes (add one with 'tether remote add NAME URL --default')")
+    for r in remotes:
+        click.echo(f"{r.name}{' *' if r.name == default else ''}  {r.url}")
+
+
+@remote.command("remove")
+@click.argument("name")
+@click.pass_context
+def remote_remove(ctx: click.Context, name: str) -> None:
+    """Remove a data remote from the configuration (its content is left alone)."""
+    from tether.data.remote import remove_remote
+
+    ws = open_workspace(ctx)
+    remove_remote(ws, name)
+    click.echo(f"removed remote {name}")

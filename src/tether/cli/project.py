@@ -38,34 +38,50 @@ def init(ctx: click.Context, directory: str | None, no_kitfile: bool) -> None:
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@click.option("-f", "--force", is_flag=True, help="Delete; without it gc only shows what would go.")
+@click.option("--dry-run", is_flag=True, help="Show what would go, remove nothing (the default).")
+@click.option(
+    "--rev",
+    "revisions",
+    multiple=True,
+    metavar="REV",
+    help="Also keep the data of pointers at this git revision (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
-    """Delete blobs that no ModelKit in the store references.
+def gc(
+    ctx: click.Context, force: bool, dry_run: bool, revisions: tuple[str, ...], as_json: bool
+) -> None:
+    """Show, or with --force delete, blobs that nothing references.
 
-    Removing a tag ('tether remove') keeps the blobs; gc frees them. A pack running at
-    the same time is waited for, never broken.
+    Kept: ModelKits in the store (tags), everything runs recorded (until 'tether runs
+    delete'), and the data of every pointer in the working tree, at HEAD and at each
+    --rev. Without --force nothing is deleted. A pack, add or pull running at the same
+    time is waited for, never broken.
     """
-    from tether.store.gc import collect_garbage
+    from tether.data.gc import collect_garbage
 
     ws = open_workspace(ctx)
-    report = collect_garbage(ws, dry_run=dry_run, on_wait=info)
+    delete = force and not dry_run
+    report = collect_garbage(ws, revisions=list(revisions), dry_run=not delete, on_wait=info)
+    sweep = report.sweep
     if as_json:
         emit_json(
             {
-                "removed": [str(d) for d in report.removed],
-                "freed_bytes": report.freed_bytes,
-                "kept": report.kept,
+                "removed": [str(d) for d in sweep.removed],
+                "freed_bytes": sweep.freed_bytes,
+                "kept": sweep.kept,
                 "missing": [str(d) for d in report.missing],
-                "dry_run": dry_run,
+                "revisions": report.revisions,
+                "dry_run": not delete,
             }
         )
         return
     for digest in report.missing:
-        warn(f"a ModelKit references {digest}, which is missing from the store")
-    verb = "would remove" if dry_run else "removed"
+        warn(f"{digest} is referenced but missing from the store")
+    verb = "removed" if delete else "would remove"
     click.echo(
-        f"{verb} {len(report.removed)} blob(s), {human_size(report.freed_bytes)}; "
-        f"kept {report.kept}"
+        f"{verb} {len(sweep.removed)} blob(s), {human_size(sweep.freed_bytes)}; kept {sweep.kept}"
     )
+    if not delete and sweep.removed:
+        info("nothing was deleted; run 'tether gc --force' to delete them")

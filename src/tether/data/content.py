@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from tether.data import tree
@@ -39,7 +40,8 @@ def _tree_objects(reader: tree.TreeReader, digest: Digest) -> Iterator[tuple[Dig
 def missing_locally(store: ContentStore, cache: StatCache, ptr: Pointer) -> list[Digest]:
     """Objects of ``ptr`` absent from the store. A missing tree object hides what is
     below it, so it is reported alone (fetching it reveals the rest)."""
-    if cache.is_complete(ptr.digest):
+    stamp = os.stat(store.blobs_dir).st_mtime_ns
+    if cache.is_complete(ptr.digest, stamp):
         return []
     missing: set[Digest] = set()
     reader = store_reader(store)
@@ -49,7 +51,7 @@ def missing_locally(store: ContentStore, cache: StatCache, ptr: Pointer) -> list
     else:
         _walk_missing(store, reader, ptr.digest, missing)
     if not missing:
-        cache.mark_complete(ptr.digest)
+        cache.mark_complete(ptr.digest, stamp)
     return sorted(missing)
 
 

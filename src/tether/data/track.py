@@ -72,7 +72,7 @@ def add(
             if previous != new:
                 pointer.write(ws.root, new, ws.dot / "tmp")
             added = paths.ensure_gitignored(ws.root, new.path, ws.dot / "tmp")
-            ws.stat_cache.mark_complete(new.digest)
+            ws.stat_cache.mark_complete(new.digest, os.stat(ws.store.blobs_dir).st_mtime_ns)
             results.append(AddResult(new, previous, added))
     stored = hasher.batch.bytes_written if hasher.batch is not None else 0
     return AddReport(results, hasher.hashed_files, hasher.hashed_bytes, stored)

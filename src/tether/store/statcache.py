@@ -4,7 +4,8 @@ On disk, disposable (deleting it only costs re-hashing)::
 
     .tether/cache/stat.db      SQLite
       stat(path, ino, mtime_ns, size, digest)   path relative to the project, '/'-separated
-      complete(digest)                          data roots whose every object is in the store
+      complete(digest, blobs_mtime_ns)          data roots whose every object was in the store
+                                                while blobs/ had that mtime
 
 A lookup is trusted only when inode, mtime and size all match. An entry is not written
 for a file modified less than ``RACY_NS`` before the scan started: a later write in the
@@ -29,11 +30,14 @@ from tether.hashing import Digest
 
 RACY_NS = 1_000_000_000  # one second covers coarse filesystem clocks and NFS skew
 
+_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stat (
     path TEXT PRIMARY KEY, ino INTEGER, mtime_ns INTEGER, size INTEGER, digest TEXT
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS complete (digest TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS complete (
+    digest TEXT PRIMARY KEY, blobs_mtime_ns INTEGER
+) WITHOUT ROWID;
 """
 
 
@@ -74,7 +78,11 @@ class StatCache:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")  # disposable: speed over durability
-        conn.executescript(_SCHEMA)
+        if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
+            # Another layout (older tether): start over rather than migrate a cache.
+            conn.executescript("DROP TABLE IF EXISTS stat; DROP TABLE IF EXISTS complete;")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {_VERSION}")
         return conn
 
     def lookup(self, prefix: str) -> dict[str, tuple[Stamp, Digest]]:
@@ -105,16 +113,23 @@ class StatCache:
         with self._lock, conn:
             conn.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)", rows)
 
-    def is_complete(self, digest: Digest) -> bool:
+    # A completeness mark is only as good as the store directory it was checked against:
+    # any blob added or removed (by tether or by hand) changes that directory's mtime.
+
+    def is_complete(self, digest: Digest, blobs_mtime_ns: int) -> bool:
         conn = self._connect()
         with self._lock:
-            row = conn.execute("SELECT 1 FROM complete WHERE digest = ?", (digest.hex,)).fetchone()
-        return row is not None
+            row = conn.execute(
+                "SELECT blobs_mtime_ns FROM complete WHERE digest = ?", (digest.hex,)
+            ).fetchone()
+        return row is not None and row[0] == blobs_mtime_ns
 
-    def mark_complete(self, digest: Digest) -> None:
+    def mark_complete(self, digest: Digest, blobs_mtime_ns: int) -> None:
         conn = self._connect()
         with self._lock, conn:
-            conn.execute("INSERT OR IGNORE INTO complete VALUES (?)", (digest.hex,))
+            conn.execute(
+                "INSERT OR REPLACE INTO complete VALUES (?, ?)", (digest.hex, blobs_mtime_ns)
+            )
 
     def forget_complete(self) -> None:
         """Called whenever blobs leave the store (gc, fsck quarantine)."""

@@ -1,0 +1,115 @@
+"""``tether fsck``: prove the store still holds what everything says it holds.
+
+Every blob is re-hashed (on every core); one whose bytes no longer match its name is
+moved to ``.tether/quarantine/`` (kept for inspection, out of every reader's way), so the
+next ``tether data pull`` or ``pack`` writes a good copy in its place. Then every
+reference is checked: pointers in the working tree (trees parse, every object present),
+ModelKits in the index, and the blobs the database names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tether.data import content, pointer
+from tether.errors import DataError, ObjectNotFound
+from tether.hashing import Digest, hash_file
+from tether.oci.manifest import ImageManifest
+from tether.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Problem:
+    digest: Digest
+    kind: str  # corrupt | missing | unreadable-tree
+    referenced_by: str  # "store", "pointer data/x", "ModelKit repo:tag", "run <id>"
+
+    def to_json(self) -> dict[str, str]:
+        return {"digest": str(self.digest), "problem": self.kind, "where": self.referenced_by}
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    checked: int
+    bytes: int
+    problems: list[Problem] = field(default_factory=list)
+    quarantined: list[Digest] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def fsck(
+    ws: Workspace,
+    *,
+    jobs: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> FsckReport:
+    quarantine = ws.dot / "quarantine"
+    problems: list[Problem] = []
+    quarantined: list[Digest] = []
+    # Exclusive gc lock: nothing writes or deletes blobs while we judge them.
+    with ws.lock("gc", on_wait=on_wait):
+        ws.stat_cache.forget_complete()  # fsck trusts no summary: everything is re-checked
+        digests = list(ws.store)
+
+        def check(d: Digest) -> tuple[Digest, bool, int]:
+            try:
+                actual, size = hash_file(ws.store.path(d))
+            except FileNotFoundError:
+                return d, True, 0  # removed meanwhile: not corrupt
+            if on_bytes is not None:
+                on_bytes(size)
+            return d, actual == d, size
+
+        total = 0
+        with ThreadPoolExecutor(jobs or os.cpu_count() or 2) as pool:
+            for d, good, size in pool.map(check, digests):
+                total += size
+                if not good:
+                    quarantine.mkdir(exist_ok=True)
+                    os.replace(ws.store.path(d), quarantine / d.hex)
+                    quarantined.append(d)
+                    problems.append(Problem(d, "corrupt", "store"))
+        if quarantined:
+            ws.store.sync()
+            ws.stat_cache.forget_complete()
+        problems.extend(_references(ws))
+    return FsckReport(len(digests), total, problems, quarantined)
+
+
+def _references(ws: Workspace) -> list[Problem]:
+    out: list[Problem] = []
+    for rel in pointer.discover(ws.root):
+        try:
+            ptr = pointer.read(ws.root, rel)
+            for d in content.missing_locally(ws.store, ws.stat_cache, ptr):
+                out.append(Problem(d, "missing", f"pointer {ptr.path}"))
+        except DataError as exc:
+            out.append(Problem(_zero(), "unreadable-tree", f"pointer {rel}: {exc.message}"))
+    for entry in ws.index.entries():
+        where = f"ModelKit {entry.ref()}"
+        try:
+            raw = ws.store.read_bytes(entry.descriptor.digest, max_size=4 << 20)
+        except ObjectNotFound:
+            out.append(Problem(entry.descriptor.digest, "missing", where))
+            continue
+        manifest = ImageManifest.from_bytes(raw)
+        for desc in [manifest.config, *manifest.layers]:
+            if not ws.store.has(desc.digest):
+                out.append(Problem(desc.digest, "missing", where))
+    for row in ws.db.query("SELECT DISTINCT digest FROM blob_refs"):
+        if Digest.is_valid(row["digest"]):
+            d = Digest.parse(row["digest"])
+            if not ws.store.has(d):
+                out.append(Problem(d, "missing", "a run record"))
+    return out
+
+
+def _zero() -> Digest:
+    return Digest("0" * 64)

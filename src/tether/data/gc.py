@@ -1,0 +1,87 @@
+"""``tether gc``: what to keep, and removing the rest.
+
+Kept: every ModelKit in the store's index (manifest, config, layers), every blob the
+database names (run logs, code diffs, stored outputs, environments…), and the content of
+every pointer in the working tree, at HEAD and at the revisions asked for (their trees
+walked down to the file blobs). The default is a dry run: deleting is never a surprise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tether.data import content, pointer
+from tether.data.pointer import Pointer
+from tether.errors import DataError, ObjectNotFound
+from tether.hashing import Digest
+from tether.oci.manifest import ImageManifest
+from tether.store.gc import SweepReport, sweep
+from tether.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class GcReport:
+    sweep: SweepReport
+    missing: list[Digest] = field(default_factory=list)  # referenced but absent
+    revisions: list[str] = field(default_factory=list)  # git revisions whose pointers count
+
+
+def roots(ws: Workspace, revisions: list[str]) -> tuple[set[Digest], list[Digest], list[str]]:
+    keep: set[Digest] = set()
+    missing: set[Digest] = set()
+    for digest in ws.index.referenced_manifests():
+        keep.add(digest)
+        try:
+            manifest = ImageManifest.from_bytes(ws.store.read_bytes(digest, max_size=4 << 20))
+        except ObjectNotFound:
+            missing.add(digest)
+            continue
+        keep.add(manifest.config.digest)
+        keep.update(layer.digest for layer in manifest.layers)
+    for row in ws.db.query("SELECT digest FROM blob_refs"):
+        if Digest.is_valid(row["digest"]):
+            keep.add(Digest.parse(row["digest"]))
+    pointers, used_revs = _pointers(ws, revisions)
+    reader = content.store_reader(ws.store)
+    for ptr in pointers:
+        try:
+            for d, _ in content.objects(reader, ptr):
+                keep.add(d)
+        except ObjectNotFound:
+            # A tree that is not here cannot name blobs that are: keep what was seen.
+            missing.add(ptr.digest)
+            keep.add(ptr.digest)
+    return keep, sorted(missing), used_revs
+
+
+def _pointers(ws: Workspace, revisions: list[str]) -> tuple[list[Pointer], list[str]]:
+    from tether.data.revisions import pointers_at
+
+    found = [pointer.read(ws.root, r) for r in pointer.discover(ws.root)]
+    used: list[str] = []
+    in_git = any((d / ".git").exists() for d in (ws.root, *ws.root.parents))
+    for rev in (["HEAD"] if in_git else []) + revisions:
+        try:
+            found.extend(pointers_at(ws.root, rev))
+            used.append(rev)
+        except DataError:
+            if rev != "HEAD":
+                raise  # a revision the user named must exist
+            # HEAD of a repository without commits has no pointers yet.
+    return found, used
+
+
+def collect_garbage(
+    ws: Workspace,
+    *,
+    revisions: list[str] | None = None,
+    dry_run: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> GcReport:
+    with ws.lock("gc", on_wait=on_wait):
+        keep, missing, used = roots(ws, list(revisions or []))
+        report = sweep(ws.store, keep, dry_run=dry_run)
+        if report.removed and not dry_run:
+            ws.stat_cache.forget_complete()
+    return GcReport(report, missing, used)
