@@ -15,15 +15,14 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from tests.test_runs import git
 from tether.data import pointer, tree
 from tether.data.fsck import fsck
-from tether.data.gc import collect_garbage
 from tether.data.status import status
 from tether.data.track import add
 from tether.errors import DataError
 from tether.hashing import Digest, hash_file
 from tether.workspace import Workspace
-from tests.test_runs import git
 
 PAST = time.time() - 3600
 

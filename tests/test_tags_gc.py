@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from tether.data.gc import collect_garbage
 from tether.errors import ModelKitNotFound, TagConflict
 from tether.hashing import Digest
 from tether.modelkit.pack import pack
 from tether.modelkit.tags import history, remove, set_tags
 from tether.oci.reference import parse_reference, parse_tag_list
-from tether.data.gc import collect_garbage
 from tether.workspace import Workspace
 
 
