@@ -19,7 +19,8 @@ Tether = Callable[..., Result]
 COMMANDS = [
     "init", "pack", "list", "inspect", "diff", "tag", "remove", "unpack", "rollback", "gc",
     "run", "runs list", "runs show", "runs compare", "runs metrics", "runs log", "runs delete",
-    "env show", "env diff",
+    "env show", "env diff", "add", "status", "checkout", "fsck", "data diff", "data push",
+    "data fetch", "data pull", "remote add", "remote list", "remote remove",
 ]  # fmt: skip
 
 
