@@ -168,8 +168,15 @@ def test_s3_remote_round_trip(
     big = project.root / "data" / "weights.bin"
     big.write_bytes(os.urandom(2 << 20))
     tether("add", "data/set", "data/weights.bin")
-    r = tether("remote", "add", "s3", "s3://tether-data/team/proj", "--default",
-               "--endpoint-url", s3_endpoint)
+    r = tether(
+        "remote",
+        "add",
+        "s3",
+        "s3://tether-data/team/proj",
+        "--default",
+        "--endpoint-url",
+        s3_endpoint,
+    )
     assert r.exit_code == 0, r.output
     first = json.loads(tether("data", "push", "--json").output)
     assert first["objects"] == 600 + 7 + 1

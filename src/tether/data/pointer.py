@@ -65,18 +65,62 @@ def _quote(name: str) -> str:
 
 def parse(text: str | bytes, pointer_rel: str) -> Pointer:
     """Parse a pointer's text; ``pointer_rel`` is its project-relative path."""
-    from tether.manifest.yamlsafe import YamlProblem, load
-
     where = pointer_rel
     if len(text) > MAX_POINTER_BYTES:
         raise DataError(f"{where}: too large for a pointer file", hint="restore it from git")
+    fast = _fast(text)
+    return _validate(fast if fast is not None else _yaml(text, where), where)
+
+
+def _fast(text: str | bytes) -> dict[str, object] | None:
+    """The form tether writes, read without a YAML parser (importing one costs more than
+    the rest of 'tether status' on a few files). Anything else goes to the YAML path."""
+    import json
+
     try:
-        doc = load(text, typed=lambda _path: True).value
+        lines = (text if isinstance(text, str) else text.decode("utf-8")).splitlines()
+    except UnicodeDecodeError:
+        return None
+    doc: dict[str, object] = {}
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(": ")
+        value = value.strip()
+        if not sep or key in doc or key not in _KEYS or not value or "#" in value:
+            return None
+        if key == "path":
+            if not value.startswith('"'):
+                return None
+            try:
+                doc[key] = json.loads(value)
+            except ValueError:
+                return None
+        elif key in ("format", "size", "files"):
+            if not value.isdigit() or (value.startswith("0") and value != "0"):
+                return None
+            doc[key] = int(value)
+        else:
+            doc[key] = value
+    return doc if doc.keys() == _KEYS else None
+
+
+_KEYS = {"format", "path", "type", "digest", "size", "files"}
+
+
+def _yaml(text: str | bytes, where: str) -> object:
+    from tether.manifest.yamlsafe import YamlProblem, load
+
+    try:
+        return load(text, typed=lambda _path: True).value
     except YamlProblem as exc:
         raise DataError(
             f"{where}: not a valid pointer file ({exc.message})",
             hint="restore it with 'git checkout -- " + where + "'",
         ) from None
+
+
+def _validate(doc: object, where: str) -> Pointer:
     if not isinstance(doc, dict):
         raise DataError(f"{where}: not a pointer file", hint="restore it from git")
     if doc.get("format") != FORMAT:
