@@ -17,8 +17,9 @@ Limits, measured in the same run: read+sha256 of the big file and of the small f
 (Python, hashlib), a durable copy of the big file (write + fsync), a stat walk of the
 small folder in a fresh interpreter (start-up included, as for the tools), and creating
 the small files durably (write each, one syncfs). Start-up is what `python -c pass`
-costs here (site-packages' .pth files included), since both tools pay it. Old runs are deleted at the end, never
-before a timing (file creation on this disk is slow for minutes after a mass delete).
+costs here (site-packages' .pth files included), since both tools pay it. Old runs are
+deleted at the end, never before a timing (file creation on this disk is slow for
+minutes after a mass delete).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 WORK = Path("bench-work") / "data"
