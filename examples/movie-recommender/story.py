@@ -55,6 +55,12 @@ def main() -> int:
     sh("tether", "init")
     sh("tether", "run", "--name", "data", "--", "python", "generate_data.py", "--users",
        str(args.users))  # fmt: skip
+    print("# version the data: content in the store, a pointer to commit, a copy on a remote\n")
+    remote = work.parent / f"{work.name}-remote"
+    sh("tether", "add", "data")
+    sh("tether", "remote", "add", "backup", str(remote), "--default")
+    sh("tether", "data", "push")
+    data_before = _digests(work / "data")
     sh("tether", "run", "--name", "v1", "--seed", "42", "--", "python", "train.py",
        "--algorithm", "user-cosine")  # fmt: skip
     check_run_capture(json.loads(sh("tether", "runs", "show", "v1", "--json", capture=True)))
@@ -85,11 +91,28 @@ def main() -> int:
         raise SystemExit("v1 and v2 recommend the same movies; the story shows nothing")
     if restored != v1_recs:
         raise SystemExit(f"rollback did not restore v1: {restored} != {v1_recs}")
+    print("# the data folder is lost: status sees it, data pull restores it, verified\n")
+    shutil.rmtree(work / "data")
+    sh("tether", "status")
+    sh("tether", "data", "pull")
+    sh("tether", "status")
+    if _digests(work / "data") != data_before:
+        raise SystemExit("data pull did not restore the data byte for byte")
     print(
         f"OK: after rollback the recommendations equal v1's ({restored['algorithm']}), "
-        f"not v2's ({v2_recs['algorithm']})."
+        f"not v2's ({v2_recs['algorithm']}); the data came back byte for byte."
     )
     return 0
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def check_run_capture(run: dict[str, object]) -> None:

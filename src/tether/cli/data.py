@@ -256,9 +256,10 @@ def _emit_transfer(report: TransferReport, as_json: bool, verb: str) -> None:
             }
         )
         return
+    there = f"; {report.skipped} already there" if verb == "pushed" else ""
     click.echo(
         f"{verb} {report.objects} object(s), {human_size(report.bytes)} "
-        f"({report.packs} pack(s)); {report.skipped} already there  [{report.remote}]"
+        f"({report.packs} pack(s)){there}  [{report.remote}]"
     )
 
 
