@@ -415,3 +415,15 @@ def test_kill_9_during_add_leaves_store_and_pointers_consistent(project: Workspa
     assert status(project)[0].state == "clean"
     report = fsck(project)
     assert report.ok and not report.quarantined
+
+
+def test_hand_edited_pointer_in_other_yaml_form_reads_the_same(project: Workspace) -> None:
+    make_files(project.root / "data" / "set", 3)
+    [r] = add(project, [project.root / "data" / "set"]).results
+    p = r.pointer
+    edited = (
+        f"# reordered by a human\nfiles: {p.files}\nsize: {p.size}  # bytes\n"
+        f"digest: '{p.digest}'\ntype: dir\npath: set\nformat: 1\n"
+    )
+    assert pointer.parse(edited, "data/set.tether") == p
+    assert pointer.parse(p.to_yaml(), "data/set.tether") == p

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from tests.test_data import _tether_process, make_files, snapshot
 from tether.data.status import status
 from tether.workspace import Workspace
-from tests.test_data import _tether_process, make_files, snapshot
 
 
 def _wipe_local(ws: Workspace, data: Path) -> None:

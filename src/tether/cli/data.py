@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -15,10 +15,21 @@ from tether.cli._workspace import open_workspace
 if TYPE_CHECKING:
     from tether.data.transfer import TransferReport
 
+T = TypeVar("T")
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _jobs = click.option(
     "-j", "--jobs", type=click.IntRange(1, 256), help="Parallel workers (default: CPU count)."
 )
+
+
+def _progressing(label: str, call: Callable[[Callable[[int], None]], T]) -> T:
+    """Run ``call(on_bytes)`` under a byte progress bar (shown on a terminal only)."""
+    progress = ByteProgress(label)
+    progress.start(None)
+    try:
+        return call(progress.advance)
+    finally:
+        progress.stop()
 
 
 def _base(ctx: click.Context) -> Path:
@@ -44,14 +55,12 @@ def add(ctx: click.Context, paths: tuple[str, ...], jobs: int | None, as_json: b
     from tether.data.track import add as do_add
 
     ws = open_workspace(ctx)
-    progress = ByteProgress("hashing")
-    progress.start(None)
-    try:
-        report = do_add(
-            ws, list(paths), base=_base(ctx), jobs=jobs, on_wait=info, on_bytes=progress.advance
-        )
-    finally:
-        progress.stop()
+    report = _progressing(
+        "hashing",
+        lambda on_bytes: do_add(
+            ws, list(paths), base=_base(ctx), jobs=jobs, on_wait=info, on_bytes=on_bytes
+        ),
+    )
     if as_json:
         emit_json(
             {
@@ -141,19 +150,12 @@ def checkout(ctx: click.Context, paths: tuple[str, ...], force: bool, as_json: b
     from tether.data.checkout import checkout as do_checkout
 
     ws = open_workspace(ctx)
-    progress = ByteProgress("checkout")
-    progress.start(None)
-    try:
-        report = do_checkout(
-            ws,
-            list(paths) or None,
-            base=_base(ctx),
-            force=force,
-            on_wait=info,
-            on_bytes=progress.advance,
-        )
-    finally:
-        progress.stop()
+    report = _progressing(
+        "checkout",
+        lambda on_bytes: do_checkout(
+            ws, list(paths) or None, base=_base(ctx), force=force, on_wait=info, on_bytes=on_bytes
+        ),
+    )
     if as_json:
         emit_json(
             {
@@ -193,12 +195,9 @@ def fsck(ctx: click.Context, jobs: int | None, as_json: bool) -> None:
     from tether.data.fsck import fsck as do_fsck
 
     ws = open_workspace(ctx)
-    progress = ByteProgress("checking")
-    progress.start(None)
-    try:
-        report = do_fsck(ws, jobs=jobs, on_bytes=progress.advance, on_wait=info)
-    finally:
-        progress.stop()
+    report = _progressing(
+        "checking", lambda on_bytes: do_fsck(ws, jobs=jobs, on_bytes=on_bytes, on_wait=info)
+    )
     if as_json:
         emit_json(
             {
@@ -283,20 +282,18 @@ def data_push(
     from tether.data.transfer import push
 
     ws = open_workspace(ctx)
-    progress = ByteProgress("pushing")
-    progress.start(None)
-    try:
-        report = push(
+    report = _progressing(
+        "pushing",
+        lambda on_bytes: push(
             ws,
             list(paths) or None,
             remote=remote,
             base=_base(ctx),
             jobs=jobs,
             on_wait=info,
-            on_bytes=progress.advance,
-        )
-    finally:
-        progress.stop()
+            on_bytes=on_bytes,
+        ),
+    )
     _emit_transfer(report, as_json, "pushed")
 
 
@@ -319,20 +316,18 @@ def data_fetch(
     from tether.data.transfer import fetch
 
     ws = open_workspace(ctx)
-    progress = ByteProgress("fetching")
-    progress.start(None)
-    try:
-        report = fetch(
+    report = _progressing(
+        "fetching",
+        lambda on_bytes: fetch(
             ws,
             list(paths) or None,
             remote=remote,
             base=_base(ctx),
             jobs=jobs,
             on_wait=info,
-            on_bytes=progress.advance,
-        )
-    finally:
-        progress.stop()
+            on_bytes=on_bytes,
+        ),
+    )
     _emit_transfer(report, as_json, "fetched")
 
 
@@ -356,10 +351,9 @@ def data_pull(
     from tether.data.transfer import pull
 
     ws = open_workspace(ctx)
-    progress = ByteProgress("pulling")
-    progress.start(None)
-    try:
-        report, done = pull(
+    report, done = _progressing(
+        "pulling",
+        lambda on_bytes: pull(
             ws,
             list(paths) or None,
             remote=remote,
@@ -367,10 +361,9 @@ def data_pull(
             jobs=jobs,
             force=force,
             on_wait=info,
-            on_bytes=progress.advance,
-        )
-    finally:
-        progress.stop()
+            on_bytes=on_bytes,
+        ),
+    )
     _emit_transfer(report, as_json, "fetched")
     if not as_json:
         written = sum(r.written for r in done.results)
