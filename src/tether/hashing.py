@@ -45,7 +45,15 @@ class Digest:
                 hint="a digest is 'sha256:' followed by 64 lowercase hex characters",
                 code="bad-digest",
             )
-        return cls(text[len("sha256:") :])
+        return cls._checked(text[len("sha256:") :])
+
+    @classmethod
+    def _checked(cls, hex_: str) -> Digest:
+        # Already matched by the caller's pattern: skip __post_init__'s second regex
+        # (trees of a million entries parse a million digests).
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "hex", hex_)
+        return obj
 
     @classmethod
     def is_valid(cls, text: str) -> bool:
@@ -53,7 +61,7 @@ class Digest:
 
     @classmethod
     def of_bytes(cls, data: bytes) -> Digest:
-        return cls(hashlib.sha256(data).hexdigest())
+        return cls._checked(hashlib.sha256(data).hexdigest())
 
     @property
     def short(self) -> str:

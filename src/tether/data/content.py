@@ -17,24 +17,25 @@ def store_reader(store: ContentStore) -> tree.TreeReader:
     return tree.TreeReader(lambda d: store.read_bytes(d, max_size=tree.MAX_TREE_BYTES))
 
 
-def objects(reader: tree.TreeReader, ptr: Pointer) -> Iterator[tuple[Digest, bool]]:
-    """Every object of ``ptr`` as (digest, is_tree); file blobs may repeat."""
+def objects(reader: tree.TreeReader, ptr: Pointer) -> Iterator[tuple[Digest, int | None]]:
+    """Every object of ``ptr`` as (digest, size): a file blob's size comes from its tree
+    entry, a tree object's is None (unknown until stored). File blobs may repeat."""
     if ptr.type == "file":
-        yield ptr.digest, False
+        yield ptr.digest, ptr.size
         return
     yield from _tree_objects(reader, ptr.digest)
 
 
-def _tree_objects(reader: tree.TreeReader, digest: Digest) -> Iterator[tuple[Digest, bool]]:
-    yield digest, True
-    _, parts = tree.parse(reader.load(digest), digest)
-    for part in parts:
-        yield part, True
-    for e in reader.entries(digest):
+def _tree_objects(reader: tree.TreeReader, digest: Digest) -> Iterator[tuple[Digest, int | None]]:
+    yield digest, None
+    entries = reader.entries(digest)
+    for part in reader.parts(digest):
+        yield part, None
+    for e in entries:
         if e.type == "dir":
             yield from _tree_objects(reader, e.digest)
         else:
-            yield e.digest, False
+            yield e.digest, e.size
 
 
 def missing_locally(store: ContentStore, cache: StatCache, ptr: Pointer) -> list[Digest]:
@@ -52,7 +53,7 @@ def missing_locally(store: ContentStore, cache: StatCache, ptr: Pointer) -> list
         _walk_missing(store, reader, ptr.digest, missing)
     if not missing:
         cache.mark_complete(ptr.digest, stamp)
-    return sorted(missing)
+    return sorted(missing, key=lambda d: d.hex)
 
 
 def _walk_missing(

@@ -15,7 +15,7 @@ from typing import Literal
 
 from tether.data import content, paths, tree
 from tether.data.pointer import Pointer
-from tether.data.worktree import Hasher, scan_dir, stat_file
+from tether.data.worktree import Hasher, fingerprint, scan_dir, stat_file
 from tether.errors import ObjectNotFound
 from tether.hashing import Digest
 from tether.workspace import Workspace
@@ -72,6 +72,9 @@ def _one(ws: Workspace, hasher: Hasher, ptr: Pointer) -> PathStatus:
         state: State = "clean" if digest == ptr.digest else "modified"
         return PathStatus(ptr, state, missing_objects=missing, current=digest)
     files = scan_dir(target)
+    fp = fingerprint(files, hasher.scan_start_ns)
+    if fp is not None and ws.stat_cache.lookup_dir(ptr.path, fp) == ptr.digest:
+        return PathStatus(ptr, "clean", missing_objects=missing, current=ptr.digest)
     digests = hasher.digests(target, ptr.path, files)
     built: dict[Digest, bytes] = {}
 
@@ -82,6 +85,8 @@ def _one(ws: Workspace, hasher: Hasher, ptr: Pointer) -> PathStatus:
 
     records = [tree.FileRecord(f.path, digests[f.path], f.stamp.size, f.executable) for f in files]
     root, _, _ = tree.build(records, keep)
+    if fp is not None:
+        ws.stat_cache.record_dir(ptr.path, fp, root)
     if root == ptr.digest:
         return PathStatus(ptr, "clean", missing_objects=missing, current=root)
     reader = tree.TreeReader(

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.data import paths, pointer, tree
+from tether.data import content, paths, pointer, tree
 from tether.data.pointer import Pointer
-from tether.data.worktree import Hasher, scan_dir, stat_file
+from tether.data.worktree import Hasher, fingerprint, scan_dir, stat_file
 from tether.errors import DataError
 from tether.workspace import Workspace
 
@@ -82,12 +82,23 @@ def _hash_target(ws: Workspace, hasher: Hasher, rel: str) -> Pointer:
     target = ws.root / rel
     if target.is_dir() and not target.is_symlink():
         files = scan_dir(target)
+        fp = fingerprint(files, hasher.scan_start_ns)
+        previous = _previous(ws.root, rel + pointer.SUFFIX)
+        if (
+            fp is not None
+            and previous is not None
+            and ws.stat_cache.lookup_dir(rel, fp) == previous.digest
+            and not content.missing_locally(ws.store, ws.stat_cache, previous)
+        ):
+            return previous  # nothing changed and the store has it all: no file is read
         digests = hasher.digests(target, rel, files, check_store=True)
         records = [
             tree.FileRecord(f.path, digests[f.path], f.stamp.size, f.executable) for f in files
         ]
         assert hasher.batch is not None
         root, size, count = tree.build(records, hasher.batch.add)
+        if fp is not None:
+            hasher.after_commit.append(lambda: ws.stat_cache.record_dir(rel, fp, root))
         return Pointer(rel, "dir", root, size, count)
     wf = stat_file(target)
     digest = hasher.digests(target, rel, [wf], check_store=True)[""]

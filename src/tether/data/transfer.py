@@ -31,7 +31,7 @@ from pathlib import Path
 from tether.data import content, paths
 from tether.data.checkout import CheckoutReport, checkout
 from tether.data.pointer import Pointer
-from tether.data.remote import Backend, RemoteConfig, open_backend, resolve
+from tether.data.remote import Backend, LocalBackend, RemoteConfig, open_backend, resolve
 from tether.errors import ObjectCorrupted, RemoteError
 from tether.hashing import Digest
 from tether.store.atomic import write_atomic
@@ -116,11 +116,16 @@ class RemoteIndex:
         write_atomic(self.cache_dir / f"{pack_hex}.idx", idx, tmp_dir=self.tmp_dir)
 
 
-def _jobs(jobs: int | None) -> int:
-    return jobs or min(32, 4 * (os.cpu_count() or 2))
+def _jobs(jobs: int | None, backend: Backend) -> int:
+    if jobs:
+        return jobs
+    cpus = os.cpu_count() or 2
+    # A directory is bound by CPU and disk: more threads than cores only fight over the
+    # GIL. Object stores are bound by request latency: keep many requests in flight.
+    return cpus if isinstance(backend, LocalBackend) else min(32, 4 * cpus)
 
 
-def _open(ws: Workspace, remote_name: str | None, jobs: int) -> tuple[RemoteConfig, Backend]:
+def _open(ws: Workspace, remote_name: str | None) -> tuple[RemoteConfig, Backend]:
     remote = resolve(ws, remote_name)
     backend = open_backend(ws, remote)
     marker = "tether-remote.json"
@@ -151,16 +156,16 @@ def push(
     on_bytes: Callable[[int], None] | None = None,
 ) -> TransferReport:
     """Send the content of the named pointers (default: all) that the remote lacks."""
-    n = _jobs(jobs)
     pointers = paths.select_pointers(ws.root, targets, base=base)
-    cfg, backend = _open(ws, remote, n)
+    cfg, backend = _open(ws, remote)
+    n = _jobs(jobs, backend)
     with ws.lock("data", shared=True, on_wait=on_wait):
         needed = _local_objects(ws, pointers)
         index = RemoteIndex(ws, cfg, backend, n)
         index.load()
         send = {d: s for d, s in needed.items() if d not in index.where}
         large = [(d, s) for d, s in send.items() if s >= LARGE]
-        small = sorted((d, s) for d, s in send.items() if s < LARGE)
+        small = sorted(((d, s) for d, s in send.items() if s < LARGE), key=lambda x: x[0].hex)
         total_small = sum(s for _, s in small)
         target = max(PACK_MIN, min(PACK_MAX, total_small // n + 1))
         groups: list[list[tuple[Digest, int]]] = [[]]
@@ -227,9 +232,9 @@ def _local_objects(ws: Workspace, pointers: list[Pointer]) -> dict[Digest, int]:
                 "they cannot be pushed",
                 hint=f"re-add the data (tether add {ptr.path}) or pull it from where it is",
             )
-        for d, _is_tree in content.objects(reader, ptr):
+        for d, size in content.objects(reader, ptr):
             if d not in out:
-                out[d] = ws.store.size(d)
+                out[d] = size if size is not None else ws.store.size(d)
     return out
 
 
@@ -247,9 +252,9 @@ def fetch(
     on_bytes: Callable[[int], None] | None = None,
 ) -> TransferReport:
     """Download into the store what the named pointers need and the store lacks."""
-    n = _jobs(jobs)
     pointers = paths.select_pointers(ws.root, targets, base=base)
-    cfg, backend = _open(ws, remote, n)
+    cfg, backend = _open(ws, remote)
+    n = _jobs(jobs, backend)
     with ws.lock("data", on_wait=on_wait), ws.lock("gc", shared=True, on_wait=on_wait):
         index = RemoteIndex(ws, cfg, backend, n)
         index_loaded = False

@@ -189,12 +189,20 @@ class TreeReader:
     def __init__(self, load: Callable[[Digest], bytes]) -> None:
         self.load = load
         self._cache: dict[Digest, list[Entry]] = {}
+        self._parts: dict[Digest, list[Digest]] = {}
+
+    def parts(self, digest: Digest) -> list[Digest]:
+        """The part objects a split tree consists of (empty for a whole one)."""
+        if digest not in self._parts:
+            self.entries(digest)
+        return self._parts[digest]
 
     def entries(self, digest: Digest) -> list[Entry]:
         cached = self._cache.get(digest)
         if cached is not None:
             return cached
         entries, parts = parse(self.load(digest), digest)
+        self._parts[digest] = parts
         for part in parts:
             part_entries, nested = parse(self.load(part), part)
             if nested:
@@ -206,9 +214,9 @@ class TreeReader:
     def objects(self, digest: Digest) -> Iterator[Digest]:
         """Every tree object (parts included) below and including ``digest``."""
         yield digest
-        _, parts = parse(self.load(digest), digest)
-        yield from parts
-        for e in self.entries(digest):
+        entries = self.entries(digest)
+        yield from self._parts[digest]
+        for e in entries:
             if e.type == "dir":
                 yield from self.objects(e.digest)
 

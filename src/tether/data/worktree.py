@@ -16,24 +16,35 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tether.errors import DataError
 from tether.hashing import Digest, hash_file
 from tether.store.objects import BlobBatch, ContentStore
-from tether.store.statcache import Stamp, StatCache
+from tether.store.statcache import RACY_NS, Stamp, StatCache
 
 SMALL = 1 << 20  # files below this are read whole and batched
 _BATCH_FILES = 512
 _BATCH_BYTES = 16 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class WorkFile:
+class WorkFile(NamedTuple):
     path: str  # relative to the tracked directory ('' when the tracked path is a file)
     stamp: Stamp
     executable: bool
+
+
+def fingerprint(files: list[WorkFile], scan_start_ns: int) -> str | None:
+    """A digest of every file's path and stamp, or None when a file is too fresh to
+    trust (see store/statcache.py): equal fingerprints mean an unchanged folder."""
+    if files and max(f.stamp.mtime_ns for f in files) >= scan_start_ns - RACY_NS:
+        return None
+    text = "".join(
+        f"{f.path}\0{f.stamp.ino}\0{f.stamp.mtime_ns}\0{f.stamp.size}\0{f.executable:d}\n"
+        for f in files
+    )
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def scan_dir(base: Path) -> list[WorkFile]:
@@ -49,14 +60,20 @@ def scan_dir(base: Path) -> list[WorkFile]:
             raise DataError(f"{directory} is not a directory") from None
         with it:
             for entry in it:
-                rel = prefix + entry.name
-                st = entry.stat(follow_symlinks=False)
-                mode = st.st_mode
-                if statmod.S_ISDIR(mode):
-                    stack.append((rel + "/", entry.path))
-                elif statmod.S_ISREG(mode):
-                    out.append(WorkFile(rel, Stamp.of(st), bool(mode & 0o100)))
+                # d_type answers file-or-folder without a syscall; only files are stat'ed.
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((prefix + entry.name + "/", entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    out.append(
+                        WorkFile(
+                            prefix + entry.name,
+                            Stamp(st.st_ino, st.st_mtime_ns, st.st_size),
+                            bool(st.st_mode & 0o100),
+                        )
+                    )
                 else:
+                    mode = entry.stat(follow_symlinks=False).st_mode
                     kind = "a symlink" if statmod.S_ISLNK(mode) else "not a regular file"
                     raise DataError(
                         f"{entry.path} is {kind}",
@@ -95,6 +112,8 @@ class Hasher:
         self.hashed_bytes = 0
         self._fresh: list[tuple[str, Stamp, Digest]] = []
         self._lock = threading.Lock()
+        # Cache entries that may only be written once the stored objects are durable.
+        self.after_commit: list[Callable[[], None]] = []
         self.batch: BlobBatch | None = store.batch() if store is not None else None
 
     def digests(
@@ -150,9 +169,16 @@ class Hasher:
         out = []
         done = 0
         for f in group:
-            with open(_path(base, f.path), "rb") as fh:
-                data = fh.read()
-            digest = Digest(hashlib.sha256(data).hexdigest())
+            # os.open/os.read: the io stack's objects cost more than reading 4 KiB.
+            fd = os.open(_path(base, f.path), os.O_RDONLY)
+            try:
+                parts = []
+                while chunk := os.read(fd, max(f.stamp.size, 1 << 16)):
+                    parts.append(chunk)
+            finally:
+                os.close(fd)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            digest = Digest._checked(hashlib.sha256(data).hexdigest())
             if self.batch is not None:
                 self.batch.add(data, digest)
             out.append((f.path, digest))
@@ -182,6 +208,9 @@ class Hasher:
             self.batch.commit()
         self.cache.record(self._fresh, scan_start_ns=self.scan_start_ns)
         self._fresh = []
+        for action in self.after_commit:
+            action()
+        self.after_commit = []
 
     def discard(self) -> None:
         if self.batch is not None:

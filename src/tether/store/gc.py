@@ -50,4 +50,4 @@ def sweep(store: ContentStore, keep: set[Digest], *, dry_run: bool) -> SweepRepo
             tmp_removed += 1
             if not dry_run:
                 os.unlink(entry.path)
-    return SweepReport(kept, sorted(removed), freed, tmp_removed, dry_run)
+    return SweepReport(kept, sorted(removed, key=lambda d: d.hex), freed, tmp_removed, dry_run)

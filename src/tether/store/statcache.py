@@ -6,6 +6,8 @@ On disk, disposable (deleting it only costs re-hashing)::
       stat(path, ino, mtime_ns, size, digest)   path relative to the project, '/'-separated
       complete(digest, blobs_mtime_ns)          data roots whose every object was in the store
                                                 while blobs/ had that mtime
+      dirs(path, fingerprint, digest)           a tracked folder's tree digest when the
+                                                stamps of all its files hashed to fingerprint
 
 A lookup is trusted only when inode, mtime and size all match. An entry is not written
 for a file modified less than ``RACY_NS`` before the scan started: a later write in the
@@ -23,17 +25,20 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tether.hashing import Digest
 
 RACY_NS = 1_000_000_000  # one second covers coarse filesystem clocks and NFS skew
 
-_VERSION = 2
+_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stat (
     path TEXT PRIMARY KEY, ino INTEGER, mtime_ns INTEGER, size INTEGER, digest TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirs (
+    path TEXT PRIMARY KEY, fingerprint TEXT, digest TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS complete (
     digest TEXT PRIMARY KEY, blobs_mtime_ns INTEGER
@@ -41,9 +46,9 @@ CREATE TABLE IF NOT EXISTS complete (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    """What ``stat`` says about a file; equal stamps mean unchanged content."""
+class Stamp(NamedTuple):
+    """What ``stat`` says about a file; equal stamps mean unchanged content. (A named
+    tuple, not a dataclass: a scan makes one per file, and tuples are cheaper.)"""
 
     ino: int
     mtime_ns: int
@@ -80,7 +85,10 @@ class StatCache:
         conn.execute("PRAGMA synchronous=OFF")  # disposable: speed over durability
         if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
             # Another layout (older tether): start over rather than migrate a cache.
-            conn.executescript("DROP TABLE IF EXISTS stat; DROP TABLE IF EXISTS complete;")
+            conn.executescript(
+                "DROP TABLE IF EXISTS stat; DROP TABLE IF EXISTS complete; "
+                "DROP TABLE IF EXISTS dirs;"
+            )
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {_VERSION}")
         return conn
@@ -112,6 +120,24 @@ class StatCache:
         conn = self._connect()
         with self._lock, conn:
             conn.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)", rows)
+
+    # A folder whose files all kept their stamps still has the tree it had: one lookup
+    # instead of one row per file (the folder's "nothing changed" fast path).
+
+    def lookup_dir(self, path: str, fingerprint: str) -> Digest | None:
+        conn = self._connect()
+        with self._lock:
+            row = conn.execute(
+                "SELECT digest FROM dirs WHERE path = ? AND fingerprint = ?", (path, fingerprint)
+            ).fetchone()
+        return Digest(row[0]) if row is not None else None
+
+    def record_dir(self, path: str, fingerprint: str, digest: Digest) -> None:
+        conn = self._connect()
+        with self._lock, conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO dirs VALUES (?, ?, ?)", (path, fingerprint, digest.hex)
+            )
 
     # A completeness mark is only as good as the store directory it was checked against:
     # any blob added or removed (by tether or by hand) changes that directory's mtime.
