@@ -142,6 +142,21 @@ def _open(ws: Workspace, remote_name: str | None) -> tuple[RemoteConfig, Backend
     return remote, backend
 
 
+def _session(
+    ws: Workspace,
+    targets: list[str | Path] | None,
+    remote: str | None,
+    base: Path | None,
+    jobs: int | None,
+) -> tuple[list[Pointer], RemoteConfig, Backend, int, RemoteIndex]:
+    """What a transfer works on: the pointers, the remote (reachable), the worker count
+    and the remote's (not yet loaded) index."""
+    pointers = paths.select_pointers(ws.root, targets, base=base)
+    cfg, backend = _open(ws, remote)
+    n = _jobs(jobs, backend)
+    return pointers, cfg, backend, n, RemoteIndex(ws, cfg, backend, n)
+
+
 # -- push ---------------------------------------------------------------------------------
 
 
@@ -156,12 +171,9 @@ def push(
     on_bytes: Callable[[int], None] | None = None,
 ) -> TransferReport:
     """Send the content of the named pointers (default: all) that the remote lacks."""
-    pointers = paths.select_pointers(ws.root, targets, base=base)
-    cfg, backend = _open(ws, remote)
-    n = _jobs(jobs, backend)
+    pointers, cfg, backend, n, index = _session(ws, targets, remote, base, jobs)
     with ws.lock("data", shared=True, on_wait=on_wait):
         needed = _local_objects(ws, pointers)
-        index = RemoteIndex(ws, cfg, backend, n)
         index.load()
         send = {d: s for d, s in needed.items() if d not in index.where}
         large = [(d, s) for d, s in send.items() if s >= LARGE]
@@ -252,11 +264,8 @@ def fetch(
     on_bytes: Callable[[int], None] | None = None,
 ) -> TransferReport:
     """Download into the store what the named pointers need and the store lacks."""
-    pointers = paths.select_pointers(ws.root, targets, base=base)
-    cfg, backend = _open(ws, remote)
-    n = _jobs(jobs, backend)
+    pointers, cfg, backend, n, index = _session(ws, targets, remote, base, jobs)
     with ws.lock("data", on_wait=on_wait), ws.lock("gc", shared=True, on_wait=on_wait):
-        index = RemoteIndex(ws, cfg, backend, n)
         index_loaded = False
         moved = objects = packs = 0
         failed: list[str] = []
