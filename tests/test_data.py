@@ -427,3 +427,19 @@ def test_hand_edited_pointer_in_other_yaml_form_reads_the_same(project: Workspac
     )
     assert pointer.parse(edited, "data/set.tether") == p
     assert pointer.parse(p.to_yaml(), "data/set.tether") == p
+
+
+def test_quick_fingerprint_equals_the_full_scans(project: Workspace) -> None:
+    from tether.data.worktree import fingerprint, quick_fingerprint, scan_dir
+
+    data = project.root / "data" / "set"
+    make_files(data, 300, dirs=7)
+    (data / "a-c").write_text("x")  # '-' sorts before '/': order must follow paths
+    (data / "a").mkdir()
+    (data / "a" / "b").write_text("y")
+    age(data / "a-c", data / "a" / "b")
+    now = time.time_ns()
+    assert quick_fingerprint(data, now) == fingerprint(scan_dir(data), now) is not None
+    (data / "fresh").write_text("z")  # too new to trust: both decline
+    now = time.time_ns()
+    assert quick_fingerprint(data, now) is None and fingerprint(scan_dir(data), now) is None

@@ -15,7 +15,7 @@ from typing import Literal
 
 from tether.data import content, paths, tree
 from tether.data.pointer import Pointer
-from tether.data.worktree import Hasher, fingerprint, scan_dir, stat_file
+from tether.data.worktree import Hasher, fingerprint, quick_fingerprint, scan_dir, stat_file
 from tether.errors import ObjectNotFound
 from tether.hashing import Digest
 from tether.workspace import Workspace
@@ -71,10 +71,11 @@ def _one(ws: Workspace, hasher: Hasher, ptr: Pointer) -> PathStatus:
         digest = hasher.digests(target, ptr.path, [wf])[""]
         state: State = "clean" if digest == ptr.digest else "modified"
         return PathStatus(ptr, state, missing_objects=missing, current=digest)
+    quick = quick_fingerprint(target, hasher.scan_start_ns)
+    if quick is not None and ws.stat_cache.lookup_dir(ptr.path, quick) == ptr.digest:
+        return PathStatus(ptr, "clean", missing_objects=missing, current=ptr.digest)
     files = scan_dir(target)
     fp = fingerprint(files, hasher.scan_start_ns)
-    if fp is not None and ws.stat_cache.lookup_dir(ptr.path, fp) == ptr.digest:
-        return PathStatus(ptr, "clean", missing_objects=missing, current=ptr.digest)
     digests = hasher.digests(target, ptr.path, files)
     built: dict[Digest, bytes] = {}
 

@@ -40,11 +40,51 @@ def fingerprint(files: list[WorkFile], scan_start_ns: int) -> str | None:
     trust (see store/statcache.py): equal fingerprints mean an unchanged folder."""
     if files and max(f.stamp.mtime_ns for f in files) >= scan_start_ns - RACY_NS:
         return None
-    text = "".join(
-        f"{f.path}\0{f.stamp.ino}\0{f.stamp.mtime_ns}\0{f.stamp.size}\0{f.executable:d}\n"
-        for f in files
+    return _fingerprint_of(
+        [_line(f.path, f.stamp.ino, f.stamp.mtime_ns, f.stamp.size, f.executable) for f in files]
     )
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def quick_fingerprint(base: Path, scan_start_ns: int) -> str | None:
+    """``fingerprint(scan_dir(base))`` in one lean pass that builds no listing: the
+    "nothing changed" path of status. None for anything the full scan must judge
+    (fresh files, links, special files)."""
+    lines: list[str] = []
+    newest = 0
+    stack = [("", str(base))]
+    while stack:
+        prefix, directory = stack.pop()
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((prefix + entry.name + "/", entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    newest = max(newest, st.st_mtime_ns)
+                    lines.append(
+                        _line(
+                            prefix + entry.name,
+                            st.st_ino,
+                            st.st_mtime_ns,
+                            st.st_size,
+                            bool(st.st_mode & 0o100),
+                        )
+                    )
+                else:
+                    return None
+    if newest >= scan_start_ns - RACY_NS:
+        return None
+    return _fingerprint_of(lines)
+
+
+def _line(path: str, ino: int, mtime_ns: int, size: int, executable: bool) -> str:
+    # NUL ends the path, so sorting the lines sorts by path.
+    return f"{path}\0{ino}\0{mtime_ns}\0{size}\0{executable:d}\n"
+
+
+def _fingerprint_of(lines: list[str]) -> str:
+    lines.sort()
+    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def scan_dir(base: Path) -> list[WorkFile]:
