@@ -228,6 +228,9 @@ def test_add_refuses_nested_and_git_tracked_paths(
     assert r.exit_code == 1 and "inside the tracked folder data/set" in r.output
     r = tether("add", "data")
     assert r.exit_code == 1 and "contains the tracked path" in r.output
+    (project.root / "more" / "x").mkdir(parents=True)
+    r = tether("add", "more/x", "more")
+    assert r.exit_code == 1 and "inside more, which is added too" in r.output
     git(project.root, "init", "-q")
     git(project.root, "add", "src")
     r = tether("add", "src")

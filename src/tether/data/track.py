@@ -56,6 +56,12 @@ def add(
         if not os.path.lexists(ws.root / rel):
             raise DataError(f"{rel} does not exist", hint="check the path")
         paths.check_addable(ws.root, rel)
+        outer = next((o for o in rels if rel.startswith(o + "/")), None)
+        if outer is not None:
+            raise DataError(
+                f"{rel} is inside {outer}, which is added too",
+                hint=f"add the folder alone: tether add {outer}",
+            )
     with ws.lock("data", on_wait=on_wait), ws.lock("gc", shared=True, on_wait=on_wait):
         hasher = Hasher(ws.stat_cache, store=ws.store, jobs=jobs, on_bytes=on_bytes)
         made: list[Pointer] = []
