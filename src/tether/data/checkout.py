@@ -80,7 +80,7 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
         base = target
     else:
         if (target.exists() and not target.is_dir()) or target.is_symlink():
-            _refuse_or_remove(target, ptr.path, force, hasher, ws)
+            _refuse_or_remove(target, ptr.path, force)
         target.mkdir(parents=True, exist_ok=True)
         reader = content.store_reader(ws.store)
         wanted = {p: (e.digest, e.executable) for p, e in reader.walk(ptr.digest)}
@@ -110,7 +110,7 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
         dest = target / rel if rel else target
         parent = rel.rpartition("/")[0]
         if parent and parent not in dirs_made:
-            _make_dirs(target, parent, force, hasher, ws)
+            _make_dirs(target, parent, force, ws.root)
             dirs_made.add(parent)
         placer.place(digest, dest, executable, key=f"{ptr.path}/{rel}" if rel else ptr.path)
         written += 1
@@ -134,16 +134,16 @@ def _existing_file(target: Path, force: bool) -> dict[str, WorkFile]:
     return {}
 
 
-def _make_dirs(target: Path, parent: str, force: bool, hasher: Hasher, ws: Workspace) -> None:
+def _make_dirs(target: Path, parent: str, force: bool, root: Path) -> None:
     path = target
     for part in parent.split("/"):
         path = path / part
         if path.is_symlink() or (path.exists() and not path.is_dir()):
-            _refuse_or_remove(path, str(path.relative_to(ws.root)), force, hasher, ws)
+            _refuse_or_remove(path, str(path.relative_to(root)), force)
         path.mkdir(exist_ok=True)
 
 
-def _refuse_or_remove(path: Path, rel: str, force: bool, hasher: Hasher, ws: Workspace) -> None:
+def _refuse_or_remove(path: Path, rel: str, force: bool) -> None:
     if not force:
         raise DataError(
             f"{rel} is in the way (a file or link where a folder belongs)",
