@@ -86,6 +86,15 @@ def user_config_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "tether" / "config.toml"
 
 
+def user_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where tether keeps what it can rebuild and shares between projects (recreated
+    environments): ``$TETHER_CACHE_DIR``, else ``$XDG_CACHE_HOME/tether``."""
+    if env.get("TETHER_CACHE_DIR"):
+        return Path(env["TETHER_CACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
+    return Path(base) / "tether"
+
+
 def load(
     project_config: Path | None, env: Mapping[str, str] | None = None, **overrides: Any
 ) -> Settings:

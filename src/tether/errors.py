@@ -21,10 +21,12 @@ what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
     ├── DatabaseError              SQLite and migrations
     ├── DataError                  tracked data: pointers, trees, checkout
     │   └── RemoteError            data remotes: configuration, transfer, corrupt objects
-    └── RunError                   runs: recording, logging, querying
-        ├── RunNotFound            (also LookupError)
-        ├── ParamConflict          a parameter logged twice with different values
-        └── FilterError            a 'runs list --filter' expression that does not parse (exit 2)
+    ├── RunError                   runs: recording, logging, querying
+    │   ├── RunNotFound            (also LookupError)
+    │   ├── ParamConflict          a parameter logged twice with different values
+    │   └── FilterError            a 'runs list --filter' expression that does not parse (exit 2)
+    └── ReproError                 reproduce: a run that cannot be rebuilt, an environment
+                                   that cannot be recreated
 """
 
 from __future__ import annotations
@@ -174,3 +176,10 @@ class FilterError(RunError):
 
     code = "bad-filter"
     exit_code = 2
+
+
+class ReproError(TetherError):
+    """A run that cannot be reproduced here: code, inputs or interpreter cannot be
+    rebuilt, or the environment cannot be recreated."""
+
+    code = "reproduce"

@@ -21,6 +21,7 @@ Everything but ``config.toml`` is listed in ``.gitignore`` by ``tether init``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import getpass
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -76,6 +77,14 @@ class Workspace:
             f"no tether project at {here} or above",
             hint="run 'tether init' in the project's root folder",
         )
+
+    def rooted_at(self, root: Path) -> Workspace:
+        """This project's store, database and settings, with files recorded relative to
+        ``root``: a reproduction runs in a rebuilt copy of the project elsewhere and its
+        run must name files as the original did."""
+        view = copy.copy(self)
+        view.root = root
+        return view
 
     @cached_property
     def db(self) -> Database:

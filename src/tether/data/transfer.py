@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,15 @@ from pathlib import Path
 from tether.data import content, paths
 from tether.data.checkout import CheckoutReport, checkout
 from tether.data.pointer import Pointer
-from tether.data.remote import Backend, LocalBackend, RemoteConfig, open_backend, resolve
+from tether.data.remote import (
+    Backend,
+    LocalBackend,
+    RemoteConfig,
+    default_remote,
+    list_remotes,
+    open_backend,
+    resolve,
+)
 from tether.errors import ObjectCorrupted, RemoteError
 from tether.hashing import Digest
 from tether.store.atomic import write_atomic
@@ -379,6 +387,66 @@ def _download(
         batch.discard()
         raise
     return got, nbytes, len(by_pack), bad
+
+
+def locate(ws: Workspace, digests: Iterable[Digest]) -> tuple[dict[Digest, str], list[str]]:
+    """Which configured remote (the default first) holds each of ``digests``; also the
+    remotes that could not be read, as messages. Digests no remote holds are absent."""
+    wanted = set(digests)
+    found: dict[Digest, str] = {}
+    unreachable: list[str] = []
+    if not wanted:
+        return found, unreachable
+    first = default_remote(ws)
+    remotes = sorted(list_remotes(ws), key=lambda r: r.name != first)
+    for cfg in remotes:
+        todo = wanted - found.keys()
+        if not todo:
+            break
+        try:
+            cfg, backend = _open(ws, cfg.name)
+            index = RemoteIndex(ws, cfg, backend, _jobs(None, backend))
+            index.load()
+        except RemoteError as exc:
+            unreachable.append(exc.message)
+            continue
+        for d in todo:
+            if d in index.where:
+                found[d] = cfg.name
+    return found, unreachable
+
+
+def fetch_objects(
+    ws: Workspace,
+    digests: Iterable[Digest],
+    *,
+    remote: str,
+    on_bytes: Callable[[int], None] | None = None,
+) -> int:
+    """Download the named blobs from one remote into the store, each verified; returns
+    how many travelled. A blob that fails verification is refused (RemoteError)."""
+    cfg, backend = _open(ws, remote)
+    n = _jobs(None, backend)
+    index = RemoteIndex(ws, cfg, backend, n)
+    with ws.lock("gc", shared=True):
+        wanted = {d for d in digests if not ws.store.has(d)}
+        if not wanted:
+            return 0
+        index.load()
+        absent = sorted(d for d in wanted if d not in index.where)
+        if absent:
+            raise RemoteError(
+                f"{len(absent)} object(s) are not on remote {cfg.name}, e.g. {absent[0]}",
+                hint="push them from the clone that has them: tether data push",
+            )
+        got, _, _, bad = _download(ws, backend, index, wanted, n, on_bytes)
+    if bad:
+        raise RemoteError(
+            f"{len(bad)} object(s) from remote {cfg.name} did not match their digest and "
+            f"were refused, e.g. {bad[0]}",
+            hint="the remote copy is corrupt: push it again from a clone that has good data",
+        )
+    return got
 
 
 def pull(

@@ -156,10 +156,29 @@ def _0003_runs(conn: Connection) -> None:
     )
 
 
+def _0004_run_links(conn: Connection) -> None:
+    # Edges between runs (kind 'reproduces': the run re-ran the target), indexed both
+    # ways so "was this run ever reproduced?" is one lookup.
+    _script(
+        conn,
+        """
+        CREATE TABLE run_links (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            target_id TEXT NOT NULL,
+            detail TEXT,
+            PRIMARY KEY (run_id, kind, target_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX run_links_by_target ON run_links (target_id, kind)
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
     Migration("0003_runs", _0003_runs),
+    Migration("0004_run_links", _0004_run_links),
 )
 
 

@@ -77,7 +77,7 @@ def strip_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _git_bytes(cwd: Path, *args: str) -> bytes | None:
+def git_bytes(cwd: Path, *args: str) -> bytes | None:
     """git's stdout, or None when git is missing, fails or hangs."""
     # GIT_OPTIONAL_LOCKS=0: reading must not take index.lock from a user's concurrent git.
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
@@ -90,13 +90,13 @@ def _git_bytes(cwd: Path, *args: str) -> bytes | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def _git(cwd: Path, *args: str) -> str | None:
-    out = _git_bytes(cwd, *args)
+def git_text(cwd: Path, *args: str) -> str | None:
+    out = git_bytes(cwd, *args)
     return None if out is None else out.decode("utf-8", "surrogateescape")
 
 
 def capture_code(store: ContentStore, project_root: Path) -> CodeState:
-    top = _git(project_root, "rev-parse", "--show-toplevel")
+    top = git_text(project_root, "rev-parse", "--show-toplevel")
     if top is None:
         return _capture_files(store, project_root)
     return _capture_git(store, project_root, Path(top.strip()))
@@ -104,24 +104,24 @@ def capture_code(store: ContentStore, project_root: Path) -> CodeState:
 
 def _capture_git(store: ContentStore, project_root: Path, top: Path) -> CodeState:
     blobs: list[tuple[str, str]] = []
-    commit = (_git(top, "rev-parse", "--verify", "-q", "HEAD^{commit}") or "").strip() or None
-    branch = (_git(top, "symbolic-ref", "--short", "-q", "HEAD") or "").strip() or None
-    remotes = (_git(top, "remote") or "").split()
+    commit = (git_text(top, "rev-parse", "--verify", "-q", "HEAD^{commit}") or "").strip() or None
+    branch = (git_text(top, "symbolic-ref", "--short", "-q", "HEAD") or "").strip() or None
+    remotes = (git_text(top, "remote") or "").split()
     remote = None
     if remotes:
         name = "origin" if "origin" in remotes else remotes[0]
-        url = (_git(top, "remote", "get-url", name) or "").strip()
+        url = (git_text(top, "remote", "get-url", name) or "").strip()
         remote = strip_credentials(url) if url else None
-    base = commit or (_git(top, "hash-object", "-t", "tree", "/dev/null") or "").strip()
+    base = commit or (git_text(top, "hash-object", "-t", "tree", "/dev/null") or "").strip()
     diff_digest = None
     diff_stat = ""
     if base:
-        diff = _git_bytes(top, "diff", "--binary", "--no-color", "--no-ext-diff", base, "--")
+        diff = git_bytes(top, "diff", "--binary", "--no-color", "--no-ext-diff", base, "--")
         if diff:
             diff_digest = str(store.put_bytes(diff))
             blobs.append((diff_digest, "code-diff"))
-            diff_stat = (_git(top, "diff", "--shortstat", base, "--") or "").strip()
-    listed = _git(top, "ls-files", "--others", "--exclude-standard", "-z") or ""
+            diff_stat = (git_text(top, "diff", "--shortstat", base, "--") or "").strip()
+    listed = git_text(top, "ls-files", "--others", "--exclude-standard", "-z") or ""
     untracked = sorted(p for p in listed.split("\0") if p and is_source(p))
     snapshot, not_stored, snap_blobs = _snapshot(store, top, untracked)
     blobs += snap_blobs

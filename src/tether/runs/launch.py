@@ -84,6 +84,7 @@ def run_command(
     outputs: Sequence[str | Path] = (),
     store_inputs: bool = False,
     cwd: str | Path | None = None,
+    env: Mapping[str, str | None] | None = None,
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
     on_info: Callable[[str], None] | None = None,
@@ -101,10 +102,8 @@ def run_command(
         record.check_key("tag", key)
         record.value_text(value)
     run_cwd = Path(cwd or os.getcwd()).resolve()
-    if (
-        shutil.which(argv[0], path=os.environ.get("PATH")) is None
-        and not (run_cwd / argv[0]).is_file()
-    ):
+    search_path = (env or {}).get("PATH") or os.environ.get("PATH")
+    if shutil.which(argv[0], path=search_path) is None and not (run_cwd / argv[0]).is_file():
         raise UsageError(
             f"command not found: {argv[0]}",
             hint="check the spelling and PATH; put tether's options before '--'",
@@ -134,12 +133,14 @@ def run_command(
         if tags:
             record.set_tags(ws.db, run_id, tags)
         work.mkdir(parents=True)
-        env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out))
+        child_env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out), base=env)
         # Work that does not depend on the command's outcome overlaps with it.
         pool = ThreadPoolExecutor(max_workers=2)
-        prefetch = _Prefetch(ws, argv, env, run_cwd, pool)
+        prefetch = _Prefetch(ws, argv, child_env, run_cwd, pool)
         try:
-            returncode, received = _supervise(argv, env, run_cwd, work / "output.log", out, err)
+            returncode, received = _supervise(
+                argv, child_env, run_cwd, work / "output.log", out, err
+            )
         finally:
             pool.shutdown(wait=False)
     except BaseException as exc:
@@ -188,16 +189,30 @@ def _isatty(stream: BinaryIO) -> bool:
 
 
 def _child_env(
-    ws: Workspace, run_id: str, seed: int | None, audit_log: Path, *, tty: bool
+    ws: Workspace,
+    run_id: str,
+    seed: int | None,
+    audit_log: Path,
+    *,
+    tty: bool,
+    base: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
+    """The command's environment: ours, with ``base`` applied (a None value unsets a
+    variable), plus the hook's plumbing."""
     env = dict(os.environ)
+    for key, value in (base or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     previous = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(HOOK_DIR) + (os.pathsep + previous if previous else "")
     env["TETHER_PREVIOUS_PYTHONPATH"] = previous or ""
     env["TETHER_AUDIT_LOG"] = str(audit_log)
-    env["TETHER_AUDIT_IGNORE"] = str(ws.dot)
+    # ws.root may be a rebuilt copy of the project (reproduce); the database is in ws.dot.
+    env["TETHER_AUDIT_IGNORE"] = os.pathsep.join(sorted({str(ws.dot), str(ws.root / ".tether")}))
     env["TETHER_RUN_ID"] = run_id
-    env["TETHER_PROJECT"] = str(ws.root)
+    env["TETHER_PROJECT"] = str(ws.dot.parent)
     if seed is not None:
         env["PYTHONHASHSEED"] = str(seed)
         env["TETHER_SEED"] = str(seed)
@@ -424,7 +439,7 @@ def _record_after(
         audit,
         declared_outputs=[cwd / o for o in outputs],
         declared_inputs=declared_inputs,
-        exclude=[ws.dot],
+        exclude=[ws.dot, ws.root / ".tether"],
     )
     files = record_files(ws.store, ws.root, sets, store_inputs=store_inputs, on_progress=on_info)
     record.add_files(ws.db, run_id, files)

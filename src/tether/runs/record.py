@@ -376,6 +376,28 @@ def add_files(db: Database, run_id: str, files: Iterable[RunFile]) -> None:
         )
 
 
+def link_runs(
+    db: Database, run_id: str, kind: str, target_id: str, detail: Mapping[str, Any] | None = None
+) -> None:
+    """Record an edge ``run_id -kind-> target_id`` (e.g. 'reproduces'), replacing the
+    detail of an existing one."""
+    with db.atomic() as conn:
+        conn.execute(
+            "INSERT INTO run_links VALUES (?, ?, ?, ?) ON CONFLICT (run_id, kind, target_id)"
+            " DO UPDATE SET detail = excluded.detail",
+            (run_id, kind, target_id, json.dumps(dict(detail or {}), sort_keys=True)),
+        )
+
+
+def links(db: Database, run_id: str) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """Edges from and to a run: (from, kind, to, detail)."""
+    rows = db.query(
+        "SELECT * FROM run_links WHERE run_id = ? OR target_id = ? ORDER BY run_id",
+        (run_id, run_id),
+    )
+    return [(r["run_id"], r["kind"], r["target_id"], json.loads(r["detail"] or "{}")) for r in rows]
+
+
 def add_blobs(db: Database, run_id: str, blobs: Iterable[tuple[str, str]]) -> None:
     """Keep (digest, purpose) blobs alive for this run."""
     with db.atomic() as conn:

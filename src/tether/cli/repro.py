@@ -1,0 +1,205 @@
+"""Reproducibility commands: reproduce, explain, doctor."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from tether.cli import cli
+from tether.cli._output import emit_json, human_size, info, table, warn
+from tether.cli._workspace import open_workspace
+
+if TYPE_CHECKING:
+    from tether.repro.plan import Plan
+    from tether.repro.reproduce import Reproduction
+
+
+def _short(digest: str | None) -> str:
+    return "-" if not digest else digest.removeprefix("sha256:")[:12]
+
+
+def _show_plan(plan: Plan) -> None:
+    run = plan.run
+    code = plan.code
+    info(f"plan: reproduce run {run.id[:12]}" + (f" ({run.name})" if run.name else ""))
+    if code.get("kind") == "git":
+        line = f"  code      commit {str(code.get('commit') or '(none)')[:12]}"
+        if code.get("diff_digest"):
+            line += f" + uncommitted diff ({code.get('diff_stat') or 'binary'})"
+        if code.get("untracked"):
+            line += f" + {len(code['untracked'])} untracked source file(s)"
+        info(line)
+    else:
+        info(f"  code      snapshot {_short(code.get('snapshot_digest'))} (not a git project)")
+    for item in plan.inputs:
+        where = item.source + (f" {item.remote}" if item.remote else "")
+        info(
+            f"  input     {item.path}  {_short(item.digest)}  {human_size(item.size)}  from {where}"
+        )
+    for path in plan.outputs:
+        info(f"  output    {path}  (removed, then verified)")
+    if plan.environment is not None:
+        py = plan.environment.python
+        info(
+            f"  env       {plan.env_mode}: recorded {py.get('implementation')} "
+            f"{py.get('version')}, {len(plan.environment.packages)} package(s)"
+            + (f" -> uv venv {plan.spec.key}" if plan.spec else "")
+        )
+    info(f"  seed      {plan.seed if plan.seed is not None else '(none recorded)'}")
+    if plan.env_vars:
+        info("  variables " + " ".join(f"{k}={v}" for k, v in sorted(plan.env_vars.items())))
+    info(f"  command   {' '.join(plan.command)}  (in {plan.cwd})")
+    for message in plan.warnings:
+        warn(message)
+    for problem in plan.problems:
+        click.secho(f"  cannot: {problem.message}", fg="red", err=True)
+        click.echo(f"          fix: {problem.hint}", err=True)
+
+
+def _number(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "nan" if math.isnan(x) else f"{x:.6g}"
+
+
+def _show_result(result: Reproduction) -> None:
+    v = result.verification
+    rows = [[o.path, o.status, _short(o.expected), _short(o.actual)] for o in v.outputs]
+    if rows:
+        click.echo("")
+        table(["output", "status", "recorded", "reproduced"], rows)
+    mrows = [
+        [
+            m.key,
+            m.status,
+            _number(m.expected),
+            _number(m.actual),
+            "-" if m.delta is None else f"{m.delta:+.3g}",
+            m.tolerance or "exact",
+        ]
+        for m in v.metrics
+    ]
+    if mrows:
+        click.echo("")
+        table(["metric", "status", "recorded", "reproduced", "delta", "tolerance"], mrows)
+    if result.drift is not None and not result.drift.same:
+        changed = [c for c in result.drift.changes if c.section in ("python", "packages")]
+        if changed:
+            click.echo("")
+            click.echo(
+                "environment drift: "
+                + "; ".join(f"{c.name} {c.old or '-'} -> {c.new or '-'}" for c in changed[:8])
+                + (f" (+{len(changed) - 8} more)" if len(changed) > 8 else "")
+            )
+    for message in result.warnings:
+        warn(message)
+    colour = "green" if v.reproduced else "red"
+    click.echo("")
+    click.secho(f"{v.verdict}: {v.reason}", fg=colour, bold=True)
+    label = result.plan.run.name or result.plan.run.id[:12]
+    click.echo(f"reproduction recorded as run {result.run_id[:12]}")
+    if not v.reproduced:
+        click.echo(f"why: tether explain {label} {result.run_id[:12]}")
+    if result.workdir is not None:
+        click.echo(f"rebuilt project kept in {result.workdir}")
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option(
+    "--env",
+    "env_mode",
+    type=click.Choice(["current", "recreate"]),
+    default="current",
+    show_default=True,
+    help="current: this interpreter, after showing the drift; recreate: a uv virtualenv "
+    "of the recorded Python and package versions (cached).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Rebuild the project here (new or empty folder; kept). Default: a temporary folder.",
+)
+@click.option("--keep", is_flag=True, help="Keep the temporary folder with the rebuilt project.")
+@click.option(
+    "-t",
+    "--tolerance",
+    "tolerances",
+    multiple=True,
+    metavar="KEY=ABS|KEY=REL%",
+    help="Allowed difference of a metric (KEY may be a glob), e.g. rmse=0.001 or 'recall=1%'.",
+)
+@click.option("--exact", is_flag=True, help="Accept only bit-identical outputs and equal metrics.")
+@click.option("--series", is_flag=True, help="Compare every step of every metric, not the last.")
+@click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a JUnit XML report (one test case per output and metric).",
+)
+@click.pass_context
+def reproduce(
+    ctx: click.Context,
+    run_ref: str,
+    env_mode: str,
+    workdir: Path | None,
+    keep: bool,
+    tolerances: tuple[str, ...],
+    exact: bool,
+    series: bool,
+    plan_only: bool,
+    as_json: bool,
+    junit: Path | None,
+) -> None:
+    """Re-run RUN from its recorded code, inputs, environment and seed, and verify the
+    result: outputs bit for bit, metrics within tolerances.
+
+    \b
+    The plan is printed first; anything that cannot be rebuilt (a blob on no store or
+    remote, a lost commit, a missing interpreter) stops it before anything runs.
+    The reproduction is recorded as a new run linked to RUN.
+
+    \b
+    Verdicts: REPRODUCED (bit-identical), WITHIN TOLERANCE, DIVERGED, FAILED.
+    Exit status: 0 when reproduced or within tolerance, 3 when not, 1 or 2 on errors.
+    """
+    from tether.repro.reproduce import Options, prepare
+    from tether.repro.reproduce import reproduce as run_reproduction
+    from tether.repro.verify import parse_tolerance
+
+    parsed = tuple(parse_tolerance(t) for t in tolerances)
+    ws = open_workspace(ctx)
+    plan = prepare(ws, run_ref, env_mode)
+    _show_plan(plan)
+    plan.check()
+    if plan_only:
+        if as_json:
+            emit_json(plan.to_json())
+        return
+    options = Options(
+        env_mode=env_mode,
+        workdir=workdir,
+        keep=keep,
+        tolerances=parsed,
+        exact=exact,
+        series=series,
+    )
+    # With --json, stdout carries only the report: the command's output goes to stderr.
+    out = sys.stderr.buffer if as_json else None
+    result = run_reproduction(ws, plan, options, on_info=info, stdout=out)
+    if junit is not None:
+        from tether.repro.report import junit_xml
+        from tether.store.atomic import write_atomic
+
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(junit.resolve(), junit_xml(result))
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _show_result(result)
+    ctx.exit(result.exit_code)

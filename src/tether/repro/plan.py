@@ -1,0 +1,324 @@
+"""The plan of a reproduction, decided before anything runs: which code (commit, diff,
+snapshot), which inputs from where (the store, a remote, the project, the code itself),
+which environment, seed, variables and command, and every reason it cannot work.
+
+A plan with problems is refused as a whole, so a reproduction never starts half-able:
+a blob that no store or remote has, a commit the repository lost, an interpreter this
+machine lacks are all named, each with its fix, before a single file is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.envcapture.environment import Environment, relevant_env_vars
+from tether.errors import ReproError
+from tether.hashing import Digest, hash_file
+from tether.repro import venv
+from tether.runs.code import git_text
+from tether.runs.record import Run, load_environment
+from tether.workspace import Workspace
+
+ENV_MODES = ("current", "recreate")
+PYTHON_NAMES = ("python", "python3", "pypy", "pypy3")
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class PlannedInput:
+    path: str  # as recorded: project-relative, or absolute
+    digest: str
+    size: int | None
+    source: str  # store | remote | project | code | absolute
+    remote: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    run: Run
+    env_mode: str
+    inputs: tuple[PlannedInput, ...]
+    outputs: tuple[str, ...]  # project-relative outputs removed before the run
+    seed: int | None
+    env_vars: Mapping[str, str]  # the recorded result-changing variables
+    command: tuple[str, ...]
+    cwd: str
+    environment: Environment | None
+    spec: venv.EnvSpec | None  # recreate only
+    interpreter: str | None  # recreate: the base interpreter for the venv
+    git_top: Path | None  # the repository the code comes from (git runs)
+    problems: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def code(self) -> Mapping[str, Any]:
+        return self.run.code
+
+    def check(self) -> None:
+        """Refuse a plan that cannot work, naming every problem."""
+        if not self.problems:
+            return
+        first = self.problems[0]
+        more = f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
+        raise ReproError(
+            f"cannot reproduce run {self.run.id[:12]}: {first.message}{more}",
+            hint=first.hint,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run.id,
+            "env_mode": self.env_mode,
+            "code": dict(self.code),
+            "inputs": [
+                {
+                    "path": i.path,
+                    "digest": i.digest,
+                    "size": i.size,
+                    "source": i.source,
+                    "remote": i.remote,
+                }
+                for i in self.inputs
+            ],
+            "outputs": list(self.outputs),
+            "seed": self.seed,
+            "env_vars": dict(self.env_vars),
+            "command": list(self.command),
+            "cwd": self.cwd,
+            "environment": self.run.env_digest,
+            "python": self.environment.python.get("version") if self.environment else None,
+            "recreate": self.spec.to_json() if self.spec else None,
+            "problems": [{"message": p.message, "hint": p.hint} for p in self.problems],
+            "warnings": list(self.warnings),
+        }
+
+
+def make_plan(ws: Workspace, run: Run, env_mode: str = "current") -> Plan:
+    if env_mode not in ENV_MODES:
+        from tether.errors import UsageError
+
+        raise UsageError(f"unknown --env {env_mode!r}", hint="use 'current' or 'recreate'")
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    if run.status == "running":
+        problems.append(
+            Problem(f"run {run.id[:12]} is still running", "wait for it to end, then reproduce it")
+        )
+    if not run.command:
+        problems.append(Problem("the run recorded no command", "it was started from Python"))
+    git_top = _check_code(ws, run, problems, warnings)
+    inputs = _plan_inputs(ws, run, git_top, problems, warnings)
+    outputs = []
+    for f in run.files:
+        if f.role != "output":
+            continue
+        if Path(f.path).is_absolute():
+            warnings.append(f"the run wrote {f.path} outside its project; the reproduction "
+                            "writes there too")  # fmt: skip
+        else:
+            outputs.append(f.path)
+    environment = load_environment(ws.db, run.env_digest)
+    spec = interpreter = None
+    if environment is None:
+        msg = "the run has no recorded environment"
+        if env_mode == "recreate":
+            problems.append(Problem(msg, "reproduce it with --env current"))
+        else:
+            warnings.append(msg + "; drift cannot be shown")
+    elif env_mode == "recreate":
+        spec, interpreter = _check_recreate(environment, problems, warnings)
+    env_vars = dict(environment.env_vars) if environment is not None else {}
+    if run.seed is not None:
+        env_vars.pop("PYTHONHASHSEED", None)  # set from the seed
+        env_vars.pop("TETHER_SEED", None)
+    return Plan(
+        run=run,
+        env_mode=env_mode,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        seed=run.seed,
+        env_vars=env_vars,
+        command=run.command,
+        cwd=run.cwd,
+        environment=environment,
+        spec=spec,
+        interpreter=interpreter,
+        git_top=git_top,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+    )
+
+
+def _check_code(
+    ws: Workspace, run: Run, problems: list[Problem], warnings: list[str]
+) -> Path | None:
+    code = run.code
+    kind = code.get("kind")
+    missing_blobs = [
+        d
+        for d in (code.get("diff_digest"), code.get("snapshot_digest"))
+        if d and not ws.store.has(Digest.parse(d))
+    ]
+    if missing_blobs:
+        problems.append(
+            Problem(
+                f"the recorded code ({missing_blobs[0][:19]}) is not in the store",
+                "it was removed by hand or the run came from another clone; "
+                "reproduce it where it was recorded",
+            )
+        )
+    elif code.get("snapshot_digest"):
+        from tether.repro.materialize import snapshot_files
+
+        absent = [
+            p for p, d in snapshot_files(ws.store, code["snapshot_digest"]).items()
+            if not ws.store.has(Digest.parse(d))
+        ]  # fmt: skip
+        if absent:
+            problems.append(
+                Problem(
+                    f"{len(absent)} recorded source file(s) are not in the store, e.g. {absent[0]}",
+                    "run 'tether fsck' to see what damaged the store",
+                )
+            )
+    for rel in code.get("not_stored", ()):
+        warnings.append(
+            f"{rel} was too big to snapshot; it is copied from the project as it is now"
+        )
+    if kind != "git":
+        if not code.get("snapshot_digest"):
+            problems.append(
+                Problem("the run recorded no code", "it was recorded before code capture existed")
+            )
+        return None
+    top_text = git_text(ws.root, "rev-parse", "--show-toplevel")
+    if top_text is None:
+        problems.append(
+            Problem(
+                "the run's code is in git, but the project is no longer a git repository",
+                "restore the repository (.git) of the project",
+            )
+        )
+        return None
+    top = Path(top_text.strip())
+    commit = code.get("commit")
+    if commit and git_text(top, "cat-file", "-e", f"{commit}^{{commit}}") is None:
+        problems.append(
+            Problem(
+                f"commit {commit[:12]} is not in the repository",
+                f"fetch it (git fetch origin {commit}) or restore the branch that had it",
+            )
+        )
+    return top
+
+
+def _plan_inputs(
+    ws: Workspace,
+    run: Run,
+    git_top: Path | None,
+    problems: list[Problem],
+    warnings: list[str],
+) -> list[PlannedInput]:
+    planned: list[PlannedInput] = []
+    pending: list[tuple[str, Digest, int | None]] = []
+    for f in run.files:
+        if f.role != "input" or not f.digest:
+            continue
+        digest = Digest.parse(f.digest)
+        if Path(f.path).is_absolute():
+            if _same_content(Path(f.path), digest):
+                planned.append(PlannedInput(f.path, f.digest, f.size, "absolute"))
+                warnings.append(f"{f.path} is read from an absolute path: used as it is now "
+                                "(unchanged), not rebuilt")  # fmt: skip
+            else:
+                problems.append(
+                    Problem(
+                        f"input {f.path} is outside the project and has changed or gone",
+                        "restore it, or keep data inside the project and 'tether add' it",
+                    )
+                )
+        elif ws.store.has(digest):
+            planned.append(PlannedInput(f.path, f.digest, f.size, "store"))
+        elif _same_content(ws.root / f.path, digest):
+            planned.append(PlannedInput(f.path, f.digest, f.size, "project"))
+        else:
+            pending.append((f.path, digest, f.size))
+    if not pending:
+        return planned
+    from tether.data.transfer import locate
+
+    where, unreachable = locate(ws, [d for _, d, _ in pending])
+    for path, digest, size in pending:
+        if digest in where:
+            planned.append(PlannedInput(path, str(digest), size, "remote", where[digest]))
+        elif _in_code(run, git_top, path):
+            planned.append(PlannedInput(path, str(digest), size, "code"))
+        else:
+            problems.append(
+                Problem(
+                    f"input {path} ({str(digest)[:19]}) is not in the store, on any remote, "
+                    "or in the project",
+                    "version inputs with 'tether add' and 'tether data push', or record runs "
+                    "with --store-inputs",
+                )
+            )
+    warnings.extend(f"remote not searched: {msg}" for msg in unreachable)
+    return sorted(planned, key=lambda i: i.path)
+
+
+def _same_content(path: Path, digest: Digest) -> bool:
+    try:
+        return path.is_file() and hash_file(path)[0] == digest
+    except OSError:
+        return False
+
+
+def _in_code(run: Run, git_top: Path | None, path: str) -> bool:
+    """Whether the rebuilt code holds ``path`` (its content is checked once rebuilt)."""
+    code = run.code
+    if code.get("snapshot_digest") and path in code.get("untracked", ()):
+        return True
+    if git_top is None or not code.get("commit"):
+        return code.get("kind") == "files"
+    in_repo = os.path.normpath(os.path.join(code.get("project_in_repo", "."), path))
+    return git_text(git_top, "cat-file", "-e", f"{code['commit']}:{in_repo}") is not None
+
+
+def _check_recreate(
+    environment: Environment, problems: list[Problem], warnings: list[str]
+) -> tuple[venv.EnvSpec | None, str | None]:
+    uv = venv.uv_binary()
+    if uv is None:
+        problems.append(Problem("uv is not installed", "pip install uv, or use --env current"))
+        return None, None
+    spec = venv.spec_for(environment)
+    for skipped in spec.skipped:
+        warnings.append(f"not installed: {skipped}")
+    interpreter = venv.find_python(spec, uv)
+    if interpreter is None:
+        version = spec.python_version or "(unknown)"
+        problems.append(
+            Problem(
+                f"{spec.implementation} {version} is not available on this machine",
+                f"install it (uv python install {version}, or pyenv install {version}), "
+                "or use --env current",
+            )
+        )
+    return spec, interpreter
+
+
+def reproduction_env(plan: Plan, current: Mapping[str, str]) -> dict[str, str | None]:
+    """Variable changes for the command: the recorded result-changing variables set,
+    the ones the run did not have unset."""
+    changes: dict[str, str | None] = {k: None for k in relevant_env_vars(current)}
+    changes.update(plan.env_vars)
+    return changes

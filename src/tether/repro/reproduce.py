@@ -1,0 +1,258 @@
+"""``tether reproduce RUN``: plan, rebuild, re-run, verify.
+
+1. **plan** (``plan.py``): everything needed is located, or the reproduction is refused
+   with the reasons before anything is written;
+2. **materialize** (``materialize.py``): code and inputs in an isolated folder;
+3. **environment**: ``current`` shows the drift from the recorded environment and runs
+   as things are; ``recreate`` builds (or reuses) a uv virtualenv of the recorded
+   interpreter version and package versions (``venv.py``);
+4. **run**: the recorded command, seed and result-changing variables, recorded as a
+   new run of this project that ``reproduces`` the original;
+5. **verify** (``verify.py``): outputs by digest, metrics within tolerances, a verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tether.envcapture.diff import EnvDiff, diff_environments
+from tether.errors import ReproError, UsageError
+from tether.repro import venv
+from tether.repro.materialize import materialize
+from tether.repro.plan import PYTHON_NAMES, Plan, make_plan, reproduction_env
+from tether.repro.verify import Tolerance, Verification, verify
+from tether.runs import record
+from tether.workspace import Workspace
+
+EXIT_NOT_REPRODUCED = 3
+
+
+@dataclass(frozen=True)
+class Options:
+    env_mode: str = "current"
+    workdir: Path | None = None  # kept when given
+    keep: bool = False
+    tolerances: tuple[Tolerance, ...] = ()
+    exact: bool = False
+    series: bool = False
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    plan: Plan
+    verification: Verification
+    run_id: str  # the new run
+    workdir: Path | None  # where the rebuilt project is, when kept
+    drift: EnvDiff | None  # the reproduction's environment against the recorded one
+    env_cached: bool | None  # recreate: the virtualenv came from the cache
+    warnings: tuple[str, ...]
+    duration: float
+
+    @property
+    def verdict(self) -> str:
+        return self.verification.verdict
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verification.reproduced else EXIT_NOT_REPRODUCED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "original": self.plan.run.id,
+            "reproduction": self.run_id,
+            "workdir": None if self.workdir is None else str(self.workdir),
+            "env_cached": self.env_cached,
+            "duration": self.duration,
+            "drift": None
+            if self.drift is None
+            else [
+                {"section": c.section, "name": c.name, "recorded": c.old, "now": c.new}
+                for c in self.drift.changes
+            ],
+            "warnings": list(self.warnings),
+            "plan": self.plan.to_json(),
+            **self.verification.to_json(),
+        }
+
+
+def prepare(ws: Workspace, ref: str, env_mode: str = "current") -> Plan:
+    """Load the run and plan its reproduction (problems are in the plan, not raised)."""
+    return make_plan(ws, record.load_run(ws.db, ref), env_mode)
+
+
+def reproduce(
+    ws: Workspace,
+    plan: Plan,
+    options: Options = Options(),
+    *,
+    on_info: Callable[[str], None] | None = None,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+) -> Reproduction:
+    plan.check()
+    say = on_info or (lambda _msg: None)
+    started = time.time()
+    warnings = list(plan.warnings)
+    keep = options.keep or options.workdir is not None
+    workdir = _workdir(plan, options.workdir)
+    try:
+        changes = reproduction_env(plan, os.environ)
+        env_cached = None
+        drift = None
+        if plan.env_mode == "recreate":
+            assert plan.spec is not None and plan.interpreter is not None
+            uv = venv.uv_binary()
+            if uv is None:
+                raise ReproError("uv is not installed", hint="pip install uv")
+            venv_dir, env_cached = venv.ensure_venv(
+                plan.spec,
+                interpreter=plan.interpreter,
+                uv=uv,
+                root=venv.cache_root(os.environ),
+                on_info=say,
+            )
+            say(f"environment: {venv_dir}" + (" (cached)" if env_cached else " (built)"))
+            warnings += _install_drift(plan.spec, venv.installed(uv, venv_dir))
+            changes["VIRTUAL_ENV"] = str(venv_dir)
+            changes["PATH"] = str(venv_dir / "bin") + os.pathsep + os.environ.get("PATH", "")
+            # Isolation: nothing from the caller's interpreter may leak in.
+            changes["PYTHONHOME"] = changes["PYTHONPATH"] = None
+        elif plan.environment is not None:
+            drift = _current_drift(ws, plan, changes)
+            if drift is not None:
+                say(_drift_line(drift))
+        project = materialize(ws, plan, workdir, on_info=say)
+        cwd = _run_cwd(project, plan.cwd)
+        label = plan.run.name or plan.run.id[:12]
+        say("running: " + " ".join(plan.command))
+        from tether.runs.launch import run_command
+
+        result = run_command(
+            ws.rooted_at(project),
+            list(plan.command),
+            name=f"{label}.repro",
+            seed=plan.seed,
+            cwd=cwd,
+            env=changes,
+            stdout=stdout,
+            stderr=stderr,
+            on_info=say,
+        )
+        new = record.load_run(ws.db, result.run_id)
+        if plan.env_mode == "recreate" and plan.environment is not None:
+            recreated = record.load_environment(ws.db, new.env_digest)
+            if recreated is not None:
+                drift = diff_environments(plan.environment, recreated)
+        verification = verify(
+            ws.db,
+            plan.run,
+            new,
+            tolerances=options.tolerances,
+            exact=options.exact,
+            series=options.series,
+        )
+        detail = {
+            "verdict": verification.verdict,
+            "reason": verification.reason,
+            "env_mode": plan.env_mode,
+        }
+        record.link_runs(ws.db, new.id, "reproduces", plan.run.id, detail)
+        record.set_tags(
+            ws.db,
+            new.id,
+            {"tether.reproduces": plan.run.id, "tether.verdict": verification.verdict},
+        )
+        record.merge_capture(ws.db, new.id, {"reproduction": {"of": plan.run.id, **detail}})
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return Reproduction(
+        plan,
+        verification,
+        new.id,
+        workdir if keep else None,
+        drift,
+        env_cached,
+        tuple(warnings),
+        time.time() - started,
+    )
+
+
+def _workdir(plan: Plan, given: Path | None) -> Path:
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix=f"tether-reproduce-{plan.run.id[:12]}-"))
+    given = given.resolve()
+    if given.exists() and (not given.is_dir() or any(given.iterdir())):
+        raise UsageError(
+            f"--workdir {given} is not an empty folder",
+            hint="name a new or empty folder; the rebuilt project is written there",
+        )
+    given.mkdir(parents=True, exist_ok=True)
+    return given
+
+
+def _run_cwd(project: Path, cwd: str) -> Path:
+    if Path(cwd).is_absolute():
+        return Path(cwd)  # the run started outside its project; so does the reproduction
+    path = (project / cwd).resolve()
+    if not path.is_relative_to(project.resolve()):
+        raise ReproError(
+            f"the recorded working folder {cwd!r} leaves the project",
+            hint="the run record is damaged",
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _current_drift(ws: Workspace, plan: Plan, changes: dict[str, str | None]) -> EnvDiff | None:
+    """The present environment (the interpreter the command will find) against the
+    recorded one, probed with the variables the reproduction will set."""
+    import sys
+
+    from tether.envcapture.environment import EnvironmentCaptureError, capture
+
+    assert plan.environment is not None
+    env = dict(os.environ)
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    if plan.seed is not None:
+        env["PYTHONHASHSEED"] = env["TETHER_SEED"] = str(plan.seed)
+    executable = sys.executable
+    if os.path.basename(plan.command[0]).startswith(PYTHON_NAMES):
+        executable = shutil.which(plan.command[0], path=env.get("PATH")) or executable
+    try:
+        now = capture(executable, ws.root, env=env)
+    except EnvironmentCaptureError:
+        return None
+    return diff_environments(plan.environment, now)
+
+
+def _drift_line(drift: EnvDiff) -> str:
+    if drift.same:
+        return "environment: the same as recorded"
+    shown = [c for c in drift.changes if c.section in ("python", "packages", "env_vars")]
+    parts = [f"{c.name} {c.old or '-'} -> {c.new or '-'}" for c in shown[:6]]
+    more = len(drift.changes) - len(parts[:6])
+    text = "; ".join(parts) if parts else "hardware or lock files"
+    return f"environment drift (--env current): {text}" + (f" (+{more} more)" if more > 0 else "")
+
+
+def _install_drift(spec: venv.EnvSpec, have: dict[str, str]) -> Sequence[str]:
+    out = []
+    for req in spec.requirements:
+        name, _, version = req.partition("==")
+        if have.get(name) != version:
+            out.append(f"{name}: recorded {version}, installed {have.get(name) or 'nothing'}")
+    return out

@@ -1,0 +1,270 @@
+"""Recreating a recorded environment with ``uv``: a virtualenv for the recorded
+interpreter version holding exactly the recorded package versions.
+
+Environments are cached under ``<user cache>/envs/``, keyed by what determines their
+contents (interpreter version and the exact requirement list), so a second
+reproduction of the same environment starts at once::
+
+    envs/
+      <key>/                 the virtualenv (uv venv)
+      <key>/.tether-env.json written last: the spec it was built from; no marker, no cache
+      <key>.requirements.txt the pinned list given to 'uv pip sync'
+      <key>.lock             serializes builders of the same key
+
+``uv pip sync`` installs exactly the list and resolves nothing, which is right here:
+the recorded list is already the complete closure the run had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from tether.envcapture.environment import Environment
+from tether.errors import ReproError
+from tether.store.atomic import write_atomic
+from tether.store.locks import file_lock
+
+UV_TIMEOUT = 1800
+MARKER = ".tether-env.json"
+# tether itself comes from the running install, not from an index: the recorded
+# version may be a development build that no index has.
+SELF = "tether"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a recreated environment holds."""
+
+    implementation: str
+    python_version: str
+    requirements: tuple[str, ...]  # name==version, sorted
+    with_tether: bool  # install the running tether too (the run imported it)
+    skipped: tuple[str, ...]  # packages that cannot be installed from an index, with why
+
+    @property
+    def key(self) -> str:
+        body = json.dumps(
+            {
+                "implementation": self.implementation,
+                "python": self.python_version,
+                "requirements": self.requirements,
+                "tether": _self_version() if self.with_tether else None,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:20]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "implementation": self.implementation,
+            "python": self.python_version,
+            "packages": len(self.requirements),
+            "with_tether": self.with_tether,
+            "skipped": list(self.skipped),
+            "key": self.key,
+        }
+
+
+def spec_for(environment: Environment) -> EnvSpec:
+    """The installable part of a recorded environment."""
+    sources: Mapping[str, Mapping[str, Any]] = environment.body.get("package_sources", {})
+    requirements: list[str] = []
+    skipped: list[str] = []
+    with_tether = False
+    for name, version in sorted(environment.packages.items()):
+        if name == SELF:
+            with_tether = True
+            continue
+        source = sources.get(name, {})
+        if source.get("editable"):
+            skipped.append(f"{name} {version} (installed editable from a local folder)")
+        elif source.get("vcs"):
+            skipped.append(f"{name} {version} (installed from {source['vcs']})")
+        else:
+            requirements.append(f"{name}=={version}")
+    return EnvSpec(
+        implementation=str(environment.python.get("implementation", "cpython")),
+        python_version=str(environment.python.get("version", "")),
+        requirements=tuple(requirements),
+        with_tether=with_tether,
+        skipped=tuple(skipped),
+    )
+
+
+def uv_binary() -> str | None:
+    found = shutil.which("uv")
+    if found:
+        return found
+    with contextlib.suppress(Exception):
+        import uv  # type: ignore[import-not-found, import-untyped, unused-ignore]
+
+        return str(uv.find_uv_bin())
+    return None
+
+
+def _uv_env() -> dict[str, str]:
+    # Never download an interpreter behind the user's back: a missing version is
+    # reported by the plan with what to install.
+    return {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+
+
+def find_python(spec: EnvSpec, uv: str) -> str | None:
+    """An interpreter of exactly the recorded version, or None."""
+    if (
+        platform.python_implementation().lower() == spec.implementation
+        and platform.python_version() == spec.python_version
+    ):
+        return sys.executable
+    if spec.implementation not in ("cpython", "pypy") or not spec.python_version:
+        return None
+    request = ("pypy@" if spec.implementation == "pypy" else "") + spec.python_version
+    try:
+        proc = subprocess.run(
+            [uv, "python", "find", request],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_uv_env(),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    path = proc.stdout.strip()
+    return path if proc.returncode == 0 and path else None
+
+
+def cache_root(env: Mapping[str, str]) -> Path:
+    from tether.config import user_cache_dir
+
+    return user_cache_dir(env) / "envs"
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_venv(
+    spec: EnvSpec,
+    *,
+    interpreter: str,
+    uv: str,
+    root: Path,
+    on_info: Callable[[str], None] | None = None,
+) -> tuple[Path, bool]:
+    """The virtualenv for ``spec`` (built now, or found in the cache): (path, cached)."""
+    say = on_info or (lambda _msg: None)
+    root.mkdir(parents=True, exist_ok=True)
+    venv = root / spec.key
+    with file_lock(root / f"{spec.key}.lock", timeout=UV_TIMEOUT):
+        if (venv / MARKER).is_file() and venv_python(venv).exists():
+            return venv, True
+        shutil.rmtree(venv, ignore_errors=True)  # an interrupted build
+        say(f"creating a virtualenv for Python {spec.python_version} with uv")
+        _uv(uv, "venv", "--quiet", "--python", interpreter, str(venv))
+        if spec.requirements:
+            reqs = root / f"{spec.key}.requirements.txt"
+            write_atomic(reqs, ("\n".join(spec.requirements) + "\n").encode(), tmp_dir=root)
+            say(f"installing {len(spec.requirements)} pinned package(s) with uv pip sync")
+            _uv(uv, "pip", "sync", "--python", str(venv_python(venv)), str(reqs))
+        if spec.with_tether:
+            _install_self(uv, venv)
+        marker = json.dumps({"format": 1, **spec.to_json()}, sort_keys=True).encode()
+        write_atomic(venv / MARKER, marker, tmp_dir=venv)
+    return venv, False
+
+
+def installed(uv: str, venv: Path) -> dict[str, str]:
+    """What the virtualenv holds: canonical name → version."""
+    out = _uv(uv, "pip", "freeze", "--python", str(venv_python(venv)))
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            found[name.strip().lower().replace("_", "-").replace(".", "-")] = version.strip()
+    return found
+
+
+def _uv(uv: str, *args: str) -> str:
+    try:
+        proc = subprocess.run(
+            [uv, *args],
+            capture_output=True,
+            text=True,
+            timeout=UV_TIMEOUT,
+            env=_uv_env(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ReproError(
+            f"uv {args[0]} {args[1] if len(args) > 1 else ''} did not finish in "
+            f"{UV_TIMEOUT // 60} minutes",
+            hint="check the network to the package index, or use --env current",
+        ) from None
+    except OSError as exc:
+        raise ReproError(f"cannot run uv: {exc}", hint="pip install uv") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        detail = " ".join(ln.strip() for ln in lines[-3:])[:400] or f"exit {proc.returncode}"
+        raise ReproError(
+            f"uv {' '.join(args[:2])} failed: {detail}",
+            hint="a recorded version may not be on your package index (set UV_INDEX_URL "
+            "or UV_FIND_LINKS for a private one), or use --env current",
+        )
+    return proc.stdout
+
+
+def _self_version() -> str:
+    try:
+        return metadata.version(SELF)
+    except metadata.PackageNotFoundError:
+        from tether import __version__
+
+        return __version__
+
+
+def _self_source() -> tuple[Path, bool] | None:
+    """The folder the running tether was installed from, and whether editably."""
+    with contextlib.suppress(Exception):
+        text = metadata.distribution(SELF).read_text("direct_url.json")
+        if text:
+            info = json.loads(text)
+            url = urlsplit(info.get("url", ""))
+            if url.scheme == "file":
+                path = Path(unquote(url.path))
+                if (path / "pyproject.toml").is_file():
+                    return path, bool(info.get("dir_info", {}).get("editable"))
+    return None
+
+
+def _install_self(uv: str, venv: Path) -> None:
+    """Make the running tether importable in the venv, without its dependencies (the
+    recorded list already pins them)."""
+    found = _self_source()
+    if found is not None:
+        source, editable = found
+        where = ["-e", str(source)] if editable else [str(source)]
+        _uv(uv, "pip", "install", "--quiet", "--no-deps", "--python", str(venv_python(venv)),
+            *where)  # fmt: skip
+        return
+    # Installed from a wheel: copy the pure-Python package into the venv.
+    import tether
+
+    site = next((venv / "lib").glob("*/site-packages"), None)
+    if site is None:
+        raise ReproError(
+            f"cannot find site-packages in {venv}", hint="remove the folder and try again"
+        )
+    shutil.copytree(Path(tether.__file__).parent, site / SELF, dirs_exist_ok=True)

@@ -1,0 +1,298 @@
+"""Judging a reproduction: outputs compared by digest, metrics by value within
+per-metric tolerances, and one verdict.
+
+Verdicts, best first:
+
+- ``REPRODUCED``: every output bit-identical and every metric exactly equal;
+- ``WITHIN TOLERANCE``: every output present and every metric within its tolerance,
+  but something is not bit-identical (never with ``exact``);
+- ``DIVERGED``: an output is missing, or a metric is missing or out of tolerance, or
+  outputs differ with no metric to judge them by;
+- ``FAILED``: the reproduction did not finish as the original did.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tether.db.connection import Database
+from tether.errors import UsageError
+from tether.runs.record import Run, metric_series
+
+REPRODUCED = "REPRODUCED"
+WITHIN_TOLERANCE = "WITHIN TOLERANCE"
+DIVERGED = "DIVERGED"
+FAILED = "FAILED"
+VERDICTS = (REPRODUCED, WITHIN_TOLERANCE, DIVERGED, FAILED)
+_COMPARED_ROLES = ("output", "artifact")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``KEY=ABS`` (absolute difference) or ``KEY=REL%`` (relative to the recorded
+    value); KEY may be a glob (``loss/*``, ``*``)."""
+
+    pattern: str
+    absolute: float | None = None
+    relative: float | None = None  # a fraction: 1% is 0.01
+
+    def allows(self, expected: float, actual: float) -> bool:
+        if math.isnan(expected) or math.isnan(actual):
+            return math.isnan(expected) and math.isnan(actual)
+        diff = abs(actual - expected)
+        if self.absolute is not None:
+            return diff <= self.absolute
+        assert self.relative is not None
+        return diff <= self.relative * abs(expected)
+
+    def __str__(self) -> str:
+        if self.absolute is not None:
+            return f"±{self.absolute:g}"
+        assert self.relative is not None
+        return f"±{self.relative * 100:g}%"
+
+
+def parse_tolerance(text: str) -> Tolerance:
+    key, sep, value = text.rpartition("=")
+    hint = "write KEY=ABS or KEY=REL%, e.g. rmse=0.001 or 'recall=1%' or '*=0.5%'"
+    if not sep or not key.strip():
+        raise UsageError(f"tolerance {text!r} is not KEY=ABS or KEY=REL%", hint=hint)
+    relative = value.strip().endswith("%")
+    try:
+        number = float(value.strip().removesuffix("%"))
+    except ValueError:
+        raise UsageError(f"tolerance {text!r}: {value!r} is not a number", hint=hint) from None
+    if not math.isfinite(number) or number < 0:
+        raise UsageError(f"tolerance {text!r} must be a finite number ≥ 0", hint=hint)
+    if relative:
+        return Tolerance(key.strip(), relative=number / 100)
+    return Tolerance(key.strip(), absolute=number)
+
+
+def tolerance_for(key: str, tolerances: Sequence[Tolerance]) -> Tolerance | None:
+    """The tolerance for a metric: an exact name wins over a glob; later globs win."""
+    for t in tolerances:
+        if t.pattern == key:
+            return t
+    for t in reversed(tolerances):
+        if fnmatch.fnmatchcase(key, t.pattern):
+            return t
+    return None
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    path: str
+    expected: str | None
+    actual: str | None
+    status: str  # identical | differs | missing | new
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    key: str
+    expected: float | None
+    actual: float | None
+    tolerance: str | None
+    status: str  # equal | within | outside | missing | new
+    detail: str = ""  # with series: where the worst step is
+
+    @property
+    def delta(self) -> float | None:
+        if self.expected is None or self.actual is None:
+            return None
+        return self.actual - self.expected
+
+
+@dataclass(frozen=True)
+class Verification:
+    verdict: str
+    reason: str
+    outputs: tuple[OutputCheck, ...]
+    metrics: tuple[MetricCheck, ...]
+
+    @property
+    def reproduced(self) -> bool:
+        return self.verdict in (REPRODUCED, WITHIN_TOLERANCE)
+
+    def to_json(self) -> dict[str, Any]:
+        def num(x: float | None) -> float | str | None:
+            return None if x is None else ("nan" if math.isnan(x) else x)
+
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "outputs": [o.__dict__ for o in self.outputs],
+            "metrics": [
+                {
+                    "key": m.key,
+                    "expected": num(m.expected),
+                    "actual": num(m.actual),
+                    "delta": num(m.delta),
+                    "tolerance": m.tolerance,
+                    "status": m.status,
+                    "detail": m.detail,
+                }
+                for m in self.metrics
+            ],
+        }
+
+
+def verify(
+    db: Database,
+    original: Run,
+    reproduction: Run,
+    *,
+    tolerances: Sequence[Tolerance] = (),
+    exact: bool = False,
+    series: bool = False,
+) -> Verification:
+    outputs = _outputs(original, reproduction)
+    metrics = (
+        _series(db, original, reproduction, tolerances)
+        if series
+        else _finals(original, reproduction, tolerances)
+    )
+    if reproduction.status != original.status or (
+        original.status != "finished" and reproduction.exit_code != original.exit_code
+    ):
+        why = reproduction.reason or reproduction.status
+        return Verification(
+            FAILED,
+            f"the original {original.status}, the reproduction {reproduction.status} ({why})",
+            outputs,
+            metrics,
+        )
+    missing = [o.path for o in outputs if o.status == "missing"]
+    bad = [m.key for m in metrics if m.status in ("outside", "missing")]
+    differs = [o.path for o in outputs if o.status == "differs"]
+    within = [m.key for m in metrics if m.status == "within"]
+    if missing:
+        return Verification(
+            DIVERGED, f"output not produced: {', '.join(missing)}", outputs, metrics
+        )
+    if bad:
+        return Verification(
+            DIVERGED, f"metric(s) out of tolerance or missing: {', '.join(bad)}", outputs, metrics
+        )
+    if not differs and not within:
+        what = []
+        if outputs:
+            what.append(f"{len(outputs)} output(s) bit-identical")
+        if metrics:
+            what.append(f"{len(metrics)} metric(s) equal")
+        reason = " and ".join(what) or "nothing to compare: the run recorded no outputs or metrics"
+        return Verification(REPRODUCED, reason, outputs, metrics)
+    if exact:
+        return Verification(
+            DIVERGED,
+            "--exact: not bit-identical ("
+            + ", ".join(differs + [f"metric {k}" for k in within])
+            + ")",
+            outputs,
+            metrics,
+        )
+    if differs and not metrics:
+        return Verification(
+            DIVERGED,
+            f"output(s) differ and no metric can judge them: {', '.join(differs)}",
+            outputs,
+            metrics,
+        )
+    parts = []
+    if differs:
+        parts.append(f"output(s) differ: {', '.join(differs)}")
+    if within:
+        parts.append(f"metric(s) within tolerance: {', '.join(within)}")
+    return Verification(
+        WITHIN_TOLERANCE, "; ".join(parts) + "; every metric is within tolerance", outputs, metrics
+    )
+
+
+def _outputs(original: Run, reproduction: Run) -> tuple[OutputCheck, ...]:
+    want = {f.path: f.digest for f in original.files if f.role in _COMPARED_ROLES}
+    got = {f.path: f.digest for f in reproduction.files if f.role in _COMPARED_ROLES}
+    checks = []
+    for path in sorted(set(want) | set(got)):
+        if path not in got:
+            status = "missing"
+        elif path not in want:
+            status = "new"
+        else:
+            status = "identical" if want[path] == got[path] else "differs"
+        checks.append(OutputCheck(path, want.get(path), got.get(path), status))
+    return tuple(checks)
+
+
+def _judge(key: str, expected: float, actual: float, tol: Tolerance | None) -> str:
+    if expected == actual or (math.isnan(expected) and math.isnan(actual)):
+        return "equal"
+    if tol is not None and tol.allows(expected, actual):
+        return "within"
+    return "outside"
+
+
+def _finals(
+    original: Run, reproduction: Run, tolerances: Sequence[Tolerance]
+) -> tuple[MetricCheck, ...]:
+    checks = []
+    for key in sorted(set(original.metrics) | set(reproduction.metrics)):
+        tol = tolerance_for(key, tolerances)
+        label = str(tol) if tol else None
+        a = original.metrics.get(key)
+        b = reproduction.metrics.get(key)
+        if b is None:
+            assert a is not None
+            checks.append(MetricCheck(key, a.last, None, label, "missing"))
+        elif a is None:
+            checks.append(MetricCheck(key, None, b.last, label, "new"))
+        else:
+            checks.append(MetricCheck(key, a.last, b.last, label, _judge(key, a.last, b.last, tol)))
+    return tuple(checks)
+
+
+def _series(
+    db: Database, original: Run, reproduction: Run, tolerances: Sequence[Tolerance]
+) -> tuple[MetricCheck, ...]:
+    want = metric_series(db, original.id)
+    got = metric_series(db, reproduction.id)
+    checks = []
+    for key in sorted(set(want) | set(got)):
+        tol = tolerance_for(key, tolerances)
+        label = str(tol) if tol else None
+        if key not in got:
+            checks.append(MetricCheck(key, want[key][-1][2], None, label, "missing"))
+            continue
+        if key not in want:
+            checks.append(MetricCheck(key, None, got[key][-1][2], label, "new"))
+            continue
+        a = {step: value for step, _, value in want[key]}
+        b = {step: value for step, _, value in got[key]}
+        last_a, last_b = want[key][-1][2], got[key][-1][2]
+        if set(a) != set(b):
+            only = sorted(set(a) ^ set(b))
+            detail = f"steps differ ({len(a)} vs {len(b)}; e.g. step {only[0]})"
+            checks.append(MetricCheck(key, last_a, last_b, label, "outside", detail))
+            continue
+        worst_status, worst_step, worst_diff = "equal", None, -1.0
+        rank = {"equal": 0, "within": 1, "outside": 2}
+        for step in sorted(a):
+            status = _judge(key, a[step], b[step], tol)
+            diff = abs(b[step] - a[step]) if not math.isnan(a[step] - b[step]) else math.inf
+            if status != "equal" and (
+                rank[status] > rank[worst_status]
+                or (rank[status] == rank[worst_status] and diff > worst_diff)
+            ):
+                worst_status, worst_step, worst_diff = status, step, diff
+        detail = (
+            f"{len(a)} step(s) compared"
+            if worst_step is None
+            else f"{len(a)} step(s) compared; largest difference at step {worst_step}: "
+            f"{a[worst_step]:.6g} -> {b[worst_step]:.6g}"
+        )
+        checks.append(MetricCheck(key, last_a, last_b, label, worst_status, detail))
+    return tuple(checks)
