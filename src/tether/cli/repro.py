@@ -203,3 +203,95 @@ def reproduce(
     else:
         _show_result(result)
     ctx.exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.pass_context
+def explain(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
+    """Why the results of RUN_A and RUN_B differ: causes ranked by likely impact.
+
+    \b
+    Compares input data (files, sizes, CSV/Parquet rows), code (commits, uncommitted
+    changes), parameters, seeds, packages (numerical libraries first), interpreter,
+    thread settings, variables and hardware. When everything recorded is equal but
+    results differ, it says so and names the nondeterminism the runs were exposed to.
+    """
+    from tether.repro.explain import explain as explain_runs
+    from tether.runs.record import load_run
+
+    ws = open_workspace(ctx)
+    a, b = load_run(ws.db, run_a), load_run(ws.db, run_b)
+    result = explain_runs(ws, a, b)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    name_a, name_b = a.name or a.id[:12], b.name or b.id[:12]
+    click.echo(f"A = {name_a} ({a.id[:12]}), B = {name_b} ({b.id[:12]})")
+    if result.results_differ:
+        click.echo("results that differ:")
+        for o in result.outputs:
+            click.echo(
+                f"  output  {o.path}: {o.status} ({_short(o.expected)} -> {_short(o.actual)})"
+            )
+        for m in result.metrics:
+            click.echo(f"  metric  {m.key}: {_number(m.expected)} -> {_number(m.actual)}")
+    else:
+        click.echo("results: every output and metric is the same")
+    if result.nondeterminism:
+        click.secho(
+            "everything recorded is the same, yet the results differ: the cause is "
+            "nondeterminism, not a change",
+            fg="yellow",
+            bold=True,
+        )
+    if not result.causes:
+        click.echo("causes: nothing recorded differs")
+        return
+    click.echo("likely causes, most likely first:")
+    for i, cause in enumerate(result.causes, 1):
+        click.secho(f"{i:>3}. [{cause.category}] {cause.title}", bold=i == 1)
+        for line in cause.details[:12]:
+            click.echo(f"       {line}")
+        if len(cause.details) > 12:
+            click.echo(f"       … and {len(cause.details) - 12} more (--json lists all)")
+
+
+@cli.command()
+@click.argument("run_ref", metavar="[RUN]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def doctor(ctx: click.Context, run_ref: str | None, as_json: bool) -> None:
+    """Reproducibility hazards of the project, and of RUN when given, each with a fix.
+
+    \b
+    Project: no lock file, unpinned requirements, not in git, uncommitted or untracked
+    source files, tracked data not added, pointers not committed.
+    Run: inputs that are not versioned, read from absolute paths or fetched from URLs;
+    no seed; random PYTHONHASHSEED; torch without deterministic algorithms;
+    pickle-format models; source files too big to snapshot.
+
+    Exit status: 0 when nothing was found, 1 otherwise.
+    """
+    from tether.repro.doctor import check_project, check_run
+    from tether.runs.record import load_run
+
+    ws = open_workspace(ctx)
+    findings = check_project(ws)
+    if run_ref is not None:
+        findings += check_run(ws, load_run(ws.db, run_ref))
+    if as_json:
+        emit_json({"ok": not findings, "findings": [f.to_json() for f in findings]})
+    elif not findings:
+        click.secho("no reproducibility hazards found", fg="green")
+        if run_ref is None:
+            click.echo("check a run too: tether doctor latest")
+    else:
+        for f in findings:
+            where = "project" if f.subject == "project" else f"run {f.subject[:12]}"
+            click.secho(f"! {f.message}", fg="yellow")
+            click.echo(f"  {where} · {f.code} · fix: {f.fix}")
+        click.echo(f"\n{len(findings)} hazard(s)")
+    ctx.exit(1 if findings else 0)

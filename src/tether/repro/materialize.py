@@ -62,7 +62,7 @@ def materialize(
         assert plan.git_top is not None
         diff = f" + diff ({code.get('diff_stat')})" if code.get("diff_digest") else ""
         say(f"code: commit {str(code.get('commit') or '(none)')[:12]}{diff}")
-        _clone(plan.git_top, workdir, code.get("commit"))
+        _clone(plan.git_top, workdir, code.get("commit"), code.get("remote"))
         if code.get("diff_digest"):
             _apply_diff(ws.store, workdir, code["diff_digest"])
         project = workdir / code.get("project_in_repo", ".")
@@ -108,8 +108,12 @@ def _git(cwd: Path, *args: str) -> None:
         )
 
 
-def _clone(top: Path, workdir: Path, commit: str | None) -> None:
+def _clone(top: Path, workdir: Path, commit: str | None, remote: str | None) -> None:
     _git(workdir, "clone", "--quiet", "--shared", "--no-checkout", str(top), ".")
+    # The clone's origin is the local repository; the run recorded the real one.
+    _git(workdir, "remote", "remove", "origin")
+    if remote:
+        _git(workdir, "remote", "add", "origin", remote)
     if commit:
         _git(workdir, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit)
 

@@ -106,6 +106,7 @@ def reproduce(
     workdir = _workdir(plan, options.workdir)
     try:
         changes = reproduction_env(plan, os.environ)
+        argv = list(plan.command)
         env_cached = None
         drift = None
         if plan.env_mode == "recreate":
@@ -122,23 +123,27 @@ def reproduce(
             )
             say(f"environment: {venv_dir}" + (" (cached)" if env_cached else " (built)"))
             warnings += _install_drift(plan.spec, venv.installed(uv, venv_dir))
+            if _is_python(argv[0]):
+                argv[0] = str(venv.venv_python(venv_dir))
             changes["VIRTUAL_ENV"] = str(venv_dir)
             changes["PATH"] = str(venv_dir / "bin") + os.pathsep + os.environ.get("PATH", "")
             # Isolation: nothing from the caller's interpreter may leak in.
             changes["PYTHONHOME"] = changes["PYTHONPATH"] = None
-        elif plan.environment is not None:
-            drift = _current_drift(ws, plan, changes)
-            if drift is not None:
-                say(_drift_line(drift))
+        else:
+            argv[0] = _present_interpreter(ws, plan, argv[0])
+            if plan.environment is not None:
+                drift = _current_drift(ws, plan, argv[0], changes)
+                if drift is not None:
+                    say(_drift_line(drift))
         project = materialize(ws, plan, workdir, on_info=say)
         cwd = _run_cwd(project, plan.cwd)
         label = plan.run.name or plan.run.id[:12]
-        say("running: " + " ".join(plan.command))
+        say("running: " + " ".join(argv))
         from tether.runs.launch import run_command
 
         result = run_command(
             ws.rooted_at(project),
-            list(plan.command),
+            argv,
             name=f"{label}.repro",
             seed=plan.seed,
             cwd=cwd,
@@ -213,7 +218,24 @@ def _run_cwd(project: Path, cwd: str) -> Path:
     return path
 
 
-def _current_drift(ws: Workspace, plan: Plan, changes: dict[str, str | None]) -> EnvDiff | None:
+def _is_python(arg: str) -> bool:
+    return os.path.basename(arg).startswith(PYTHON_NAMES)
+
+
+def _present_interpreter(ws: Workspace, plan: Plan, arg: str) -> str:
+    """A command started by a relative path to an interpreter (``.venv/bin/python``)
+    means the project's interpreter, which is not part of the rebuilt code: use the
+    project's own."""
+    if os.sep not in arg or os.path.isabs(arg) or not _is_python(arg):
+        return arg
+    base = ws.root / plan.cwd if not os.path.isabs(plan.cwd) else Path(plan.cwd)
+    candidate = base / arg
+    return str(candidate) if candidate.exists() else arg
+
+
+def _current_drift(
+    ws: Workspace, plan: Plan, command: str, changes: dict[str, str | None]
+) -> EnvDiff | None:
     """The present environment (the interpreter the command will find) against the
     recorded one, probed with the variables the reproduction will set."""
     import sys
@@ -230,8 +252,8 @@ def _current_drift(ws: Workspace, plan: Plan, changes: dict[str, str | None]) ->
     if plan.seed is not None:
         env["PYTHONHASHSEED"] = env["TETHER_SEED"] = str(plan.seed)
     executable = sys.executable
-    if os.path.basename(plan.command[0]).startswith(PYTHON_NAMES):
-        executable = shutil.which(plan.command[0], path=env.get("PATH")) or executable
+    if _is_python(command):
+        executable = shutil.which(command, path=env.get("PATH")) or executable
     try:
         now = capture(executable, ws.root, env=env)
     except EnvironmentCaptureError:

@@ -41,7 +41,7 @@ UV_TIMEOUT = 1800
 MARKER = ".tether-env.json"
 # tether itself comes from the running install, not from an index: the recorded
 # version may be a development build that no index has.
-SELF = "tether"
+SELF = "tether-ml"
 
 
 @dataclass(frozen=True)
@@ -267,4 +267,4 @@ def _install_self(uv: str, venv: Path) -> None:
         raise ReproError(
             f"cannot find site-packages in {venv}", hint="remove the folder and try again"
         )
-    shutil.copytree(Path(tether.__file__).parent, site / SELF, dirs_exist_ok=True)
+    shutil.copytree(Path(tether.__file__).parent, site / "tether", dirs_exist_ok=True)

@@ -151,11 +151,11 @@ def verify(
     exact: bool = False,
     series: bool = False,
 ) -> Verification:
-    outputs = _outputs(original, reproduction)
+    outputs = compare_outputs(original, reproduction)
     metrics = (
         _series(db, original, reproduction, tolerances)
         if series
-        else _finals(original, reproduction, tolerances)
+        else compare_metrics(original, reproduction, tolerances)
     )
     if reproduction.status != original.status or (
         original.status != "finished" and reproduction.exit_code != original.exit_code
@@ -213,7 +213,7 @@ def verify(
     )
 
 
-def _outputs(original: Run, reproduction: Run) -> tuple[OutputCheck, ...]:
+def compare_outputs(original: Run, reproduction: Run) -> tuple[OutputCheck, ...]:
     want = {f.path: f.digest for f in original.files if f.role in _COMPARED_ROLES}
     got = {f.path: f.digest for f in reproduction.files if f.role in _COMPARED_ROLES}
     checks = []
@@ -236,7 +236,7 @@ def _judge(key: str, expected: float, actual: float, tol: Tolerance | None) -> s
     return "outside"
 
 
-def _finals(
+def compare_metrics(
     original: Run, reproduction: Run, tolerances: Sequence[Tolerance]
 ) -> tuple[MetricCheck, ...]:
     checks = []

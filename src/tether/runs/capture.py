@@ -35,6 +35,7 @@ class AuditLog:
     reads: dict[str, None] = field(default_factory=dict)  # ordered sets
     writes: dict[str, None] = field(default_factory=dict)
     seeds: list[tuple[str, str]] = field(default_factory=list)
+    urls: dict[str, None] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -64,6 +65,8 @@ def parse_audit_log(path: Path) -> AuditLog:
             log.writes[fields[2]] = None
         elif kind == "S" and len(fields) == 3:
             log.seeds.append((fields[1], fields[2]))
+        elif kind == "U" and len(fields) == 2:
+            log.urls[fields[1]] = None
     return log
 
 

@@ -39,7 +39,7 @@ from tether.runs.capture import (
     record_files,
     relative_to_project,
 )
-from tether.runs.code import capture_code
+from tether.runs.code import capture_code, strip_credentials
 from tether.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -478,6 +478,7 @@ def _record_after(
                 "processes": len(audit.processes),
             },
             "seeding": [{"call": c, "seed": s} for c, s in audit.seeds],
+            "urls": [strip_credentials(u) for u in list(audit.urls)[:200]],
             "warnings": warnings,
         },
     )

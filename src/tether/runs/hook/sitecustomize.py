@@ -8,6 +8,8 @@ It records, without touching the user's script:
   ``numpy.random.default_rng`` with a seed, ``torch.manual_seed``), wrapped right after
   their module is first imported. Classes are left alone: a subclass would break
   ``isinstance`` checks such as scikit-learn's on ``RandomState``;
+- which URLs it requests through urllib (the ``urllib.Request`` event): data from the
+  network is an input nothing versions;
 - the interpreter (``sys.executable``) of each process.
 
 Records go to ``$TETHER_AUDIT_LOG`` as they happen (one ``os.write`` each, O_APPEND),
@@ -76,6 +78,15 @@ def _install():
                 ):
                     return
                 emit(kind, full)
+            except Exception:
+                return
+        elif event == "urllib.Request":
+            # Data fetched over the network is an input nobody versioned.
+            try:
+                url = str(args[0])
+                if url not in seen:
+                    seen.add(url)
+                    emit("U", url)
             except Exception:
                 return
         elif event == "os.rename":

@@ -1,0 +1,455 @@
+"""``tether explain RUN_A RUN_B``: why two runs' results differ, causes ranked by how
+likely each is to change numbers.
+
+Every recorded fact of the two runs is compared: input data (which files, how much:
+sizes and rows), code (commits, uncommitted changes, snapshots), parameters, seeds,
+packages (numerical libraries first), interpreter, result-changing variables (thread
+counts first), hardware. When every recorded fact is equal but results differ, the
+cause is not recorded: it is nondeterminism, and the hazards the runs show (no seed,
+random ``PYTHONHASHSEED``, GPU kernels, unpinned threads) are named instead.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tether.envcapture.diff import ML_CRITICAL, diff_environments
+from tether.envcapture.environment import Environment
+from tether.hashing import Digest
+from tether.repro.verify import MetricCheck, OutputCheck, compare_metrics, compare_outputs
+from tether.runs.code import git_text
+from tether.runs.record import Run, load_environment
+from tether.store.objects import ContentStore
+from tether.workspace import Workspace
+
+# How likely a kind of difference is to change results (higher first).
+WEIGHTS = {
+    "output-format": 98,
+    "data": 100,
+    "code": 90,
+    "params": 85,
+    "seed": 80,
+    "packages-ml": 70,
+    "gpu-libraries": 68,
+    "interpreter": 60,
+    "threads": 55,
+    "randomness": 50,
+    "variables": 40,
+    "packages": 30,
+    "lock-files": 25,
+    "hardware": 20,
+    "setup": 15,
+    "os": 10,
+}
+THREAD_VARS = re.compile(r"^(OMP|MKL|OPENBLAS|NUMEXPR|BLIS)_NUM_THREADS$|^VECLIB_MAXIMUM_THREADS$")
+_ROW_COUNT_LIMIT = 256 << 20  # count CSV rows of inputs up to this size
+
+
+@dataclass(frozen=True)
+class Cause:
+    category: str
+    title: str
+    details: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()  # output-format: the outputs it accounts for
+
+    @property
+    def weight(self) -> int:
+        return WEIGHTS.get(self.category, 0)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    a: Run
+    b: Run
+    outputs: tuple[OutputCheck, ...]  # only those that differ
+    metrics: tuple[MetricCheck, ...]  # only those that differ
+    causes: tuple[Cause, ...]  # most likely first
+    nondeterminism: bool  # results differ though everything recorded is equal
+
+    @property
+    def results_differ(self) -> bool:
+        return bool(self.outputs or self.metrics)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a.id,
+            "b": self.b.id,
+            "results_differ": self.results_differ,
+            "nondeterminism": self.nondeterminism,
+            "outputs": [o.__dict__ for o in self.outputs],
+            "metrics": [
+                {"key": m.key, "a": m.expected, "b": m.actual, "status": m.status}
+                for m in self.metrics
+            ],
+            "causes": [
+                {
+                    "category": c.category,
+                    "weight": c.weight,
+                    "title": c.title,
+                    "details": list(c.details),
+                }
+                for c in self.causes
+            ],
+        }
+
+
+def explain(ws: Workspace, a: Run, b: Run) -> Explanation:
+    outputs = tuple(o for o in compare_outputs(a, b) if o.status != "identical")
+    metrics = tuple(m for m in compare_metrics(a, b, ()) if m.status != "equal")
+    causes: list[Cause] = []
+    causes += _output_format(ws.store, outputs)
+    causes += _data(ws, a, b)
+    causes += _code(ws, a, b)
+    causes += _params(a, b)
+    causes += _seed(a, b)
+    env_a = load_environment(ws.db, a.env_digest)
+    env_b = load_environment(ws.db, b.env_digest)
+    if env_a is not None and env_b is not None:
+        causes += _environment(env_a, env_b)
+    upstream = [c for c in causes if c.category != "output-format"]
+    format_only = {p for c in causes if c.category == "output-format" for p in c.paths}
+    unexplained = bool(metrics) or any(o.path not in format_only for o in outputs)
+    nondeterminism = unexplained and not upstream
+    hazards = _randomness(a, b, env_a, env_b)
+    if hazards and (nondeterminism or _unseeded(a) or _unseeded(b)):
+        causes += hazards
+    causes.sort(key=lambda c: -c.weight)
+    return Explanation(a, b, outputs, metrics, tuple(causes), nondeterminism)
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def _data(ws: Workspace, a: Run, b: Run) -> list[Cause]:
+    ins_a = {f.path: f for f in a.files if f.role == "input"}
+    ins_b = {f.path: f for f in b.files if f.role == "input"}
+    details: list[str] = []
+    changed: list[str] = []
+    for path in sorted(set(ins_a) | set(ins_b)):
+        fa, fb = ins_a.get(path), ins_b.get(path)
+        if fa is None:
+            assert fb is not None
+            details.append(f"{path}: read only by B ({_size(fb.size)})")
+            changed.append(path)
+        elif fb is None:
+            details.append(f"{path}: read only by A ({_size(fa.size)})")
+            changed.append(path)
+        elif fa.digest != fb.digest:
+            how = [f"{_size(fa.size)} -> {_size(fb.size)}"]
+            rows_a = _rows(ws, path, fa.digest)
+            rows_b = _rows(ws, path, fb.digest)
+            if rows_a is not None and rows_b is not None:
+                how.append(f"{rows_a} -> {rows_b} rows ({rows_b - rows_a:+d})")
+            details.append(
+                f"{path}: {str(fa.digest)[7:19]} -> {str(fb.digest)[7:19]} ({', '.join(how)})"
+            )
+            changed.append(path)
+    if not changed:
+        return []
+    title = f"input data changed: {', '.join(changed[:3])}" + (
+        f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    )
+    return [Cause("data", title, tuple(details))]
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _rows(ws: Workspace, path: str, digest: str | None) -> int | None:
+    """Rows of a CSV/TSV (lines after the header) or Parquet input, read from the store
+    or from the project when the file there still has that digest."""
+    if not digest:
+        return None
+    lower = path.lower()
+    d = Digest.parse(digest)
+    source = None
+    if ws.store.has(d):
+        source = ws.store.path(d)
+    else:
+        candidate = ws.root / path
+        try:
+            from tether.hashing import hash_file
+
+            if candidate.is_file() and hash_file(candidate)[0] == d:
+                source = candidate
+        except OSError:
+            return None
+    if source is None:
+        return None
+    try:
+        if lower.endswith((".csv", ".tsv", ".txt")):
+            if source.stat().st_size > _ROW_COUNT_LIMIT:
+                return None
+            with open(source, "rb") as f:
+                data = f.read()
+            lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+            return max(0, lines - 1) if lower.endswith((".csv", ".tsv")) else lines
+        if lower.endswith(".parquet"):
+            import importlib
+
+            pq: Any = importlib.import_module("pyarrow.parquet")
+            return int(pq.ParquetFile(source).metadata.num_rows)
+    except Exception:  # an unreadable file or no pyarrow: no row count, not an error
+        return None
+    return None
+
+
+# -- code ---------------------------------------------------------------------------------
+
+
+def _code(ws: Workspace, a: Run, b: Run) -> list[Cause]:
+    ca, cb = a.code, b.code
+    details: list[str] = []
+    if ca.get("commit") != cb.get("commit"):
+        details.append(f"commit {str(ca.get('commit'))[:12]} -> {str(cb.get('commit'))[:12]}")
+        if ca.get("commit") and cb.get("commit"):
+            stat = git_text(ws.root, "diff", "--stat=100", ca["commit"], cb["commit"], "--")
+            if stat:
+                details += [ln.strip() for ln in stat.strip().splitlines()]
+    if ca.get("diff_digest") != cb.get("diff_digest"):
+        patches_a = _patches(ws.store, ca.get("diff_digest"))
+        patches_b = _patches(ws.store, cb.get("diff_digest"))
+        for path in sorted(set(patches_a) | set(patches_b)):
+            if patches_a.get(path) != patches_b.get(path):
+                plus, minus = _count(patches_b.get(path, "")), _count(patches_a.get(path, ""))
+                details.append(
+                    f"{path}: uncommitted changes differ (A: +{minus[0]} -{minus[1]}, "
+                    f"B: +{plus[0]} -{plus[1]} lines against the commit)"
+                )
+    if ca.get("snapshot_digest") != cb.get("snapshot_digest"):
+        files_a = _snapshot(ws.store, ca.get("snapshot_digest"))
+        files_b = _snapshot(ws.store, cb.get("snapshot_digest"))
+        for path in sorted(set(files_a) | set(files_b)):
+            if files_a.get(path) != files_b.get(path):
+                what = (
+                    "added"
+                    if path not in files_a
+                    else ("removed" if path not in files_b else "modified")
+                )
+                details.append(f"{path}: {what}")
+    if not details:
+        return []
+    changed: list[str] = []
+    for line in details:
+        name = line.split(" | ")[0].strip() if " | " in line else line.split(": ")[0]
+        if (" | " in line or ": " in line) and name not in changed:
+            changed.append(name)
+    title = "code changed" + (f": {', '.join(changed[:4])}" if changed else "")
+    if len(changed) > 4:
+        title += f" and {len(changed) - 4} more"
+    return [Cause("code", title, tuple(details))]
+
+
+def _patches(store: ContentStore, digest: str | None) -> dict[str, str]:
+    if not digest:
+        return {}
+    try:
+        text = store.read_bytes(Digest.parse(digest), max_size=64 << 20).decode(errors="replace")
+    except Exception:
+        return {}
+    out: dict[str, str] = {}
+    for chunk in re.split(r"(?m)^(?=diff --git )", text):
+        m = re.match(r"diff --git a/(\S+) b/(\S+)", chunk)
+        if m:
+            out[m.group(2)] = chunk
+    return out
+
+
+def _count(patch: str) -> tuple[int, int]:
+    plus = sum(1 for ln in patch.splitlines() if ln.startswith("+") and not ln.startswith("+++"))
+    minus = sum(1 for ln in patch.splitlines() if ln.startswith("-") and not ln.startswith("---"))
+    return plus, minus
+
+
+def _snapshot(store: ContentStore, digest: str | None) -> dict[str, str]:
+    if not digest:
+        return {}
+    from tether.repro.materialize import snapshot_files
+
+    try:
+        return snapshot_files(store, digest)
+    except Exception:
+        return {}
+
+
+# -- params, seed, environment ------------------------------------------------------------
+
+
+def _params(a: Run, b: Run) -> list[Cause]:
+    keys = sorted(k for k in set(a.params) | set(b.params) if a.params.get(k) != b.params.get(k))
+    if not keys:
+        return []
+    details = tuple(f"{k}: {a.params.get(k, '-')} -> {b.params.get(k, '-')}" for k in keys)
+    return [Cause("params", f"parameters differ: {', '.join(keys[:4])}", details)]
+
+
+def _seeding(run: Run) -> list[str]:
+    calls = [f"{s.get('call')}({s.get('seed')})" for s in run.capture.get("seeding", [])]
+    everything = run.capture.get("seed_everything")
+    if everything:
+        calls.append(f"seed_everything({everything.get('seed')})")
+    return calls
+
+
+def _seed(a: Run, b: Run) -> list[Cause]:
+    causes = []
+    if a.seed != b.seed:
+        causes.append(Cause("seed", f"seed differs: {a.seed} -> {b.seed}"))
+    sa, sb = _seeding(a), _seeding(b)
+    if sa != sb:
+        causes.append(
+            Cause(
+                "seed",
+                "the scripts seeded differently",
+                (
+                    f"A: {', '.join(sa) or 'no seeding call'}",
+                    f"B: {', '.join(sb) or 'no seeding call'}",
+                ),
+            )
+        )
+    return causes
+
+
+def _environment(env_a: Environment, env_b: Environment) -> list[Cause]:
+    d = diff_environments(env_a, env_b)
+    if d.same:
+        return []
+    causes: list[Cause] = []
+    groups: dict[str, list[str]] = {}
+    for c in d.changes:
+        line = f"{c.name}: {c.old or '(none)'} -> {c.new or '(none)'}"
+        if c.section == "packages":
+            key = (
+                "packages-ml"
+                if c.name in ML_CRITICAL or c.name.startswith("nvidia-")
+                else ("packages")
+            )
+        elif c.section == "python":
+            key = "setup" if c.name == "virtualenv" else "interpreter"
+        elif c.section == "env_vars":
+            key = "threads" if THREAD_VARS.match(c.name) else "variables"
+            if c.name in ("PYTHONHASHSEED", "TETHER_SEED"):
+                continue  # reported with the seed
+        elif c.section in ("cuda_libraries", "gpu"):
+            key = "gpu-libraries"
+        elif c.section == "lock_files":
+            key = "lock-files"
+        elif c.section in ("cpu", "memory"):
+            if c.name == "flags":
+                line = f"CPU flags differ ({len((c.old or '').split())} -> "
+                line += f"{len((c.new or '').split())})"
+            key = "hardware"
+        elif c.section == "os":
+            key = "os"
+        else:
+            key = "packages"
+        groups.setdefault(key, []).append(line)
+    titles = {
+        "packages-ml": "numerical packages differ",
+        "packages": "other packages differ",
+        "interpreter": "the Python interpreter differs",
+        "threads": "thread settings differ",
+        "variables": "result-changing variables differ",
+        "gpu-libraries": "GPU, CUDA or cuDNN differ",
+        "lock-files": "lock files differ",
+        "hardware": "hardware differs",
+        "os": "the operating system differs",
+        "setup": "the interpreter's setup differs",
+    }
+    for key, lines in groups.items():
+        names = ", ".join(ln.split(":")[0] for ln in lines[:4])
+        causes.append(Cause(key, f"{titles[key]}: {names}", tuple(lines)))
+    return causes
+
+
+# -- nondeterminism -----------------------------------------------------------------------
+
+
+def _unseeded(run: Run) -> bool:
+    return run.seed is None and not _seeding(run)
+
+
+def _randomness(
+    a: Run, b: Run, env_a: Environment | None, env_b: Environment | None
+) -> list[Cause]:
+    hints: list[str] = []
+    if _unseeded(a) or _unseeded(b):
+        hints.append(
+            "no seed: neither 'tether run --seed N' nor a seeding call was recorded, so "
+            "random number generators started from fresh entropy "
+            "(fix: tether.seed_everything(N) in the script, or tether run --seed N)"
+        )
+    envs = [e for e in (env_a, env_b) if e is not None]
+    if envs and any("PYTHONHASHSEED" not in e.env_vars for e in envs):
+        hints.append(
+            "PYTHONHASHSEED was random: iteration over sets of strings changes between "
+            "processes (fix: tether run --seed N sets it)"
+        )
+    if any(e.body.get("gpu") for e in envs) and not any(
+        (r.capture.get("seed_everything") or {}).get("deterministic") for r in (a, b)
+    ):
+        hints.append(
+            "GPU kernels may be nondeterministic (atomics in reductions, cuDNN autotuning) "
+            "(fix: tether.seed_everything(N, deterministic=True))"
+        )
+    if any(_threads_unpinned(e) for e in envs):
+        hints.append(
+            "thread counts were not pinned: parallel sums may add in a different order "
+            "(fix: set OMP_NUM_THREADS / MKL_NUM_THREADS)"
+        )
+    if not hints:
+        return []
+    return [Cause("randomness", "nondeterminism the runs were exposed to", tuple(hints))]
+
+
+def _threads_unpinned(env: Environment) -> bool:
+    pinned = any(THREAD_VARS.match(k) for k in env.env_vars)
+    return not pinned and int(env.body.get("cpu", {}).get("count", 1)) > 1
+
+
+def _output_format(store: ContentStore, outputs: tuple[OutputCheck, ...]) -> list[Cause]:
+    """Outputs that differ only in archive metadata (zip timestamps, as in ``.npz`` and
+    ``.pt`` files): their contents are the same, so they explain nothing upstream."""
+    same: list[str] = []
+    for o in outputs:
+        if o.status != "differs" or not o.expected or not o.actual:
+            continue
+        members_a = _zip_members(store, o.expected)
+        members_b = _zip_members(store, o.actual)
+        if members_a is not None and members_a == members_b:
+            same.append(o.path)
+    if not same:
+        return []
+    return [
+        Cause(
+            "output-format",
+            f"{', '.join(same)}: only the archive's timestamps differ; every member is identical",
+            (
+                "zip-based formats (.npz, .pt, .keras) record the time each member was written; "
+                "compare contents, or write them with fixed timestamps",
+            ),
+            tuple(same),
+        )
+    ]
+
+
+def _zip_members(store: ContentStore, digest: str) -> Mapping[str, tuple[int, int]] | None:
+    d = Digest.parse(digest)
+    if not store.has(d):
+        return None
+    try:
+        with zipfile.ZipFile(store.path(d)) as z:
+            return {i.filename: (i.CRC, i.file_size) for i in z.infolist()}
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
