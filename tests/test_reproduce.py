@@ -18,10 +18,10 @@ from xml.etree import ElementTree
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.test_runs import GIT_ENV, git
 from tether.cli import cli
 from tether.hashing import Digest
 from tether.workspace import Workspace, init_workspace
-from tests.test_runs import GIT_ENV, git
 
 Tether = Callable[..., Result]
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -63,6 +63,12 @@ def last_json(result: Result) -> dict:  # type: ignore[type-arg]
     return json.loads(out[out.index("{\n") :])
 
 
+def record(tether: Tether, name: str, *command: str, seed: int | None = None) -> None:
+    seeding = ["--seed", str(seed)] if seed is not None else []
+    result = tether("run", "--name", name, *seeding, "--", *command)
+    assert result.exit_code == 0, result.output
+
+
 def run_ids(root: Path) -> list[str]:
     ws = Workspace.open(root)
     try:
@@ -94,7 +100,9 @@ UNSEEDED = """\
 
 def seeded_project(root: Path, *, use_git: bool = True) -> Tether:
     tether = make_project(
-        root, {"train.py": SEEDED, "data/in.csv": "1\n2\n3\n4\n"}, use_git=use_git
+        root,
+        {"train.py": SEEDED, "data/in.csv": "1\n2\n3\n4\n", ".gitignore": "out/\n"},
+        use_git=use_git,
     )
     assert tether("add", "data").exit_code == 0
     if use_git:
@@ -111,7 +119,7 @@ def test_seeded_run_reproduces_bit_for_bit_with_a_dirty_tree(tmp_path: Path) -> 
     # An uncommitted edit is part of the code the run used; so is an untracked helper.
     (root / "train.py").write_text((root / "train.py").read_text() + "# tuned\n")
     (root / "helper.py").write_text("X = 1\n")
-    assert tether("run", "--name", "v1", "--seed", "7", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=7)
     junit = tmp_path / "report.xml"
     result = tether("reproduce", "v1", "--json", "--junit", str(junit))
     assert result.exit_code == 0, result.output
@@ -137,7 +145,7 @@ def test_seeded_run_reproduces_bit_for_bit_with_a_dirty_tree(tmp_path: Path) -> 
 def test_reproduce_outside_git_uses_the_code_snapshot(tmp_path: Path) -> None:
     root = tmp_path / "p"
     tether = seeded_project(root, use_git=False)
-    assert tether("run", "--name", "v1", "--seed", "3", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=3)
     (root / "train.py").write_text("raise SystemExit('the project changed since')\n")
     keep = tmp_path / "rebuilt"
     result = tether("reproduce", "v1", "--workdir", str(keep))
@@ -150,7 +158,7 @@ def test_unseeded_run_diverges_and_explain_blames_randomness(tmp_path: Path) -> 
     root = tmp_path / "p"
     tether = make_project(root, {"draw.py": UNSEEDED})
     commit(root)
-    assert tether("run", "--name", "draw", "--", sys.executable, "draw.py").exit_code == 0
+    record(tether, "draw", sys.executable, "draw.py")
     junit = tmp_path / "r.xml"
     result = tether("reproduce", "draw", "--junit", str(junit))
     assert result.exit_code == 3, result.output
@@ -180,7 +188,7 @@ def test_tolerances_judge_metrics_and_exact_refuses_anything_but_identity(tmp_pa
         },
     )
     commit(root)
-    assert tether("run", "--name", "n", "--", sys.executable, "noisy.py").exit_code == 0
+    record(tether, "n", sys.executable, "noisy.py")
     assert tether("reproduce", "n").exit_code == 3  # default: metrics must be equal
     ok = tether("reproduce", "n", "-t", "recall=1%", "--json")
     assert ok.exit_code == 0, ok.output
@@ -212,7 +220,7 @@ def test_series_compares_every_step(tmp_path: Path) -> None:
         },
     )
     commit(root)
-    assert tether("run", "--name", "c", "--", sys.executable, "curve.py").exit_code == 0
+    record(tether, "c", sys.executable, "curve.py")
     assert tether("reproduce", "c").exit_code == 0  # the last value is equal
     result = tether("reproduce", "c", "--series", "--json")
     assert result.exit_code == 3
@@ -227,7 +235,7 @@ def test_failed_reproduction_is_failed(tmp_path: Path) -> None:
     )
     commit(root)
     (root / "ok").write_text("")  # not part of the code: the rebuild lacks it
-    assert tether("run", "--name", "f", "--", sys.executable, "flaky.py").exit_code == 0
+    record(tether, "f", sys.executable, "flaky.py")
     result = tether("reproduce", "f", "--json")
     assert result.exit_code == 3
     assert last_json(result)["verdict"] == "FAILED"
@@ -236,7 +244,7 @@ def test_failed_reproduction_is_failed(tmp_path: Path) -> None:
 def test_inputs_missing_everywhere_are_refused_before_anything_runs(tmp_path: Path) -> None:
     root = tmp_path / "p"
     tether = seeded_project(root)
-    assert tether("run", "--name", "v1", "--seed", "1", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=1)
     ws = Workspace.open(root)
     digest = Digest.parse(
         json.loads(tether("runs", "show", "v1", "--json").stdout)["files"][0]["digest"]
@@ -257,7 +265,7 @@ def test_inputs_come_from_a_remote_when_the_store_lost_them(tmp_path: Path) -> N
     tether = seeded_project(root)
     assert tether("remote", "add", "backup", str(tmp_path / "remote"), "--default").exit_code == 0
     assert tether("data", "push").exit_code == 0
-    assert tether("run", "--name", "v1", "--seed", "1", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=1)
     ws = Workspace.open(root)
     digest = Digest.parse(
         json.loads(tether("runs", "show", "v1", "--json").stdout)["files"][0]["digest"]
@@ -276,7 +284,7 @@ def test_inputs_come_from_a_remote_when_the_store_lost_them(tmp_path: Path) -> N
 def test_a_lost_commit_is_refused_with_the_fix(tmp_path: Path) -> None:
     root = tmp_path / "p"
     tether = seeded_project(root)
-    assert tether("run", "--name", "v1", "--seed", "1", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=1)
     git(root, "commit", "-q", "--amend", "-m", "rewritten")
     git(root, "reflog", "expire", "--expire=now", "--all")
     git(root, "gc", "-q", "--prune=now")
@@ -288,13 +296,15 @@ def test_a_lost_commit_is_refused_with_the_fix(tmp_path: Path) -> None:
 def test_recreate_refuses_an_interpreter_this_machine_lacks(tmp_path: Path) -> None:
     root = tmp_path / "p"
     tether = seeded_project(root)
-    assert tether("run", "--name", "v1", "--seed", "1", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=1)
     ws = Workspace.open(root)
     digest = ws.db.query("SELECT env_digest FROM runs")[0]["env_digest"]
-    body = json.loads(ws.db.query("SELECT body FROM environments WHERE digest = ?", (digest,))[0][0])
+    sql = "SELECT body FROM environments WHERE digest = ?"
+    body = json.loads(ws.db.query(sql, (digest,))[0][0])
     body["python"]["version"] = "3.99.1"
     with ws.db.atomic() as conn:
-        conn.execute("UPDATE environments SET body = ? WHERE digest = ?", (json.dumps(body), digest))
+        sql = "UPDATE environments SET body = ? WHERE digest = ?"
+        conn.execute(sql, (json.dumps(body), digest))
     ws.close()
     result = tether("reproduce", "v1", "--env", "recreate")
     assert result.exit_code == 1
@@ -305,7 +315,7 @@ def test_recreate_refuses_an_interpreter_this_machine_lacks(tmp_path: Path) -> N
 def test_workdir_must_be_empty(tmp_path: Path) -> None:
     root = tmp_path / "p"
     tether = seeded_project(root)
-    assert tether("run", "--name", "v1", "--seed", "1", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=1)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("")
@@ -330,7 +340,8 @@ def make_wheel(directory: Path, name: str, version: str, module: str) -> Path:
         z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         z.writestr(
             f"{info}/WHEEL",
-            "Wheel-Version: 1.0\nGenerator: tether-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            "Wheel-Version: 1.0\nGenerator: tether-tests\nRoot-Is-Purelib: true\n"
+            "Tag: py3-none-any\n",
         )
         z.writestr(f"{info}/RECORD", "")
     return path
@@ -365,7 +376,7 @@ def test_sklearn_run_reproduces_bit_identically_in_a_recreated_uv_venv(
     tether = make_project(root, {"train.py": SKLEARN, ".gitignore": ".venv/\n"})
     commit(root)
     python = make_venv(root / ".venv", "numpy==2.2.6", "scikit-learn==1.6.1")
-    assert tether("run", "--name", "sk", "--seed", "11", "--", str(python), "train.py").exit_code == 0
+    record(tether, "sk", str(python), "train.py", seed=11)
     first = tether("reproduce", "sk", "--env", "recreate", "--json")
     assert first.exit_code == 0, first.output
     report = last_json(first)
@@ -400,8 +411,8 @@ def test_explain_names_the_package_whose_version_changed_the_output(tmp_path: Pa
     new = make_wheel(wheels, "numfix", "1.1", "def scale(x):\n    return x * 2.0000001\n")
     py_a = make_venv(root / "venv-a", str(old))
     py_b = make_venv(root / "venv-b", str(new))
-    assert tether("run", "--name", "a", "--seed", "1", "--", str(py_a), "use.py").exit_code == 0
-    assert tether("run", "--name", "b", "--seed", "1", "--", str(py_b), "use.py").exit_code == 0
+    record(tether, "a", str(py_a), "use.py", seed=1)
+    record(tether, "b", str(py_b), "use.py", seed=1)
     explained = json.loads(tether("explain", "a", "b", "--json").stdout)
     assert explained["outputs"][0]["path"] == "out/result.txt"
     assert explained["nondeterminism"] is False
@@ -413,20 +424,21 @@ def test_explain_names_the_package_whose_version_changed_the_output(tmp_path: Pa
 def test_explain_names_the_changed_input_with_sizes_and_rows(tmp_path: Path) -> None:
     root = tmp_path / "p"
     tether = seeded_project(root)
-    assert tether("run", "--name", "a", "--seed", "5", "--", sys.executable, "train.py").exit_code == 0
+    record(tether, "a", sys.executable, "train.py", seed=5)
     (root / "data" / "in.csv").write_text("1\n2\n3\n4\n5\n6\n")
     assert tether("add", "data").exit_code == 0
-    commit(root, "more data")
-    assert tether("run", "--name", "b", "--seed", "5", "--", sys.executable, "train.py").exit_code == 0
+    git(root, "commit", "-q", "-m", "more data", "data.tether")
+    record(tether, "b", sys.executable, "train.py", seed=5)
     explained = json.loads(tether("explain", "a", "b", "--json").stdout)
     top = explained["causes"][0]
     assert top["category"] == "data"
     assert "data/in.csv" in top["title"]
     assert "3 -> 5 rows (+2)" in top["details"][0]  # header line excluded
+    assert "0 row(s) of A not in B" in top["details"][0]  # rows were only added
+    assert "0 row(s) of A not in B" in top["details"][0]  # rows were only added
     categories = [c["category"] for c in explained["causes"]]
-    assert "code" in categories  # the pointer commit is a code change too, ranked below
-    text = tether("explain", "a", "b").stdout
-    assert text.index("[data]") < text.index("[code]")
+    assert "code" not in categories  # the commits differ only in the data pointer
+    assert "[data] input data changed: data/in.csv" in tether("explain", "a", "b").stdout
 
 
 def test_explain_sees_zip_outputs_that_differ_only_in_timestamps(tmp_path: Path) -> None:
@@ -444,8 +456,8 @@ def test_explain_sees_zip_outputs_that_differ_only_in_timestamps(tmp_path: Path)
         },
     )
     commit(root)
-    assert tether("run", "--name", "a", "--", sys.executable, "save.py", "1000000000").exit_code == 0
-    assert tether("run", "--name", "b", "--", sys.executable, "save.py", "1500000000").exit_code == 0
+    record(tether, "a", sys.executable, "save.py", "1000000000")
+    record(tether, "b", sys.executable, "save.py", "1500000000")
     explained = json.loads(tether("explain", "a", "b", "--json").stdout)
     assert explained["causes"][0]["category"] == "output-format"
     assert "only the archive's timestamps differ" in explained["causes"][0]["title"]
@@ -484,7 +496,7 @@ def test_torch_training_seeded_with_seed_everything_reproduces_bit_identically(
     root = tmp_path / "p"
     tether = make_project(root, {"train_torch.py": TORCH})
     commit(root)
-    assert tether("run", "--name", "t", "--", sys.executable, "train_torch.py").exit_code == 0
+    record(tether, "t", sys.executable, "train_torch.py")
     result = tether("reproduce", "t", "--series", "--json")
     report = last_json(result)
     statuses = {o["path"]: o["status"] for o in report["outputs"]}
@@ -526,7 +538,7 @@ def test_doctor_lists_project_and_run_hazards_with_fixes(tmp_path: Path) -> None
     git(root, "add", "requirements.txt", "job.py")
     git(root, "commit", "-q", "-m", "code")
     (root / "notes.py").write_text("# not committed\n")
-    assert tether("run", "--name", "j", "--", sys.executable, "job.py").exit_code == 0
+    record(tether, "j", sys.executable, "job.py")
     result = tether("doctor", "j", "--json")
     assert result.exit_code == 1
     codes = {f["code"]: f for f in json.loads(result.stdout)["findings"]}

@@ -207,10 +207,12 @@ def check_run(ws: Workspace, run: Run) -> list[Finding]:
                 "tether run --seed N sets it (or export PYTHONHASHSEED=0)",
             )
         report = run.capture.get("seed_everything") or {}
-        if "torch" in env.packages and not report.get("deterministic"):
+        imports = run.capture.get("imports")
+        uses_torch = "torch" in imports if imports is not None else "torch" in env.packages
+        if uses_torch and not report.get("deterministic"):
             add(
                 "torch-nondeterministic",
-                "torch is installed but deterministic algorithms were not switched on",
+                "the run used torch without deterministic algorithms",
                 "tether.seed_everything(N, deterministic=True) "
                 "(or torch.use_deterministic_algorithms(True))",
             )

@@ -109,7 +109,7 @@ def explain(ws: Workspace, a: Run, b: Run) -> Explanation:
     env_a = load_environment(ws.db, a.env_digest)
     env_b = load_environment(ws.db, b.env_digest)
     if env_a is not None and env_b is not None:
-        causes += _environment(env_a, env_b)
+        causes += _environment(env_a, env_b, _imported(a, b))
     upstream = [c for c in causes if c.category != "output-format"]
     format_only = {p for c in causes if c.category == "output-format" for p in c.paths}
     unexplained = bool(metrics) or any(o.path not in format_only for o in outputs)
@@ -144,6 +144,9 @@ def _data(ws: Workspace, a: Run, b: Run) -> list[Cause]:
             rows_b = _rows(ws, path, fb.digest)
             if rows_a is not None and rows_b is not None:
                 how.append(f"{rows_a} -> {rows_b} rows ({rows_b - rows_a:+d})")
+                changed_rows = _rows_changed(ws, fa.digest, fb.digest)
+                if changed_rows is not None:
+                    how.append(f"{changed_rows} row(s) of A not in B")
             details.append(
                 f"{path}: {str(fa.digest)[7:19]} -> {str(fb.digest)[7:19]} ({', '.join(how)})"
             )
@@ -205,6 +208,22 @@ def _rows(ws: Workspace, path: str, digest: str | None) -> int | None:
     return None
 
 
+def _rows_changed(ws: Workspace, a: str | None, b: str | None) -> int | None:
+    """Lines of A's file that B lacks (as a multiset), for text inputs in the store."""
+    from collections import Counter
+
+    if not a or not b:
+        return None
+    da, db = Digest.parse(a), Digest.parse(b)
+    if not (ws.store.has(da) and ws.store.has(db)):
+        return None
+    if ws.store.size(da) > _ROW_COUNT_LIMIT // 4 or ws.store.size(db) > _ROW_COUNT_LIMIT // 4:
+        return None
+    lines_a = Counter(ws.store.read_bytes(da, max_size=_ROW_COUNT_LIMIT).splitlines())
+    lines_b = Counter(ws.store.read_bytes(db, max_size=_ROW_COUNT_LIMIT).splitlines())
+    return sum((lines_a - lines_b).values())
+
+
 # -- code ---------------------------------------------------------------------------------
 
 
@@ -212,11 +231,14 @@ def _code(ws: Workspace, a: Run, b: Run) -> list[Cause]:
     ca, cb = a.code, b.code
     details: list[str] = []
     if ca.get("commit") != cb.get("commit"):
-        details.append(f"commit {str(ca.get('commit'))[:12]} -> {str(cb.get('commit'))[:12]}")
+        stat = None
         if ca.get("commit") and cb.get("commit"):
-            stat = git_text(ws.root, "diff", "--stat=100", ca["commit"], cb["commit"], "--")
-            if stat:
-                details += [ln.strip() for ln in stat.strip().splitlines()]
+            # Pointer files are data, reported (by content) with the inputs.
+            stat = git_text(ws.root, "diff", "--stat=100", ca["commit"], cb["commit"],
+                            "--", ".", ":(exclude)*.tether")  # fmt: skip
+        if stat is None or stat.strip():
+            details.append(f"commit {str(ca.get('commit'))[:12]} -> {str(cb.get('commit'))[:12]}")
+            details += [ln.strip() for ln in (stat or "").strip().splitlines()]
     if ca.get("diff_digest") != cb.get("diff_digest"):
         patches_a = _patches(ws.store, ca.get("diff_digest"))
         patches_b = _patches(ws.store, cb.get("diff_digest"))
@@ -321,7 +343,28 @@ def _seed(a: Run, b: Run) -> list[Cause]:
     return causes
 
 
-def _environment(env_a: Environment, env_b: Environment) -> list[Cause]:
+_MODULE_OF = {"scikit-learn": "sklearn", "jaxlib": "jax", "mkl": "numpy", "openblas": "numpy"}
+
+
+def _imported(a: Run, b: Run) -> set[str] | None:
+    """Frameworks either run imported, when both runs recorded their imports."""
+    lists = [r.capture.get("imports") for r in (a, b)]
+    if any(x is None for x in lists):
+        return None
+    return {m for x in lists for m in x or ()}
+
+
+def _numerical(package: str, imported: set[str] | None) -> bool:
+    if package.startswith("nvidia-"):
+        return imported is None or "torch" in imported or "jax" in imported
+    if package not in ML_CRITICAL:
+        return False
+    return imported is None or _MODULE_OF.get(package, package) in imported
+
+
+def _environment(
+    env_a: Environment, env_b: Environment, imported: set[str] | None = None
+) -> list[Cause]:
     d = diff_environments(env_a, env_b)
     if d.same:
         return []

@@ -36,6 +36,7 @@ class AuditLog:
     writes: dict[str, None] = field(default_factory=dict)
     seeds: list[tuple[str, str]] = field(default_factory=list)
     urls: dict[str, None] = field(default_factory=dict)
+    imports: dict[str, None] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -67,6 +68,8 @@ def parse_audit_log(path: Path) -> AuditLog:
             log.seeds.append((fields[1], fields[2]))
         elif kind == "U" and len(fields) == 2:
             log.urls[fields[1]] = None
+        elif kind == "I" and len(fields) == 2:
+            log.imports[fields[1]] = None
     return log
 
 

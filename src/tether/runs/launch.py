@@ -479,6 +479,7 @@ def _record_after(
             },
             "seeding": [{"call": c, "seed": s} for c, s in audit.seeds],
             "urls": [strip_credentials(u) for u in list(audit.urls)[:200]],
+            "imports": sorted(audit.imports),
             "warnings": warnings,
         },
     )

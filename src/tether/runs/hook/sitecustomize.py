@@ -8,6 +8,7 @@ It records, without touching the user's script:
   ``numpy.random.default_rng`` with a seed, ``torch.manual_seed``), wrapped right after
   their module is first imported. Classes are left alone: a subclass would break
   ``isinstance`` checks such as scikit-learn's on ``RandomState``;
+- which numerical frameworks it imports (the ``import`` event, top-level names only);
 - which URLs it requests through urllib (the ``urllib.Request`` event): data from the
   network is an input nothing versions;
 - the interpreter (``sys.executable``) of each process.
@@ -55,6 +56,11 @@ def _install():
     fspath = os.fspath
     abspath = os.path.abspath
 
+    frameworks = {
+        "numpy", "scipy", "sklearn", "pandas", "torch", "tensorflow", "keras", "jax",
+        "xgboost", "lightgbm", "catboost", "transformers", "onnxruntime",
+    }  # fmt: skip
+
     def hook(event, args):
         if event == "open":
             path, mode, flags = args
@@ -78,6 +84,15 @@ def _install():
                 ):
                     return
                 emit(kind, full)
+            except Exception:
+                return
+        elif event == "import":
+            # Which numerical frameworks the run used (first import of each only).
+            try:
+                top = args[0].partition(".")[0]
+                if top in frameworks and top not in seen:
+                    seen.add(top)
+                    emit("I", top)
             except Exception:
                 return
         elif event == "urllib.Request":
