@@ -25,3 +25,25 @@ def test_movie_recommender_story(tmp_path: Path) -> None:
     assert "#   input  data/ratings.csv  sha256:" in r.stdout
     assert "#   input  data/movies.csv  sha256:" in r.stdout
     assert "#   output models/model.npz  sha256:" in r.stdout
+    # v1 reproduces, and explain ranks the changed argument first
+    assert "$ tether reproduce v1 --tolerance rmse=0.1%" in r.stdout
+    explained = r.stdout[r.stdout.index("$ tether explain v1 v2") :]
+    assert "1. [command] the command's arguments differ" in explained
+    assert "--algorithm truncated-svd" in explained
+
+
+@pytest.mark.slow
+def test_fraud_detection_story(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    story = STORY.parent.parent / "fraud-detection" / "story.py"
+    r = subprocess.run(
+        [sys.executable, str(story), "--workdir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK: each model reproduced; explain blamed the relabelled data" in r.stdout
+    assert (tmp_path / "w" / "reports" / "sk-v1.xml").is_file()
+    if "PyTorch part skipped" not in r.stdout:
+        assert "REPRODUCED: 1 output(s) bit-identical and 2 metric(s) equal" in r.stdout

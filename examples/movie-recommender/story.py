@@ -1,8 +1,9 @@
 """The movie-recommender story, end to end, with the real tether CLI.
 
 Generate data and train v1 under ``tether run`` (which records code, data, environment
-and seed by itself) -> pack movie-recommend:v1.0.0 -> train v2 -> pack v2.0.0 ->
-list runs, compare them -> list -> diff -> roll back to v1.0.0 -> show that the
+and seed by itself) -> pack movie-recommend:v1.0.0 -> train v2 -> list runs, compare
+them -> reproduce v1 and explain v1 vs v2 -> pack v2.0.0 -> list -> diff -> roll back
+to v1.0.0 -> show that the
 recommendations equal v1's. Runs in a copy of
 this folder (``--workdir``, default a new temporary directory), so the repository
 stays clean. Exits non-zero if any step fails or the rollback does not restore v1.
@@ -34,7 +35,7 @@ def main() -> int:
         shutil.copy2(HERE / name, work / name)
     print(f"# working in {work}\n")
 
-    def sh(*cmd: str, capture: bool = False) -> str:
+    def sh(*cmd: str, capture: bool = False, echo: bool = True) -> str:
         shown = " ".join(shlex.quote(c) for c in cmd)
         print(f"$ {shown}", flush=True)
         if cmd[0] == "tether":
@@ -47,7 +48,8 @@ def main() -> int:
                 print(result.stdout + result.stderr)
             raise SystemExit(f"step failed ({result.returncode}): {shown}")
         if capture:
-            print(result.stdout, end="")
+            if echo:
+                print(result.stdout, end="")
             return result.stdout
         print()
         return ""
@@ -79,6 +81,15 @@ def main() -> int:
     print()
     sh("tether", "runs", "list", "--sort", "metrics.rmse")
     sh("tether", "runs", "compare", "v1", "v2")
+
+    print("# prove v1 still reproduces: rebuilt from its recorded code snapshot, data")
+    print("# (by digest) and seed, re-run, verified; then ask why v1 and v2 differ\n")
+    sh("tether", "reproduce", "v1", "--tolerance", "rmse=0.1%")
+    verdict = json.loads(sh("tether", "runs", "show", "v1.repro", "--json", capture=True,
+                            echo=False))["tags"]["tether.verdict"]  # fmt: skip
+    if verdict not in ("REPRODUCED", "WITHIN TOLERANCE"):
+        raise SystemExit(f"v1 did not reproduce: {verdict}")
+    sh("tether", "explain", "v1", "v2")
     sh("tether", "pack", "-t", "movie-recommend:v2.0.0,latest")
     sh("tether", "list")
     sh("tether", "diff", "movie-recommend:v1.0.0", "movie-recommend:v2.0.0")

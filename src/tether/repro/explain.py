@@ -31,6 +31,7 @@ WEIGHTS = {
     "output-format": 98,
     "data": 100,
     "code": 90,
+    "command": 88,
     "params": 85,
     "seed": 80,
     "packages-ml": 70,
@@ -43,6 +44,7 @@ WEIGHTS = {
     "lock-files": 25,
     "hardware": 20,
     "setup": 15,
+    "code-meta": 12,
     "os": 10,
 }
 THREAD_VARS = re.compile(r"^(OMP|MKL|OPENBLAS|NUMEXPR|BLIS)_NUM_THREADS$|^VECLIB_MAXIMUM_THREADS$")
@@ -104,6 +106,7 @@ def explain(ws: Workspace, a: Run, b: Run) -> Explanation:
     causes += _output_format(ws.store, outputs)
     causes += _data(ws, a, b)
     causes += _code(ws, a, b)
+    causes += _command(a, b)
     causes += _params(a, b)
     causes += _seed(a, b)
     env_a = load_environment(ws.db, a.env_digest)
@@ -270,7 +273,19 @@ def _code(ws: Workspace, a: Run, b: Run) -> list[Cause]:
     title = "code changed" + (f": {', '.join(changed[:4])}" if changed else "")
     if len(changed) > 4:
         title += f" and {len(changed) - 4} more"
+    if changed and all(_is_metadata(name) for name in changed):
+        # Packaging and documentation do not run; they rarely change a number.
+        return [Cause("code-meta", "only packaging or documentation files changed: "
+                      + ", ".join(changed[:4]), tuple(details))]  # fmt: skip
     return [Cause("code", title, tuple(details))]
+
+
+_METADATA_NAMES = {"Kitfile", ".gitignore", ".kitignore", "LICENSE", "CHANGELOG"}
+
+
+def _is_metadata(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name in _METADATA_NAMES or name.lower().endswith((".md", ".rst"))
 
 
 def _patches(store: ContentStore, digest: str | None) -> dict[str, str]:
@@ -306,6 +321,29 @@ def _snapshot(store: ContentStore, digest: str | None) -> dict[str, str]:
 
 
 # -- params, seed, environment ------------------------------------------------------------
+
+
+def _command(a: Run, b: Run) -> list[Cause]:
+    import shlex
+
+    details = []
+    # The interpreter's path differs between venvs and machines; its packages are
+    # compared with the environment.
+    from tether.repro.plan import PYTHON_NAMES
+
+    def args(run: Run) -> list[str]:
+        first = run.command[0].rsplit("/", 1)[-1] if run.command else ""
+        return list(run.command[1:] if first.startswith(PYTHON_NAMES) else run.command)
+
+    args_a, args_b = args(a), args(b)
+    if args_a != args_b:
+        details.append(f"A: {shlex.join(args_a)}")
+        details.append(f"B: {shlex.join(args_b)}")
+    if a.cwd != b.cwd:
+        details.append(f"working folder: {a.cwd} -> {b.cwd}")
+    if not details:
+        return []
+    return [Cause("command", "the command's arguments differ", tuple(details))]
 
 
 def _params(a: Run, b: Run) -> list[Cause]:
