@@ -20,7 +20,8 @@ COMMANDS = [
     "init", "pack", "list", "inspect", "diff", "tag", "remove", "unpack", "rollback", "gc",
     "run", "runs list", "runs show", "runs compare", "runs metrics", "runs log", "runs delete",
     "env show", "env diff", "add", "status", "checkout", "fsck", "data diff", "data push",
-    "data fetch", "data pull", "remote add", "remote list", "remote remove",
+    "data fetch", "data pull", "remote add", "remote list", "remote remove", "reproduce",
+    "explain", "doctor",
 ]  # fmt: skip
 
 

@@ -502,8 +502,8 @@ def test_torch_training_seeded_with_seed_everything_reproduces_bit_identically(
     statuses = {o["path"]: o["status"] for o in report["outputs"]}
     assert statuses["out/w0.npy"] == "identical"
     assert report["metrics"][0]["status"] == "equal"  # all 20 steps
-    # np.savez writes zip members with the current time: identical contents, other bytes
-    # (unless both runs fell in the same 2-second zip time slot).
+    # Older NumPy wrote .npz members with the current time (identical contents, other
+    # bytes); explain recognises that.
     if statuses["out/weights.npz"] == "identical":
         assert report["verdict"] == "REPRODUCED"
     else:

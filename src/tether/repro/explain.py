@@ -517,7 +517,7 @@ def _output_format(store: ContentStore, outputs: tuple[OutputCheck, ...]) -> lis
             "output-format",
             f"{', '.join(same)}: only the archive's timestamps differ; every member is identical",
             (
-                "zip-based formats (.npz, .pt, .keras) record the time each member was written; "
+                "zip-based formats (.pt, .keras) record the time each member was written; "
                 "compare contents, or write them with fixed timestamps",
             ),
             tuple(same),
