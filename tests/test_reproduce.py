@@ -132,6 +132,10 @@ def test_seeded_run_reproduces_bit_for_bit_with_a_dirty_tree(tmp_path: Path) -> 
     # The reproduction is a run of its own, linked to the original.
     repro = json.loads(tether("runs", "show", report["reproduction"], "--json").stdout)
     assert repro["tags"]["tether.reproduces"] == report["original"]
+    original = json.loads(tether("runs", "show", "v1", "--json").stdout)
+    assert [(e["from"], e["kind"], e["detail"]["verdict"]) for e in original["links"]] == [
+        (report["reproduction"], "reproduces", "REPRODUCED")
+    ]
     assert repro["code"]["diff_digest"] == report["plan"]["code"]["diff_digest"]
     assert repro["code"]["snapshot_digest"] == report["plan"]["code"]["snapshot_digest"]
     suite = ElementTree.parse(junit).getroot().find("testsuite")

@@ -205,15 +205,19 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     """
     import socket
 
-    from tether.runs.record import load_environment, load_run, reap_stale
+    from tether.runs.record import links, load_environment, load_run, reap_stale
 
     ws = open_workspace(ctx)
     reap_stale(ws.db, socket.gethostname())
     r = load_run(ws.db, run_ref)
     env = load_environment(ws.db, r.env_digest)
+    edges = links(ws.db, r.id)
     if as_json:
         data = r.to_json()
         data["environment"] = None if env is None else dict(env.body)
+        data["links"] = [
+            {"from": a, "kind": kind, "to": b, "detail": detail} for a, kind, b, detail in edges
+        ]
         emit_json(data)
         return
     click.echo(f"run      {r.id}" + (f"  ({r.name})" if r.name else ""))
@@ -228,6 +232,12 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
         f"seed     {r.seed if r.seed is not None else '-'}; script seeding: "
         + (", ".join(seeding) if seeding else "none seen")
     )
+    for source, kind, target, detail in edges:
+        verdict = f" ({detail['verdict']})" if detail.get("verdict") else ""
+        if source == r.id:
+            click.echo(f"{kind:<8} {target[:12]}{verdict}")
+        else:
+            click.echo(f"{kind.removesuffix('s') + 'd by':<8} {source[:12]}{verdict}")
     code = r.code
     if code.get("kind") == "git":
         line = f"{code.get('commit') or '(no commit yet)'}"
