@@ -178,7 +178,11 @@ def ensure_venv(
             reqs = root / f"{spec.key}.requirements.txt"
             write_atomic(reqs, ("\n".join(spec.requirements) + "\n").encode(), tmp_dir=root)
             say(f"installing {len(spec.requirements)} pinned package(s) with uv pip sync")
-            _uv(uv, "pip", "sync", "--python", str(venv_python(venv)), str(reqs))
+            # Bytecode now: the environment is reused, and an interpreter that cannot
+            # write __pycache__ (PYTHONDONTWRITEBYTECODE, read-only) would recompile
+            # every module at every start.
+            _uv(uv, "pip", "sync", "--compile-bytecode", "--python", str(venv_python(venv)),
+                str(reqs))  # fmt: skip
         if spec.with_tether:
             _install_self(uv, venv)
         marker = json.dumps({"format": 1, **spec.to_json()}, sort_keys=True).encode()
