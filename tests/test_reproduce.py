@@ -325,6 +325,9 @@ def test_workdir_must_be_empty(tmp_path: Path) -> None:
     (busy / "x").write_text("")
     result = tether("reproduce", "v1", "--workdir", str(busy))
     assert result.exit_code == 2 and "not an empty folder" in result.output
+    inside = tether("reproduce", "v1", "--workdir", str(root / ".tether" / "rebuild"))
+    assert inside.exit_code == 2 and "inside .tether/" in inside.output
+    assert not (root / ".tether" / "rebuild").exists()
 
 
 # -- recreated environments (real uv) -----------------------------------------------------

@@ -103,6 +103,12 @@ def reproduce(
     started = time.time()
     warnings = list(plan.warnings)
     keep = options.keep or options.workdir is not None
+    if options.workdir is not None and options.workdir.resolve().is_relative_to(ws.dot):
+        raise UsageError(
+            f"--workdir {options.workdir} is inside .tether/",
+            hint="tether does not watch files there, so nothing would be recorded; "
+            "choose a folder elsewhere",
+        )
     workdir = _workdir(plan, options.workdir)
     try:
         changes = reproduction_env(plan, os.environ)
