@@ -69,6 +69,17 @@ def record(tether: Tether, name: str, *command: str, seed: int | None = None) ->
     assert result.exit_code == 0, result.output
 
 
+def lose_input(root: Path, tether: Tether) -> None:
+    """Delete v1's input from the store and change it in the project."""
+    ws = Workspace.open(root)
+    digest = Digest.parse(
+        json.loads(tether("runs", "show", "v1", "--json").stdout)["files"][0]["digest"]
+    )
+    ws.store.delete(digest)
+    ws.close()
+    (root / "data" / "in.csv").write_text("9\n")
+
+
 def run_ids(root: Path) -> list[str]:
     ws = Workspace.open(root)
     try:
@@ -249,13 +260,7 @@ def test_inputs_missing_everywhere_are_refused_before_anything_runs(tmp_path: Pa
     root = tmp_path / "p"
     tether = seeded_project(root)
     record(tether, "v1", sys.executable, "train.py", seed=1)
-    ws = Workspace.open(root)
-    digest = Digest.parse(
-        json.loads(tether("runs", "show", "v1", "--json").stdout)["files"][0]["digest"]
-    )
-    ws.store.delete(digest)
-    ws.close()
-    (root / "data" / "in.csv").write_text("9\n")
+    lose_input(root, tether)
     before = run_ids(root)
     result = tether("reproduce", "v1")
     assert result.exit_code == 1
@@ -270,13 +275,7 @@ def test_inputs_come_from_a_remote_when_the_store_lost_them(tmp_path: Path) -> N
     assert tether("remote", "add", "backup", str(tmp_path / "remote"), "--default").exit_code == 0
     assert tether("data", "push").exit_code == 0
     record(tether, "v1", sys.executable, "train.py", seed=1)
-    ws = Workspace.open(root)
-    digest = Digest.parse(
-        json.loads(tether("runs", "show", "v1", "--json").stdout)["files"][0]["digest"]
-    )
-    ws.store.delete(digest)
-    ws.close()
-    (root / "data" / "in.csv").write_text("9\n")
+    lose_input(root, tether)
     result = tether("reproduce", "v1", "--json")
     assert result.exit_code == 0, result.output
     report = last_json(result)

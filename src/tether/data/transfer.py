@@ -288,12 +288,7 @@ def fetch(
             if not index_loaded:
                 index.load()
                 index_loaded = True
-            absent = sorted(d for d in missing if d not in index.where)
-            if absent:
-                raise RemoteError(
-                    f"{len(absent)} object(s) are not on remote {cfg.name}, e.g. {absent[0]}",
-                    hint="push them from the clone that added the data: tether data push",
-                )
+            _refuse_absent(cfg, index, missing)
             got, nbytes, npacks, bad = _download(ws, backend, index, missing, n, on_bytes)
             moved += nbytes
             objects += got
@@ -303,13 +298,7 @@ def fetch(
                 seen_failed.add(d)
             if got == 0:
                 break
-        if failed:
-            raise RemoteError(
-                f"{len(failed)} object(s) from remote {cfg.name} did not match their digest "
-                f"and were refused, e.g. {failed[0]}",
-                hint="the remote copy is corrupt: push it again from a clone that has good "
-                "data, or restore it from a backup",
-            )
+        _refuse_corrupt(cfg, failed)
     return TransferReport(cfg.name, objects, moved, packs, 0, failed)
 
 
@@ -433,20 +422,29 @@ def fetch_objects(
         if not wanted:
             return 0
         index.load()
-        absent = sorted(d for d in wanted if d not in index.where)
-        if absent:
-            raise RemoteError(
-                f"{len(absent)} object(s) are not on remote {cfg.name}, e.g. {absent[0]}",
-                hint="push them from the clone that has them: tether data push",
-            )
+        _refuse_absent(cfg, index, wanted)
         got, _, _, bad = _download(ws, backend, index, wanted, n, on_bytes)
-    if bad:
-        raise RemoteError(
-            f"{len(bad)} object(s) from remote {cfg.name} did not match their digest and "
-            f"were refused, e.g. {bad[0]}",
-            hint="the remote copy is corrupt: push it again from a clone that has good data",
-        )
+    _refuse_corrupt(cfg, [str(d) for d in bad])
     return got
+
+
+def _refuse_absent(cfg: RemoteConfig, index: RemoteIndex, wanted: set[Digest]) -> None:
+    absent = sorted(d for d in wanted if d not in index.where)
+    if absent:
+        raise RemoteError(
+            f"{len(absent)} object(s) are not on remote {cfg.name}, e.g. {absent[0]}",
+            hint="push them from the clone that added the data: tether data push",
+        )
+
+
+def _refuse_corrupt(cfg: RemoteConfig, failed: list[str]) -> None:
+    if failed:
+        raise RemoteError(
+            f"{len(failed)} object(s) from remote {cfg.name} did not match their digest "
+            f"and were refused, e.g. {failed[0]}",
+            hint="the remote copy is corrupt: push it again from a clone that has good "
+            "data, or restore it from a backup",
+        )
 
 
 def pull(
