@@ -581,3 +581,27 @@ def test_doctor_on_a_clean_seeded_project_is_quiet(tmp_path: Path) -> None:
     assert [f["code"] for f in findings if f["code"] != "torch-nondeterministic"] == []
     assert tether("doctor").exit_code == 0
     assert os.path.exists(root / ".tether")
+
+
+def test_a_committed_input_comes_from_the_recorded_commit(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    tether = make_project(
+        root,
+        {
+            "config.txt": "alpha=1\n",
+            "job.py": """\
+                import os
+                os.makedirs("out", exist_ok=True)
+                open("out/echo.txt", "w").write(open("config.txt").read().upper())
+            """,
+        },
+    )
+    commit(root)
+    record(tether, "j", sys.executable, "job.py")
+    (root / "config.txt").write_text("alpha=2\n")  # edited since, not committed
+    result = tether("reproduce", "j", "--json")
+    assert result.exit_code == 0, result.output
+    report = last_json(result)
+    assert [(i["path"], i["source"]) for i in report["plan"]["inputs"]] == [("config.txt", "code")]
+    assert report["verdict"] == "REPRODUCED"
+    assert (root / "config.txt").read_text() == "alpha=2\n"

@@ -260,7 +260,7 @@ def _plan_inputs(
     for path, digest, size in pending:
         if digest in where:
             planned.append(PlannedInput(path, str(digest), size, "remote", where[digest]))
-        elif _in_code(run, git_top, path):
+        elif _in_code(ws, run, git_top, path):
             planned.append(PlannedInput(path, str(digest), size, "code"))
         else:
             problems.append(
@@ -282,14 +282,18 @@ def _same_content(path: Path, digest: Digest) -> bool:
         return False
 
 
-def _in_code(run: Run, git_top: Path | None, path: str) -> bool:
+def _in_code(ws: Workspace, run: Run, git_top: Path | None, path: str) -> bool:
     """Whether the rebuilt code holds ``path`` (its content is checked once rebuilt)."""
     code = run.code
-    if code.get("snapshot_digest") and path in code.get("untracked", ()):
-        return True
-    if git_top is None or not code.get("commit"):
-        return code.get("kind") == "files"
     in_repo = os.path.normpath(os.path.join(code.get("project_in_repo", "."), path))
+    if code.get("snapshot_digest"):
+        from tether.repro.materialize import snapshot_files
+
+        key = in_repo if code.get("kind") == "git" else path
+        if key in snapshot_files(ws.store, code["snapshot_digest"]):
+            return True
+    if git_top is None or not code.get("commit"):
+        return False
     return git_text(git_top, "cat-file", "-e", f"{code['commit']}:{in_repo}") is not None
 
 
