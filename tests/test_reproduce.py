@@ -382,11 +382,17 @@ def test_sklearn_run_reproduces_bit_identically_in_a_recreated_uv_venv(
     tether = make_project(root, {"train.py": SKLEARN, ".gitignore": ".venv/\n"})
     commit(root)
     python = make_venv(root / ".venv", "numpy==2.2.6", "scikit-learn==1.6.1")
+    # The project's lock file, as 'uv pip freeze' writes it: the recreation uses it.
+    frozen = subprocess.run(
+        ["uv", "pip", "freeze", "--python", str(python)], capture_output=True, text=True
+    ).stdout
+    (root / "requirements.txt").write_text(frozen)
     record(tether, "sk", str(python), "train.py", seed=11)
     first = tether("reproduce", "sk", "--env", "recreate", "--json")
     assert first.exit_code == 0, first.output
     report = last_json(first)
     assert report["verdict"] == "REPRODUCED"
+    assert report["plan"]["recreate"]["lock"] == "requirements.txt"
     assert report["env_cached"] is False
     assert report["drift"] == [] or all(d["section"] != "packages" for d in report["drift"])
     # The reproduction ran in the recreated venv, not in the recorded one.
@@ -395,6 +401,13 @@ def test_sklearn_run_reproduces_bit_identically_in_a_recreated_uv_venv(
     second = tether("reproduce", "sk", "--env", "recreate", "--json")
     assert second.exit_code == 0
     assert last_json(second)["env_cached"] is True
+    # A lock file that disagrees with what was installed is not trusted over the record.
+    (root / "requirements.txt").write_text(frozen.replace("numpy==2.2.6", "numpy==2.2.5"))
+    record(tether, "sk2", str(python), "train.py", seed=11)
+    third = tether("reproduce", "sk2", "--env", "recreate", "--plan", "--json")
+    plan = last_json(third)
+    assert plan["recreate"]["lock"] is None
+    assert any("disagrees with what the run had installed" in w for w in plan["warnings"])
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")

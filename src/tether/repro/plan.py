@@ -21,6 +21,7 @@ from tether.hashing import Digest, hash_file
 from tether.repro import venv
 from tether.runs.code import git_text
 from tether.runs.record import Run, load_environment
+from tether.store.objects import ContentStore
 from tether.workspace import Workspace
 
 ENV_MODES = ("current", "recreate")
@@ -135,7 +136,7 @@ def make_plan(ws: Workspace, run: Run, env_mode: str = "current") -> Plan:
         else:
             warnings.append(msg + "; drift cannot be shown")
     elif env_mode == "recreate":
-        spec, interpreter = _check_recreate(environment, problems, warnings)
+        spec, interpreter = _check_recreate(environment, ws.store, problems, warnings)
     env_vars = dict(environment.env_vars) if environment is not None else {}
     if run.seed is not None:
         env_vars.pop("PYTHONHASHSEED", None)  # set from the seed
@@ -298,13 +299,14 @@ def _in_code(ws: Workspace, run: Run, git_top: Path | None, path: str) -> bool:
 
 
 def _check_recreate(
-    environment: Environment, problems: list[Problem], warnings: list[str]
+    environment: Environment, store: ContentStore, problems: list[Problem], warnings: list[str]
 ) -> tuple[venv.EnvSpec | None, str | None]:
     uv = venv.uv_binary()
     if uv is None:
         problems.append(Problem("uv is not installed", "pip install uv, or use --env current"))
         return None, None
-    spec = venv.spec_for(environment)
+    spec, notes = venv.with_lock(venv.spec_for(environment), environment, store, uv)
+    warnings.extend(notes)
     for skipped in spec.skipped:
         warnings.append(f"not installed: {skipped}")
     interpreter = venv.find_python(spec, uv)

@@ -22,20 +22,23 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tether.envcapture.environment import Environment
-from tether.errors import ReproError
+from tether.errors import ReproError, TetherError
+from tether.hashing import Digest
 from tether.store.atomic import write_atomic
 from tether.store.locks import file_lock
+from tether.store.objects import ContentStore
 
 UV_TIMEOUT = 1800
 MARKER = ".tether-env.json"
@@ -53,6 +56,8 @@ class EnvSpec:
     requirements: tuple[str, ...]  # name==version, sorted
     with_tether: bool  # install the running tether too (the run imported it)
     skipped: tuple[str, ...]  # packages that cannot be installed from an index, with why
+    lock: str | None = None  # the recorded lock file used instead of the bare list
+    lock_text: str | None = None  # its requirements (hashes kept), what uv pip sync gets
 
     @property
     def key(self) -> str:
@@ -61,6 +66,7 @@ class EnvSpec:
                 "implementation": self.implementation,
                 "python": self.python_version,
                 "requirements": self.requirements,
+                "lock": self.lock_text,
                 "tether": _self_version() if self.with_tether else None,
             },
             sort_keys=True,
@@ -74,6 +80,7 @@ class EnvSpec:
             "packages": len(self.requirements),
             "with_tether": self.with_tether,
             "skipped": list(self.skipped),
+            "lock": self.lock,
             "key": self.key,
         }
 
@@ -102,6 +109,98 @@ def spec_for(environment: Environment) -> EnvSpec:
         with_tether=with_tether,
         skipped=tuple(skipped),
     )
+
+
+def with_lock(
+    spec: EnvSpec, environment: Environment, store: ContentStore, uv: str
+) -> tuple[EnvSpec, list[str]]:
+    """Install from the run's recorded lock file (``uv.lock``, or a fully pinned
+    ``requirements*.txt``) when it pins exactly what the run had installed: uv then
+    checks the recorded hashes too. Otherwise the recorded versions, with a note why."""
+    notes: list[str] = []
+    want = dict(r.split("==", 1) for r in spec.requirements)
+    order = sorted(environment.lock_files.items(), key=lambda kv: not kv[0].endswith("uv.lock"))
+    for path, digest in order:
+        name = path.rsplit("/", 1)[-1]
+        if name == "uv.lock":
+            text = _export_uv_lock(store, environment.lock_files, path, uv)
+        elif name.startswith("requirements") and name.endswith(".txt"):
+            text = _blob_text(store, digest)
+        else:
+            continue
+        if text is None:
+            continue
+        pins = _pins(text)
+        if pins is None:
+            notes.append(f"{path} is not fully pinned; the recorded versions are installed")
+        elif pins == want:
+            return replace(spec, lock=path, lock_text=text), notes
+        else:
+            differ = sorted(set(pins.items()) ^ set(want.items()))
+            notes.append(
+                f"{path} disagrees with what the run had installed ({len(differ)} "
+                f"difference(s), e.g. {differ[0][0]}); the recorded versions are installed"
+            )
+    return spec, notes
+
+
+def _blob_text(store: ContentStore, digest: str) -> str | None:
+    try:
+        return store.read_bytes(Digest.parse(digest), max_size=16 << 20).decode()
+    except (OSError, ValueError, TetherError):
+        return None
+
+
+def _export_uv_lock(
+    store: ContentStore, files: Mapping[str, str], lock_path: str, uv: str
+) -> str | None:
+    """``uv export`` of a recorded uv.lock with its pyproject.toml, offline."""
+    import tempfile
+
+    folder = lock_path.rsplit("/", 1)[0] + "/" if "/" in lock_path else ""
+    pyproject = files.get(folder + "pyproject.toml")
+    lock = _blob_text(store, files[lock_path])
+    project = _blob_text(store, pyproject) if pyproject else None
+    if lock is None or project is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tether-lock-") as tmp:
+        Path(tmp, "uv.lock").write_text(lock)
+        Path(tmp, "pyproject.toml").write_text(project)
+        proc = subprocess.run(
+            [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--quiet",
+             "--format", "requirements-txt"],
+            cwd=tmp, capture_output=True, text=True, timeout=120, env=_uv_env(), check=False,
+        )  # fmt: skip
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(text: str) -> dict[str, str] | None:
+    """name → version of a requirements file whose every line is ``name==version``
+    (hashes and markers allowed; markers evaluated here); None if any line is not."""
+    pins: dict[str, str] = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line)
+        line = re.sub(r"\s--hash=\S+", "", line).strip()
+        if not line:
+            continue
+        requirement, _, marker = line.partition(";")
+        m = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?\s*===?\s*([^\s]+)", requirement.strip())
+        if m is None:
+            return None
+        if marker.strip():
+            try:
+                from packaging.markers import Marker
+
+                if not Marker(marker.strip()).evaluate():
+                    continue
+            except Exception:
+                return None
+        pins[_canonical(m.group(1))] = m.group(3)
+    return pins
 
 
 def uv_binary() -> str | None:
@@ -176,8 +275,10 @@ def ensure_venv(
         _uv(uv, "venv", "--quiet", "--python", interpreter, str(venv))
         if spec.requirements:
             reqs = root / f"{spec.key}.requirements.txt"
-            write_atomic(reqs, ("\n".join(spec.requirements) + "\n").encode(), tmp_dir=root)
-            say(f"installing {len(spec.requirements)} pinned package(s) with uv pip sync")
+            text = spec.lock_text or "\n".join(spec.requirements) + "\n"
+            write_atomic(reqs, text.encode(), tmp_dir=root)
+            source = f" from {spec.lock}" if spec.lock else ""
+            say(f"installing {len(spec.requirements)} pinned package(s){source} with uv pip sync")
             # Bytecode now: the environment is reused, and an interpreter that cannot
             # write __pycache__ (PYTHONDONTWRITEBYTECODE, read-only) would recompile
             # every module at every start.
