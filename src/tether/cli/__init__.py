@@ -85,5 +85,8 @@ def main() -> None:
 from tether.cli import data as _data  # noqa: E402, F401
 from tether.cli import modelkit as _modelkit  # noqa: E402, F401
 from tether.cli import project as _project  # noqa: E402, F401
-from tether.cli import repro as _repro  # noqa: E402, F401
 from tether.cli import runs as _runs  # noqa: E402, F401
+
+# isort: split
+# After runs: `tether --help` lists commands in the order a user meets them.
+from tether.cli import repro as _repro  # noqa: E402, F401
