@@ -19,7 +19,9 @@ from tether.workspace import Workspace, init_workspace
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No user settings, no TETHER_* variables, no colour, fixed width."""
     for var in list(os.environ):
-        if var.startswith("TETHER_") or var == "SOURCE_DATE_EPOCH":
+        # PYTHONHASHSEED: seed_everything() sets it in-process, and a child would
+        # inherit it into its recorded environment.
+        if var.startswith("TETHER_") or var in ("SOURCE_DATE_EPOCH", "PYTHONHASHSEED"):
             monkeypatch.delenv(var)
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))

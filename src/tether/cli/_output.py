@@ -24,6 +24,11 @@ def human_size(n: int | None) -> str:
     return f"{n} B"
 
 
+def short_digest(digest: str | None) -> str:
+    """The first 12 hex characters of a ``sha256:`` digest, or ``-``."""
+    return "-" if not digest else digest.removeprefix("sha256:")[:12]
+
+
 def warn(message: str) -> None:
     click.secho(f"warning: {message}", fg="yellow", err=True)
 

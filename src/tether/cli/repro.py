@@ -10,16 +10,12 @@ from typing import TYPE_CHECKING
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, human_size, info, table, warn
+from tether.cli._output import emit_json, human_size, info, short_digest, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
     from tether.repro.plan import Plan
     from tether.repro.reproduce import Reproduction
-
-
-def _short(digest: str | None) -> str:
-    return "-" if not digest else digest.removeprefix("sha256:")[:12]
 
 
 def _show_plan(plan: Plan) -> None:
@@ -34,12 +30,13 @@ def _show_plan(plan: Plan) -> None:
             line += f" + {len(code['untracked'])} untracked source file(s)"
         info(line)
     else:
-        info(f"  code      snapshot {_short(code.get('snapshot_digest'))} (not a git project)")
+        info(
+            f"  code      snapshot {short_digest(code.get('snapshot_digest'))} (not a git project)"
+        )
     for item in plan.inputs:
         where = item.source + (f" {item.remote}" if item.remote else "")
-        info(
-            f"  input     {item.path}  {_short(item.digest)}  {human_size(item.size)}  from {where}"
-        )
+        digest = short_digest(item.digest)
+        info(f"  input     {item.path}  {digest}  {human_size(item.size)}  from {where}")
     for path in plan.outputs:
         info(f"  output    {path}  (removed, then verified)")
     if plan.environment is not None:
@@ -68,7 +65,7 @@ def _number(x: float | None) -> str:
 
 def _show_result(result: Reproduction) -> None:
     v = result.verification
-    rows = [[o.path, o.status, _short(o.expected), _short(o.actual)] for o in v.outputs]
+    rows = [[o.path, o.status, short_digest(o.expected), short_digest(o.actual)] for o in v.outputs]
     if rows:
         click.echo("")
         table(["output", "status", "recorded", "reproduced"], rows)
@@ -233,9 +230,8 @@ def explain(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     if result.results_differ:
         click.echo("results that differ:")
         for o in result.outputs:
-            click.echo(
-                f"  output  {o.path}: {o.status} ({_short(o.expected)} -> {_short(o.actual)})"
-            )
+            change = f"{short_digest(o.expected)} -> {short_digest(o.actual)}"
+            click.echo(f"  output  {o.path}: {o.status} ({change})")
         for m in result.metrics:
             click.echo(f"  metric  {m.key}: {_number(m.expected)} -> {_number(m.actual)}")
     else:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, human_size, info, table, warn
+from tether.cli._output import emit_json, human_size, info, short_digest, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
@@ -43,10 +43,6 @@ def _duration(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def _digest(d: str | None) -> str:
-    return "-" if not d else d.removeprefix("sha256:")[:12]
 
 
 @cli.command(
@@ -251,7 +247,9 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
         for path in code.get("untracked", [])[:10]:
             click.echo(f"         untracked {path}")
     elif code:
-        click.echo(f"code     not in git; source snapshot {_digest(code.get('snapshot_digest'))}")
+        click.echo(
+            f"code     not in git; source snapshot {short_digest(code.get('snapshot_digest'))}"
+        )
     if r.params:
         click.echo("params")
         for k, v in r.params.items():
@@ -285,7 +283,7 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
                 [
                     [
                         f"  {f.path}",
-                        _digest(f.digest),
+                        short_digest(f.digest),
                         human_size(f.size),
                         f.source + (", stored" if f.stored else ""),
                     ]
@@ -295,7 +293,8 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     if env is not None:
         py = env.python
         click.echo(
-            f"env      {_digest(r.env_digest)}: {py.get('implementation')} {py.get('version')}, "
+            f"env      {short_digest(r.env_digest)}: "
+            f"{py.get('implementation')} {py.get('version')}, "
             f"{len(env.packages)} packages, {env.body.get('os', {}).get('distro') or ''} "
             f"{env.body.get('os', {}).get('release', '')}".rstrip()
         )
@@ -486,7 +485,7 @@ def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_jso
     for var, value in environment.env_vars.items():
         click.echo(f"env         {var}={value}")
     for path, digest in environment.lock_files.items():
-        click.echo(f"lock file   {path} {_digest(digest)}")
+        click.echo(f"lock file   {path} {short_digest(digest)}")
     click.echo(f"packages    {len(environment.packages)}")
     for name, version in environment.packages.items():
         click.echo(f"  {name}=={version}")
@@ -528,7 +527,7 @@ def env_diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
         )
         return
     if d.same:
-        click.echo(f"same environment ({_digest(d.a)})")
+        click.echo(f"same environment ({short_digest(d.a)})")
         return
     table(
         ["section", "name", "change", "a", "b"],

@@ -247,14 +247,10 @@ def _current_drift(
     import sys
 
     from tether.envcapture.environment import EnvironmentCaptureError, capture
+    from tether.runs.launch import with_changes
 
     assert plan.environment is not None
-    env = dict(os.environ)
-    for key, value in changes.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
+    env = with_changes(os.environ, changes)
     if plan.seed is not None:
         env["PYTHONHASHSEED"] = env["TETHER_SEED"] = str(plan.seed)
     executable = sys.executable

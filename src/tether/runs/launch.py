@@ -199,12 +199,7 @@ def _child_env(
 ) -> dict[str, str]:
     """The command's environment: ours, with ``base`` applied (a None value unsets a
     variable), plus the hook's plumbing."""
-    env = dict(os.environ)
-    for key, value in (base or {}).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
+    env = with_changes(os.environ, base or {})
     previous = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(HOOK_DIR) + (os.pathsep + previous if previous else "")
     env["TETHER_PREVIOUS_PYTHONPATH"] = previous or ""
@@ -221,6 +216,17 @@ def _child_env(
         # terminal expects lines as they come, as without tether.
         env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def with_changes(env: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    """A copy of ``env`` with ``changes`` applied; a None value unsets the variable."""
+    out = dict(env)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 def _user_env(env: Mapping[str, str]) -> dict[str, str]:
