@@ -49,6 +49,13 @@ link = "reflink,copy"
 [data]
 # The remote 'tether data push/pull' use when -r is not given ('tether remote add --default').
 remote = ""
+
+[registry]
+# Registries spoken to over plain HTTP (no TLS), comma-separated host[:port]. Only for
+# registries on a trusted network, e.g. "127.0.0.1:5000". Same as --plain-http.
+plain_http = ""
+# Blobs transferred at once by push and pull.
+concurrency = 4
 """
 
 
@@ -61,10 +68,15 @@ class Settings:
     locks_timeout: float = 600.0
     checkout_link: str = "reflink,copy"
     data_remote: str = ""
+    registry_plain_http: str = ""
+    registry_concurrency: int = 4
 
     @property
     def link_order(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.checkout_link.split(",") if m.strip())
+
+    def is_plain_http(self, registry: str) -> bool:
+        return registry in {h.strip() for h in self.registry_plain_http.split(",")}
 
     def is_version_tag(self, tag: str) -> bool:
         return re.match(self.tags_immutable, tag) is not None
@@ -78,6 +90,8 @@ _ENV = {
     "TETHER_LOCK_TIMEOUT": "locks_timeout",
     "TETHER_CHECKOUT_LINK": "checkout_link",
     "TETHER_DATA_REMOTE": "data_remote",
+    "TETHER_REGISTRY_PLAIN_HTTP": "registry_plain_http",
+    "TETHER_REGISTRY_CONCURRENCY": "registry_concurrency",
 }
 
 

@@ -25,8 +25,10 @@ what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
     │   ├── RunNotFound            (also LookupError)
     │   ├── ParamConflict          a parameter logged twice with different values
     │   └── FilterError            a 'runs list --filter' expression that does not parse (exit 2)
-    └── ReproError                 reproduce: a run that cannot be rebuilt, an environment
-                                   that cannot be recreated
+    ├── ReproError                 reproduce: a run that cannot be rebuilt, an environment
+    │                              that cannot be recreated
+    └── RegistryError              an OCI registry: unreachable, refusing, or serving bad bytes
+        └── AuthError              no, wrong or expired credentials; a token that is refused
 """
 
 from __future__ import annotations
@@ -183,3 +185,17 @@ class ReproError(TetherError):
     rebuilt, or the environment cannot be recreated."""
 
     code = "reproduce"
+
+
+class RegistryError(TetherError):
+    """Talking to an OCI registry: it cannot be reached, refuses a request, or serves
+    content that fails verification (wrong digest or size, oversized documents, unsafe
+    redirects)."""
+
+    code = "registry"
+
+
+class AuthError(RegistryError):
+    """The registry wants credentials tether does not have, or refuses the ones it has."""
+
+    code = "auth"

@@ -174,11 +174,30 @@ def _0004_run_links(conn: Connection) -> None:
     )
 
 
+def _0005_registry_blobs(conn: Connection) -> None:
+    # Which repositories of which registry are known to hold a blob (seen on push or
+    # pull), so a push to another repository of the same registry can mount it instead
+    # of uploading it again.
+    _script(
+        conn,
+        """
+        CREATE TABLE registry_blobs (
+            registry TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            repository TEXT NOT NULL,
+            seen_at REAL NOT NULL,
+            PRIMARY KEY (registry, digest, repository)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
     Migration("0003_runs", _0003_runs),
     Migration("0004_run_links", _0004_run_links),
+    Migration("0005_registry_blobs", _0005_registry_blobs),
 )
 
 

@@ -7,6 +7,7 @@ artifacts without a Kitfile use each layer's ``org.cncf.model.filepath``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tether.errors import ModelKitError, UsageError
@@ -57,6 +58,12 @@ def load(ws: Workspace, ref_text: str) -> LoadedKit:
 
 def load_entry(ws: Workspace, entry: IndexEntry) -> LoadedKit:
     raw = ws.store.read_bytes(entry.digest, max_size=MAX_MANIFEST_BYTES)
+    return parse_kit(entry, raw, ws.store.read_bytes)
+
+
+def parse_kit(entry: IndexEntry, raw: bytes, read_config: Callable[[Digest], bytes]) -> LoadedKit:
+    """A ModelKit from its manifest bytes; ``read_config`` fetches the (small) config
+    blob, from the store or straight from a registry."""
     manifest = ImageManifest.from_bytes(raw)
     if not manifest.is_modelkit:
         raise ModelKitError(
@@ -64,7 +71,7 @@ def load_entry(ws: Workspace, entry: IndexEntry) -> LoadedKit:
             hint=f"its artifactType is {manifest.artifact_type!r}",
         )
     if manifest.config.media_type == mt.KIT_CONFIG:
-        kitfile = Kitfile.from_config(ws.store.read_bytes(manifest.config.digest))
+        kitfile = Kitfile.from_config(read_config(manifest.config.digest))
     elif mt.ANN_KITFILE in manifest.annotations:
         kitfile = Kitfile.from_config(manifest.annotations[mt.ANN_KITFILE].encode())
     else:
