@@ -89,4 +89,5 @@ from tether.cli import runs as _runs  # noqa: E402, F401
 
 # isort: split
 # After runs: `tether --help` lists commands in the order a user meets them.
+from tether.cli import registry as _registry  # noqa: E402, F401
 from tether.cli import repro as _repro  # noqa: E402, F401

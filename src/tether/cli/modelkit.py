@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tether.cli import cli
+from tether.cli._network import client_for, network, network_options
 from tether.cli._output import ByteProgress, emit_json, human_size, info, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
     from tether.modelkit.unpack import UnpackReport
+    from tether.workspace import Workspace
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -101,10 +103,17 @@ def pack(
 
 @cli.command(name="list")
 @click.argument("repository", required=False)
+@network_options
 @_json
 @click.pass_context
-def list_(ctx: click.Context, repository: str | None, as_json: bool) -> None:
-    """List the ModelKits in the local store, one row per tag."""
+def list_(ctx: click.Context, /, repository: str | None, as_json: bool, **kwargs: Any) -> None:
+    """List the ModelKits in the local store, one row per tag; with REGISTRY/REPO, the
+    tags of that registry repository and their digests."""
+    from tether.oci.reference import parse_reference
+
+    if repository and parse_reference(repository, default_tag=False).registry:
+        _list_remote(open_workspace(ctx, required=False), repository, network(kwargs), as_json)
+        return
     from tether.modelkit.catalog import list_kits
 
     rows = list_kits(open_workspace(ctx), repository)
@@ -130,15 +139,55 @@ def list_(ctx: click.Context, repository: str | None, as_json: bool) -> None:
     )
 
 
+def _list_remote(
+    ws: Workspace | None, repository: str, opts: dict[str, Any], as_json: bool
+) -> None:
+    from tether.modelkit.remote import remote_ref, remote_tags
+
+    ref = remote_ref(repository)
+    with client_for(ref.registry or "", opts, ws) as client:
+        tags = remote_tags(client, repository)
+    if as_json:
+        emit_json([{"repository": ref.name, "tag": t.tag, "digest": str(t.digest)} for t in tags])
+        return
+    if not tags:
+        info(f"{ref.name} has no tags")
+        return
+    table(["repository", "tag", "digest"], [[ref.name, t.tag, t.digest.short] for t in tags])
+
+
 @cli.command()
 @click.argument("ref")
+@click.option("--remote", is_flag=True, help="Read REF from its registry even if the store has it.")
+@network_options
 @_json
 @click.pass_context
-def inspect(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Show a ModelKit's digest, Kitfile and layers (REF: repo[:tag] or sha256:…)."""
-    from tether.modelkit.catalog import inspect as do_inspect
+def inspect(ctx: click.Context, /, ref: str, remote: bool, as_json: bool, **kwargs: Any) -> None:
+    """Show a ModelKit's digest, Kitfile and layers (REF: repo[:tag] or sha256:…).
 
-    doc = do_inspect(open_workspace(ctx), ref)
+    A REF on a registry (REGISTRY/REPO:TAG) that the store does not hold is read from
+    the registry: its manifest and Kitfile only, no layers.
+    """
+    from tether.errors import ModelKitNotFound
+    from tether.modelkit.catalog import describe
+    from tether.modelkit.catalog import inspect as do_inspect
+    from tether.oci.reference import parse_reference
+
+    on_registry = parse_reference(ref).registry is not None
+    ws = open_workspace(ctx, required=not on_registry)
+    doc = None
+    if ws is not None and not (remote and on_registry):
+        try:
+            doc = do_inspect(ws, ref)
+        except ModelKitNotFound:
+            if not on_registry:
+                raise
+    if doc is None:
+        from tether.modelkit.remote import remote_kit, remote_ref
+
+        with client_for(remote_ref(ref).registry or "", network(kwargs), ws) as client:
+            kit = remote_kit(client, ref)
+        doc = describe(kit, [ref])
     if as_json:
         emit_json(doc)
         return
@@ -220,12 +269,41 @@ def diff(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> None:
 @click.argument("source")
 @click.argument("target", metavar="REPO:TAG")
 @click.option("--force", is_flag=True, help="Move a version tag that points elsewhere.")
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Tag on the registry: SOURCE and TARGET are REGISTRY/REPO:TAG on one registry.",
+)
+@network_options
 @click.pass_context
-def tag(ctx: click.Context, source: str, target: str, force: bool) -> None:
-    """Give the ModelKit SOURCE another tag, REPO:TAG."""
+def tag(
+    ctx: click.Context, /, source: str, target: str, force: bool, remote: bool, **kwargs: Any
+) -> None:
+    """Give the ModelKit SOURCE another tag, REPO:TAG (with --remote, on the registry,
+    without downloading anything)."""
     from tether.modelkit.tags import set_tags
     from tether.oci.reference import parse_reference
 
+    if remote:
+        from tether.modelkit.remote import remote_ref, tag_remote
+
+        ws = open_workspace(ctx, required=False)
+        settings = ws.settings if ws is not None else None
+        with client_for(remote_ref(target).registry or "", network(kwargs), ws) as client:
+            digest, old = tag_remote(
+                client,
+                source,
+                target,
+                force=force,
+                is_version_tag=settings.is_version_tag if settings else _default_version_tag,
+            )
+        if old == digest:
+            click.echo(f"{target} already points at {digest.short}")
+        elif old is not None:
+            click.echo(f"Moved {target}: {old.short} -> {digest.short}")
+        else:
+            click.echo(f"Tagged {target} -> {digest.short}")
+        return
     ws = open_workspace(ctx)
     entry = ws.index.resolve(parse_reference(source))
     (change,) = set_tags(ws, [parse_reference(target)], entry.descriptor, force=force)
@@ -239,17 +317,45 @@ def tag(ctx: click.Context, source: str, target: str, force: bool) -> None:
         click.echo(f"Tagged {change.ref} -> {entry.digest.short}")
 
 
+def _default_version_tag(tag: str) -> bool:
+    from tether.config import Settings
+
+    return Settings().is_version_tag(tag)
+
+
 @cli.command()
 @click.argument("ref")
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Delete on the registry (REGISTRY/REPO:TAG, or @DIGEST for the manifest and all "
+    "its tags).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --remote: also when the registry can only delete the whole manifest and "
+    "other tags point at it.",
+)
+@network_options
 @click.pass_context
-def remove(ctx: click.Context, ref: str) -> None:
+def remove(ctx: click.Context, /, ref: str, remote: bool, force: bool, **kwargs: Any) -> None:
     """Remove a tag (REPO:TAG) or, by digest, a ModelKit with all its tags.
 
-    The blobs stay in the store until 'tether gc'.
+    The blobs stay in the store until 'tether gc'. With --remote the tag or manifest is
+    deleted on the registry, where it allows deletes.
     """
     from tether.modelkit.tags import remove as do_remove
     from tether.oci.reference import parse_reference
 
+    if remote:
+        from tether.modelkit.remote import remote_ref, remove_remote
+
+        ws = open_workspace(ctx, required=False)
+        with client_for(remote_ref(ref).registry or "", network(kwargs), ws) as client:
+            for gone in remove_remote(client, ref, force=force):
+                click.echo(f"Removed {gone} from the registry")
+        return
     for change in do_remove(open_workspace(ctx), parse_reference(ref)):
         click.echo(f"Removed {change.ref}")
     info("run 'tether gc' to free the space of blobs nothing references any more")
@@ -276,32 +382,52 @@ def remove(ctx: click.Context, ref: str) -> None:
 )
 @click.option("-o", "--overwrite", is_flag=True, help="Replace files that differ.")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@network_options
 @_json
 @click.pass_context
 def unpack(
     ctx: click.Context,
+    /,
     ref: str,
     directory: str,
     filters: tuple[str, ...],
     overwrite: bool,
     dry_run: bool,
     as_json: bool,
+    **kwargs: Any,
 ) -> None:
     """Unpack the ModelKit REF into a directory, verifying every byte.
 
     Refuses links, devices and paths that leave the directory; refuses to overwrite a
-    differing file unless --overwrite. Nothing is changed when it refuses.
+    differing file unless --overwrite. Nothing is changed when it refuses. A REF on a
+    registry that the store does not hold is fetched first: only the layers the
+    filters select.
     """
+    from tether.errors import ModelKitNotFound
     from tether.modelkit.unpack import unpack as do_unpack
+    from tether.oci.reference import parse_reference
 
-    report = do_unpack(
-        open_workspace(ctx),
-        ref,
-        Path(directory),
-        filters=list(filters),
-        overwrite=overwrite,
-        dry_run=dry_run,
-    )
+    ws = open_workspace(ctx)
+    try:
+        report = do_unpack(
+            ws, ref, Path(directory), filters=list(filters), overwrite=overwrite, dry_run=dry_run
+        )
+    except ModelKitNotFound:
+        registry = parse_reference(ref).registry
+        if registry is None:
+            raise
+        from tether.modelkit.remote import unpack_remote
+
+        with client_for(registry, network(kwargs), ws) as client:
+            report = unpack_remote(
+                ws,
+                ref,
+                client,
+                Path(directory),
+                filters=list(filters),
+                overwrite=overwrite,
+                dry_run=dry_run,
+            )
     _print_report(report, as_json, "Unpacked")
 
 

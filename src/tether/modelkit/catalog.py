@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.errors import TetherError
-from tether.modelkit.load import load, load_entry
+from tether.modelkit.load import LoadedKit, load, load_entry
 from tether.oci.layout import IndexEntry
 from tether.oci.reference import parse_reference
 from tether.workspace import Workspace
@@ -69,9 +69,14 @@ def _summary(ws: Workspace, entry: IndexEntry) -> tuple[str | None, str | None, 
 def inspect(ws: Workspace, ref: str) -> dict[str, Any]:
     """Digest, manifest and Kitfile of one ModelKit (as ``kit inspect`` prints them)."""
     kit = load(ws, ref)
+    return describe(kit, [e.ref() for e in ws.index.entries() if e.digest == kit.digest])
+
+
+def describe(kit: LoadedKit, references: list[str]) -> dict[str, Any]:
+    """A ModelKit as ``inspect`` shows it, wherever it was read from."""
     return {
         "digest": str(kit.digest),
-        "references": [e.ref() for e in ws.index.entries() if e.digest == kit.digest],
+        "references": references,
         "manifest": json.loads(kit.raw_manifest),
         "kitfile": kit.kitfile.model_dump(exclude_none=True),
         "layers": [

@@ -14,16 +14,17 @@ local copy ``registry/repository:tag`` under the same immutable-version policy a
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from tether.errors import ModelKitError, ModelKitNotFound, RegistryError, UsageError
 from tether.hashing import Digest
-from tether.modelkit.load import LoadedKit, parse_filters, parse_kit, selected
+from tether.modelkit.load import LoadedKit, load_entry, parse_filters, parse_kit, selected
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
+from tether.modelkit.unpack import UnpackReport, unpack_kit
 from tether.oci import credentials
 from tether.oci import mediatypes as mt
 from tether.oci.client import Connection, RegistryClient
@@ -219,6 +220,7 @@ def pull(
             hint="pull one of its manifests by digest (see 'tether inspect')",
         )
     entry = IndexEntry(ref.name, ref.tag if tag else None, served.descriptor)
+    config_missing = not ws.store.has(ImageManifest.from_bytes(served.data).config.digest)
     # Parsing before anything is stored: a foreign artifact is refused with nothing kept.
     kit = parse_kit(entry, served.data, lambda d: _config(ws, client, repo, d))
     wanted = parse_filters(filters or [])
@@ -230,6 +232,7 @@ def pull(
         )
     blobs = _unique([kit.manifest.config, *layers])
     todo = [d for d in blobs if not ws.store.has(d.digest)]
+    fetched = [kit.manifest.config] if config_missing else []
     if progress:
         progress.start(sum(d.size for d in todo))
     counts = {"bytes": 0}
@@ -252,10 +255,10 @@ def pull(
         f"{ref.name}" + (f":{ref.tag}" if ref.tag else "") + f"@{served.digest}",
         served.digest,
         len(blobs),
-        len(todo),
+        len(todo) + len(fetched),
         0,
-        len(blobs) - len(todo),
-        counts["bytes"],
+        len(blobs) - len(todo) - len(fetched),
+        counts["bytes"] + sum(d.size for d in fetched),
         skipped=skipped,
         tag_changes=changes,
     )
@@ -367,7 +370,7 @@ def remove_remote(client: RegistryClient, ref_text: str, *, force: bool) -> list
         t.tag for t in remote_tags(client, ref.name) if t.digest == desc.digest and t.tag != tag
     ]
     if others and not force:
-        raise UsageError(
+        raise RegistryError(
             f"{client.registry} cannot delete a single tag; deleting {ref.name}:{tag} removes "
             f"{desc.digest.short} and its other tags too: {', '.join(others[:8])}",
             hint="use --force to delete them all, or leave the tag",
@@ -377,25 +380,23 @@ def remove_remote(client: RegistryClient, ref_text: str, *, force: bool) -> list
     return [f"{ref.name}:{t}" for t in [tag, *others]]
 
 
-def describe(kit: LoadedKit, references: list[str]) -> dict[str, Any]:
-    """Digest, manifest and Kitfile of one ModelKit (as ``kit inspect`` prints them)."""
-    return {
-        "digest": str(kit.digest),
-        "references": references,
-        "manifest": json.loads(kit.raw_manifest),
-        "kitfile": kit.kitfile.model_dump(exclude_none=True),
-        "layers": [
-            {
-                "path": layer.path,
-                "type": layer.filter_type,
-                "name": layer.name,
-                "mediaType": layer.descriptor.media_type,
-                "digest": str(layer.descriptor.digest),
-                "size": layer.descriptor.size,
-            }
-            for layer in kit.layers
-        ],
-    }
+def unpack_remote(
+    ws: Workspace,
+    ref_text: str,
+    client: RegistryClient,
+    target: Path,
+    *,
+    filters: list[str] | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+) -> UnpackReport:
+    """Unpack a registry's ModelKit without pulling it: only the selected layers are
+    fetched (into the store, verified, untagged), then unpacked."""
+    _, entry = pull(ws, ref_text, client, filters=filters, tag=False)
+    kit = load_entry(ws, entry)
+    return unpack_kit(
+        ws, kit, target, parse_filters(filters or []), overwrite=overwrite, dry_run=dry_run
+    )
 
 
 def login(

@@ -62,7 +62,7 @@ def unpack(
 ) -> UnpackReport:
     """Unpack ``ref`` into ``target``; refuses to overwrite differing files unless asked."""
     kit = load(ws, ref)
-    return _unpack_kit(
+    return unpack_kit(
         ws, kit, Path(target), parse_filters(filters or []), overwrite=overwrite, dry_run=dry_run
     )
 
@@ -75,7 +75,7 @@ def rollback(
     Files under the version's layer paths that the version does not contain are listed
     as ``extra``; ``clean`` deletes them."""
     kit = load(ws, ref)
-    report = _unpack_kit(ws, kit, ws.root, [], overwrite=True, dry_run=dry_run)
+    report = unpack_kit(ws, kit, ws.root, [], overwrite=True, dry_run=dry_run)
     extra = _extra_files(ws.root, kit, set(report.written + report.replaced + report.unchanged))
     removed: list[str] = []
     if clean and not dry_run:
@@ -94,7 +94,7 @@ def rollback(
     )
 
 
-def _unpack_kit(
+def unpack_kit(
     ws: Workspace,
     kit: LoadedKit,
     target: Path,

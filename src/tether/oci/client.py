@@ -676,6 +676,14 @@ class RegistryClient:
                 raise ModelKitNotFound(
                     f"{self.registry} has no {repo}:{reference}", hint="nothing to remove"
                 )
+            if resp.status_code in (400, 405) and not Digest.is_valid(reference):
+                # Deleting a tag alone is new in distribution-spec 1.1; older registries
+                # answer 400 (distribution: DIGEST_INVALID) or 405.
+                raise RegistryError(
+                    f"{self.registry} cannot delete the tag {repo}:{reference} alone",
+                    hint="delete the manifest by digest instead",
+                    code="unsupported",
+                )
             if resp.status_code not in (200, 202):
                 self._fail(resp, f"deleting {repo}:{reference}")
 

@@ -1,0 +1,68 @@
+"""The connection options of every command that talks to a registry, and the client
+built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from tether.oci.client import RegistryClient
+    from tether.workspace import Workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def network_options(fn: F) -> F:
+    """--plain-http, --insecure, --ca-file, --concurrency."""
+    options = [
+        click.option(
+            "--plain-http",
+            is_flag=True,
+            help="Speak plain HTTP to the registry (no TLS). Trusted networks only; "
+            "'registry.plain_http' in the settings does the same per registry.",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            help="Use TLS but do not verify the registry's certificate. Trusted networks only.",
+        ),
+        click.option(
+            "--ca-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Trust the registry's certificate if this CA (PEM) signed it.",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 64),
+            help="Blobs transferred at once (default: registry.concurrency, 4).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def client_for(registry: str, opts: dict[str, Any], ws: Workspace | None = None) -> RegistryClient:
+    """A registry client for ``registry`` from the command's network options."""
+    from tether import config
+    from tether.modelkit.remote import connection_for, open_client
+
+    settings: Any = ws.settings if ws is not None else config.load(None)
+    connection = connection_for(
+        settings,
+        registry,
+        plain_http=opts.get("plain_http", False),
+        insecure=opts.get("insecure", False),
+        ca_file=opts.get("ca_file"),
+        concurrency=opts.get("concurrency"),
+    )
+    return open_client(registry, connection, ws=ws)
+
+
+def network(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Split the network options off a command's keyword arguments."""
+    return {k: kwargs.pop(k) for k in ("plain_http", "insecure", "ca_file", "concurrency")}
