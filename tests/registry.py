@@ -49,15 +49,18 @@ class Registry:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [str(BINARY), "serve", str(self.config)], stdout=log, stderr=log,
-            start_new_session=True,
-        )
+        with open(self.root / "registry.log", "ab") as log:  # the child keeps its own fd
+            self.proc = subprocess.Popen(
+                [str(BINARY), "serve", str(self.config)],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return
             if self.proc.poll() is not None:
@@ -148,9 +151,15 @@ def make_ca_and_cert(root: Path, host: str = "127.0.0.1") -> tuple[Path, Path, P
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -230,7 +239,7 @@ class TokenServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 server._handle(self)
 
             def log_message(self, *args: Any) -> None:
