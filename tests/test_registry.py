@@ -788,7 +788,6 @@ def test_blob_with_wrong_digest_is_refused_and_not_kept(
             return httpx.Response(200, headers=resp.headers, content=bytes(body))
         return None
 
-    before = set(project.store)
     with (
         client(registry, transport=Tamper(corrupt)) as c,
         pytest.raises(RegistryError, match="does not match its digest"),
