@@ -21,7 +21,7 @@ COMMANDS = [
     "run", "runs list", "runs show", "runs compare", "runs metrics", "runs log", "runs delete",
     "env show", "env diff", "add", "status", "checkout", "fsck", "data diff", "data push",
     "data fetch", "data pull", "remote add", "remote list", "remote remove", "reproduce",
-    "explain", "doctor",
+    "explain", "doctor", "login", "logout", "push", "pull",
 ]  # fmt: skip
 
 
