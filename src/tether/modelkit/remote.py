@@ -14,17 +14,16 @@ local copy ``registry/repository:tag`` under the same immutable-version policy a
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.errors import ModelKitError, ModelKitNotFound, RegistryError, UsageError
 from tether.hashing import Digest
-from tether.modelkit.load import LoadedKit, load_entry, parse_filters, parse_kit, selected
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
-from tether.modelkit.unpack import UnpackReport, unpack_kit
 from tether.oci import credentials
 from tether.oci import mediatypes as mt
 from tether.oci.client import Connection, RegistryClient
@@ -32,6 +31,10 @@ from tether.oci.layout import IndexEntry
 from tether.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageManifest
 from tether.oci.reference import Reference, parse_reference
 from tether.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tether.modelkit.load import LoadedKit
+    from tether.modelkit.unpack import UnpackReport
 
 MAX_CONFIG_BYTES = 4 << 20
 
@@ -148,24 +151,23 @@ def push(
     sources = _known_sources(ws, client.registry, repo, blobs)
     if progress:
         progress.start(sum(d.size for d in blobs))
-    counts = {"moved": 0, "mounted": 0, "present": 0, "bytes": 0}
+    counts = _Counts()
 
     def one(desc: Descriptor) -> None:
         size = client.blob_size(repo, desc.digest)
         if size is not None:
-            counts["present"] += 1
+            counts.add("present")
             _advance(progress, desc.size)
             return
         for other in sources.get(desc.digest, []):
             if client.mount_blob(repo, desc.digest, other):
-                counts["mounted"] += 1
+                counts.add("mounted")
                 _advance(progress, desc.size)
                 return
         sent = client.upload_blob(
             repo, desc, lambda: ws.store.open(desc.digest), progress.advance if progress else None
         )
-        counts["moved"] += 1
-        counts["bytes"] += sent
+        counts.add("moved", sent)
 
     _parallel(one, blobs, client.connection.concurrency)
     _remember(ws, client.registry, repo, blobs)
@@ -182,10 +184,10 @@ def push(
         f"{name}@{entry.digest}",
         entry.digest,
         len(blobs),
-        counts["moved"],
-        counts["mounted"],
-        counts["present"],
-        counts["bytes"],
+        counts.n["moved"],
+        counts.n["mounted"],
+        counts.n["present"],
+        counts.bytes,
         tag_overtaken=overtaken,
     )
 
@@ -207,6 +209,9 @@ def pull(
 
     With ``tag`` the local copy is tagged ``registry/repository:tag``; without, nothing
     but blobs is written (``tether unpack REMOTE_REF``), and gc may reclaim them."""
+    # The Kitfile model (pydantic) is imported only by what reads Kitfiles: push does not.
+    from tether.modelkit.load import parse_filters, parse_kit, selected
+
     ref = remote_ref(ref_text)
     repo = ref.repository or ""
     reference = str(ref.digest) if ref.digest else (ref.tag or "latest")
@@ -235,11 +240,9 @@ def pull(
     fetched = [kit.manifest.config] if config_missing else []
     if progress:
         progress.start(sum(d.size for d in todo))
-    counts = {"bytes": 0}
 
     def one(desc: Descriptor) -> None:
         client.download_blob(repo, desc, ws.store, progress.advance if progress else None)
-        counts["bytes"] += desc.size
 
     _parallel(one, sorted(todo, key=lambda d: -d.size), client.connection.concurrency)
     ws.store.put_bytes(served.data)
@@ -258,7 +261,7 @@ def pull(
         len(todo) + len(fetched),
         0,
         len(blobs) - len(todo) - len(fetched),
-        counts["bytes"] + sum(d.size for d in fetched),
+        sum(d.size for d in [*todo, *fetched]),
         skipped=skipped,
         tag_changes=changes,
     )
@@ -292,6 +295,8 @@ def remote_tags(client: RegistryClient, repo_text: str) -> list[RemoteTag]:
 
 def remote_kit(client: RegistryClient, ref_text: str) -> LoadedKit:
     """A registry's ModelKit read from its manifest and config alone (no layers)."""
+    from tether.modelkit.load import parse_kit
+
     ref = remote_ref(ref_text)
     repo = ref.repository or ""
     served = client.get_manifest(repo, str(ref.digest) if ref.digest else ref.tag or "latest")
@@ -392,6 +397,9 @@ def unpack_remote(
 ) -> UnpackReport:
     """Unpack a registry's ModelKit without pulling it: only the selected layers are
     fetched (into the store, verified, untagged), then unpacked."""
+    from tether.modelkit.load import load_entry, parse_filters
+    from tether.modelkit.unpack import unpack_kit
+
     _, entry = pull(ws, ref_text, client, filters=filters, tag=False)
     kit = load_entry(ws, entry)
     return unpack_kit(
@@ -412,6 +420,20 @@ def login(
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+class _Counts:
+    """Transfer counters that worker threads update."""
+
+    def __init__(self) -> None:
+        self.n = {"moved": 0, "mounted": 0, "present": 0}
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, what: str, nbytes: int = 0) -> None:
+        with self._lock:
+            self.n[what] += 1
+            self.bytes += nbytes
 
 
 def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:

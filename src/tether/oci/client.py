@@ -25,6 +25,7 @@ cache is guarded by a lock.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,8 @@ from tether.oci.credentials import Credential
 from tether.oci.manifest import MAX_MANIFEST_BYTES, Descriptor
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
     from tether.store.objects import ContentStore
@@ -121,15 +124,8 @@ class RegistryClient:
         self.chunk_threshold = CHUNK_THRESHOLD
         self.chunk_size = CHUNK_SIZE
         if http is None:
-            verify: Any = True
-            if self.connection.insecure:
-                verify = False
-            elif self.connection.ca_file:
-                import ssl
-
-                verify = ssl.create_default_context(cafile=self.connection.ca_file)
             http = httpx.Client(
-                verify=verify,
+                verify=_tls_context(self.connection),
                 timeout=httpx.Timeout(120.0, connect=15.0),
                 follow_redirects=False,
                 limits=httpx.Limits(max_connections=max(8, 2 * self.connection.concurrency)),
@@ -781,6 +777,25 @@ class RegistryClient:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _tls_context(connection: Connection) -> ssl.SSLContext:
+    """The system's trust store (where corporate CAs are installed, and what docker and
+    skopeo use), plus ``--ca-file``; certifi's bundle only where the system has none."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    paths = ssl.get_default_verify_paths()
+    if not any(p and os.path.exists(p) for p in (paths.cafile, paths.capath)):
+        import certifi
+
+        ctx.load_verify_locations(cafile=certifi.where())
+    if connection.ca_file:
+        ctx.load_verify_locations(cafile=connection.ca_file)
+    if connection.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _pull(repo: str) -> str:
