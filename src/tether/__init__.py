@@ -24,6 +24,9 @@ _EXPORTS = {
     "list_kits": "tether.modelkit.catalog",
     "inspect": "tether.modelkit.catalog",
     "parse_reference": "tether.oci.reference",
+    "open_client": "tether.modelkit.remote",
+    "push": "tether.modelkit.remote",
+    "pull": "tether.modelkit.remote",
     "start_run": "tether.runs.api",
     "active_run": "tether.runs.api",
     "Run": "tether.runs.api",
@@ -44,8 +47,11 @@ __all__ = [
     "init_workspace",
     "inspect",
     "list_kits",
+    "open_client",
     "pack",
     "parse_reference",
+    "pull",
+    "push",
     "rollback",
     "seed_everything",
     "start_run",
@@ -60,6 +66,7 @@ if TYPE_CHECKING:
     from tether.modelkit.catalog import inspect, list_kits
     from tether.modelkit.diff import diff
     from tether.modelkit.pack import pack
+    from tether.modelkit.remote import open_client, pull, push
     from tether.modelkit.unpack import rollback, unpack
     from tether.oci.reference import parse_reference
     from tether.runs.api import Run, active_run, start_run

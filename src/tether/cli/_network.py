@@ -51,7 +51,7 @@ def client_for(registry: str, opts: dict[str, Any], ws: Workspace | None = None)
     from tether import config
     from tether.modelkit.remote import connection_for, open_client
 
-    settings: Any = ws.settings if ws is not None else config.load(None)
+    settings = ws.settings if ws is not None else config.load(None)
     connection = connection_for(
         settings,
         registry,

@@ -33,6 +33,7 @@ from tether.oci.reference import Reference, parse_reference
 from tether.workspace import Workspace
 
 if TYPE_CHECKING:
+    from tether.config import Settings
     from tether.modelkit.load import LoadedKit
     from tether.modelkit.unpack import UnpackReport
 
@@ -66,7 +67,7 @@ class RemoteTag:
 
 
 def connection_for(
-    ws_or_settings: Any,
+    settings: Settings,
     registry: str,
     *,
     plain_http: bool = False,
@@ -76,7 +77,6 @@ def connection_for(
 ) -> Connection:
     """Flags win; ``registry.plain_http`` in the settings names registries that are
     always plain HTTP."""
-    settings = getattr(ws_or_settings, "settings", ws_or_settings)
     return Connection(
         plain_http=plain_http or settings.is_plain_http(registry),
         insecure=insecure,
@@ -87,12 +87,23 @@ def connection_for(
 
 def open_client(
     registry: str,
-    connection: Connection,
+    connection: Connection | None = None,
     *,
     ws: Workspace | None = None,
     env: Mapping[str, str] | None = None,
 ) -> RegistryClient:
-    """A client that reads the stored credential only when the registry asks for one."""
+    """A client for ``registry`` that reads the stored credential only when the
+    registry asks for one. Without ``connection``, the project's (or user's) settings
+    decide::
+
+        with open_client("registry.example.com", ws=ws) as client:
+            push(ws, "movie:v1", "registry.example.com/team/movie:v1", client)
+    """
+    if connection is None:
+        from tether import config
+
+        settings = ws.settings if ws is not None else config.load(None, env)
+        connection = connection_for(settings, registry)
     journal = ws.dot / "cache" / "uploads" if ws is not None else None
     return RegistryClient(
         registry,
