@@ -31,7 +31,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from pack import generate  # noqa: E402  (the pack benchmark's data generator)
-
 from tests.registry import Registry, start_registry  # noqa: E402
 
 KITFILES = {
@@ -42,13 +41,14 @@ KITFILES = {
 }
 
 
-def tether(*args: str, cwd: Path) -> None:
-    subprocess.run(["tether", *args], cwd=cwd, check=True, capture_output=True)
+def tether(*args: str, cwd: Path) -> float:
+    return run(["tether", *args], cwd=cwd)
 
 
-def timed(fn: object) -> float:
+def run(argv: list[str], cwd: Path | None = None) -> float:
+    """Run a command to completion; its wall time in seconds."""
     start = time.perf_counter()
-    fn()  # type: ignore[operator]
+    subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -79,25 +79,35 @@ def measure(work: Path, proj: Path, kind: str, repeat: int) -> dict[str, float]:
         for tool in ("tether", "skopeo"):
             reg = fresh_registry(work / "registry-data")
             ref = f"{reg.host}/bench/{kind}:v1"
+            target = work / f"pull-{tool}-{i}"
+            shutil.rmtree(target, ignore_errors=True)
             try:
                 if tool == "tether":
-                    push = timed(lambda: tether("push", f"{kind}:v1", ref, "--plain-http", cwd=proj))
-                    target = work / f"pull-{tool}-{i}"
-                    shutil.rmtree(target, ignore_errors=True)
+                    push = tether("push", f"{kind}:v1", ref, "--plain-http", cwd=proj)
                     target.mkdir()
                     tether("init", "--no-kitfile", cwd=target)
-                    pull = timed(lambda: tether("pull", ref, "--plain-http", cwd=target))
+                    pull = tether("pull", ref, "--plain-http", cwd=target)
                 else:
-                    push = timed(lambda: subprocess.run(
-                        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                         f"oci:{store}:{kind}:v1", f"docker://{ref}"],
-                        check=True, capture_output=True))
-                    target = work / f"pull-{tool}-{i}"
-                    shutil.rmtree(target, ignore_errors=True)
-                    pull = timed(lambda: subprocess.run(
-                        ["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                         f"docker://{ref}", f"oci:{target}:{kind}:v1"],
-                        check=True, capture_output=True))
+                    push = run(
+                        [
+                            "skopeo",
+                            "copy",
+                            "--quiet",
+                            "--dest-tls-verify=false",
+                            f"oci:{store}:{kind}:v1",
+                            f"docker://{ref}",
+                        ]
+                    )
+                    pull = run(
+                        [
+                            "skopeo",
+                            "copy",
+                            "--quiet",
+                            "--src-tls-verify=false",
+                            f"docker://{ref}",
+                            f"oci:{target}:{kind}:v1",
+                        ]
+                    )
             finally:
                 reg.stop()
             shutil.rmtree(target, ignore_errors=True)
@@ -123,9 +133,12 @@ def main() -> None:
     os.environ.setdefault("DOCKER_CONFIG", str(work / "docker-config"))
     sizes = {"big": args.big_mib << 20, "files": args.files * (args.file_kib << 10)}
     print(f"registry push/pull, best of {args.repeat}, fresh registry each time")
-    print(f"{'artifact':<26} {'op':<5} {'tether':>9} {'skopeo':>9} {'ratio':>7} {'tether MiB/s':>13}")
-    for kind, label in (("big", f"{args.big_mib} MiB model"),
-                        ("files", f"{args.files} files x {args.file_kib} KiB")):
+    head = ("artifact", "op", "tether", "skopeo", "ratio", "tether MiB/s")
+    print(f"{head[0]:<26} {head[1]:<5} {head[2]:>9} {head[3]:>9} {head[4]:>7} {head[5]:>13}")
+    for kind, label in (
+        ("big", f"{args.big_mib} MiB model"),
+        ("files", f"{args.files} files x {args.file_kib} KiB"),
+    ):
         best = measure(work, proj, kind, args.repeat)
         for op in ("push", "pull"):
             t, s = best[f"tether {op}"], best[f"skopeo {op}"]
