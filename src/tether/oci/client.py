@@ -399,20 +399,7 @@ class RegistryClient:
     ) -> None:
         """Stream a blob into the store, verifying its size and digest as it arrives."""
         what = f"blob {desc.digest.short} of {repo}"
-        # identity: the bytes on the wire are the blob, nothing decodes them first.
-        with self.request(
-            "GET",
-            f"/v2/{repo}/blobs/{desc.digest}",
-            scope=_pull(repo),
-            headers={"Accept-Encoding": "identity"},
-        ) as resp:
-            if resp.status_code == 404:
-                raise ModelKitNotFound(
-                    f"{self.registry} has no {what}",
-                    hint="the ModelKit on the registry is incomplete; push it again",
-                )
-            if resp.status_code != 200:
-                self._fail(resp, f"download of {what}")
+        with self._get_blob(repo, desc.digest, what) as resp:
             length = resp.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) != desc.size:
                 raise _corrupt(self.registry, what, f"is {length} bytes, expected {desc.size}")
@@ -434,7 +421,21 @@ class RegistryClient:
     def read_blob(self, repo: str, digest: Digest, limit: int) -> bytes:
         """A small blob (a config) in memory, bounded and verified."""
         what = f"blob {digest.short} of {repo}"
-        with self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo)) as resp:
+        with self._get_blob(repo, digest, what) as resp:
+            data = _read_bounded(resp, limit, what)
+        if Digest.of_bytes(data) != digest:
+            raise _corrupt(self.registry, what, "does not match its digest")
+        return data
+
+    @contextmanager
+    def _get_blob(self, repo: str, digest: Digest, what: str) -> Iterator[httpx.Response]:
+        # identity: the bytes on the wire are the blob, nothing decodes them first.
+        with self.request(
+            "GET",
+            f"/v2/{repo}/blobs/{digest}",
+            scope=_pull(repo),
+            headers={"Accept-Encoding": "identity"},
+        ) as resp:
             if resp.status_code == 404:
                 raise ModelKitNotFound(
                     f"{self.registry} has no {what}",
@@ -442,10 +443,7 @@ class RegistryClient:
                 )
             if resp.status_code != 200:
                 self._fail(resp, f"download of {what}")
-            data = _read_bounded(resp, limit, what)
-        if Digest.of_bytes(data) != digest:
-            raise _corrupt(self.registry, what, "does not match its digest")
-        return data
+            yield resp
 
     def mount_blob(self, repo: str, digest: Digest, source_repo: str) -> bool:
         """Ask the registry to link a blob from another repository; True when it did.
@@ -545,11 +543,9 @@ class RegistryClient:
         return size
 
     def _cancel_upload(self, repo: str, location: str) -> None:
-        try:
-            with self.request("DELETE", location, scope=_push(repo)):
-                pass
-        except RegistryError:
-            pass  # an abandoned session expires on the registry by itself
+        # Best effort: an abandoned session expires on the registry by itself.
+        with suppress(RegistryError), self.request("DELETE", location, scope=_push(repo)):
+            pass
 
     def _location(self, resp: httpx.Response) -> str:
         location = resp.headers.get("location")
