@@ -227,18 +227,16 @@ def pull(
     repo = ref.repository or ""
     reference = str(ref.digest) if ref.digest else (ref.tag or "latest")
     served = client.get_manifest(repo, reference)
-    if served.media_type in (
-        mt.OCI_INDEX,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ):
+    if served.media_type in (mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST):
         raise ModelKitError(
             f"{ref} is an index of several manifests, not one ModelKit",
             hint="pull one of its manifests by digest (see 'tether inspect')",
         )
     entry = IndexEntry(ref.name, ref.tag if tag else None, served.descriptor)
-    config_missing = not ws.store.has(ImageManifest.from_bytes(served.data).config.digest)
-    # Parsing before anything is stored: a foreign artifact is refused with nothing kept.
-    kit = parse_kit(entry, served.data, lambda d: _config(ws, client, repo, d))
+    # Parsed before any layer is fetched: a foreign artifact is refused with at most its
+    # (verified) config kept.
+    config_fetched: list[Digest] = []
+    kit = parse_kit(entry, served.data, lambda d: _config(ws, client, repo, d, config_fetched))
     wanted = parse_filters(filters or [])
     layers = [layer.descriptor for layer in kit.layers if selected(layer, wanted)]
     if wanted and not layers and not any("kitfile" in f.types for f in wanted):
@@ -248,7 +246,7 @@ def pull(
         )
     blobs = _unique([kit.manifest.config, *layers])
     todo = [d for d in blobs if not ws.store.has(d.digest)]
-    fetched = [kit.manifest.config] if config_missing else []
+    fetched = [kit.manifest.config] if config_fetched else []
     if progress:
         progress.start(sum(d.size for d in todo))
 
@@ -279,9 +277,12 @@ def pull(
     return report, entry
 
 
-def _config(ws: Workspace, client: RegistryClient, repo: str, digest: Digest) -> bytes:
+def _config(
+    ws: Workspace, client: RegistryClient, repo: str, digest: Digest, fetched: list[Digest]
+) -> bytes:
     if not ws.store.has(digest):
         ws.store.put_bytes(client.read_blob(repo, digest, MAX_CONFIG_BYTES))
+        fetched.append(digest)
     return ws.store.read_bytes(digest, max_size=MAX_CONFIG_BYTES)
 
 
