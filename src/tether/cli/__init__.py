@@ -29,6 +29,12 @@ class _Root(click.Group):
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`tether inspect … | head`): not an error of ours.
+            # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            ctx.exit(141)
         except OSError as exc:
             if os.environ.get("TETHER_DEBUG"):
                 raise
