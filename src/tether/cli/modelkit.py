@@ -288,14 +288,16 @@ def tag(
         from tether.modelkit.remote import remote_ref, tag_remote
 
         ws = open_workspace(ctx, required=False)
-        settings = ws.settings if ws is not None else None
+        from tether import config
+
+        settings = ws.settings if ws is not None else config.load(None)
         with client_for(remote_ref(target).registry or "", network(kwargs), ws) as client:
             digest, old = tag_remote(
                 client,
                 source,
                 target,
                 force=force,
-                is_version_tag=settings.is_version_tag if settings else _default_version_tag,
+                is_version_tag=settings.is_version_tag,
             )
         if old == digest:
             click.echo(f"{target} already points at {digest.short}")
@@ -315,12 +317,6 @@ def tag(
         )
     else:
         click.echo(f"Tagged {change.ref} -> {entry.digest.short}")
-
-
-def _default_version_tag(tag: str) -> bool:
-    from tether.config import Settings
-
-    return Settings().is_version_tag(tag)
 
 
 @cli.command()

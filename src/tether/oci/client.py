@@ -474,7 +474,10 @@ class RegistryClient:
         the next push asks the registry where the upload stands and sends the rest."""
         if desc.size < self.chunk_threshold:
             location = self._start_upload(repo)
-            return self._finish_upload(repo, desc, location, open_source, 0, progress)
+            self._send_range(
+                repo, location, open_source, 0, desc.size, progress, finish=desc.digest
+            )
+            return desc.size
         journal = self._journal_file(repo, desc.digest)
         resumed, offset = self._resume_point(repo, journal)
         location = resumed or self._start_upload(repo)
@@ -483,11 +486,14 @@ class RegistryClient:
         sent = 0
         while desc.size - offset > self.chunk_size:
             end = offset + self.chunk_size
-            location = self._patch(repo, location, open_source, offset, end, progress)
+            location = self._send_range(repo, location, open_source, offset, end, progress)
             sent += end - offset
             offset = end
             self._save_journal(journal, location, offset)
-        sent += self._finish_upload(repo, desc, location, open_source, offset, progress)
+        self._send_range(
+            repo, location, open_source, offset, desc.size, progress, finish=desc.digest
+        )
+        sent += desc.size - offset
         if journal is not None:
             journal.unlink(missing_ok=True)
         return sent
@@ -498,7 +504,7 @@ class RegistryClient:
                 self._fail(resp, f"an upload to {repo}")
             return self._location(resp)
 
-    def _patch(
+    def _send_range(
         self,
         repo: str,
         location: str,
@@ -506,41 +512,26 @@ class RegistryClient:
         start: int,
         end: int,
         progress: Progress | None,
+        *,
+        finish: Digest | None = None,
     ) -> str:
-        headers = {
-            "Content-Type": "application/octet-stream",
-            "Content-Range": f"{start}-{end - 1}",
-            "Content-Length": str(end - start),
-        }
+        """Send bytes ``start:end`` of the blob: a PATCH chunk (returns the session's
+        next location) or, with ``finish``, the closing PUT that names the digest."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(end - start)}
+        if finish is None:
+            method, expect, params = "PATCH", 202, None
+            headers["Content-Range"] = f"{start}-{end - 1}"
+            what = f"a chunk of an upload to {repo}"
+        else:
+            method, expect, params = "PUT", 201, {"digest": str(finish)}
+            what = f"the upload of blob {finish.short} to {repo}"
         body = _file_body(open_source, start, end, progress)
-        with self.request("PATCH", location, scope=_push(repo), headers=headers, body=body) as r:
-            if r.status_code != 202:
-                self._fail(r, f"a chunk of an upload to {repo}")
-            return self._location(r)
-
-    def _finish_upload(
-        self,
-        repo: str,
-        desc: Descriptor,
-        location: str,
-        open_source: Callable[[], BinaryIO],
-        start: int,
-        progress: Progress | None,
-    ) -> int:
-        size = desc.size - start
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        body = _file_body(open_source, start, desc.size, progress)
         with self.request(
-            "PUT",
-            location,
-            scope=_push(repo),
-            headers=headers,
-            body=body,
-            params={"digest": str(desc.digest)},
+            method, location, scope=_push(repo), headers=headers, body=body, params=params
         ) as resp:
-            if resp.status_code != 201:
-                self._fail(resp, f"the upload of blob {desc.digest.short} to {repo}")
-        return size
+            if resp.status_code != expect:
+                self._fail(resp, what)
+            return self._location(resp) if finish is None else location
 
     def _cancel_upload(self, repo: str, location: str) -> None:
         # Best effort: an abandoned session expires on the registry by itself.
