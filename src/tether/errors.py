@@ -27,8 +27,11 @@ what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
     │   └── FilterError            a 'runs list --filter' expression that does not parse (exit 2)
     ├── ReproError                 reproduce: a run that cannot be rebuilt, an environment
     │                              that cannot be recreated
-    └── RegistryError              an OCI registry: unreachable, refusing, or serving bad bytes
-        └── AuthError              no, wrong or expired credentials; a token that is refused
+    ├── RegistryError              an OCI registry: unreachable, refusing, or serving bad bytes
+    │   └── AuthError              no, wrong or expired credentials; a token that is refused
+    ├── ModelError                 the model registry: versions, aliases and their rules
+    │   └── ModelNotFound          (also LookupError)
+    └── LineageError               a lineage subject that cannot be found
 """
 
 from __future__ import annotations
@@ -199,3 +202,20 @@ class AuthError(RegistryError):
     """The registry wants credentials tether does not have, or refuses the ones it has."""
 
     code = "auth"
+
+
+class ModelError(TetherError):
+    """The model registry: an unknown model, version or alias, or a change its rules
+    refuse (deleting a version an alias points to, promoting an archived version)."""
+
+    code = "model"
+
+
+class ModelNotFound(ModelError, LookupError):
+    code = "model-not-found"
+
+
+class LineageError(TetherError):
+    """A lineage question tether cannot answer: an unknown subject or a bad depth."""
+
+    code = "lineage"

@@ -97,3 +97,6 @@ from tether.cli import runs as _runs  # noqa: E402, F401
 # After runs: `tether --help` lists commands in the order a user meets them.
 from tether.cli import registry as _registry  # noqa: E402, F401
 from tether.cli import repro as _repro  # noqa: E402, F401
+
+# isort: split
+from tether.cli import models as _models  # noqa: E402, F401

@@ -24,6 +24,13 @@ def human_size(n: int | None) -> str:
     return f"{n} B"
 
 
+def timestamp(ts: float | None) -> str:
+    """Local date and time to the second, or ``-``."""
+    import time
+
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
 def short_digest(digest: str | None) -> str:
     """The first 12 hex characters of a ``sha256:`` digest, or ``-``."""
     return "-" if not digest else digest.removeprefix("sha256:")[:12]

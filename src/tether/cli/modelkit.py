@@ -13,6 +13,7 @@ from tether.cli._output import ByteProgress, emit_json, human_size, info, table,
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
+    from tether.modelkit.provenance import Provenance
     from tether.modelkit.unpack import UnpackReport
     from tether.workspace import Workspace
 
@@ -41,6 +42,12 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the result a
     help="Layer compression (default: pack.compression, 'none').",
 )
 @click.option("--force", is_flag=True, help="Move version tags that point elsewhere.")
+@click.option(
+    "--from-run",
+    "from_run",
+    metavar="RUN",
+    help="Pack the files RUN wrote (its stored outputs) and attach its provenance.",
+)
 @_json
 @click.pass_context
 def pack(
@@ -50,6 +57,7 @@ def pack(
     tag: str | None,
     compression: str | None,
     force: bool,
+    from_run: str | None,
     as_json: bool,
 ) -> None:
     """Pack DIRECTORY (default: the project root) into a ModelKit in the local store.
@@ -58,11 +66,20 @@ def pack(
     matched by .kitignore, symlinks and special files are left out (with a warning).
     The result is deterministic: the same files and Kitfile give the same digest in any
     directory, on any machine. Version tags (v1.0.0, 1.2) are immutable unless --force.
+
+    Provenance (an in-toto Statement: the run, its data, code, environment, command and
+    seed) is attached beside the ModelKit, not inside it: with --from-run, or when the
+    model files are the outputs of a recorded run.
     """
     from tether.modelkit.pack import pack as do_pack
     from tether.oci.reference import parse_tag_list
 
     ws = open_workspace(ctx)
+    run = None
+    if from_run is not None:
+        from tether.runs.record import load_run
+
+        run = load_run(ws.db, from_run)
     refs = parse_tag_list(tag) if tag else None
     progress = ByteProgress("packing")
     try:
@@ -75,6 +92,7 @@ def pack(
             force=force,
             progress=progress,
             warn=warn,
+            run=run,
         )
     finally:
         progress.stop()
@@ -88,12 +106,18 @@ def pack(
                     for c in result.tags
                 ],
                 "warnings": result.warnings,
+                "run": result.run_id,
+                "run_link": result.run_link,
+                "provenance": str(result.provenance) if result.provenance else None,
             }
         )
         return
     for change in result.tags:
         if change.action == "move":
             warn(f"moved {change.ref} (was {change.old.short if change.old else '-'})")
+    if result.run_id:
+        how = "detected from its outputs" if result.run_link == "detected" else "--from-run"
+        click.echo(f"Provenance: run {result.run_id} ({how})")
     names = ", ".join(c.ref for c in result.tags) or "untagged"
     click.echo(
         f"Packed {names}: {result.digest} "
@@ -159,10 +183,18 @@ def _list_remote(
 @cli.command()
 @click.argument("ref")
 @click.option("--remote", is_flag=True, help="Read REF from its registry even if the store has it.")
+@click.option(
+    "--provenance",
+    is_flag=True,
+    help="Show the provenance attached to REF: the run, data, code, environment and seed "
+    "that made it (--json: the in-toto Statements).",
+)
 @network_options
 @_json
 @click.pass_context
-def inspect(ctx: click.Context, /, ref: str, remote: bool, as_json: bool, **kwargs: Any) -> None:
+def inspect(
+    ctx: click.Context, /, ref: str, remote: bool, provenance: bool, as_json: bool, **kwargs: Any
+) -> None:
     """Show a ModelKit's digest, Kitfile and layers (REF: repo[:tag] or sha256:…).
 
     A REF on a registry (REGISTRY/REPO:TAG) that the store does not hold is read from
@@ -176,18 +208,31 @@ def inspect(ctx: click.Context, /, ref: str, remote: bool, as_json: bool, **kwar
     on_registry = parse_reference(ref).registry is not None
     ws = open_workspace(ctx, required=not on_registry)
     doc = None
+    statements = None
     if ws is not None and not (remote and on_registry):
         try:
             doc = do_inspect(ws, ref)
         except ModelKitNotFound:
             if not on_registry:
                 raise
+        else:
+            if provenance:
+                from tether.hashing import Digest
+                from tether.modelkit.provenance import read_local
+
+                statements = read_local(ws, Digest.parse(doc["digest"]))
     if doc is None:
-        from tether.modelkit.remote import remote_kit, remote_ref
+        from tether.modelkit.remote import fetch_provenance, remote_kit, remote_ref
 
         with client_for(remote_ref(ref).registry or "", network(kwargs), ws) as client:
             kit = remote_kit(client, ref)
+            if provenance:
+                found = fetch_provenance(client, remote_ref(ref).repository or "", kit.digest)
+                statements = [parsed for _, _, parsed in found]
         doc = describe(kit, [ref])
+    if statements is not None:
+        _print_provenance(doc["digest"], statements, as_json)
+        return
     if as_json:
         emit_json(doc)
         return
@@ -210,6 +255,46 @@ def inspect(ctx: click.Context, /, ref: str, remote: bool, as_json: bool, **kwar
         .rstrip()
         .replace("\n", "\n  ")
     )
+
+
+def _print_provenance(digest: str, statements: list[Provenance], as_json: bool) -> None:
+    from tether.errors import ModelKitNotFound
+
+    if as_json:
+        emit_json([p.to_statement() for p in statements])
+        return
+    if not statements:
+        raise ModelKitNotFound(
+            f"no provenance is attached to {digest[:19]}",
+            hint="pack from a run to attach it: tether pack --from-run RUN",
+        )
+    for p in statements:
+        click.echo(f"Provenance of {digest}")
+        click.echo(f"  run          {p.run_name or '-'} ({p.run_id})")
+        click.echo(f"  command      {' '.join(p.command)}")
+        click.echo(f"  seed         {p.seed if p.seed is not None else '-'}")
+        if p.params:
+            click.echo(
+                "  params       " + " ".join(f"{k}={v}" for k, v in sorted(p.params.items()))
+            )
+        for m in p.materials:
+            extra = f"  (made by run {m.produced_by})" if m.produced_by else ""
+            if m.kind == "code":
+                dirty = " + uncommitted changes" if p.dirty else ""
+                click.echo(f"  code         {m.name}{dirty}" + (f"  {m.uri}" if m.uri else ""))
+            elif m.kind == "environment":
+                summary = ", ".join(f"{k} {v}" for k, v in sorted(p.environment.items()))
+                click.echo(f"  environment  {m.digest[:19]}  {summary}")
+            else:
+                click.echo(f"  data         {m.name}  {m.digest[:19]}{extra}")
+        for name, d in p.subjects:
+            if name != "modelkit":
+                click.echo(f"  model        {name}  {d[:19]}")
+        if p.metrics:
+            click.echo(
+                "  metrics      " + " ".join(f"{k}={v:g}" for k, v in sorted(p.metrics.items()))
+            )
+        click.echo(f"  builder      {p.builder}")
 
 
 def _strip_layer_info(value: object) -> object:

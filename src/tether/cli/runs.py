@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, human_size, info, short_digest, table, warn
+from tether.cli._output import emit_json, human_size, info, short_digest, table, timestamp, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
@@ -29,10 +28,6 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
             raise click.BadParameter(f"{key!r} given twice with different values", param_hint=what)
         out[key] = value
     return out
-
-
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def _duration(seconds: float | None) -> str:
@@ -173,7 +168,7 @@ def runs_list(
     columns += [f"params.{k}" for k in param_cols] + [f"metrics.{k}" for k in metric_cols]
     rows = []
     for r in result.runs:
-        row = [r.id[:12], r.name or "-", r.status, _when(r.started), _duration(r.duration)]
+        row = [r.id[:12], r.name or "-", r.status, timestamp(r.started), _duration(r.duration)]
         row += [r.params.get(k, "-") for k in param_cols]
         row += [f"{r.metrics[k].last:.6g}" if k in r.metrics else "-" for k in metric_cols]
         rows.append(row)
@@ -220,7 +215,9 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     status = r.status + (f": {r.reason}" if r.reason else "")
     click.echo(f"status   {status}")
     click.echo(f"command  {' '.join(r.command)}   (in {r.cwd})")
-    click.echo(f"started  {_when(r.started)}, took {_duration(r.duration)}, by {r.user}@{r.host}")
+    click.echo(
+        f"started  {timestamp(r.started)}, took {_duration(r.duration)}, by {r.user}@{r.host}"
+    )
     seeding = [f"{s['call']}({s['seed']})" for s in r.capture.get("seeding", [])]
     if r.capture.get("seed_everything"):
         seeding.append(f"tether.seed_everything({r.capture['seed_everything'].get('seed')})")

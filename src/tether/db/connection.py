@@ -46,8 +46,15 @@ class Database:
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed on success, rolled back on any exception."""
+        """One write transaction: committed on success, rolled back on any exception.
+
+        Nested inside another on this connection it is a savepoint, so a library call
+        that writes (a tag move) can join a caller's transaction (an alias move)."""
         with self._lock:
+            if self.conn.in_transaction:
+                with self._savepoint():
+                    yield self.conn
+                return
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -62,6 +69,18 @@ class Database:
                 raise
             else:
                 self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self.conn.execute("SAVEPOINT nested")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO nested")
+            self.conn.execute("RELEASE nested")
+            raise
+        else:
+            self.conn.execute("RELEASE nested")
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

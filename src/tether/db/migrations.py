@@ -192,12 +192,76 @@ def _0005_registry_blobs(conn: Connection) -> None:
     )
 
 
+def _0006_models(conn: Connection) -> None:
+    # The model registry and the edges lineage walks that runs do not already hold.
+    # Versions are never deleted, only archived, so lineage can always name them;
+    # every alias move is an event with a reason, and a `uid` so that histories read
+    # back from a registry merge without duplicates.
+    _script(
+        conn,
+        """
+        CREATE TABLE models (
+            name TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            user TEXT NOT NULL,
+            remote TEXT
+        );
+        CREATE TABLE model_versions (
+            model TEXT NOT NULL REFERENCES models (name),
+            version INTEGER NOT NULL CHECK (version > 0),
+            digest TEXT NOT NULL,
+            run_id TEXT,
+            source TEXT NOT NULL,
+            created REAL NOT NULL,
+            user TEXT NOT NULL,
+            description TEXT,
+            archived REAL,
+            PRIMARY KEY (model, version)
+        ) WITHOUT ROWID;
+        CREATE INDEX model_versions_by_digest ON model_versions (digest);
+        CREATE INDEX model_versions_by_run ON model_versions (run_id);
+        CREATE TABLE model_aliases (
+            model TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (model, alias),
+            FOREIGN KEY (model, version) REFERENCES model_versions (model, version)
+        ) WITHOUT ROWID;
+        CREATE INDEX model_aliases_by_version ON model_aliases (model, version);
+        CREATE TABLE model_events (
+            id INTEGER PRIMARY KEY,
+            uid TEXT NOT NULL UNIQUE,
+            model TEXT NOT NULL,
+            alias TEXT,
+            action TEXT NOT NULL
+                CHECK (action IN ('register', 'archive', 'set', 'move', 'rollback', 'remove')),
+            old_version INTEGER,
+            new_version INTEGER,
+            at REAL NOT NULL,
+            user TEXT NOT NULL,
+            reason TEXT
+        );
+        CREATE INDEX model_events_by_model ON model_events (model, alias, id);
+        -- Which run made a ModelKit: named at pack time (--from-run), detected from the
+        -- model files' digests, or read from the kit's provenance document.
+        CREATE TABLE kit_runs (
+            kit_digest TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            how TEXT NOT NULL CHECK (how IN ('from-run', 'detected', 'provenance')),
+            PRIMARY KEY (kit_digest, run_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX kit_runs_by_run ON kit_runs (run_id)
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
     Migration("0003_runs", _0003_runs),
     Migration("0004_run_links", _0004_run_links),
     Migration("0005_registry_blobs", _0005_registry_blobs),
+    Migration("0006_models", _0006_models),
 )
 
 

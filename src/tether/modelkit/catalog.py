@@ -41,7 +41,7 @@ def list_kits(ws: Workspace, repository: str | None = None) -> list[KitSummary]:
         repository = parse_reference(repository, default_tag=False).name
     rows: list[KitSummary] = []
     cache: dict[str, tuple[str | None, str | None, int, str | None]] = {}
-    for entry in ws.index.entries():
+    for entry in ws.index.kits():
         if repository is not None and entry.repository != repository:
             continue
         key = str(entry.digest)
@@ -69,7 +69,7 @@ def _summary(ws: Workspace, entry: IndexEntry) -> tuple[str | None, str | None, 
 def inspect(ws: Workspace, ref: str) -> dict[str, Any]:
     """Digest, manifest and Kitfile of one ModelKit (as ``kit inspect`` prints them)."""
     kit = load(ws, ref)
-    return describe(kit, [e.ref() for e in ws.index.entries() if e.digest == kit.digest])
+    return describe(kit, [e.ref() for e in ws.index.kits() if e.digest == kit.digest])
 
 
 def describe(kit: LoadedKit, references: list[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tether.errors import KitfileError, UsageError
-from tether.hashing import Digest
+from tether.hashing import Digest, hash_file
 from tether.manifest.kitfile import KITFILE_NAMES, Kitfile, LayerSpec, is_within
 from tether.manifest.kitignore import IgnoreRules
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
@@ -28,6 +28,7 @@ from tether.modelkit.tarwrite import FileEntry, LayerSink, collect, write_tar
 from tether.oci import mediatypes as mt
 from tether.oci.manifest import Descriptor, ImageManifest
 from tether.oci.reference import Reference
+from tether.runs.record import Run
 from tether.workspace import Workspace
 
 
@@ -44,6 +45,9 @@ class PackResult:
     tags: list[TagChange]
     warnings: list[str] = field(default_factory=list)
     content_bytes: int = 0
+    run_id: str | None = None  # the run that made it, when known
+    run_link: str | None = None  # from-run | detected
+    provenance: Digest | None = None  # the referrer holding its provenance Statement
 
 
 def find_kitfile(context: Path, kitfile: str | Path | None) -> Path:
@@ -75,8 +79,15 @@ def pack(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
     env: Mapping[str, str] | None = None,
+    run: Run | None = None,
+    detect_run: bool = True,
 ) -> PackResult:
-    """Pack ``context`` (default: the project root) as described by its Kitfile."""
+    """Pack ``context`` (default: the project root) as described by its Kitfile.
+
+    With ``run``, the files that run wrote are packed from its stored outputs (the exact
+    bytes it produced, even if the working copy changed since) and its provenance is
+    attached. Without, when the model files on disk are the outputs of a recorded run
+    (same path and digest), that run is detected and attached the same way."""
     env = os.environ if env is None else env
     context = Path(context).resolve() if context is not None else ws.root
     if not context.is_dir():
@@ -110,6 +121,7 @@ def pack(
             plans.append((spec, _mcpb_entry(context, spec)))
         else:
             plans.append((spec, collect(context, spec.path, inner, rules, note, key=spec.key)))
+    link = _link_run(ws, context, plans, run, note) if run is not None or detect_run else None
     total = sum(e.size for _, entries in plans for e in entries)
     if progress is not None:
         progress.start(total)
@@ -136,7 +148,128 @@ def pack(
         else:
             add_untagged(ws, "", desc)
             changes = []
-    return PackResult(digest, manifest, kf, changes, warnings, total)
+        provenance = None
+        if link is not None:
+            provenance = _attach_provenance(ws, desc, link)
+    return PackResult(
+        digest,
+        manifest,
+        kf,
+        changes,
+        warnings,
+        total,
+        link.run.id if link else None,
+        link.how if link else None,
+        provenance,
+    )
+
+
+MODEL_BASES = ("model", "modelpart")
+
+
+@dataclass(frozen=True)
+class _RunLink:
+    run: Run
+    how: str  # from-run | detected
+    model_files: dict[str, str]  # context-relative path -> digest
+
+
+def _link_run(
+    ws: Workspace,
+    context: Path,
+    plans: list[tuple[LayerSpec, list[FileEntry]]],
+    run: Run | None,
+    note: Callable[[str], None],
+) -> _RunLink | None:
+    """Tie the pack to the run that made its model: substitute ``run``'s stored outputs
+    for the files on disk, or find the run whose outputs the model files are."""
+    if not context.is_relative_to(ws.root):
+        if run is not None:
+            note("the packed folder is outside the project: files are not matched to the run")
+        return _RunLink(run, "from-run", {}) if run is not None else None
+    prefix = context.relative_to(ws.root).as_posix()
+
+    def project_path(rel: str) -> str:
+        return rel if prefix == "." else f"{prefix}/{rel}"
+
+    model_entries = [
+        (spec, i, e)
+        for spec, entries in plans
+        for i, e in enumerate(entries)
+        if e.source is not None
+    ]
+    if run is not None:
+        outputs = {f.path: f for f in run.files_with_role("output") if f.digest and f.stored}
+        label = run.name or run.id
+        model_files: dict[str, str] = {}
+        for spec, i, e in model_entries:
+            out = outputs.get(project_path(e.rel))
+            if out is not None and out.digest is not None:
+                blob = Digest.parse(out.digest)
+                if ws.store.has(blob):
+                    entries = next(es for s, es in plans if s is spec)
+                    entries[i] = FileEntry(e.rel, ws.store.path(blob), ws.store.size(blob), e.mode)
+                    if spec.base in MODEL_BASES:
+                        model_files[e.rel] = out.digest
+                    continue
+            if spec.base in MODEL_BASES:
+                note(f"{e.rel} is not an output of run {label}; packing the file on disk")
+                assert e.source is not None
+                model_files[e.rel] = str(hash_file(e.source)[0])
+        return _RunLink(run, "from-run", model_files)
+    return _detect_run(
+        ws, [(e, project_path(e.rel)) for s, _, e in model_entries if s.base in MODEL_BASES]
+    )
+
+
+def _detect_run(ws: Workspace, candidates: list[tuple[FileEntry, str]]) -> _RunLink | None:
+    if not candidates:
+        return None
+    by_path = {p: e for e, p in candidates}
+    marks = ",".join("?" * len(by_path))
+    rows = ws.db.query(
+        "SELECT f.run_id, f.path, f.digest, r.started FROM run_files f JOIN runs r"
+        f" ON r.id = f.run_id WHERE f.role = 'output' AND f.path IN ({marks})"
+        " AND r.status = 'finished'",
+        tuple(by_path),
+    )
+    if not rows:
+        return None  # no run ever wrote these paths: nothing to hash
+    found: dict[str, str] = {}
+    for path in {r["path"] for r in rows}:
+        source = by_path[path].source
+        assert source is not None
+        found[path] = str(hash_file(source)[0])
+    score: dict[str, tuple[int, float]] = {}
+    for r in rows:
+        if found.get(r["path"]) == r["digest"]:
+            n, _ = score.get(r["run_id"], (0, 0.0))
+            score[r["run_id"]] = (n + 1, r["started"])
+    if not score:
+        return None
+    best = max(score, key=lambda k: score[k])
+    from tether.runs.record import load_runs
+
+    (run,) = load_runs(ws.db, [best])
+    matched = {
+        by_path[r["path"]].rel: r["digest"]
+        for r in rows
+        if r["run_id"] == best and found.get(r["path"]) == r["digest"]
+    }
+    return _RunLink(run, "detected", matched)
+
+
+def _attach_provenance(ws: Workspace, desc: Descriptor, link: _RunLink) -> Digest:
+    from tether.modelkit import provenance
+
+    with ws.db.atomic() as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO kit_runs VALUES (?, ?, ?)",
+            (str(desc.digest), link.run.id, link.how),
+        )
+    return provenance.attach(
+        ws, desc, provenance.from_run(ws, link.run, desc.digest, link.model_files)
+    )
 
 
 def _write_layer(

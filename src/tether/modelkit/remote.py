@@ -14,6 +14,7 @@ local copy ``registry/repository:tag`` under the same immutable-version policy a
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ from tether.workspace import Workspace
 if TYPE_CHECKING:
     from tether.config import Settings
     from tether.modelkit.load import LoadedKit
+    from tether.modelkit.provenance import Provenance
     from tether.modelkit.unpack import UnpackReport
 
 MAX_CONFIG_BYTES = 4 << 20
@@ -57,6 +59,7 @@ class TransferReport:
     skipped: int = 0  # layers left out by --filter
     tag_changes: list[TagChange] = field(default_factory=list)
     tag_overtaken: Digest | None = None  # someone else's push moved the tag meanwhile
+    provenance: int = 0  # provenance documents that travelled with it
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,7 @@ def push(
     _remember(ws, client.registry, repo, blobs)
     # Manifest last, by digest first: the tag never points at something incomplete.
     client.put_manifest(repo, str(entry.digest), raw, mt.OCI_MANIFEST)
+    attached = push_referrers(ws, client, repo, entry.digest)
     overtaken = None
     if dest.tag and dest.digest is None:
         client.put_manifest(repo, dest.tag, raw, mt.OCI_MANIFEST)
@@ -200,7 +204,56 @@ def push(
         counts.n["present"],
         counts.bytes,
         tag_overtaken=overtaken,
+        provenance=attached,
     )
+
+
+def push_referrers(ws: Workspace, client: RegistryClient, repo: str, subject: Digest) -> int:
+    """Send the provenance documents attached to ``subject`` (already pushed)."""
+    sent = 0
+    for entry in ws.index.referrers(subject):
+        raw = ws.store.read_bytes(entry.digest, max_size=MAX_MANIFEST_BYTES)
+        manifest = ImageManifest.from_bytes(raw)
+        for desc in _unique([manifest.config, *manifest.layers]):
+            if client.blob_size(repo, desc.digest) is None:
+                client.upload_blob(repo, desc, functools.partial(ws.store.open, desc.digest))
+        client.attach(repo, raw, mt.OCI_MANIFEST, subject, manifest.artifact_type or mt.IN_TOTO)
+        sent += 1
+    return sent
+
+
+def pull_referrers(ws: Workspace, client: RegistryClient, repo: str, subject: Descriptor) -> int:
+    """Keep the provenance documents a registry holds for ``subject``."""
+    from tether.modelkit import provenance
+
+    found = fetch_provenance(client, repo, subject.digest)
+    for manifest, statement, _ in found:
+        with ws.lock("gc", shared=True):
+            ws.store.put_bytes(statement)
+            ws.store.put_bytes(mt.EMPTY_JSON)
+            provenance.store_referrer(ws, subject.digest, manifest)
+    return len(found)
+
+
+def fetch_provenance(
+    client: RegistryClient, repo: str, subject: Digest
+) -> list[tuple[bytes, bytes, Provenance]]:
+    """The provenance documents a registry lists for ``subject``, as (referrer manifest,
+    Statement, parsed): each checked against its digest and refused unless it is a
+    Statement about this very ModelKit."""
+    from tether.modelkit import provenance
+
+    out = []
+    for desc in client.referrers(repo, subject, mt.IN_TOTO):
+        served = client.get_manifest(repo, str(desc.digest))
+        manifest = ImageManifest.from_bytes(served.data)
+        layer = next((d for d in manifest.layers if d.media_type == mt.IN_TOTO), None)
+        if layer is None or layer.size > provenance.MAX_STATEMENT_BYTES:
+            continue
+        blob = client.read_blob(repo, layer.digest, provenance.MAX_STATEMENT_BYTES)
+        parsed = provenance.parse_referrer(served.data, None, subject, blob)
+        out.append((served.data, blob, parsed))
+    return out
 
 
 # -- pull -------------------------------------------------------------------------------
@@ -262,6 +315,7 @@ def pull(
         changes = set_tags(ws, [local], served.descriptor, force=force)
     elif tag:
         add_untagged(ws, ref.name, served.descriptor)
+    attached = pull_referrers(ws, client, repo, served.descriptor) if tag else 0
     skipped = len(_unique(list(kit.manifest.layers))) - len(_unique(layers))
     report = TransferReport(
         f"{ref.name}" + (f":{ref.tag}" if ref.tag else "") + f"@{served.digest}",
@@ -273,6 +327,7 @@ def pull(
         sum(d.size for d in [*todo, *fetched]),
         skipped=skipped,
         tag_changes=changes,
+        provenance=attached,
     )
     return report, entry
 

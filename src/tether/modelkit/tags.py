@@ -102,6 +102,9 @@ def remove(ws: Workspace, ref: Reference) -> list[TagChange]:
         for e in doomed:
             entries.remove(e)
             changes.append(TagChange(e.ref(), "remove", e.digest, None))
+        # A provenance document goes with the last entry of the ModelKit it is about.
+        alive = {e.digest for e in entries if e.subject is None}
+        entries[:] = [e for e in entries if e.subject is None or e.subject in alive]
     _record(ws, [c for c in changes if "@" not in c.ref])
     return changes
 

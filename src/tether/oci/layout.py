@@ -42,6 +42,12 @@ class IndexEntry:
     def ref(self) -> str:
         return f"{self.repository}:{self.tag}" if self.tag else f"{self.repository}@{self.digest}"
 
+    @property
+    def subject(self) -> Digest | None:
+        """For a referrer (a provenance document): the ModelKit it is about."""
+        value = self.descriptor.annotations.get(mt.ANN_TETHER_SUBJECT)
+        return Digest.parse(value) if value and Digest.is_valid(value) else None
+
 
 class LocalIndex:
     """Tags and ModelKits of one content store."""
@@ -74,9 +80,17 @@ class LocalIndex:
                 out.append(entry)
         return out
 
+    def kits(self) -> list[IndexEntry]:
+        """The ModelKits (and other artifacts) the user tagged or packed: every entry
+        but referrers, which travel with their subject and are not listed on their own."""
+        return [e for e in self.entries() if e.subject is None]
+
+    def referrers(self, subject: Digest) -> list[IndexEntry]:
+        return [e for e in self.entries() if e.subject == subject]
+
     def resolve(self, ref: Reference) -> IndexEntry:
         """Find the entry a reference names; raises ModelKitNotFound with suggestions."""
-        entries = self.entries()
+        entries = self.kits()
         for e in entries:
             if ref.digest is not None and e.digest != ref.digest:
                 continue

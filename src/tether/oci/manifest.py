@@ -84,6 +84,8 @@ class ImageManifest:
     layers: tuple[Descriptor, ...]
     artifact_type: str | None = mt.KIT_ARTIFACT
     annotations: dict[str, str] = field(default_factory=dict, hash=False)
+    # The manifest this one is about (a referrer: provenance, a model's history).
+    subject: Descriptor | None = None
 
     def to_bytes(self) -> bytes:
         out: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST}
@@ -91,6 +93,8 @@ class ImageManifest:
             out["artifactType"] = self.artifact_type
         out["config"] = self.config.to_json()
         out["layers"] = [layer.to_json() for layer in self.layers]
+        if self.subject is not None:
+            out["subject"] = self.subject.to_json()
         if self.annotations:
             out["annotations"] = dict(sorted(self.annotations.items()))
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
@@ -116,11 +120,13 @@ class ImageManifest:
         if not isinstance(layers, list):
             raise _bad("'layers' is missing or not a list")
         annotations, artifact_type = _common_fields(doc, "manifest")
+        subject = doc.get("subject")
         return cls(
             config=Descriptor.from_json(doc.get("config")),
             layers=tuple(Descriptor.from_json(layer) for layer in layers),
             artifact_type=artifact_type,
             annotations=dict(annotations),
+            subject=None if subject is None else Descriptor.from_json(subject),
         )
 
     @property

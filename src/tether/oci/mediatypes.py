@@ -20,6 +20,14 @@ KIT_CONFIG = "application/vnd.kitops.modelkit.config.v1+json"
 MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
 MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
 
+# Referrers tether attaches: an in-toto provenance Statement (as cosign and BuildKit
+# attach attestations), and a model's alias history (an artifact under a fixed tag).
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"
+IN_TOTO = "application/vnd.in-toto+json"
+MODEL_HISTORY = "application/vnd.tether.model.history.v1+json"
+REFERRER_TYPES = (IN_TOTO,)
+
 ANN_REF_NAME = "org.opencontainers.image.ref.name"
 ANN_CREATED = "org.opencontainers.image.created"
 ANN_FILEPATH = "org.cncf.model.filepath"
@@ -28,6 +36,10 @@ ANN_LAYER_SUBTYPE = "ml.kitops.modelkit.layer-subtype"
 ANN_KITFILE = "ml.kitops.modelkit.kitfile"
 # Where tether keeps a ModelKit's repository in the layout index for untagged entries.
 ANN_TETHER_REPO = "dev.tether.repository"
+# On a referrer's entry in index.json: the manifest it is about (so finding a kit's
+# provenance reads the index only), and the in-toto predicate type on its layer.
+ANN_TETHER_SUBJECT = "dev.tether.subject"
+ANN_PREDICATE_TYPE = "in-toto.io/predicate-type"
 
 # Kitfile section -> Kit media type base name -> ModelPack base name.
 KIT_BASES = ("model", "modelpart", "code", "dataset", "docs", "mcpb")

@@ -1,0 +1,2 @@
+"""The model registry: versions, aliases and their history, locally and on an OCI
+registry."""

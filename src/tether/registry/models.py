@@ -1,0 +1,645 @@
+"""The model registry: models, their numbered versions and movable aliases.
+
+A model is a repository of the local store; version N is an immutable ModelKit digest,
+tagged ``NAME:vN``; an alias (``production``, ``staging``) is a movable tag
+``NAME:ALIAS``. The database is the record (tables ``models``, ``model_versions``,
+``model_aliases``, ``model_events``); the tags mirror it so that ``tether unpack
+NAME:production`` and ``tether push`` work on registry names like any other.
+
+Every change runs in one ``BEGIN IMMEDIATE`` transaction that also rewrites the tags,
+so two processes moving the same alias serialize: both moves land in the history in
+the order they happened, the alias and its tag end at the later one, nothing is lost.
+Versions are never deleted, only archived: their number is never reused and lineage
+can always name them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.errors import (
+    ModelError,
+    ModelKitNotFound,
+    ModelNotFound,
+    ReferenceFormatError,
+    RunNotFound,
+    TagConflict,
+    UsageError,
+)
+from tether.hashing import Digest
+from tether.oci.layout import IndexEntry
+from tether.oci.reference import Reference, parse_reference
+from tether.workspace import Workspace
+
+_VERSION = re.compile(r"^v?([1-9][0-9]{0,8})$")
+_ALIAS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    digest: Digest
+    run_id: str | None
+    source: str
+    created: float
+    user: str
+    description: str | None = None
+    archived: float | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}:v{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "digest": str(self.digest),
+            "run": self.run_id,
+            "source": self.source,
+            "created": self.created,
+            "user": self.user,
+            "description": self.description,
+            "archived": self.archived,
+            "aliases": list(self.aliases),
+        }
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """A registration, an archive, or an alias move (set, move, rollback, remove)."""
+
+    uid: str
+    model: str
+    alias: str | None
+    action: str
+    old_version: int | None
+    new_version: int | None
+    at: float
+    user: str
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "model": self.model,
+            "alias": self.alias,
+            "action": self.action,
+            "from": self.old_version,
+            "to": self.new_version,
+            "at": self.at,
+            "user": self.user,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelEvent:
+        def version(v: object) -> int | None:
+            return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+        action = data.get("action")
+        if action not in ACTIONS or not isinstance(data.get("uid"), str):
+            raise ModelError("a history event is malformed", hint="the history is damaged")
+        alias = data.get("alias")
+        reason = data.get("reason")
+        return cls(
+            uid=str(data["uid"])[:64],
+            model=str(data.get("model", ""))[:255],
+            alias=str(alias)[:128] if alias is not None else None,
+            action=str(action),
+            old_version=version(data.get("from")),
+            new_version=version(data.get("to")),
+            at=float(data.get("at", 0.0)),
+            user=str(data.get("user", ""))[:200],
+            reason=str(reason)[:2000] if reason is not None else None,
+        )
+
+
+ACTIONS = ("register", "archive", "set", "move", "rollback", "remove")
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int | None
+    aliases: dict[str, int] = field(default_factory=dict)
+    remote: str | None = None
+
+
+@dataclass(frozen=True)
+class Registered:
+    version: ModelVersion
+    created: bool  # False: that ModelKit already was a version of the model
+    packed: bool = False  # True: packed from a run for this registration
+    warnings: tuple[str, ...] = ()
+
+
+# -- naming ------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    """A model name is a local repository name: ``movie-recommend``, ``team/recs``."""
+    try:
+        ref = parse_reference(name, default_tag=False)
+    except ReferenceFormatError:
+        ref = None
+    if ref is None or ref.registry or ref.tag or ref.digest or ref.repository != name:
+        raise UsageError(
+            f"{name[:80]!r} is not a model name",
+            hint="use lowercase letters, digits, '.', '_', '-' and '/', e.g. movie-recommend",
+        )
+    return name
+
+
+def check_alias(ws: Workspace, alias: str) -> str:
+    if not _ALIAS.match(alias) or _VERSION.match(alias) or ws.settings.is_version_tag(alias):
+        raise UsageError(
+            f"{alias[:80]!r} cannot be an alias",
+            hint="an alias is a movable name such as production or staging; "
+            "names like v2 or 1.0 are versions",
+        )
+    return alias
+
+
+def split_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """``NAME`` | ``NAME@vN`` | ``NAME@N`` | ``NAME@sha256:…`` | ``NAME:ALIAS`` →
+    (name, version selector, alias)."""
+    if "@" in spec:
+        name, _, selector = spec.partition("@")
+        return name, selector, None
+    if ":" in spec:
+        name, _, alias = spec.rpartition(":")
+        return name, None, alias
+    return spec, None, None
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def list_models(ws: Workspace) -> list[ModelSummary]:
+    rows = ws.db.query(
+        "SELECT m.name, m.remote, count(v.version) AS n,"
+        " max(CASE WHEN v.archived IS NULL THEN v.version END) AS latest"
+        " FROM models m LEFT JOIN model_versions v ON v.model = m.name"
+        " GROUP BY m.name ORDER BY m.name"
+    )
+    aliases: dict[str, dict[str, int]] = {}
+    for a in ws.db.query("SELECT model, alias, version FROM model_aliases ORDER BY alias"):
+        aliases.setdefault(a["model"], {})[a["alias"]] = a["version"]
+    return [
+        ModelSummary(r["name"], r["n"], r["latest"], aliases.get(r["name"], {}), r["remote"])
+        for r in rows
+    ]
+
+
+def versions(ws: Workspace, name: str) -> list[ModelVersion]:
+    _require_model(ws.db.conn, check_name(name))
+    return _versions(ws.db.conn, name)
+
+
+def resolve(ws: Workspace, spec: str) -> ModelVersion:
+    """The version ``spec`` names: ``NAME`` (its latest), ``NAME@v3``, ``NAME:production``
+    or ``NAME@sha256:…``. Archived versions resolve too."""
+    return _resolve(ws.db.conn, spec)
+
+
+def history(ws: Workspace, name: str, alias: str | None = None) -> list[ModelEvent]:
+    _require_model(ws.db.conn, check_name(name))
+    sql = "SELECT * FROM model_events WHERE model = ?"
+    params: tuple[object, ...] = (name,)
+    if alias is not None:
+        sql += " AND alias = ?"
+        params += (alias,)
+    return [_event(r) for r in ws.db.query(sql + " ORDER BY at, id", params)]
+
+
+def versions_of_digest(ws: Workspace, digest: Digest) -> list[ModelVersion]:
+    """Every model version that is this ModelKit (lineage walks this edge)."""
+    rows = ws.db.query("SELECT model, version FROM model_versions WHERE digest = ?", (str(digest),))
+    return [_resolve(ws.db.conn, f"{r['model']}@v{r['version']}") for r in rows]
+
+
+# -- changing ----------------------------------------------------------------------------
+
+
+def register(
+    ws: Workspace,
+    name: str,
+    source: str,
+    *,
+    description: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Registered:
+    """Make the ModelKit ``source`` names (a local REF), or a ModelKit packed from the run
+    ``source`` names (id or name), the next version of ``name``. Registering a ModelKit
+    that already is a version of the model returns that version."""
+    check_name(name)
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    entry, run_id, packed = _source(ws, source, note)
+    with ws.db.atomic() as conn:
+        existing = conn.execute(
+            "SELECT version FROM model_versions WHERE model = ? AND digest = ?",
+            (name, str(entry.digest)),
+        ).fetchone()
+        if existing is not None:
+            return Registered(
+                _resolve(conn, f"{name}@v{existing['version']}"), False, packed, tuple(warnings)
+            )
+        now = time.time()
+        conn.execute(
+            "INSERT OR IGNORE INTO models (name, created, user) VALUES (?, ?, ?)",
+            (name, now, ws.user),
+        )
+        row = conn.execute(
+            "SELECT coalesce(max(version), 0) + 1 AS n FROM model_versions WHERE model = ?",
+            (name,),
+        ).fetchone()
+        number = int(row["n"])
+        conn.execute(
+            "INSERT INTO model_versions (model, version, digest, run_id, source, created,"
+            " user, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, number, str(entry.digest), run_id, source, now, ws.user, description),
+        )
+        _add_event(conn, ws, name, None, "register", None, number, description)
+        _tag(ws, name, f"v{number}", entry, immutable=True)
+        return Registered(_resolve(conn, f"{name}@v{number}"), True, packed, tuple(warnings))
+
+
+def set_alias(
+    ws: Workspace, name: str, alias: str, version: str, *, reason: str | None = None
+) -> ModelEvent | None:
+    """Point ``alias`` at ``version`` (``v2``, ``2``, ``sha256:…``, another alias);
+    None when it already points there (nothing is recorded)."""
+    check_name(name)
+    check_alias(ws, alias)
+    with ws.db.atomic() as conn:
+        target = _resolve(conn, _qualified(name, version))
+        return _move(conn, ws, target, alias, "set", reason)
+
+
+def remove_alias(ws: Workspace, name: str, alias: str, *, reason: str | None = None) -> ModelEvent:
+    check_name(name)
+    with ws.db.atomic() as conn:
+        _require_model(conn, name)
+        current = _alias_version(conn, name, alias)
+        if current is None:
+            raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
+        conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, alias))
+        event = _add_event(conn, ws, name, alias, "remove", current, None, reason)
+        _untag(ws, name, alias)
+        return event
+
+
+def rollback(
+    ws: Workspace,
+    name: str,
+    alias: str,
+    *,
+    to: str | None = None,
+    reason: str | None = None,
+) -> ModelEvent:
+    """Move ``alias`` back: to ``to``, or by default to where it pointed before its
+    last move. Restoring the files is the caller's next step (``restore``)."""
+    check_name(name)
+    with ws.db.atomic() as conn:
+        _require_model(conn, name)
+        current = _alias_version(conn, name, alias)
+        if current is None:
+            raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
+        if to is not None:
+            target = _resolve(conn, _qualified(name, to))
+        else:
+            row = conn.execute(
+                "SELECT old_version FROM model_events WHERE model = ? AND alias = ?"
+                " AND action IN ('set', 'move', 'rollback') ORDER BY at DESC, id DESC LIMIT 1",
+                (name, alias),
+            ).fetchone()
+            if row is None or row["old_version"] is None:
+                raise ModelError(
+                    f"{name}:{alias} has pointed only at v{current}: nothing to roll back to",
+                    hint=f"name the version: tether model rollback {name} {alias} --to vN",
+                )
+            target = _resolve(conn, f"{name}@v{row['old_version']}")
+        if target.version == current:
+            raise ModelError(
+                f"{name}:{alias} already points at v{current}",
+                hint="see 'tether model history " + name + "'",
+            )
+        event = _move(conn, ws, target, alias, "rollback", reason)
+        assert event is not None  # target differs from current
+        return event
+
+
+def restore(ws: Workspace, version: ModelVersion, *, dry_run: bool = False) -> Any:
+    """Put the version's files back into the project (``tether rollback`` on its kit)."""
+    from tether.modelkit.unpack import rollback as restore_files
+
+    return restore_files(ws, str(version.digest), dry_run=dry_run)
+
+
+def archive(
+    ws: Workspace, name: str, version: str, *, force: bool = False, reason: str | None = None
+) -> tuple[ModelVersion, list[ModelEvent]]:
+    """Delete a version from use: its tag goes (gc may reclaim its blobs if nothing else
+    holds them) but its record stays, archived, for history and lineage. Refused while
+    an alias points at it, unless ``force``, which removes those aliases (recorded)."""
+    check_name(name)
+    with ws.db.atomic() as conn:
+        target = _resolve(conn, _qualified(name, version))
+        if target.archived is not None:
+            raise ModelError(f"{name} v{target.version} is already archived")
+        events = []
+        if target.aliases:
+            if not force:
+                names = ", ".join(target.aliases)
+                raise ModelError(
+                    f"{name} v{target.version} is what {names} points at",
+                    hint=f"move the alias first (tether model alias {name} "
+                    f"{target.aliases[0]} vN), or --force to remove it too",
+                )
+            for a in target.aliases:
+                conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, a))
+                events.append(_add_event(conn, ws, name, a, "remove", target.version, None, reason))
+                _untag(ws, name, a)
+        conn.execute(
+            "UPDATE model_versions SET archived = ? WHERE model = ? AND version = ?",
+            (time.time(), name, target.version),
+        )
+        events.append(_add_event(conn, ws, name, None, "archive", target.version, None, reason))
+        _untag(ws, name, f"v{target.version}")
+        return _resolve(conn, f"{name}@v{target.version}"), events
+
+
+def set_remote(ws: Workspace, name: str, remote: str) -> None:
+    with ws.db.atomic() as conn:
+        _require_model(conn, name)
+        conn.execute("UPDATE models SET remote = ? WHERE name = ?", (remote, name))
+
+
+def merge_events(ws: Workspace, events: list[ModelEvent]) -> int:
+    """Add events read from elsewhere (a registry's copy of the history) that this
+    database lacks; returns how many were new."""
+    added = 0
+    with ws.db.atomic() as conn:
+        for e in events:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO model_events (uid, model, alias, action, old_version,"
+                " new_version, at, user, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (e.uid, e.model, e.alias, e.action, e.old_version, e.new_version, e.at, e.user,
+                 e.reason),
+            )  # fmt: skip
+            added += cur.rowcount
+    return added
+
+
+# -- internals ---------------------------------------------------------------------------
+
+
+def _source(
+    ws: Workspace, source: str, note: Callable[[str], None]
+) -> tuple[IndexEntry, str | None, bool]:
+    """A local ModelKit reference, else a run (packed now from its outputs)."""
+    kit_error: ModelKitNotFound | ReferenceFormatError | None = None
+    try:
+        entry = ws.index.resolve(parse_reference(source))
+    except (ModelKitNotFound, ReferenceFormatError) as exc:
+        kit_error = exc
+    else:
+        rows = ws.db.query(
+            "SELECT run_id FROM kit_runs WHERE kit_digest = ? ORDER BY how = 'from-run' DESC",
+            (str(entry.digest),),
+        )
+        return entry, (rows[0]["run_id"] if rows else None), False
+    from tether.modelkit.pack import pack
+    from tether.runs.record import load_run
+
+    try:
+        run = load_run(ws.db, source)
+    except RunNotFound:
+        raise ModelNotFound(
+            f"{source[:80]!r} is neither a ModelKit in the local store nor a run",
+            hint=(kit_error.hint if kit_error and kit_error.hint else "see 'tether list'")
+            + "; or 'tether runs list' for runs",
+        ) from None
+    if run.status != "finished":
+        raise ModelError(
+            f"run {run.name or run.id} {run.status}; only a finished run makes a version",
+            hint="register a run that completed",
+        )
+    result = pack(ws, run=run, warn=note)
+    return ws.index.resolve(Reference(None, digest=result.digest)), run.id, True
+
+
+def _qualified(name: str, version: str) -> str:
+    if version.startswith("sha256:") or _VERSION.match(version):
+        return f"{name}@{version}"
+    return f"{name}:{version}"
+
+
+def _resolve(conn: sqlite3.Connection, spec: str) -> ModelVersion:
+    name, selector, alias = split_spec(spec)
+    check_name(name)
+    _require_model(conn, name)
+    if alias is not None:
+        number = _alias_version(conn, name, alias)
+        if number is None:
+            raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
+    elif selector is None:
+        row = conn.execute(
+            "SELECT max(version) AS n FROM model_versions WHERE model = ? AND archived IS NULL",
+            (name,),
+        ).fetchone()
+        if row["n"] is None:
+            raise ModelNotFound(
+                f"{name} has no version in use", hint=f"see 'tether model versions {name}'"
+            )
+        number = int(row["n"])
+    elif selector.startswith("sha256:"):
+        row = conn.execute(
+            "SELECT version FROM model_versions WHERE model = ? AND digest = ?",
+            (name, selector),
+        ).fetchone()
+        if row is None:
+            raise ModelNotFound(
+                f"{selector[:19]}… is not a version of {name}",
+                hint=f"see 'tether model versions {name}'",
+            )
+        number = int(row["version"])
+    else:
+        m = _VERSION.match(selector)
+        if m is None:
+            raise UsageError(
+                f"{selector[:40]!r} is not a version", hint="write versions as v3 (or 3)"
+            )
+        number = int(m.group(1))
+    found = [v for v in _versions(conn, name, number) if v.version == number]
+    if not found:
+        raise ModelNotFound(
+            f"{name} has no version v{number}", hint=f"see 'tether model versions {name}'"
+        )
+    return found[0]
+
+
+def _versions(conn: sqlite3.Connection, name: str, number: int | None = None) -> list[ModelVersion]:
+    sql = "SELECT * FROM model_versions WHERE model = ?"
+    params: tuple[object, ...] = (name,)
+    if number is not None:
+        sql += " AND version = ?"
+        params += (number,)
+    aliases: dict[int, list[str]] = {}
+    for a in conn.execute(
+        "SELECT alias, version FROM model_aliases WHERE model = ? ORDER BY alias", (name,)
+    ):
+        aliases.setdefault(a["version"], []).append(a["alias"])
+    return [
+        ModelVersion(
+            r["model"],
+            r["version"],
+            Digest.parse(r["digest"]),
+            r["run_id"],
+            r["source"],
+            r["created"],
+            r["user"],
+            r["description"],
+            r["archived"],
+            tuple(aliases.get(r["version"], [])),
+        )
+        for r in conn.execute(sql + " ORDER BY version", params)
+    ]
+
+
+def _require_model(conn: sqlite3.Connection, name: str) -> None:
+    if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
+        known = [r["name"] for r in conn.execute("SELECT name FROM models ORDER BY name LIMIT 8")]
+        raise ModelNotFound(
+            f"no model {name!r}",
+            hint=("models here: " + ", ".join(known))
+            if known
+            else f"register one: tether model register {name} --from REF|RUN",
+        )
+
+
+def _alias_version(conn: sqlite3.Connection, name: str, alias: str) -> int | None:
+    row = conn.execute(
+        "SELECT version FROM model_aliases WHERE model = ? AND alias = ?", (name, alias)
+    ).fetchone()
+    return int(row["version"]) if row else None
+
+
+def _aliases_hint(conn: sqlite3.Connection, name: str) -> str:
+    names = [
+        r["alias"]
+        for r in conn.execute(
+            "SELECT alias FROM model_aliases WHERE model = ? ORDER BY alias", (name,)
+        )
+    ]
+    return (
+        ("its aliases: " + ", ".join(names))
+        if names
+        else f"set one: tether model alias {name} production vN"
+    )
+
+
+def _move(
+    conn: sqlite3.Connection,
+    ws: Workspace,
+    target: ModelVersion,
+    alias: str,
+    action: str,
+    reason: str | None,
+) -> ModelEvent | None:
+    if target.archived is not None:
+        raise ModelError(
+            f"{target.model} v{target.version} is archived",
+            hint="an alias may only point at a version in use; register it again to revive it",
+        )
+    current = _alias_version(conn, target.model, alias)
+    if current == target.version:
+        return None
+    if action == "set":
+        action = "set" if current is None else "move"
+    conn.execute(
+        "INSERT INTO model_aliases VALUES (?, ?, ?) ON CONFLICT (model, alias)"
+        " DO UPDATE SET version = excluded.version",
+        (target.model, alias, target.version),
+    )
+    event = _add_event(conn, ws, target.model, alias, action, current, target.version, reason)
+    entry = ws.index.resolve(Reference(None, digest=target.digest))
+    _tag(ws, target.model, alias, entry, immutable=False)
+    return event
+
+
+def _tag(ws: Workspace, name: str, tag: str, entry: IndexEntry, *, immutable: bool) -> None:
+    from tether.modelkit.tags import set_tags
+
+    try:
+        set_tags(ws, [Reference(name, tag)], entry.descriptor, force=not immutable)
+    except TagConflict:
+        raise ModelError(
+            f"the tag {name}:{tag} already names another ModelKit",
+            hint="it was made outside the model registry; remove it (tether remove "
+            f"{name}:{tag}) or register under another model name",
+        ) from None
+
+
+def _untag(ws: Workspace, name: str, tag: str) -> None:
+    from tether.modelkit.tags import remove
+
+    # Already gone from the store (removed by hand): the record is what counts.
+    with contextlib.suppress(ModelKitNotFound):
+        remove(ws, Reference(name, tag))
+
+
+def _add_event(
+    conn: sqlite3.Connection,
+    ws: Workspace,
+    name: str,
+    alias: str | None,
+    action: str,
+    old: int | None,
+    new: int | None,
+    reason: str | None,
+) -> ModelEvent:
+    event = ModelEvent(
+        uuid.uuid4().hex, name, alias, action, old, new, time.time(), ws.user, reason
+    )
+    conn.execute(
+        "INSERT INTO model_events (uid, model, alias, action, old_version, new_version, at,"
+        " user, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (event.uid, name, alias, action, old, new, event.at, event.user, reason),
+    )
+    return event
+
+
+def _event(row: sqlite3.Row) -> ModelEvent:
+    return ModelEvent(
+        row["uid"],
+        row["model"],
+        row["alias"],
+        row["action"],
+        row["old_version"],
+        row["new_version"],
+        row["at"],
+        row["user"],
+        row["reason"],
+    )
