@@ -281,7 +281,8 @@ def _print_provenance(digest: str, statements: list[Provenance], as_json: bool) 
             extra = f"  (made by run {m.produced_by})" if m.produced_by else ""
             if m.kind == "code":
                 dirty = " + uncommitted changes" if p.dirty else ""
-                click.echo(f"  code         {m.name}{dirty}" + (f"  {m.uri}" if m.uri else ""))
+                name = m.name if m.name == m.digest else f"{m.name} {m.digest[:19]}"
+                click.echo(f"  code         {name}{dirty}" + (f"  {m.uri}" if m.uri else ""))
             elif m.kind == "environment":
                 summary = ", ".join(f"{k} {v}" for k, v in sorted(p.environment.items()))
                 click.echo(f"  environment  {m.digest[:19]}  {summary}")

@@ -273,7 +273,11 @@ class _Walker:
                 )
         for key, node in runs.items():
             if node.attrs.get("code"):
-                out.append(self._link(self._code(node.attrs["code"]), f"run:{key}", "ran"))
+                a = node.attrs
+                code = self._code(
+                    a["code"], remote=a.get("code_remote"), dirty=a.get("dirty", False)
+                )
+                out.append(self._link(code, f"run:{key}", "ran"))
             if node.attrs.get("environment"):
                 out.append(self._link(self._env(node.attrs["environment"]), f"run:{key}", "ran-in"))
         for rows in _chunks(
@@ -449,8 +453,6 @@ class _Walker:
             for p in self.db.query("SELECT key, value FROM run_params WHERE run_id = ?", (run_id,))
         }
         code_key = _code_key(code)
-        if code_key:
-            self._code(code_key, remote=code.get("remote"), dirty=bool(code.get("dirty")))
         return self._add(
             Node(
                 node_id,
@@ -465,6 +467,8 @@ class _Walker:
                     "params": params,
                     "command": json.loads(r["command"]),
                     "code": code_key,
+                    "code_remote": code.get("remote"),
+                    "dirty": bool(code.get("dirty")),
                     "environment": r["env_digest"],
                 },
             )
@@ -494,7 +498,7 @@ class _Walker:
                 f"{python.get('implementation', '')} {python.get('version', '')}".strip()
             )
             attrs["packages"] = len(body.get("packages", {}))
-        label = f"env {digest[7:19]}" + (f" ({attrs['python']})" if attrs.get("python") else "")
+        label = digest[7:19] + (f" ({attrs['python']})" if attrs.get("python") else "")
         return self._add(Node(f"environment:{digest}", "environment", label, attrs))
 
     def _kit(self, digest: str) -> str:

@@ -63,7 +63,7 @@ def describe(node: Node) -> str:
             bits.append("[from provenance]")
         return " ".join(bits)
     if node.kind == "data":
-        return f"data {node.label} {a['digest'][:19]}"
+        return f"{node.label} {a['digest'][:19]}"
     if node.kind == "modelkit":
         return f"modelkit {node.label} {a['digest'][:19]}"
     if node.kind in ("version", "alias"):
@@ -90,7 +90,7 @@ def to_text(graph: Graph) -> str:
         kids = sorted(children.get(node_id, []), key=lambda rc: (order[rc[1]], rc[0]))
         for i, (relation, child) in enumerate(kids):
             last = i == len(kids) - 1
-            arrow = f"{_INVERSE[relation]} " if up else f"{relation} "
+            arrow = (_UPSTREAM if up else _DOWNSTREAM).get(relation, relation) + " "
             again = child in shown
             suffix = " (see above)" if again and children.get(child) else ""
             lines.append(
@@ -109,16 +109,27 @@ def to_text(graph: Graph) -> str:
     return "\n".join(lines)
 
 
-# relation as read from the effect back to its cause
-_INVERSE = {
+# How an edge reads in the text tree: upstream from the effect back to its cause,
+# downstream from the cause on to its effect.
+_UPSTREAM = {
     "used": "used",
-    "produced": "produced by",
-    "ran": "code",
-    "ran-in": "environment",
+    "produced": "made by",
+    "ran": "with",
+    "ran-in": "in",
     "packed": "packed from",
     "version": "is",
     "alias": "points at",
     "reproduced-by": "reproduces",
+}
+_DOWNSTREAM = {
+    "used": "used by",
+    "produced": "produced",
+    "ran": "ran",
+    "ran-in": "hosted",
+    "packed": "packed as",
+    "version": "registered as",
+    "alias": "pointed at by",
+    "reproduced-by": "reproduced by",
 }
 
 
