@@ -75,6 +75,27 @@ def demo_tree(model: bytes = b"model-v1" * 1000) -> dict[str, Any]:
     }
 
 
+TRAIN = """\
+import pathlib, sys
+data = pathlib.Path("data/ratings.csv").read_text()
+pathlib.Path("models").mkdir(exist_ok=True)
+pathlib.Path("models/model.pkl").write_text(f"trained on {len(data)} bytes, {sys.argv[1]}")
+"""
+
+
+def train(tether: Callable[..., Result], project: Workspace, name: str, variant: str) -> str:
+    """Record a real 'tether run' that reads data/ratings.csv and writes models/model.pkl;
+    returns its id."""
+    import sys
+
+    from tether.runs import record
+
+    (project.root / "src" / "train.py").write_text(TRAIN)
+    r = tether("run", "--name", name, "--seed", "42", "--", sys.executable, "src/train.py", variant)
+    assert r.exit_code == 0, r.output
+    return record.resolve(project.db, name)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Workspace]:
     """An initialized project with a Kitfile, a model, code, data and docs."""

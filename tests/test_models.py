@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,21 +26,9 @@ from tether.registry import models
 from tether.runs import record
 from tether.workspace import Workspace
 
+from .conftest import train
+
 Tether = Callable[..., Result]
-
-TRAIN = """\
-import pathlib, sys
-data = pathlib.Path("data/ratings.csv").read_text()
-pathlib.Path("models").mkdir(exist_ok=True)
-pathlib.Path("models/model.pkl").write_text(f"trained on {len(data)} bytes, {sys.argv[1]}")
-"""
-
-
-def train(tether: Tether, project: Workspace, name: str, variant: str) -> str:
-    (project.root / "src" / "train.py").write_text(TRAIN)
-    r = tether("run", "--name", name, "--seed", "42", "--", sys.executable, "src/train.py", variant)
-    assert r.exit_code == 0, r.output
-    return record.resolve(project.db, name)
 
 
 def ok(result: Result) -> Result:

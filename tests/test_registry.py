@@ -903,3 +903,148 @@ def test_pull_of_unknown_tag_and_unreachable_registry(
     assert res.exit_code == 2 and "names no registry" in res.output
     with pytest.raises(ModelKitNotFound), client(registry) as c:
         c.get_manifest("nothing/here", "v9")
+
+
+# -- models and provenance on a registry ------------------------------------------------
+
+
+def _other_project(tmp_path: Path, name: str) -> tuple[Workspace, Callable[..., Any]]:
+    from click.testing import CliRunner
+
+    from tether.cli import cli
+    from tether.workspace import init_workspace
+
+    from .conftest import demo_tree
+
+    root = tmp_path / name
+    root.mkdir()
+    write_tree(root, demo_tree())
+    init_workspace(root)
+    ws = Workspace.open(root)
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, ["-C", str(root), *args], catch_exceptions=False)
+
+    return ws, run
+
+
+def _outside_project(tmp_path: Path, *args: str) -> Any:
+    """The CLI started in an empty folder: no project, only the registry."""
+    from click.testing import CliRunner
+
+    from tether.cli import cli
+
+    empty = tmp_path / "empty"
+    empty.mkdir(exist_ok=True)
+    with CliRunner().isolated_filesystem(temp_dir=empty):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_provenance_travels_with_push_and_pull(
+    project: Workspace, tether: Callable[..., Any], registry: Registry, tmp_path: Path
+) -> None:
+    from tether.lineage.graph import lineage
+
+    from .conftest import train
+
+    run_id = train(tether, project, "v1", "alpha")
+    res = tether("pack", "--from-run", "v1", "-t", "demo:v1")
+    assert res.exit_code == 0, res.output
+    ref = f"{registry.host}/prov/demo:v1"
+    res = tether("push", "demo:v1", ref, "--plain-http", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["provenance"] == 1
+
+    # Read from the registry alone, outside any project.
+    res = _outside_project(tmp_path, "inspect", "--provenance", ref, "--plain-http", "--json")
+    assert res.exit_code == 0, res.output
+    (statement,) = json.loads(res.output)
+    assert statement["predicate"]["runDetails"]["metadata"]["invocationId"] == run_id
+
+    # Another project pulls it: the Statement comes along, verified, and lineage reads
+    # it there although that database never saw the run.
+    other, run_other = _other_project(tmp_path, "elsewhere")
+    res = run_other("pull", ref, "--plain-http", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["provenance"] == 1
+    res = run_other("inspect", "--provenance", ref)
+    assert res.exit_code == 0 and f"({run_id})" in res.output
+    graph = lineage(other, ref)
+    (run,) = graph.of_kind("run")
+    assert run.attrs["from_provenance"] and run.attrs["seed"] == 42
+    assert "data/ratings.csv" in {n.label for n in graph.of_kind("data")}
+    other.close()
+
+
+def test_model_push_mirrors_aliases_and_history_reads_from_the_registry(
+    project: Workspace, tether: Callable[..., Any], registry: Registry, tmp_path: Path
+) -> None:
+    pack(project, tether, "demo:v1.0.0")
+    (project.root / "models" / "model.pkl").write_bytes(b"weights two")
+    pack(project, tether, "demo:v2.0.0")
+    for step in [
+        ("model", "register", "recs", "--from", "demo:v1.0.0"),
+        ("model", "register", "recs", "--from", "demo:v2.0.0"),
+        ("model", "alias", "recs", "production", "v1", "-m", "first release"),
+        ("model", "alias", "recs", "production", "v2", "-m", "better RMSE"),
+        ("model", "rollback", "recs", "production", "-m", "v2 misbehaves"),
+        ("model", "alias", "recs", "staging", "v2"),
+    ]:
+        res = tether(*step)
+        assert res.exit_code == 0, (step, res.output)
+    dest = f"{registry.host}/team/recs"
+    res = tether("model", "push", "recs", dest, "--plain-http", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["versions"] == ["v1", "v2"] and report["aliases"] == ["production", "staging"]
+
+    from tether.modelkit.remote import remote_tags
+    from tether.registry import models
+
+    with client(registry) as c:
+        tags = {t.tag: t.digest for t in remote_tags(c, dest)}
+    assert set(tags) == {"v1", "v2", "production", "staging", "tether.history"}
+    assert tags["production"] == models.resolve(project, "recs@v1").digest
+    assert tags["staging"] == tags["v2"] == models.resolve(project, "recs@v2").digest
+
+    # The registry alone answers the history, outside any project.
+    res = _outside_project(tmp_path, "model", "history", dest, "--plain-http", "--json")
+    assert res.exit_code == 0, res.output
+    remote = [
+        (e["alias"], e["action"], e["from"], e["to"], e["reason"]) for e in json.loads(res.output)
+    ]
+    local = [
+        (e.alias, e.action, e.old_version, e.new_version, e.reason)
+        for e in models.history(project, "recs")
+    ]
+    assert remote == local
+    assert ("production", "rollback", 2, 1, "v2 misbehaves") in remote
+
+    # A colleague pushes their own moves of the same model: nobody's events are lost.
+    other, run_other = _other_project(tmp_path, "colleague")
+    for step in [
+        ("pull", f"{dest}:v2", "--plain-http"),
+        ("model", "register", "recs", "--from", f"{dest}:v2"),
+        ("model", "alias", "recs", "canary", "v1", "-m", "colleague's canary"),
+    ]:
+        res = run_other(*step)
+        assert res.exit_code == 0, (step, res.output)
+    res = run_other("model", "push", "recs", dest, "--plain-http")
+    assert res.exit_code == 0, res.output
+    with client(registry) as c:
+        from tether.registry.remote import read_remote
+
+        merged = read_remote(c, dest)
+    reasons = {e.reason for e in merged.events}
+    assert {"better RMSE", "v2 misbehaves", "colleague's canary"} <= reasons
+    assert len(merged.events) == len(local) + 2  # its register and alias events
+    # A later push needs no destination: it was remembered.
+    res = tether("model", "alias", "recs", "production", "v2", "-m", "fixed")
+    res = tether("model", "push", "recs", "--plain-http")
+    assert res.exit_code == 0, res.output
+    with client(registry) as c:
+        assert (
+            remote_tags(c, dest) and c.head_manifest("team/recs", "production").digest == tags["v2"]
+        )  # type: ignore[union-attr]
+    other.close()

@@ -264,7 +264,9 @@ def _history(
     from tether.registry.models import history as local_history
 
     ws = open_workspace(ctx, required=False)
-    if ("/" in name and "." in name.split("/", 1)[0]) or remote:
+    from tether.oci.reference import parse_reference
+
+    if remote or parse_reference(name, default_tag=False).registry is not None:
         from tether.registry.remote import remote_history
 
         target = name

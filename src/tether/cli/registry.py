@@ -109,6 +109,7 @@ def push(
     click.echo(
         f"Pushed {report.ref}: {report.moved} blob(s) sent ({human_size(report.bytes_moved)}), "
         f"{report.mounted} mounted, {report.present} already there"
+        + (", with its provenance" if report.provenance else "")
     )
     if report.tag_overtaken is not None:
         warn(
@@ -165,6 +166,7 @@ def pull(
     click.echo(
         f"Pulled {report.ref}: {report.moved} blob(s) fetched "
         f"({human_size(report.bytes_moved)}), {report.present} already here{skipped}"
+        + (", with its provenance" if report.provenance else "")
     )
     for change in report.tag_changes:
         if change.action == "move" and change.old is not None:
@@ -182,6 +184,7 @@ def _report_json(report: Any) -> dict[str, Any]:
         "bytes_moved": report.bytes_moved,
         "skipped_layers": report.skipped,
         "tag_overtaken": str(report.tag_overtaken) if report.tag_overtaken else None,
+        "provenance": report.provenance,
     }
 
 

@@ -31,6 +31,7 @@ from tether.hashing import Digest
 from tether.oci import mediatypes as mt
 from tether.oci.client import RegistryClient
 from tether.oci.manifest import Descriptor, ImageManifest
+from tether.oci.reference import Reference, parse_reference
 from tether.registry.models import ModelEvent, ModelVersion
 from tether.workspace import Workspace
 
@@ -73,15 +74,10 @@ def push_model(
 ) -> ModelPushReport:
     """Push every version in use (tag vN, with its provenance), point every alias tag
     at its version, and write the merged history. Remembers ``destination``."""
-    from tether.modelkit.remote import push, remote_ref
+    from tether.modelkit.remote import push
     from tether.registry import models
 
-    dest = remote_ref(destination)
-    if dest.tag or dest.digest:
-        raise ModelError(
-            f"{destination} names a tag; a model is pushed to a repository",
-            hint="give REGISTRY/REPOSITORY: versions and aliases become its tags",
-        )
+    dest = repository_ref(destination)
     repo = dest.repository or ""
     every = models.versions(ws, name)
     active = [v for v in every if v.archived is None]
@@ -104,9 +100,7 @@ def remote_history(client: RegistryClient, target: str) -> list[ModelEvent]:
 
 def read_remote(client: RegistryClient, target: str) -> RemoteModel:
     """The model history stored in ``REGISTRY/REPOSITORY``, verified."""
-    from tether.modelkit.remote import remote_ref
-
-    ref = remote_ref(target)
+    ref = repository_ref(target)
     found = _read_history(client, ref.repository or "")
     if found is None:
         raise ModelKitNotFound(
@@ -114,6 +108,19 @@ def read_remote(client: RegistryClient, target: str) -> RemoteModel:
             hint="push a model there first: tether model push NAME " + ref.name,
         )
     return found[1]
+
+
+def repository_ref(text: str) -> Reference:
+    """``REGISTRY/REPOSITORY``: where a model lives, without tag or digest."""
+    from tether.modelkit.remote import remote_ref
+
+    ref = remote_ref(text)
+    if parse_reference(text, default_tag=False).tag or ref.digest:
+        raise ModelError(
+            f"{text} names a tag; a model lives in a whole repository",
+            hint="give REGISTRY/REPOSITORY: its versions and aliases are the tags",
+        )
+    return ref
 
 
 def _write_history(
