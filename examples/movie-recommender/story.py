@@ -1,12 +1,15 @@
 """The movie-recommender story, end to end, with the real tether CLI.
 
 Generate data and train v1 under ``tether run`` (which records code, data, environment
-and seed by itself) -> pack movie-recommend:v1.0.0 -> train v2 -> list runs, compare
-them -> reproduce v1 and explain v1 vs v2 -> pack v2.0.0 -> list -> diff -> roll back
-to v1.0.0 -> show that the
-recommendations equal v1's. Runs in a copy of
-this folder (``--workdir``, default a new temporary directory), so the repository
-stays clean. Exits non-zero if any step fails or the rollback does not restore v1.
+and seed by itself) -> pack movie-recommend:v1.0.0 (its provenance attached) -> train
+v2 -> list runs, compare them -> reproduce v1 and explain v1 vs v2 -> pack v2.0.0 ->
+diff -> register both as versions of the model, promote v2 to production -> v2
+misbehaves: roll production back to v1 (files restored) -> the history shows both moves
+with their reasons -> lineage: which versions used data/ratings.csv -> lose the data,
+pull it back -> regenerate the data and train v3: its lineage shows the new data digest,
+v1's the old one. Runs in a copy of this folder (``--workdir``, default a new temporary
+directory), so the repository stays clean. Exits non-zero if any step fails or a check
+does not hold.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 FILES = ["Kitfile", "README.md", "generate_data.py", "train.py", "recommend.py"]
@@ -93,11 +97,31 @@ def main() -> int:
     sh("tether", "pack", "-t", "movie-recommend:v2.0.0,latest")
     sh("tether", "list")
     sh("tether", "diff", "movie-recommend:v1.0.0", "movie-recommend:v2.0.0")
+    sh("tether", "inspect", "--provenance", "movie-recommend:v2.0.0")
 
-    print("# version 2 misbehaves in production: roll back to version 1\n")
-    sh("tether", "rollback", "movie-recommend:v1.0.0")
+    print("# the model registry: numbered versions, and production as a movable alias\n")
+    model = "movie-recommend"
+    sh("tether", "model", "register", model, "--from", "movie-recommend:v1.0.0",
+       "-d", "user-cosine baseline")  # fmt: skip
+    sh("tether", "model", "register", model, "--from", "v2")  # from the run: packs its outputs
+    sh("tether", "model", "alias", model, "production", "v1", "-m", "first release")
+    sh("tether", "model", "alias", model, "production", "v2", "-m", "lower RMSE offline")
+    sh("tether", "model", "versions", model)
+
+    print("# version 2 misbehaves in production: roll production back, files included\n")
+    sh("tether", "model", "rollback", model, "production", "--restore",
+       "-m", "v2 recommends the same blockbusters to everyone")  # fmt: skip
     restored = json.loads(sh("python", "recommend.py", capture=True))
     print()
+    sh("tether", "model", "history", model)
+    check_history(json.loads(sh("tether", "model", "history", model, "production", "--json",
+                                capture=True, echo=False)))  # fmt: skip
+
+    print("# ratings.csv turns out to be mislabeled: which models are affected?\n")
+    sh("tether", "lineage", "--downstream", "data/ratings.csv")
+    affected = _lineage("--downstream", "data/ratings.csv", sh=sh)
+    if {"movie-recommend v1", "movie-recommend v2"} - affected["version"]:
+        raise SystemExit(f"lineage misses a version: {sorted(affected['version'])}")
     if v1_recs == v2_recs:
         raise SystemExit("v1 and v2 recommend the same movies; the story shows nothing")
     if restored != v1_recs:
@@ -109,11 +133,48 @@ def main() -> int:
     sh("tether", "status")
     if _digests(work / "data") != data_before:
         raise SystemExit("data pull did not restore the data byte for byte")
+
+    print("# fix the data: regenerate it, train v3 on it, register it\n")
+    old_ratings = "sha256:" + data_before["ratings.csv"]
+    sh("tether", "run", "--name", "data-fixed", "--", "python", "generate_data.py", "--users",
+       str(args.users), "--seed", "8")  # fmt: skip
+    sh("tether", "add", "data")
+    sh("tether", "run", "--name", "v3", "--seed", "42", "--", "python", "train.py",
+       "--algorithm", "user-cosine")  # fmt: skip
+    sh("tether", "model", "register", model, "--from", "v3")
+    sh("tether", "lineage", f"{model}@v3")
+    new_ratings = "sha256:" + _digests(work / "data")["ratings.csv"]
+    v3_data = _lineage(f"{model}@v3", sh=sh)["data"]
+    v1_data = _lineage(f"{model}@v1", sh=sh)["data"]
+    if new_ratings not in v3_data or old_ratings in v3_data:
+        raise SystemExit("v3's lineage does not show (only) the regenerated ratings")
+    if old_ratings not in v1_data or new_ratings in v1_data:
+        raise SystemExit("v1's lineage does not show (only) the original ratings")
     print(
         f"OK: after rollback the recommendations equal v1's ({restored['algorithm']}), "
-        f"not v2's ({v2_recs['algorithm']}); the data came back byte for byte."
+        f"not v2's ({v2_recs['algorithm']}); the history records both moves and why; "
+        "lineage finds v1 and v2 downstream of ratings.csv and tells v3's data apart; "
+        "the data came back byte for byte."
     )
     return 0
+
+
+def check_history(events: list[dict[str, object]]) -> None:
+    moves = [(e["action"], e["from"], e["to"], bool(e["reason"])) for e in events]
+    expected = [("set", None, 1, True), ("move", 1, 2, True), ("rollback", 2, 1, True)]
+    if moves != expected:
+        raise SystemExit(f"production's history is {moves}, expected {expected}")
+
+
+def _lineage(*args: str, sh: Any) -> dict[str, set[str]]:
+    """Node labels (and data digests) by kind, from 'tether lineage --format json'."""
+    graph = json.loads(sh("tether", "lineage", *args, "--format", "json", capture=True,
+                          echo=False))  # fmt: skip
+    out: dict[str, set[str]] = {}
+    for node in graph["nodes"]:
+        key = node["digest"] if node["kind"] == "data" else node["label"]
+        out.setdefault(node["kind"], set()).add(key)
+    return out
 
 
 def _digests(folder: Path) -> dict[str, str]:

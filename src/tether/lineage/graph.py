@@ -507,7 +507,11 @@ class _Walker:
             for e in self.ws.index.kits():
                 if e.tag:
                     self._kit_tags.setdefault(str(e.digest), []).append(e.ref())
-        tags = sorted(self._kit_tags.get(digest, []))
+        # Name a kit by a version tag rather than by an alias that may move.
+        tags = sorted(
+            self._kit_tags.get(digest, []),
+            key=lambda t: (not self.ws.settings.is_version_tag(t.rpartition(":")[2]), t),
+        )
         label = tags[0] if tags else f"modelkit {digest[7:19]}"
         return self._add(
             Node(f"modelkit:{digest}", "modelkit", label, {"digest": digest, "tags": tags})
