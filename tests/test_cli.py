@@ -21,7 +21,9 @@ COMMANDS = [
     "run", "runs list", "runs show", "runs compare", "runs metrics", "runs log", "runs delete",
     "env show", "env diff", "add", "status", "checkout", "fsck", "data diff", "data push",
     "data fetch", "data pull", "remote add", "remote list", "remote remove", "reproduce",
-    "explain", "doctor", "login", "logout", "push", "pull",
+    "explain", "doctor", "login", "logout", "push", "pull", "model list", "model register",
+    "model versions", "model show", "model alias", "model unalias", "model history",
+    "model rollback", "model delete", "model push", "lineage",
 ]  # fmt: skip
 
 

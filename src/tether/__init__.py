@@ -47,6 +47,7 @@ __all__ = [
     "init_workspace",
     "inspect",
     "list_kits",
+    "models",
     "open_client",
     "pack",
     "parse_reference",
@@ -69,11 +70,18 @@ if TYPE_CHECKING:
     from tether.modelkit.remote import open_client, pull, push
     from tether.modelkit.unpack import rollback, unpack
     from tether.oci.reference import parse_reference
+    from tether.registry import models
     from tether.runs.api import Run, active_run, start_run
     from tether.workspace import Workspace, init_workspace
 
 
+# Modules offered as namespaces: tether.models.register(ws, "recs", "v2").
+_MODULES = {"models": "tether.registry.models"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tether' has no attribute {name!r}")
