@@ -1,8 +1,8 @@
 """Lineage: what made a model, and what a data file or run went into::
 
-    from tether.lineage import lineage, render
-    graph = lineage(ws, "recs:production")
-    print(render(graph, "mermaid"))
+from tether.lineage import lineage, render
+graph = lineage(ws, "recs:production")
+print(render(graph, "mermaid"))
 """
 
 from tether.lineage.graph import Edge, Graph, Node, lineage

@@ -204,7 +204,7 @@ class _Walker:
         for node_id in frontier:
             kind, _, key = node_id.partition(":")
             by_kind.setdefault(kind, []).append(key)
-        before = (dict(self.nodes), dict(self.edges))
+        before = (dict(self.nodes), dict(self.edges)) if probe else ({}, {})
         found: list[str] = []
         up = self.direction == "upstream"
         for kind, keys in by_kind.items():
@@ -246,6 +246,7 @@ class _Walker:
         for rows in _chunks(
             self.db, "SELECT kit_digest, run_id FROM kit_runs WHERE kit_digest IN", keys
         ):
+            self._load_runs(r["run_id"] for r in rows)
             for r in rows:
                 linked.add(r["kit_digest"])
                 out.append(
@@ -285,6 +286,7 @@ class _Walker:
             "SELECT run_id, target_id FROM run_links WHERE kind = 'reproduces' AND run_id IN",
             keys,
         ):
+            self._load_runs(r["target_id"] for r in rows)
             for r in rows:
                 out.append(
                     self._link(
@@ -300,6 +302,7 @@ class _Walker:
             "SELECT run_id, digest FROM run_files WHERE role = 'output' AND digest IN",
             keys,
         ):
+            self._load_runs(r["run_id"] for r in rows)
             for r in rows:
                 out.append(
                     self._link(self._run_by_id(r["run_id"]), f"data:{r['digest']}", "produced")
@@ -313,6 +316,7 @@ class _Walker:
         for rows in _chunks(
             self.db, "SELECT run_id, digest FROM run_files WHERE role = 'input' AND digest IN", keys
         ):
+            self._load_runs(r["run_id"] for r in rows)
             for r in rows:
                 out.append(self._link(f"data:{r['digest']}", self._run_by_id(r["run_id"]), "used"))
         return out
@@ -339,6 +343,7 @@ class _Walker:
             "SELECT run_id, target_id FROM run_links WHERE kind = 'reproduces' AND target_id IN",
             keys,
         ):
+            self._load_runs(r["run_id"] for r in rows)
             for r in rows:
                 out.append(
                     self._link(
@@ -437,42 +442,56 @@ class _Walker:
 
     def _run_by_id(self, run_id: str) -> str:
         node_id = f"run:{run_id}"
-        if node_id in self.nodes:
-            return node_id
-        rows = self.db.query(
-            "SELECT id, name, status, started, seed, env_digest, code, command"
-            " FROM runs WHERE id = ?",
-            (run_id,),
-        )
-        if not rows:
-            return self._add(Node(node_id, "run", run_id, {"run": run_id, "deleted": True}))
-        r = rows[0]
-        code = json.loads(r["code"] or "{}")
-        params = {
-            p["key"]: p["value"]
-            for p in self.db.query("SELECT key, value FROM run_params WHERE run_id = ?", (run_id,))
-        }
-        code_key = _code_key(code)
-        return self._add(
-            Node(
-                node_id,
-                "run",
-                r["name"] or run_id,
-                {
-                    "run": run_id,
-                    "name": r["name"],
-                    "status": r["status"],
-                    "started": r["started"],
-                    "seed": r["seed"],
-                    "params": params,
-                    "command": json.loads(r["command"]),
-                    "code": code_key,
-                    "code_remote": code.get("remote"),
-                    "dirty": bool(code.get("dirty")),
-                    "environment": r["env_digest"],
-                },
+        if node_id not in self.nodes:
+            self._load_runs([run_id])
+        return node_id
+
+    def _load_runs(self, ids: Iterable[str]) -> None:
+        """Make nodes for runs not seen yet: a few queries per 500 runs, not per run."""
+        missing = [i for i in dict.fromkeys(ids) if f"run:{i}" not in self.nodes]
+        if not missing:
+            return
+        params: dict[str, dict[str, str]] = {}
+        found: dict[str, Any] = {}
+        for rows in _chunks(
+            self.db,
+            "SELECT id, name, status, started, seed, env_digest, code, command FROM runs"
+            " WHERE id IN",
+            missing,
+        ):
+            found.update({r["id"]: r for r in rows})
+        for rows in _chunks(
+            self.db, "SELECT run_id, key, value FROM run_params WHERE run_id IN", missing
+        ):
+            for p in rows:
+                params.setdefault(p["run_id"], {})[p["key"]] = p["value"]
+        for run_id in missing:
+            node_id = f"run:{run_id}"
+            r = found.get(run_id)
+            if r is None:
+                self._add(Node(node_id, "run", run_id, {"run": run_id, "deleted": True}))
+                continue
+            code = json.loads(r["code"] or "{}")
+            self._add(
+                Node(
+                    node_id,
+                    "run",
+                    r["name"] or run_id,
+                    {
+                        "run": run_id,
+                        "name": r["name"],
+                        "status": r["status"],
+                        "started": r["started"],
+                        "seed": r["seed"],
+                        "params": params.get(run_id, {}),
+                        "command": json.loads(r["command"]),
+                        "code": _code_key(code),
+                        "code_remote": code.get("remote"),
+                        "dirty": bool(code.get("dirty")),
+                        "environment": r["env_digest"],
+                    },
+                )
             )
-        )
 
     def _data(self, digest: str, path: str) -> str:
         return self._add(Node(f"data:{digest}", "data", path, {"path": path, "digest": digest}))
