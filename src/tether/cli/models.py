@@ -12,7 +12,8 @@ from tether.cli._output import emit_json, short_digest, table, timestamp, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
-    from tether.registry.models import ModelEvent, ModelVersion
+    from tether.registry.events import ModelEvent
+    from tether.registry.models import ModelVersion
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _reason = click.option("-m", "--message", "reason", help="Why: recorded in the history.")

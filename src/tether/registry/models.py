@@ -19,7 +19,6 @@ import contextlib
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +35,7 @@ from tether.errors import (
 from tether.hashing import Digest
 from tether.oci.layout import IndexEntry
 from tether.oci.reference import Reference, parse_reference
+from tether.registry.events import ModelEvent, add_event, event_from_row
 from tether.workspace import Workspace
 
 _VERSION = re.compile(r"^v?([1-9][0-9]{0,8})$")
@@ -76,59 +76,6 @@ class ModelVersion:
             "archived": self.archived,
             "aliases": list(self.aliases),
         }
-
-
-@dataclass(frozen=True)
-class ModelEvent:
-    """A registration, an archive, or an alias move (set, move, rollback, remove)."""
-
-    uid: str
-    model: str
-    alias: str | None
-    action: str
-    old_version: int | None
-    new_version: int | None
-    at: float
-    user: str
-    reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "uid": self.uid,
-            "model": self.model,
-            "alias": self.alias,
-            "action": self.action,
-            "from": self.old_version,
-            "to": self.new_version,
-            "at": self.at,
-            "user": self.user,
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelEvent:
-        def version(v: object) -> int | None:
-            return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
-
-        action = data.get("action")
-        if action not in ACTIONS or not isinstance(data.get("uid"), str):
-            raise ModelError("a history event is malformed", hint="the history is damaged")
-        alias = data.get("alias")
-        reason = data.get("reason")
-        return cls(
-            uid=str(data["uid"])[:64],
-            model=str(data.get("model", ""))[:255],
-            alias=str(alias)[:128] if alias is not None else None,
-            action=str(action),
-            old_version=version(data.get("from")),
-            new_version=version(data.get("to")),
-            at=float(data.get("at", 0.0)),
-            user=str(data.get("user", ""))[:200],
-            reason=str(reason)[:2000] if reason is not None else None,
-        )
-
-
-ACTIONS = ("register", "archive", "set", "move", "rollback", "remove")
 
 
 @dataclass(frozen=True)
@@ -224,13 +171,7 @@ def history(ws: Workspace, name: str, alias: str | None = None) -> list[ModelEve
     if alias is not None:
         sql += " AND alias = ?"
         params += (alias,)
-    return [_event(r) for r in ws.db.query(sql + " ORDER BY at, id", params)]
-
-
-def versions_of_digest(ws: Workspace, digest: Digest) -> list[ModelVersion]:
-    """Every model version that is this ModelKit (lineage walks this edge)."""
-    rows = ws.db.query("SELECT model, version FROM model_versions WHERE digest = ?", (str(digest),))
-    return [_resolve(ws.db.conn, f"{r['model']}@v{r['version']}") for r in rows]
+    return [event_from_row(r) for r in ws.db.query(sql + " ORDER BY at, id", params)]
 
 
 # -- changing ----------------------------------------------------------------------------
@@ -280,7 +221,7 @@ def register(
             " user, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (name, number, str(entry.digest), run_id, source, now, ws.user, description),
         )
-        _add_event(conn, ws, name, None, "register", None, number, description)
+        add_event(conn, ws, name, None, "register", None, number, description)
         _tag(ws, name, f"v{number}", entry, immutable=True)
         return Registered(_resolve(conn, f"{name}@v{number}"), True, packed, tuple(warnings))
 
@@ -305,7 +246,7 @@ def remove_alias(ws: Workspace, name: str, alias: str, *, reason: str | None = N
         if current is None:
             raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
         conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, alias))
-        event = _add_event(conn, ws, name, alias, "remove", current, None, reason)
+        event = add_event(conn, ws, name, alias, "remove", current, None, reason)
         _untag(ws, name, alias)
         return event
 
@@ -379,13 +320,13 @@ def archive(
                 )
             for a in target.aliases:
                 conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, a))
-                events.append(_add_event(conn, ws, name, a, "remove", target.version, None, reason))
+                events.append(add_event(conn, ws, name, a, "remove", target.version, None, reason))
                 _untag(ws, name, a)
         conn.execute(
             "UPDATE model_versions SET archived = ? WHERE model = ? AND version = ?",
             (time.time(), name, target.version),
         )
-        events.append(_add_event(conn, ws, name, None, "archive", target.version, None, reason))
+        events.append(add_event(conn, ws, name, None, "archive", target.version, None, reason))
         _untag(ws, name, f"v{target.version}")
         return _resolve(conn, f"{name}@v{target.version}"), events
 
@@ -394,22 +335,6 @@ def set_remote(ws: Workspace, name: str, remote: str) -> None:
     with ws.db.atomic() as conn:
         _require_model(conn, name)
         conn.execute("UPDATE models SET remote = ? WHERE name = ?", (remote, name))
-
-
-def merge_events(ws: Workspace, events: list[ModelEvent]) -> int:
-    """Add events read from elsewhere (a registry's copy of the history) that this
-    database lacks; returns how many were new."""
-    added = 0
-    with ws.db.atomic() as conn:
-        for e in events:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO model_events (uid, model, alias, action, old_version,"
-                " new_version, at, user, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (e.uid, e.model, e.alias, e.action, e.old_version, e.new_version, e.at, e.user,
-                 e.reason),
-            )  # fmt: skip
-            added += cur.rowcount
-    return added
 
 
 # -- internals ---------------------------------------------------------------------------
@@ -583,7 +508,7 @@ def _move(
         " DO UPDATE SET version = excluded.version",
         (target.model, alias, target.version),
     )
-    event = _add_event(conn, ws, target.model, alias, action, current, target.version, reason)
+    event = add_event(conn, ws, target.model, alias, action, current, target.version, reason)
     entry = ws.index.resolve(Reference(None, digest=target.digest))
     _tag(ws, target.model, alias, entry, immutable=False)
     return event
@@ -608,38 +533,3 @@ def _untag(ws: Workspace, name: str, tag: str) -> None:
     # Already gone from the store (removed by hand): the record is what counts.
     with contextlib.suppress(ModelKitNotFound):
         remove(ws, Reference(name, tag))
-
-
-def _add_event(
-    conn: sqlite3.Connection,
-    ws: Workspace,
-    name: str,
-    alias: str | None,
-    action: str,
-    old: int | None,
-    new: int | None,
-    reason: str | None,
-) -> ModelEvent:
-    event = ModelEvent(
-        uuid.uuid4().hex, name, alias, action, old, new, time.time(), ws.user, reason
-    )
-    conn.execute(
-        "INSERT INTO model_events (uid, model, alias, action, old_version, new_version, at,"
-        " user, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (event.uid, name, alias, action, old, new, event.at, event.user, reason),
-    )
-    return event
-
-
-def _event(row: sqlite3.Row) -> ModelEvent:
-    return ModelEvent(
-        row["uid"],
-        row["model"],
-        row["alias"],
-        row["action"],
-        row["old_version"],
-        row["new_version"],
-        row["at"],
-        row["user"],
-        row["reason"],
-    )

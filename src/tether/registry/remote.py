@@ -32,7 +32,8 @@ from tether.oci import mediatypes as mt
 from tether.oci.client import RegistryClient
 from tether.oci.manifest import Descriptor, ImageManifest
 from tether.oci.reference import Reference, parse_reference
-from tether.registry.models import ModelEvent, ModelVersion
+from tether.registry.events import ModelEvent
+from tether.registry.models import ModelVersion
 from tether.workspace import Workspace
 
 HISTORY_TAG = "tether.history"
