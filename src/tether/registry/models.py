@@ -242,13 +242,7 @@ def remove_alias(ws: Workspace, name: str, alias: str, *, reason: str | None = N
     check_name(name)
     with ws.db.atomic() as conn:
         _require_model(conn, name)
-        current = _alias_version(conn, name, alias)
-        if current is None:
-            raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
-        conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, alias))
-        event = add_event(conn, ws, name, alias, "remove", current, None, reason)
-        _untag(ws, name, alias)
-        return event
+        return _drop_alias(conn, ws, name, alias, _existing_alias(conn, name, alias), reason)
 
 
 def rollback(
@@ -264,9 +258,7 @@ def rollback(
     check_name(name)
     with ws.db.atomic() as conn:
         _require_model(conn, name)
-        current = _alias_version(conn, name, alias)
-        if current is None:
-            raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
+        current = _existing_alias(conn, name, alias)
         if to is not None:
             target = _resolve(conn, _qualified(name, to))
         else:
@@ -319,9 +311,7 @@ def archive(
                     f"{target.aliases[0]} vN), or --force to remove it too",
                 )
             for a in target.aliases:
-                conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, a))
-                events.append(add_event(conn, ws, name, a, "remove", target.version, None, reason))
-                _untag(ws, name, a)
+                events.append(_drop_alias(conn, ws, name, a, target.version, reason))
         conn.execute(
             "UPDATE model_versions SET archived = ? WHERE model = ? AND version = ?",
             (time.time(), name, target.version),
@@ -386,9 +376,7 @@ def _resolve(conn: sqlite3.Connection, spec: str) -> ModelVersion:
     check_name(name)
     _require_model(conn, name)
     if alias is not None:
-        number = _alias_version(conn, name, alias)
-        if number is None:
-            raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
+        number = _existing_alias(conn, name, alias)
     elif selector is None:
         row = conn.execute(
             "SELECT max(version) AS n FROM model_versions WHERE model = ? AND archived IS NULL",
@@ -469,6 +457,27 @@ def _alias_version(conn: sqlite3.Connection, name: str, alias: str) -> int | Non
         "SELECT version FROM model_aliases WHERE model = ? AND alias = ?", (name, alias)
     ).fetchone()
     return int(row["version"]) if row else None
+
+
+def _existing_alias(conn: sqlite3.Connection, name: str, alias: str) -> int:
+    number = _alias_version(conn, name, alias)
+    if number is None:
+        raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
+    return number
+
+
+def _drop_alias(
+    conn: sqlite3.Connection,
+    ws: Workspace,
+    name: str,
+    alias: str,
+    version: int,
+    reason: str | None,
+) -> ModelEvent:
+    conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, alias))
+    event = add_event(conn, ws, name, alias, "remove", version, None, reason)
+    _untag(ws, name, alias)
+    return event
 
 
 def _aliases_hint(conn: sqlite3.Connection, name: str) -> str:
