@@ -962,12 +962,27 @@ def test_provenance_travels_with_push_and_pull(
     (statement,) = json.loads(res.output)
     assert statement["predicate"]["runDetails"]["metadata"]["invocationId"] == run_id
 
-    # Another project pulls it: the Statement comes along, verified, and lineage reads
-    # it there although that database never saw the run.
+    # Someone with push rights attaches a forged "provenance" to the same ModelKit.
+    from tether.modelkit.provenance import referrer_manifest
+    from tether.oci import mediatypes as mt
+
+    kit = project.index.resolve(parse_reference("demo:v1")).descriptor
+    forged = json.dumps({"_type": "https://in-toto.io/Statement/v1", "subject": []}).encode()
+    junk = referrer_manifest(Digest.of_bytes(forged), len(forged), kit)
+    with client(registry) as c:
+        for desc, data in ((junk.layers[0], forged), (junk.config, mt.EMPTY_JSON)):
+            c.upload_blob("prov/demo", desc, lambda data=data: io.BytesIO(data))
+        c.attach("prov/demo", junk.to_bytes(), mt.OCI_MANIFEST, kit.digest, mt.IN_TOTO)
+
+    # Another project pulls it: the genuine Statement comes along, verified, the forged
+    # one is left out (and said so), and lineage reads the Statement there although
+    # that database never saw the run.
     other, run_other = _other_project(tmp_path, "elsewhere")
     res = run_other("pull", ref, "--plain-http", "--json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["provenance"] == 1
+    pulled = json.loads(res.output)
+    assert pulled["provenance"] == 1 and pulled["provenance_refused"] == 1
+    assert len(other.index.referrers(kit.digest)) == 1
     res = run_other("inspect", "--provenance", ref)
     assert res.exit_code == 0 and f"({run_id})" in res.output
     graph = lineage(other, ref)

@@ -168,6 +168,11 @@ def pull(
         f"({human_size(report.bytes_moved)}), {report.present} already here{skipped}"
         + (", with its provenance" if report.provenance else "")
     )
+    if report.provenance_refused:
+        warn(
+            f"{report.provenance_refused} provenance document(s) attached on the registry "
+            "were left out: not a valid Statement about this ModelKit"
+        )
     for change in report.tag_changes:
         if change.action == "move" and change.old is not None:
             info(f"{change.ref} moved: {change.old.short} -> {report.digest.short}")
@@ -185,6 +190,7 @@ def _report_json(report: Any) -> dict[str, Any]:
         "skipped_layers": report.skipped,
         "tag_overtaken": str(report.tag_overtaken) if report.tag_overtaken else None,
         "provenance": report.provenance,
+        "provenance_refused": report.provenance_refused,
     }
 
 

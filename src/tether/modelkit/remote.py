@@ -60,6 +60,7 @@ class TransferReport:
     tag_changes: list[TagChange] = field(default_factory=list)
     tag_overtaken: Digest | None = None  # someone else's push moved the tag meanwhile
     provenance: int = 0  # provenance documents that travelled with it
+    provenance_refused: int = 0  # referrers that claimed to be provenance and were not
 
 
 @dataclass(frozen=True)
@@ -222,11 +223,17 @@ def push_referrers(ws: Workspace, client: RegistryClient, repo: str, subject: Di
     return sent
 
 
-def pull_referrers(ws: Workspace, client: RegistryClient, repo: str, subject: Descriptor) -> int:
+def pull_referrers(
+    ws: Workspace,
+    client: RegistryClient,
+    repo: str,
+    subject: Descriptor,
+    refused: list[Digest] | None = None,
+) -> int:
     """Keep the provenance documents a registry holds for ``subject``."""
     from tether.modelkit import provenance
 
-    found = fetch_provenance(client, repo, subject.digest)
+    found = fetch_provenance(client, repo, subject.digest, refused)
     for manifest, statement, _ in found:
         with ws.lock("gc", shared=True):
             ws.store.put_bytes(statement)
@@ -236,22 +243,28 @@ def pull_referrers(ws: Workspace, client: RegistryClient, repo: str, subject: De
 
 
 def fetch_provenance(
-    client: RegistryClient, repo: str, subject: Digest
+    client: RegistryClient, repo: str, subject: Digest, refused: list[Digest] | None = None
 ) -> list[tuple[bytes, bytes, Provenance]]:
     """The provenance documents a registry lists for ``subject``, as (referrer manifest,
-    Statement, parsed): each checked against its digest and refused unless it is a
-    Statement about this very ModelKit."""
+    Statement, parsed): each checked against its digest and left out unless it is a
+    Statement about this very ModelKit. Anyone who may push can attach referrers, so a
+    bad one is skipped (and counted in ``refused``), never a reason to fail a pull."""
     from tether.modelkit import provenance
 
     out = []
     for desc in client.referrers(repo, subject, mt.IN_TOTO):
-        served = client.get_manifest(repo, str(desc.digest))
-        manifest = ImageManifest.from_bytes(served.data)
-        layer = next((d for d in manifest.layers if d.media_type == mt.IN_TOTO), None)
-        if layer is None or layer.size > provenance.MAX_STATEMENT_BYTES:
+        try:
+            served = client.get_manifest(repo, str(desc.digest))
+            manifest = ImageManifest.from_bytes(served.data)
+            layer = next((d for d in manifest.layers if d.media_type == mt.IN_TOTO), None)
+            if layer is None or layer.size > provenance.MAX_STATEMENT_BYTES:
+                raise ModelKitError("not a provenance document")
+            blob = client.read_blob(repo, layer.digest, provenance.MAX_STATEMENT_BYTES)
+            parsed = provenance.parse_referrer(served.data, None, subject, blob)
+        except (ModelKitError, RegistryError):
+            if refused is not None:
+                refused.append(desc.digest)
             continue
-        blob = client.read_blob(repo, layer.digest, provenance.MAX_STATEMENT_BYTES)
-        parsed = provenance.parse_referrer(served.data, None, subject, blob)
         out.append((served.data, blob, parsed))
     return out
 
@@ -315,7 +328,8 @@ def pull(
         changes = set_tags(ws, [local], served.descriptor, force=force)
     elif tag:
         add_untagged(ws, ref.name, served.descriptor)
-    attached = pull_referrers(ws, client, repo, served.descriptor) if tag else 0
+    refused: list[Digest] = []
+    attached = pull_referrers(ws, client, repo, served.descriptor, refused) if tag else 0
     skipped = len(_unique(list(kit.manifest.layers))) - len(_unique(layers))
     report = TransferReport(
         f"{ref.name}" + (f":{ref.tag}" if ref.tag else "") + f"@{served.digest}",
@@ -328,6 +342,7 @@ def pull(
         skipped=skipped,
         tag_changes=changes,
         provenance=attached,
+        provenance_refused=len(refused),
     )
     return report, entry
 
