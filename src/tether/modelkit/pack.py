@@ -192,34 +192,34 @@ def _link_run(
     def project_path(rel: str) -> str:
         return rel if prefix == "." else f"{prefix}/{rel}"
 
-    model_entries = [
-        (spec, i, e)
-        for spec, entries in plans
-        for i, e in enumerate(entries)
-        if e.source is not None
-    ]
-    if run is not None:
-        outputs = {f.path: f for f in run.files_with_role("output") if f.digest and f.stored}
-        label = run.name or run.id
-        model_files: dict[str, str] = {}
-        for spec, i, e in model_entries:
+    if run is None:
+        return _detect_run(
+            ws,
+            [
+                (e, project_path(e.rel))
+                for spec, entries in plans
+                if spec.base in MODEL_BASES
+                for e in entries
+                if e.source is not None
+            ],
+        )
+    outputs = {f.path: f for f in run.files_with_role("output") if f.digest and f.stored}
+    model_files: dict[str, str] = {}
+    for spec, entries in plans:
+        for i, e in enumerate(entries):
+            if e.source is None:
+                continue
             out = outputs.get(project_path(e.rel))
-            if out is not None and out.digest is not None:
-                blob = Digest.parse(out.digest)
-                if ws.store.has(blob):
-                    entries = next(es for s, es in plans if s is spec)
-                    entries[i] = FileEntry(e.rel, ws.store.path(blob), ws.store.size(blob), e.mode)
-                    if spec.base in MODEL_BASES:
-                        model_files[e.rel] = out.digest
-                    continue
-            if spec.base in MODEL_BASES:
+            blob = Digest.parse(out.digest) if out is not None and out.digest else None
+            if blob is not None and ws.store.has(blob):
+                entries[i] = FileEntry(e.rel, ws.store.path(blob), ws.store.size(blob), e.mode)
+                if spec.base in MODEL_BASES:
+                    model_files[e.rel] = str(blob)
+            elif spec.base in MODEL_BASES:
+                label = run.name or run.id
                 note(f"{e.rel} is not an output of run {label}; packing the file on disk")
-                assert e.source is not None
                 model_files[e.rel] = str(hash_file(e.source)[0])
-        return _RunLink(run, "from-run", model_files)
-    return _detect_run(
-        ws, [(e, project_path(e.rel)) for s, _, e in model_entries if s.base in MODEL_BASES]
-    )
+    return _RunLink(run, "from-run", model_files)
 
 
 def _detect_run(ws: Workspace, candidates: list[tuple[FileEntry, str]]) -> _RunLink | None:

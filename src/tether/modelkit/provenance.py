@@ -130,9 +130,7 @@ class Provenance:
                 "runDetails": {
                     "builder": {"id": self.builder},
                     "metadata": metadata,
-                    "byproducts": [
-                        {"name": "metrics", "annotations": {k: v for k, v in self.metrics.items()}}
-                    ]
+                    "byproducts": [{"name": "metrics", "annotations": dict(self.metrics)}]
                     if self.metrics
                     else [],
                 },
@@ -294,14 +292,13 @@ def attach(ws: Workspace, subject: Descriptor, provenance: Provenance) -> Digest
     shared gc lock."""
     statement = provenance.to_bytes()
     manifest = referrer_manifest(ws.store.put_bytes(statement), len(statement), subject)
-    empty = ws.store.put_bytes(mt.EMPTY_JSON)
-    assert empty == manifest.config.digest
     return store_referrer(ws, subject.digest, manifest.to_bytes())
 
 
 def store_referrer(ws: Workspace, subject: Digest, data: bytes) -> Digest:
-    """Keep a referrer manifest (its blobs already stored) in the index beside its
-    subject."""
+    """Keep a referrer manifest (its Statement already stored) in the index beside its
+    subject, with the empty config it names."""
+    ws.store.put_bytes(mt.EMPTY_JSON)
     digest = ws.store.put_bytes(data)
     desc = Descriptor(
         mt.OCI_MANIFEST,

@@ -237,7 +237,6 @@ def pull_referrers(
     for manifest, statement, _ in found:
         with ws.lock("gc", shared=True):
             ws.store.put_bytes(statement)
-            ws.store.put_bytes(mt.EMPTY_JSON)
             provenance.store_referrer(ws, subject.digest, manifest)
     return len(found)
 

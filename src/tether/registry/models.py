@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import (
     ModelError,
@@ -37,6 +37,9 @@ from tether.oci.layout import IndexEntry
 from tether.oci.reference import Reference, parse_reference
 from tether.registry.events import ModelEvent, add_event, event_from_row
 from tether.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tether.modelkit.unpack import UnpackReport
 
 _VERSION = re.compile(r"^v?([1-9][0-9]{0,8})$")
 _ALIAS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -283,7 +286,7 @@ def rollback(
         return event
 
 
-def restore(ws: Workspace, version: ModelVersion, *, dry_run: bool = False) -> Any:
+def restore(ws: Workspace, version: ModelVersion, *, dry_run: bool = False) -> UnpackReport:
     """Put the version's files back into the project (``tether rollback`` on its kit)."""
     from tether.modelkit.unpack import rollback as restore_files
 
