@@ -629,13 +629,26 @@ elif action == "erase":
 
 
 def test_token_auth_and_expired_token_refresh(
-    project: Workspace, tether: Callable[..., Any], token_registry: tuple[Registry, TokenServer]
+    project: Workspace,
+    tether: Callable[..., Any],
+    token_registry: tuple[Registry, TokenServer],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reg, server = token_registry
     pack(project, tether)
     ref = f"{reg.host}/tok/demo:v1"
     res = tether("push", "demo:v1", ref, "--plain-http")
     assert res.exit_code == 1 and "requires a login" in res.output
+
+    # The token server is the same host on another port over plain HTTP: another origin,
+    # so the credential is not sent there until the user says so.
+    asked = len(server.requests)
+    res = tether(
+        "login", reg.host, "-u", "ada", "--password-stdin", "--plain-http", input="t0ken-pass"
+    )
+    assert res.exit_code == 1 and "registry.token_realms" in res.output, res.output
+    assert server.requests[asked:] and not any(r["authorization"] for r in server.requests[asked:])
+    monkeypatch.setenv("TETHER_REGISTRY_TOKEN_REALMS", f"127.0.0.1:{server.port}")
 
     res = tether("login", reg.host, "-u", "ada", "--password-stdin", "--plain-http", input="nope")
     assert res.exit_code == 1 and "refused" in res.output
@@ -669,6 +682,20 @@ def test_realm_on_plain_http_elsewhere_is_refused() -> None:
     assert realm_policy("https://auth.docker.io/token", "registry-1.docker.io", plain_http=False)
     assert not realm_policy("https://evil.example/token", "registry.example.com", plain_http=False)
     assert not realm_policy("https://127.0.0.2/token", "127.0.0.1:5000", plain_http=False)
+    # Origins are (scheme, host, port): the same host on another port is another origin.
+    assert realm_policy("http://127.0.0.1:5000/t", "127.0.0.1:5000", plain_http=True)
+    assert not realm_policy("http://127.0.0.1:5001/t", "127.0.0.1:5000", plain_http=True)
+    assert not realm_policy("https://reg.example:8443/t", "reg.example", plain_http=False)
+    assert not realm_policy(
+        "https://auth.docker.io:8443/t", "registry-1.docker.io", plain_http=False
+    )
+    trusted = frozenset({"reg.example:8443", "127.0.0.1:5001"})
+    assert realm_policy(
+        "https://reg.example:8443/t", "reg.example", plain_http=False, trusted=trusted
+    )
+    assert realm_policy(
+        "http://127.0.0.1:5001/t", "127.0.0.1:5000", plain_http=True, trusted=trusted
+    )
 
 
 def test_tls_needs_the_ca_file(
@@ -931,13 +958,15 @@ def _other_project(tmp_path: Path, name: str) -> tuple[Workspace, Callable[..., 
 
 def _outside_project(tmp_path: Path, *args: str) -> Any:
     """The CLI started in an empty folder: no project, only the registry."""
+    import contextlib
+
     from click.testing import CliRunner
 
     from tether.cli import cli
 
     empty = tmp_path / "empty"
     empty.mkdir(exist_ok=True)
-    with CliRunner().isolated_filesystem(temp_dir=empty):
+    with contextlib.chdir(empty):
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 

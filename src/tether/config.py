@@ -33,6 +33,8 @@ immutable = '^v?[0-9]+(\\.[0-9]+)*([-+][0-9A-Za-z.+-]*)?$'
 # Refuse layers that would write more than this many bytes or files (decompression bombs).
 max_bytes = 1099511627776
 max_files = 2000000
+# Refuse a compressed layer that expands more than this many times its size (past 16 MiB).
+max_ratio = 200
 
 [locks]
 # Seconds to wait for another tether process before giving up.
@@ -56,6 +58,9 @@ remote = ""
 plain_http = ""
 # Blobs transferred at once by push and pull.
 concurrency = 4
+# Token services (host:port, comma-separated) that may receive your registry credential
+# although they are not the registry's own origin, e.g. a token server on another port.
+token_realms = ""
 """
 
 
@@ -65,11 +70,13 @@ class Settings:
     tags_immutable: str = r"^v?[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.+-]*)?$"
     unpack_max_bytes: int = 1 << 40
     unpack_max_files: int = 2_000_000
+    unpack_max_ratio: int = 200
     locks_timeout: float = 600.0
     checkout_link: str = "reflink,copy"
     data_remote: str = ""
     registry_plain_http: str = ""
     registry_concurrency: int = 4
+    registry_token_realms: str = ""
 
     @property
     def link_order(self) -> tuple[str, ...]:
@@ -77,6 +84,12 @@ class Settings:
 
     def is_plain_http(self, registry: str) -> bool:
         return registry in {h.strip() for h in self.registry_plain_http.split(",")}
+
+    @property
+    def token_realms(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower() for h in self.registry_token_realms.split(",") if h.strip()
+        )
 
     def is_version_tag(self, tag: str) -> bool:
         return re.match(self.tags_immutable, tag) is not None
@@ -87,11 +100,13 @@ _ENV = {
     "TETHER_TAGS_IMMUTABLE": "tags_immutable",
     "TETHER_UNPACK_MAX_BYTES": "unpack_max_bytes",
     "TETHER_UNPACK_MAX_FILES": "unpack_max_files",
+    "TETHER_UNPACK_MAX_RATIO": "unpack_max_ratio",
     "TETHER_LOCK_TIMEOUT": "locks_timeout",
     "TETHER_CHECKOUT_LINK": "checkout_link",
     "TETHER_DATA_REMOTE": "data_remote",
     "TETHER_REGISTRY_PLAIN_HTTP": "registry_plain_http",
     "TETHER_REGISTRY_CONCURRENCY": "registry_concurrency",
+    "TETHER_REGISTRY_TOKEN_REALMS": "registry_token_realms",
 }
 
 

@@ -92,9 +92,21 @@ class ObjectNotFound(StoreError, FileNotFoundError):
 
 
 class ObjectCorrupted(StoreError):
-    """Stored or received bytes that do not hash to the digest they claim."""
+    """Stored or received bytes that do not hash to the digest they claim; ``digest``
+    names the damaged blob when it is known, so a caller can repair it."""
 
     code = "object-corrupted"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        code: str | None = None,
+        digest: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, code=code)
+        self.digest = digest
 
 
 class LockTimeout(StoreError):

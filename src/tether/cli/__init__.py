@@ -10,17 +10,22 @@ from typing import Any
 import click
 
 from tether import __version__
+from tether.cli._output import sanitized_output, secho
 from tether.errors import TetherError
 
 
 class _Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        with sanitized_output():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TetherError as exc:
             if os.environ.get("TETHER_DEBUG"):
                 raise
-            click.secho(f"error: {exc.message}", fg="red", err=True)
+            secho(f"error: {exc.message}", fg="red", err=True)
             if exc.hint:
                 click.echo(f"hint: {exc.hint}", err=True)
             ctx.exit(exc.exit_code)
@@ -38,7 +43,7 @@ class _Root(click.Group):
         except OSError as exc:
             if os.environ.get("TETHER_DEBUG"):
                 raise
-            click.secho(
+            secho(
                 f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
                 fg="red",
                 err=True,

@@ -2,11 +2,89 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import secrets
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
+
+from tether.safetext import escape_controls
+
+# tether's own colours are marked with a per-process nonce a stored string cannot guess,
+# so the sanitizer lets exactly those escapes through.
+_TRUSTED_ESC = "\x1b\ue000" + secrets.token_hex(8) + "\ue001"
+
+
+def sanitize(text: str) -> str:
+    """What reaches the terminal: tether's own colours, everything else escaped."""
+    if _TRUSTED_ESC in text:
+        return "\x1b".join(escape_controls(part) for part in text.split(_TRUSTED_ESC))
+    return escape_controls(text)
+
+
+def secho(message: str, *, err: bool = False, **styles: Any) -> None:
+    """``click.secho`` whose colours survive the sanitizing streams."""
+    if not (sys.stderr if err else sys.stdout).isatty():
+        click.echo(message, err=err)  # colours only on a terminal, as click does
+        return
+    click.echo(click.style(message, **styles).replace("\x1b", _TRUSTED_ESC), err=err)
+
+
+class SanitizingStream(io.TextIOBase):
+    """A text stream that passes every write through ``sanitize``; the CLI puts one over
+    stdout and stderr for each command, so no stored name, param, path or message can
+    drive the user's terminal. Bytes written to ``buffer`` (a run's own log) pass as
+    they are."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(sanitize(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.inner.isatty())
+
+    def fileno(self) -> int:
+        return int(self.inner.fileno())
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.inner, "encoding", "utf-8"))
+
+    @property
+    def buffer(self) -> Any:
+        return self.inner.buffer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@contextlib.contextmanager
+def sanitized_output() -> Iterator[None]:
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SanitizingStream(out), SanitizingStream(err)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def raw_stderr() -> Any:
+    """stderr without the sanitizer, for rich's progress bars (their escapes are ours)."""
+    err = sys.stderr
+    return err.inner if isinstance(err, SanitizingStream) else err
 
 
 def emit_json(data: Any) -> None:
@@ -37,7 +115,7 @@ def short_digest(digest: str | None) -> str:
 
 
 def warn(message: str) -> None:
-    click.secho(f"warning: {message}", fg="yellow", err=True)
+    secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def info(message: str) -> None:
@@ -87,7 +165,7 @@ class ByteProgress:
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=Console(file=raw_stderr()),
             transient=True,
         )
         self._progress.start()

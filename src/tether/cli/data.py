@@ -252,6 +252,7 @@ def _emit_transfer(report: TransferReport, as_json: bool, verb: str) -> None:
                 "bytes": report.bytes,
                 "packs": report.packs,
                 "already_there": report.skipped,
+                "repaired": report.repaired,
             }
         )
         return
@@ -260,6 +261,8 @@ def _emit_transfer(report: TransferReport, as_json: bool, verb: str) -> None:
         f"{verb} {report.objects} object(s), {human_size(report.bytes)} "
         f"({report.packs} pack(s)){there}  [{report.remote}]"
     )
+    if report.repaired:
+        info(f"{report.repaired} corrupt local object(s) set aside and fetched again")
 
 
 @data.command("push")

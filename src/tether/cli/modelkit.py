@@ -9,7 +9,7 @@ import click
 
 from tether.cli import cli
 from tether.cli._network import client_for, network, network_options
-from tether.cli._output import ByteProgress, emit_json, human_size, info, table, warn
+from tether.cli._output import ByteProgress, emit_json, human_size, info, secho, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
@@ -328,20 +328,20 @@ def diff(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> None:
         click.echo("Kitfile:")
         for f in result.fields:
             if f.old is None:
-                click.secho(f"  + {f.key}: {f.new}", fg="green")
+                secho(f"  + {f.key}: {f.new}", fg="green")
             elif f.new is None:
-                click.secho(f"  - {f.key}: {f.old}", fg="red")
+                secho(f"  - {f.key}: {f.old}", fg="red")
             else:
-                click.secho(f"  ~ {f.key}: {f.old} -> {f.new}", fg="yellow")
+                secho(f"  ~ {f.key}: {f.old} -> {f.new}", fg="yellow")
     if result.files:
         click.echo("Files:")
         for c in result.files:
             if c.change == "added":
-                click.secho(f"  + {c.path} ({human_size(c.new_size)})", fg="green")
+                secho(f"  + {c.path} ({human_size(c.new_size)})", fg="green")
             elif c.change == "removed":
-                click.secho(f"  - {c.path} ({human_size(c.old_size)})", fg="red")
+                secho(f"  - {c.path} ({human_size(c.old_size)})", fg="red")
             else:
-                click.secho(
+                secho(
                     f"  ~ {c.path} ({human_size(c.old_size)} -> {human_size(c.new_size)})",
                     fg="yellow",
                 )
@@ -552,11 +552,11 @@ def _print_report(report: UnpackReport, as_json: bool, verb: str) -> None:
         return
     prefix = "would " if report.dry_run else ""
     for rel in report.written:
-        click.secho(f"  {prefix}add      {rel}", fg="green")
+        secho(f"  {prefix}add      {rel}", fg="green")
     for rel in report.replaced:
-        click.secho(f"  {prefix}restore  {rel}", fg="yellow")
+        secho(f"  {prefix}restore  {rel}", fg="yellow")
     for rel in report.removed:
-        click.secho(f"  removed  {rel}", fg="red")
+        secho(f"  removed  {rel}", fg="red")
     for rel in report.extra:
         click.echo(f"  extra    {rel} (not in this version; --clean removes it)")
     head = (

@@ -47,10 +47,21 @@ def init(ctx: click.Context, directory: str | None, no_kitfile: bool) -> None:
     metavar="REV",
     help="Also keep the data of pointers at this git revision (repeatable).",
 )
+@click.option(
+    "--remote",
+    "remote",
+    metavar="NAME",
+    help="Clean a data remote instead: remove what interrupted pushes left there.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def gc(
-    ctx: click.Context, force: bool, dry_run: bool, revisions: tuple[str, ...], as_json: bool
+    ctx: click.Context,
+    force: bool,
+    dry_run: bool,
+    revisions: tuple[str, ...],
+    remote: str | None,
+    as_json: bool,
 ) -> None:
     """Show, or with --force delete, blobs that nothing references.
 
@@ -58,10 +69,23 @@ def gc(
     delete'), and the data of every pointer in the working tree, at HEAD and at each
     --rev. Without --force nothing is deleted. A pack, add or pull running at the same
     time is waited for, never broken.
+
+    With --remote NAME, the remote is cleaned instead: temporary files of interrupted
+    pushes that no write has touched for two hours are removed (each push does this
+    too). Objects on a remote are never deleted: other clones may need them.
     """
     from tether.data.gc import collect_garbage
 
     ws = open_workspace(ctx)
+    if remote is not None:
+        from tether.data.transfer import sweep_remote
+
+        name, removed = sweep_remote(ws, remote)
+        if as_json:
+            emit_json({"remote": name, "removed_temp_files": list(removed)})
+        else:
+            click.echo(f"removed {len(removed)} stale temporary file(s) from remote {name}")
+        return
     delete = force and not dry_run
     report = collect_garbage(ws, revisions=list(revisions), dry_run=not delete, on_wait=info)
     sweep = report.sweep

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, human_size, info, short_digest, table, warn
+from tether.cli._output import emit_json, human_size, info, secho, short_digest, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _show_plan(plan: Plan) -> None:
     for message in plan.warnings:
         warn(message)
     for problem in plan.problems:
-        click.secho(f"  cannot: {problem.message}", fg="red", err=True)
+        secho(f"  cannot: {problem.message}", fg="red", err=True)
         click.echo(f"          fix: {problem.hint}", err=True)
 
 
@@ -96,7 +96,7 @@ def _show_result(result: Reproduction) -> None:
         warn(message)
     colour = "green" if v.reproduced else "red"
     click.echo("")
-    click.secho(f"{v.verdict}: {v.reason}", fg=colour, bold=True)
+    secho(f"{v.verdict}: {v.reason}", fg=colour, bold=True)
     label = result.plan.run.name or result.plan.run.id[:12]
     click.echo(f"reproduction recorded as run {result.run_id[:12]}")
     if not v.reproduced:
@@ -237,7 +237,7 @@ def explain(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     else:
         click.echo("results: every output and metric is the same")
     if result.nondeterminism:
-        click.secho(
+        secho(
             "everything recorded is the same, yet the results differ: the cause is "
             "nondeterminism, not a change",
             fg="yellow",
@@ -248,7 +248,7 @@ def explain(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
         return
     click.echo("likely causes, most likely first:")
     for i, cause in enumerate(result.causes, 1):
-        click.secho(f"{i:>3}. [{cause.category}] {cause.title}", bold=i == 1)
+        secho(f"{i:>3}. [{cause.category}] {cause.title}", bold=i == 1)
         for line in cause.details[:12]:
             click.echo(f"       {line}")
         if len(cause.details) > 12:
@@ -281,13 +281,13 @@ def doctor(ctx: click.Context, run_ref: str | None, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": not findings, "findings": [f.to_json() for f in findings]})
     elif not findings:
-        click.secho("no reproducibility hazards found", fg="green")
+        secho("no reproducibility hazards found", fg="green")
         if run_ref is None:
             click.echo("check a run too: tether doctor latest")
     else:
         for f in findings:
             where = "project" if f.subject == "project" else f"run {f.subject[:12]}"
-            click.secho(f"! {f.message}", fg="yellow")
+            secho(f"! {f.message}", fg="yellow")
             click.echo(f"  {where} · {f.code} · fix: {f.fix}")
         click.echo(f"\n{len(findings)} hazard(s)")
     ctx.exit(1 if findings else 0)

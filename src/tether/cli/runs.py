@@ -391,7 +391,9 @@ def runs_log(ctx: click.Context, run_ref: str) -> None:
             f"run {r.id[:12]} has no captured output",
             hint="output is captured by 'tether run'; runs started from Python have none",
         )
-    with ws.store.open(Digest.parse(r.log_digest)) as f:
+    log = Digest.parse(r.log_digest)
+    ws.store.ensure_intact(log)  # checked before the first byte is shown
+    with ws.store.open(log) as f:
         while chunk := f.read(1 << 20):
             sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()

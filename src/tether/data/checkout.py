@@ -2,10 +2,12 @@
 
 Each file is placed by the first method of ``checkout.link`` that works here: a reflink
 (copy-on-write clone: instant, independent), a copy, or (opt-in) a hardlink (instant,
-shares the store's read-only inode, so it must never be edited in place). Files go to a temp
-name beside their target and are renamed over it, so a crash leaves either the old file
-or the new one. A working file whose content is not in the store is never overwritten
-without ``force``: that would lose the only copy.
+shares the store's read-only inode, so it must never be edited in place). Every blob is
+verified on the way out: a copy hashes while it copies; a blob about to be linked is
+re-hashed first (once per checkout). Files go to a temp name beside their target and are
+renamed over it, so a crash or a corrupt blob leaves the old file as it was. A working
+file whose content is not in the store is never overwritten without ``force``: that
+would lose the only copy.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from tether.data import content, paths
 from tether.data.pointer import Pointer
 from tether.data.worktree import Hasher, WorkFile, scan_dir
-from tether.errors import DataError
+from tether.errors import DataError, ObjectCorrupted
 from tether.hashing import Digest
 from tether.store.objects import syncfs
 from tether.store.statcache import Stamp
@@ -169,9 +171,22 @@ class _Placer:
         self.on_bytes = on_bytes
         self.methods: dict[str, int] = {}
         self.placed: list[tuple[str, Path, Digest]] = []
+        self._verified: set[Digest] = set()
         self._count = 0
 
     def place(self, digest: Digest, dest: Path, executable: bool, *, key: str) -> None:
+        try:
+            self._place(digest, dest, executable, key)
+        except ObjectCorrupted as exc:
+            raise ObjectCorrupted(
+                f"{key}: {exc.message}; {key} was left as it was",
+                hint=f"fetch a good copy with 'tether data pull {key}' (the bad one is set "
+                "aside); without a remote, 'tether fsck' sets it aside so that adding the "
+                "original file again restores it",
+                digest=exc.digest,
+            ) from None
+
+    def _place(self, digest: Digest, dest: Path, executable: bool, key: str) -> None:
         src = self.ws.store.path(digest)
         self._count += 1
         if dest.exists() and os.path.samefile(src, dest):
@@ -183,13 +198,17 @@ class _Placer:
             if method == "hardlink" and executable:
                 continue  # the store's blobs are 0444: a link cannot carry the exec bit
             try:
-                if method == "reflink":
-                    _reflink(src, tmp)
-                elif method == "hardlink":
-                    os.link(src, tmp)
+                if method == "copy":
+                    self.ws.store.copy_out(digest, tmp, mode=0o755 if executable else 0o644)
+                    os.chmod(tmp, 0o755 if executable else 0o644)  # whatever the umask
                 else:
-                    shutil.copyfile(src, tmp)
-                    os.chmod(tmp, 0o755 if executable else 0o644)
+                    if digest not in self._verified:
+                        self.ws.store.ensure_intact(digest)
+                        self._verified.add(digest)
+                    if method == "reflink":
+                        _reflink(src, tmp)
+                    else:
+                        os.link(src, tmp)
             except OSError as exc:
                 _unlink_quiet(tmp)
                 if method != "copy" and exc.errno in (

@@ -27,6 +27,8 @@ from tether.store.atomic import write_atomic
 SUFFIX = ".tether"
 FORMAT = 1
 MAX_POINTER_BYTES = 64 << 10
+MAX_SIZE = (1 << 63) - 1  # what the database's integers hold
+MAX_FILES = 1 << 32
 
 # Folders never searched for pointers: version control, tether's own, environments.
 _PRUNE = {".git", ".tether", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
@@ -135,10 +137,16 @@ def _validate(doc: object, where: str) -> Pointer:
             hint="a pointer tracks the path it is named after; restore it from git",
         )
     kind = doc.get("type")
-    size, files = doc.get("size"), doc.get("files")
-    if kind not in ("file", "dir") or not isinstance(size, int) or not isinstance(files, int):
+    if kind not in ("file", "dir"):
         raise DataError(
-            f"{where}: 'type', 'size' or 'files' is missing or wrong",
+            f"{where}: 'type' is {kind!r}, expected 'file' or 'dir'",
+            hint="restore the pointer from git, or re-run 'tether add'",
+        )
+    size = _count(doc, "size", where, MAX_SIZE)
+    files = _count(doc, "files", where, MAX_FILES)
+    if kind == "file" and files != 1:
+        raise DataError(
+            f"{where}: a file pointer has 'files' {files}, expected 1",
             hint="restore the pointer from git, or re-run 'tether add'",
         )
     try:
@@ -148,6 +156,17 @@ def _validate(doc: object, where: str) -> Pointer:
             f"{where}: 'digest' is not a sha256 digest", hint="restore the pointer from git"
         ) from None
     return Pointer(where[: -len(SUFFIX)], kind, digest, size, files)
+
+
+def _count(doc: dict[str, object], key: str, where: str, maximum: int) -> int:
+    value = doc.get(key)
+    # bool is an int to Python; 'size: true' is no size.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise DataError(
+            f"{where}: '{key}' is {value!r}, expected a whole number from 0 to {maximum}",
+            hint="restore the pointer from git, or re-run 'tether add'",
+        )
+    return value
 
 
 def read(root: Path, pointer_rel: str) -> Pointer:

@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,15 @@ class Backend(Protocol):
     def write_file(self, path: str, local: Path) -> None: ...
 
     def exists(self, path: str) -> bool: ...
+
+    def sweep_temps(self, grace_s: float) -> tuple[str, ...]: ...
+
+
+# What an interrupted push leaves (a temp file beside its final name) is removed once no
+# write has touched it for this long: an active writer updates its file's mtime.
+TEMP_GRACE_S = 2 * 3600.0
+TEMP_PREFIX = ".tmp-"
+_TEMP_DIRS = ("blobs/sha256", "packs", "")
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -254,7 +264,7 @@ class LocalBackend:
     def _tmp(self, path: str) -> Iterator[int]:
         final = self._p(path)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=final.parent)
         try:
             yield fd
             os.fsync(fd)
@@ -272,6 +282,24 @@ class LocalBackend:
 
     def exists(self, path: str) -> bool:
         return self._p(path).exists()
+
+    def sweep_temps(self, grace_s: float) -> tuple[str, ...]:
+        """Remove temp files of interrupted writes untouched for ``grace_s`` seconds;
+        returns their remote paths."""
+        removed: tuple[str, ...] = ()
+        cutoff = time.time() - grace_s
+        for directory in _TEMP_DIRS:
+            for name in self.list(directory):
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                rel = f"{directory}/{name}" if directory else name
+                try:
+                    if os.lstat(self._p(rel)).st_mtime < cutoff:
+                        os.unlink(self._p(rel))
+                        removed += (rel,)
+                except FileNotFoundError:
+                    continue  # finished or swept by another process meanwhile
+        return removed
 
 
 class FsspecBackend:
@@ -330,3 +358,6 @@ class FsspecBackend:
 
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(self._p(path)))
+
+    def sweep_temps(self, grace_s: float) -> tuple[str, ...]:
+        return ()  # object stores write whole objects: an interrupted upload leaves none

@@ -19,19 +19,21 @@ enters the store; a mismatch is refused and named.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tether.data import content, paths
 from tether.data.checkout import CheckoutReport, checkout
 from tether.data.pointer import Pointer
 from tether.data.remote import (
+    TEMP_GRACE_S,
     Backend,
     LocalBackend,
     RemoteConfig,
@@ -60,6 +62,7 @@ class TransferReport:
     packs: int
     skipped: int  # objects the other side already had
     failed: list[str] = field(default_factory=list)
+    repaired: int = 0  # corrupt local objects set aside and fetched again (pull)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,8 @@ def push(
 ) -> TransferReport:
     """Send the content of the named pointers (default: all) that the remote lacks."""
     pointers, cfg, backend, n, index = _session(ws, targets, remote, base, jobs)
+    with contextlib.suppress(OSError):  # housekeeping must never fail a push
+        backend.sweep_temps(TEMP_GRACE_S)
     with ws.lock("data", shared=True, on_wait=on_wait):
         needed = _local_objects(ws, pointers)
         index.load()
@@ -239,6 +244,13 @@ def push(
             for fut in futures:
                 sent += fut.result()
     return TransferReport(cfg.name, len(send), sent, len(groups), len(needed) - len(send))
+
+
+def sweep_remote(ws: Workspace, remote: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """Remove what interrupted pushes left on a remote (temp files untouched for
+    ``TEMP_GRACE_S``); returns the remote's name and the removed paths."""
+    cfg, backend = _open(ws, remote)
+    return cfg.name, backend.sweep_temps(TEMP_GRACE_S)
 
 
 def _local_objects(ws: Workspace, pointers: list[Pointer]) -> dict[Digest, int]:
@@ -458,9 +470,25 @@ def pull(
     on_wait: Callable[[str], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[TransferReport, CheckoutReport]:
-    """Fetch, then check out the named pointers."""
+    """Fetch, then check out the named pointers.
+
+    A local blob that checkout finds corrupt is set aside (``.tether/quarantine/``) and
+    fetched again from the remote, so pulling is also how rotten local data is repaired."""
     report = fetch(
         ws, targets, remote=remote, base=base, jobs=jobs, on_wait=on_wait, on_bytes=on_bytes
     )
-    done = checkout(ws, targets, base=base, force=force, on_wait=on_wait)
-    return report, done
+    repaired: set[str] = set()
+    while True:
+        try:
+            done = checkout(ws, targets, base=base, force=force, on_wait=on_wait)
+        except ObjectCorrupted as exc:
+            if exc.digest is None or exc.digest in repaired:
+                raise
+            repaired.add(exc.digest)
+            digest = Digest.parse(exc.digest)
+            ws.store.quarantine(digest, ws.dot / "quarantine")
+            fetch_objects(ws, [digest], remote=report.remote, on_bytes=on_bytes)
+            continue
+        if repaired:
+            report = replace(report, repaired=len(repaired))
+        return report, done

@@ -7,7 +7,7 @@ explain a difference in outputs is read first.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.envcapture.environment import Environment
@@ -99,6 +99,12 @@ def diff_environments(a: Environment, b: Environment) -> EnvDiff:
     changes += sorted(_compare("packages", a.packages, b.packages), key=_package_order)
     changes += _compare("lock_files", a.lock_files, b.lock_files)
     changes += _compare("env_vars", a.env_vars, b.env_vars)
+    for c in _compare(
+        "env_vars", a.body.get("env_vars_withheld", {}), b.body.get("env_vars_withheld", {})
+    ):
+        # Keyed digests only, the values were never stored: say that it changed.
+        new = "(another secret value)" if c.old and c.new else c.new and "(secret value)"
+        changes.append(replace(c, old=c.old and "(secret value)", new=new))
     for section in ("os", "cpu", "gpu", "cuda_libraries", "package_sources"):
         changes += _compare(
             section, _flatten(a.body.get(section, {})), _flatten(b.body.get(section, {}))

@@ -23,11 +23,12 @@ from typing import Any
 
 from tether.errors import TetherError
 from tether.hashing import Digest, hash_file
+from tether.redaction import Withholder, split_env
 
 FORMAT = 1
 
 # Variables that change numerical results or their determinism. Exact names, then
-# prefixes; names that look like secrets are dropped even when a prefix matches.
+# prefixes; names that look like secrets are withheld even when a prefix matches.
 ENV_VAR_NAMES = frozenset(
     {
         "PYTHONHASHSEED",
@@ -50,7 +51,6 @@ ENV_VAR_NAMES = frozenset(
     }
 )
 ENV_VAR_PREFIXES = ("OMP_", "KMP_", "MKL_", "CUDNN_", "NCCL_ALGO", "JAX_", "PYTORCH_", "TORCH_")
-_SECRET_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|_KEY\b|^KEY", re.I)
 
 LOCK_FILE_PATTERNS = (
     "uv.lock",
@@ -114,12 +114,14 @@ class Environment:
         return self.body.get("lock_files", {})  # type: ignore[no-any-return]
 
 
+def _selected(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k in ENV_VAR_NAMES or k.startswith(ENV_VAR_PREFIXES)}
+
+
 def relevant_env_vars(env: Mapping[str, str]) -> dict[str, str]:
-    return {
-        k: v
-        for k, v in sorted(env.items())
-        if (k in ENV_VAR_NAMES or k.startswith(ENV_VAR_PREFIXES)) and not _SECRET_RE.search(k)
-    }
+    """The result-changing variables as recorded: secret-named ones left out, credentials
+    inside values masked (see ``redaction.py``)."""
+    return split_env(_selected(env), None).kept
 
 
 def probe_interpreter(
@@ -284,6 +286,7 @@ def build(
     env: Mapping[str, str],
     locks: Sequence[LockFile] = (),
     host: Mapping[str, Any] | None = None,
+    withholder: Withholder | None = None,
 ) -> Environment:
     """Assemble an Environment from an interpreter probe, the command's environment
     variables and lock files. Machine-local paths (the executable) stay out of the body,
@@ -298,9 +301,13 @@ def build(
         },
         "packages": packages,
         "lock_files": {lf.path: lf.digest for lf in locks},
-        "env_vars": relevant_env_vars(env),
         **(host if host is not None else host_facts()),
     }
+    variables = split_env(_selected(env), withholder)
+    body["env_vars"] = variables.kept
+    if variables.withheld:
+        # Only the fact and a keyed digest: 'explain' can say the value changed.
+        body["env_vars_withheld"] = variables.withheld
     if probe.get("package_sources"):
         body["package_sources"] = dict(probe["package_sources"])
     cuda = _cuda_libraries(packages)
@@ -314,7 +321,12 @@ def capture_current(project_root: Path, env: Mapping[str, str] | None = None) ->
     from tether.envcapture.probe import collect
 
     env = dict(os.environ if env is None else env)
-    return build(collect(), env=env, locks=lock_files([project_root], project_root))
+    return build(
+        collect(),
+        env=env,
+        locks=lock_files([project_root], project_root),
+        withholder=Withholder.for_project(project_root / ".tether"),
+    )
 
 
 def capture(
@@ -327,4 +339,9 @@ def capture(
     env = dict(os.environ if env is None else env)
     probe = probe_interpreter(executable, env=env, cwd=cwd)
     roots = [project_root] + ([cwd] if cwd and cwd.resolve() != project_root.resolve() else [])
-    return build(probe, env=env, locks=lock_files(roots, project_root))
+    return build(
+        probe,
+        env=env,
+        locks=lock_files(roots, project_root),
+        withholder=Withholder.for_project(project_root / ".tether"),
+    )

@@ -81,6 +81,10 @@ def load(text: str | bytes, *, typed: Callable[[Path_], bool]) -> Located:
         raise YamlProblem(f"invalid YAML: {exc.problem or exc.context}", line) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {exc}", None) from None
+    except RecursionError:
+        # PyYAML composes recursively: thousands of nested '[' exhaust the stack before
+        # our own depth rule can see the node.
+        raise YamlProblem(f"nesting is deeper than {MAX_DEPTH} levels", None) from None
     out = Located(value=None)
     if node is None:
         return out

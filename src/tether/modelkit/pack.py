@@ -212,6 +212,7 @@ def _link_run(
             out = outputs.get(project_path(e.rel))
             blob = Digest.parse(out.digest) if out is not None and out.digest else None
             if blob is not None and ws.store.has(blob):
+                ws.store.ensure_intact(blob)  # a kit must never carry rotten bytes
                 entries[i] = FileEntry(e.rel, ws.store.path(blob), ws.store.size(blob), e.mode)
                 if spec.base in MODEL_BASES:
                     model_files[e.rel] = str(blob)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tether.errors import ModelKitError, ModelKitNotFound, RegistryError, UsageError
+from tether.errors import AuthError, ModelKitError, ModelKitNotFound, RegistryError, UsageError
 from tether.hashing import Digest
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
 from tether.oci import credentials
@@ -86,6 +86,7 @@ def connection_for(
         insecure=insecure,
         ca_file=ca_file,
         concurrency=max(1, concurrency or settings.registry_concurrency),
+        token_realms=settings.token_realms,
     )
 
 
@@ -497,6 +498,14 @@ def login(
     """Check ``credential`` against the registry, then store it; returns where."""
     with RegistryClient(registry, connection=connection, credential=lambda: credential) as c:
         c.ping()
+        if c.withheld_from is not None:
+            raise AuthError(
+                f"{registry} sends logins to a token service at {c.withheld_from}, another "
+                "origin, so the credential was not sent there and not checked",
+                hint=f"if you trust {c.withheld_from} with it, add it to registry.token_realms "
+                "(TETHER_REGISTRY_TOKEN_REALMS), then log in again",
+                code="unsafe-realm",
+            )
     return credentials.store(registry, credential, env)
 
 

@@ -3,8 +3,12 @@
 A layer is streamed once. The blob's sha256 and size are checked while reading (an
 overlong blob is cut off at size+1); entry names must be relative, normalized paths
 that stay inside the target; only regular files and directories are accepted (links,
-devices and FIFOs are refused, never created); duplicates and file/directory clashes
-are refused; the total bytes and entry count are capped against decompression bombs.
+devices, FIFOs and sparse entries are refused, never created); duplicates and
+file/directory clashes are refused; against decompression bombs the total bytes and
+entry count are capped, a compressed layer may not expand past ``unpack.max_ratio``, and
+nothing may need more than the target's free space — each judged from the tar headers
+before the bytes are written. A truncated or damaged stream is an error naming the
+layer (corruption when the bytes fail their digest), never a traceback from below.
 Callers write only into a private staging directory, so a layer found corrupt at
 its end has changed nothing the user can see.
 """
@@ -13,26 +17,74 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import tarfile
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from tether.config import Settings
-from tether.errors import ObjectCorrupted, UnsafeArchive
+from tether.errors import ObjectCorrupted, TetherError, UnsafeArchive
 from tether.hashing import CHUNK, Digest
 from tether.oci.manifest import Descriptor
 from tether.oci.mediatypes import LayerType
+
+# Below this many expanded bytes the ratio is not judged: a small, very compressible file
+# (a config of zeros) is no bomb, whatever its ratio.
+RATIO_FLOOR = 16 << 20
+# What unpacking leaves free on the target's filesystem, so a kit never fills a disk.
+FREE_MARGIN = 256 << 20
+
+# What a damaged or truncated stream raises from below: tarfile, gzip (BadGzipFile is an
+# OSError, EOFError means cut short), zlib and zstandard.
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, zlib.error, OSError)
 
 
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int
     max_files: int
+    max_ratio: int = 0  # expanded bytes per compressed byte; 0: no ratio rule
+    space: int | None = None  # bytes the target's filesystem can take; None: not writing
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(settings.unpack_max_bytes, settings.unpack_max_files)
+        return cls(settings.unpack_max_bytes, settings.unpack_max_files, settings.unpack_max_ratio)
+
+    @classmethod
+    def for_target(cls, settings: Settings, target: Path) -> Limits:
+        """The limits for writing into ``target``: also bounded by its free space."""
+        free = shutil.disk_usage(target).free
+        return replace(cls.from_settings(settings), space=max(0, free - FREE_MARGIN))
+
+    def check(self, desc: Descriptor, compressed: bool, files: int, total: int) -> None:
+        """Refuse a layer that has grown past a limit; called before its bytes are written."""
+        if files > self.max_files or total > self.max_bytes:
+            raise UnsafeArchive(
+                f"layer {desc.digest.short} expands beyond the unpack limits "
+                f"({self.max_files} files, {self.max_bytes} bytes)",
+                hint="raise unpack.max_bytes / unpack.max_files if you trust it",
+            )
+        if (
+            compressed
+            and self.max_ratio
+            and total > RATIO_FLOOR
+            and total > self.max_ratio * max(desc.size, 1)
+        ):
+            raise UnsafeArchive(
+                f"layer {desc.digest.short} expands more than {self.max_ratio}:1 "
+                f"({desc.size} bytes to over {total}): a decompression bomb",
+                hint="nothing was unpacked; raise unpack.max_ratio only if you trust the "
+                "ModelKit's source",
+            )
+        if self.space is not None and total > self.space:
+            raise UnsafeArchive(
+                f"layer {desc.digest.short} needs more than {total} bytes, more than the "
+                f"target's filesystem has free (keeping {FREE_MARGIN >> 20} MiB spare)",
+                hint="nothing was unpacked; free some space or unpack to another disk",
+            )
 
 
 @dataclass
@@ -41,7 +93,7 @@ class Member:
     is_dir: bool
     size: int
     mode: int
-    stream: IO[bytes] | None  # None for directories
+    stream: Any  # a readable binary stream; None for directories
 
 
 class VerifyingReader:
@@ -126,13 +178,14 @@ def iter_members(
         import zstandard
 
         stream = zstandard.ZstdDecompressor().stream_reader(reader)  # type: ignore[arg-type]
+    compressed = ltype.compression != "none"
     if ltype.format == "raw":
         if raw_path is None:
             raise UnsafeArchive(
                 "raw layer without a file path",
                 hint="the layer lacks an org.cncf.model.filepath annotation",
             )
-        bounded: Any = _Bounded(stream, limits.max_bytes)
+        bounded: Any = _Bounded(_Guarded(stream, reader, desc), limits, desc, compressed)
         yield Member(safe_name(raw_path), False, -1, 0o644, bounded)
         reader.finish()
         return
@@ -140,7 +193,7 @@ def iter_members(
     total = 0
     try:
         tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 (a generator owns it)
-    except tarfile.TarError as exc:
+    except _STREAM_ERRORS as exc:
         reader.finish()  # a corrupt blob says so before "not a tar" does
         raise UnsafeArchive(
             f"layer {desc.digest.short} is not a tar archive ({exc})",
@@ -149,6 +202,12 @@ def iter_members(
     try:
         for info in tf:
             rel = safe_name(info.name)
+            if info.issparse():
+                # A sparse entry's header promises more bytes than the archive holds.
+                raise UnsafeArchive(
+                    f"layer entry {rel!r} is a sparse file",
+                    hint="tether unpacks regular files and directories only",
+                )
             if info.isdir():
                 is_dir = True
             elif info.isreg():
@@ -180,38 +239,69 @@ def iter_members(
                     )
             seen[rel] = is_dir
             total += info.size
-            if len(seen) > limits.max_files or total > limits.max_bytes:
-                raise UnsafeArchive(
-                    f"layer {desc.digest.short} expands beyond the unpack limits "
-                    f"({limits.max_files} files, {limits.max_bytes} bytes)",
-                    hint="raise unpack.max_bytes / unpack.max_files if you trust it",
-                )
+            limits.check(desc, compressed, len(seen), total)
             mode = 0o755 if is_dir or info.mode & 0o111 else 0o644
-            stream_ = None if is_dir else tf.extractfile(info)
+            stream_ = None if is_dir else _Guarded(tf.extractfile(info), reader, desc)
             yield Member(rel, is_dir, info.size, mode, stream_)
-    except tarfile.TarError as exc:
-        raise UnsafeArchive(
-            f"layer {desc.digest.short} is a damaged tar ({exc})",
-            hint="pack or pull the ModelKit again",
-        ) from None
+    except _STREAM_ERRORS as exc:
+        raise _damaged(reader, desc, exc) from None
     reader.finish()
 
 
-class _Bounded:
-    """Caps how much a raw (possibly compressed) layer may expand to."""
+def _damaged(reader: VerifyingReader, desc: Descriptor, exc: BaseException) -> TetherError:
+    """The error for a stream that broke while read: corruption when the blob's bytes
+    do not match its digest (the usual cause), else a damaged archive."""
+    try:
+        reader.finish()
+    except ObjectCorrupted as corrupt:
+        return corrupt
+    except _STREAM_ERRORS:
+        pass
+    return UnsafeArchive(
+        f"layer {desc.digest.short} is a damaged archive ({str(exc) or type(exc).__name__})",
+        hint="its bytes match its digest, so it was packed this way; pack or pull a good ModelKit",
+    )
 
-    def __init__(self, stream: Any, limit: int) -> None:
+
+class _Guarded:
+    """A member's stream whose low-level failures (a truncated tar, a broken gzip or zstd
+    frame) surface as tether errors, not tracebacks from below."""
+
+    def __init__(self, stream: Any, reader: VerifyingReader, desc: Descriptor) -> None:
         self.stream = stream
-        self.left = limit
+        self.reader = reader
+        self.desc = desc
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data: bytes = self.stream.read(n)
+        except _STREAM_ERRORS as exc:
+            raise _damaged(self.reader, self.desc, exc) from None
+        return data
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class _Bounded:
+    """Applies the limits to a raw (possibly compressed) layer as it expands."""
+
+    def __init__(self, stream: Any, limits: Limits, desc: Descriptor, compressed: bool) -> None:
+        self.stream = stream
+        self.limits = limits
+        self.desc = desc
+        self.compressed = compressed
+        self.total = 0
 
     def read(self, n: int = -1) -> bytes:
         data: bytes = self.stream.read(n if n > 0 else CHUNK)
-        self.left -= len(data)
-        if self.left < 0:
-            raise UnsafeArchive(
-                "raw layer expands beyond unpack.max_bytes",
-                hint="raise unpack.max_bytes if you trust it",
-            )
+        self.total += len(data)
+        self.limits.check(self.desc, self.compressed, 1, self.total)
         return data
 
     def readinto(self, buffer: memoryview | bytearray) -> int:

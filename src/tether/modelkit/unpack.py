@@ -112,7 +112,7 @@ def unpack_kit(
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a directory", hint="choose another -d DIR")
     target.mkdir(parents=True, exist_ok=True)
-    limits = Limits.from_settings(ws.settings)
+    limits = Limits.for_target(ws.settings, target)
     staging = Path(tempfile.mkdtemp(prefix=".tether-unpack-", dir=target))
     try:
         staged: dict[str, bool] = {}  # rel -> is_dir

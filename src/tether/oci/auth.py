@@ -9,9 +9,10 @@ retries with ``Authorization: Bearer <token>``. A registry may instead answer
 The realm comes from the server, so it is an attacker's lever (Ollama CVE-2025-51471:
 a pull that sent the user's token to a realm of the attacker's choosing). tether sends
 the credential to a realm only over HTTPS (or plain HTTP when the registry itself was
-asked to be plain HTTP and the realm is on the same host) and only on the registry's
-own host or a sibling under the same parent domain (``auth.docker.io`` for
-``registry-1.docker.io``). Anywhere else it asks for an anonymous token.
+asked to be plain HTTP and the realm is on the same host), and only to the registry's
+own origin (scheme, host and port), a sibling under the same parent domain over HTTPS
+(``auth.docker.io`` for ``registry-1.docker.io``), or a realm the user listed in
+``registry.token_realms``. Anywhere else it asks for an anonymous token.
 """
 
 from __future__ import annotations
@@ -69,16 +70,30 @@ def parse_challenge(header: str, registry: str) -> Challenge:
     return Challenge(kind, params)
 
 
-def realm_policy(realm: str, registry_host: str, *, plain_http: bool) -> bool:
+def realm_policy(
+    realm: str, registry_host: str, *, plain_http: bool, trusted: frozenset[str] = frozenset()
+) -> bool:
     """Check a token realm; True when the user's credential may be sent to it.
 
-    Raises when the realm is unusable at all (not http(s), or plain HTTP where TLS was
-    expected)."""
+    Credentials follow origins, as in browsers: (scheme, host, port). They go to the
+    registry's own origin; over HTTPS on the default port also to a sibling host under
+    the same parent domain; and to any realm whose ``host:port`` the user listed in
+    ``trusted`` (``registry.token_realms``). The same host on another port is another
+    origin: it gets an anonymous request unless listed. Raises when the realm is
+    unusable at all (not http(s), or plain HTTP where TLS was expected)."""
     parts = urlsplit(realm)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("https", "http") or not host:
         raise _bad(registry_host, f"a token realm {realm[:100]!r} that is not an http(s) URL")
-    reg_host = (urlsplit(f"//{registry_host}").hostname or "").lower()
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise _bad(registry_host, f"a token realm {realm[:100]!r} with a bad port") from None
+    reg = urlsplit(f"//{registry_host}")
+    reg_scheme = "http" if plain_http else "https"
+    reg_host = (reg.hostname or "").lower()
+    reg_port = reg.port or (80 if plain_http else 443)
+    listed = f"{host}:{port}" in trusted
     if parts.scheme == "http" and not (plain_http and host == reg_host):
         raise AuthError(
             f"{registry_host} sends its token requests to {host} over plain HTTP",
@@ -86,7 +101,9 @@ def realm_policy(realm: str, registry_host: str, *, plain_http: bool) -> bool:
             "registry's own host",
             code="unsafe-realm",
         )
-    return host == reg_host or _same_parent(host, reg_host)
+    if (parts.scheme, host, port) == (reg_scheme, reg_host, reg_port) or listed:
+        return True
+    return parts.scheme == "https" and port == 443 and _same_parent(host, reg_host)
 
 
 def _same_parent(a: str, b: str) -> bool:

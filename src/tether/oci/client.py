@@ -75,6 +75,7 @@ class Connection:
     insecure: bool = False  # TLS without certificate verification
     ca_file: str | None = None
     concurrency: int = 4
+    token_realms: frozenset[str] = frozenset()  # host:port realms trusted with credentials
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ class RegistryClient:
         self._credential_source = credential
         self._credential: Credential | None = None
         self._credential_loaded = False
+        # A token service that was asked anonymously because it is not the registry's
+        # origin (host:port), so 'login' can say its credential was never checked.
+        self.withheld_from: str | None = None
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, float]] = {}  # scope key -> (header, expiry)
         self._basic = False  # the registry asked for Basic auth
@@ -258,8 +262,15 @@ class RegistryClient:
         import httpx
 
         realm = challenge.realm or ""
-        may_send = realm_policy(realm, self.registry, plain_http=self.connection.plain_http)
+        may_send = realm_policy(
+            realm,
+            self.registry,
+            plain_http=self.connection.plain_http,
+            trusted=self.connection.token_realms,
+        )
         cred = self._load_credential() if may_send else None
+        if not may_send:
+            self.withheld_from = urlsplit(realm).netloc  # login reports it
         query: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.params.get("service"):
             query.append(("service", challenge.params["service"]))

@@ -11,8 +11,8 @@ even a commit no branch reaches is there, and the user's repository is not touch
 checkout of the recorded commit, ``git apply`` of the recorded diff, then the
 snapshotted untracked sources. Runs outside git: the snapshot's files. Every input is
 then placed from the store (fetched from a remote first when the plan says so) or the
-project, and checked against its digest; a mismatch stops the reproduction before the
-command runs.
+project, and checked against its digest (store blobs while they are copied); a mismatch
+or a corrupt blob stops the reproduction before the command runs.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def _clone(top: Path, workdir: Path, commit: str | None, remote: str | None) -> 
 
 def _apply_diff(store: ContentStore, workdir: Path, diff_digest: str) -> None:
     patch = workdir / ".git" / "tether-recorded.diff"
-    shutil.copyfile(store.path(Digest.parse(diff_digest)), patch)
+    patch.unlink(missing_ok=True)
+    store.copy_out(Digest.parse(diff_digest), patch)
     try:
         _git(workdir, "apply", "--binary", "--whitespace=nowarn", str(patch))
     finally:
@@ -135,7 +136,8 @@ def _copy_blob(store: ContentStore, digest: Digest, dest: Path) -> None:
             hint="the recorded code and inputs disagree; check the run record",
         )
     tmp = dest.with_name(f".{dest.name}.tether-tmp")
-    shutil.copyfile(store.path(digest), tmp)  # copy_file_range: a reflink where supported
+    tmp.unlink(missing_ok=True)
+    store.copy_out(digest, tmp)  # verified while copying: a rotten blob never runs
     os.chmod(tmp, 0o644)
     os.replace(tmp, dest)
 
@@ -158,9 +160,10 @@ def _place_inputs(ws: Workspace, plan: Plan, project: Path, say: Callable[[str],
         dest = project / item.path
         digest = Digest.parse(item.digest)
         if item.source in ("store", "remote"):
-            _copy_blob(ws.store, digest, dest)
+            _copy_blob(ws.store, digest, dest)  # verified by the copy itself
             placed += 1
-        elif item.source == "project":
+            continue
+        if item.source == "project":
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ws.root / item.path, dest)
             placed += 1

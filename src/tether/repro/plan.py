@@ -18,6 +18,7 @@ from typing import Any
 from tether.envcapture.environment import Environment, relevant_env_vars
 from tether.errors import ReproError
 from tether.hashing import Digest, hash_file
+from tether.redaction import WithheldArg
 from tether.repro import venv
 from tether.runs.code import git_text
 from tether.runs.record import Run, load_environment
@@ -57,6 +58,7 @@ class Plan:
     spec: venv.EnvSpec | None  # recreate only
     interpreter: str | None  # recreate: the base interpreter for the venv
     git_top: Path | None  # the repository the code comes from (git runs)
+    withheld_args: tuple[WithheldArg, ...] = ()  # secret values read from TETHER_SECRET_*
     problems: tuple[Problem, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
@@ -116,6 +118,15 @@ def make_plan(ws: Workspace, run: Run, env_mode: str = "current") -> Plan:
         )
     if not run.command:
         problems.append(Problem("the run recorded no command", "it was started from Python"))
+    withheld = tuple(WithheldArg.from_json(w) for w in run.capture.get("withheld_args", ()))
+    missing = sorted({w.env for w in withheld if w.env not in os.environ})
+    if missing:
+        problems.append(
+            Problem(
+                "the run was given secret values on its command line that tether did not store",
+                f"set {', '.join(missing)} to the value(s) the run was given",
+            )
+        )
     git_top = _check_code(ws, run, problems, warnings)
     inputs = _plan_inputs(ws, run, git_top, problems, warnings)
     outputs = []
@@ -154,6 +165,7 @@ def make_plan(ws: Workspace, run: Run, env_mode: str = "current") -> Plan:
         spec=spec,
         interpreter=interpreter,
         git_top=git_top,
+        withheld_args=withheld,
         problems=tuple(problems),
         warnings=tuple(warnings),
     )

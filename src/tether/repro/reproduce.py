@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from tether.envcapture.diff import EnvDiff, diff_environments
 from tether.errors import ReproError, UsageError
+from tether.redaction import restore_command
 from tether.repro import venv
 from tether.repro.materialize import materialize
 from tether.repro.plan import PYTHON_NAMES, Plan, make_plan, reproduction_env
@@ -112,7 +113,7 @@ def reproduce(
     workdir = _workdir(plan, options.workdir)
     try:
         changes = reproduction_env(plan, os.environ)
-        argv = list(plan.command)
+        argv = restore_command(plan.command, plan.withheld_args, os.environ)
         env_cached = None
         drift = None
         if plan.env_mode == "recreate":

@@ -295,6 +295,7 @@ def start_run(
             )
         run = Run(ws, joined_id, joined=True, watch=None)
         if name:
+            record.check_name(name)
             with ws.db.atomic() as conn:
                 conn.execute(
                     "UPDATE runs SET name = ? WHERE id = ? AND name IS NULL", (name, joined_id)
@@ -319,6 +320,7 @@ def start_run(
 
 def _start_standalone(name: str | None, seed: int | None, project: Path | None, watch: bool) -> Run:
     from tether.envcapture.environment import capture_current
+    from tether.redaction import Withholder, redact_command
     from tether.runs.code import capture_code
     from tether.runs.launch import check_seed
 
@@ -327,10 +329,12 @@ def _start_standalone(name: str | None, seed: int | None, project: Path | None, 
     code = capture_code(ws.store, ws.root)
     environment = capture_current(ws.root)
     record.save_environment(ws.db, environment.digest, environment.canonical)
+    shown = redact_command([sys.executable, *sys.argv], Withholder.for_project(ws.dot))
+    withheld = {"withheld_args": [w.to_json() for w in shown.withheld]} if shown.withheld else {}
     run_id = record.create_run(
         ws.db,
         name=name,
-        command=[sys.executable, *sys.argv],
+        command=shown.argv,
         cwd=relative_to_project(os.getcwd(), ws.root),
         host=socket.gethostname(),
         user=ws.user,
@@ -338,7 +342,7 @@ def _start_standalone(name: str | None, seed: int | None, project: Path | None, 
         seed=seed,
         env_digest=environment.digest,
         code=code.to_json(),
-        capture={"interpreter": {"path": sys.executable, "source": "api"}},
+        capture={"interpreter": {"path": sys.executable, "source": "api"}, **withheld},
     )
     record.add_blobs(ws.db, run_id, code.blobs)
     log = _FileWatch.start([ws.dot]) if watch else None

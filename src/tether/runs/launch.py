@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from tether.errors import UsageError
+from tether.redaction import Withholder, redact_command
 from tether.runs import record
 from tether.runs.capture import (
     HOOK_DIR,
@@ -93,6 +94,7 @@ def run_command(
     if not argv:
         raise UsageError("no command to run", hint="tether run [OPTIONS] -- CMD [ARGS...]")
     check_seed(seed)
+    record.check_name(name)
     params = dict(params or {})
     tags = dict(tags or {})
     for key, value in params.items():
@@ -113,10 +115,14 @@ def run_command(
 
     started = time.time()
     code = capture_code(ws.store, ws.root)
+    # The command runs as given; what is stored has secret flag values withheld.
+    shown = redact_command(argv, Withholder.for_project(ws.dot))
+    withheld = [w.to_json() for w in shown.withheld]
     run_id = record.create_run(
         ws.db,
         name=name,
-        command=argv,
+        command=shown.argv,
+        capture={"withheld_args": withheld} if withheld else None,
         cwd=relative_to_project(run_cwd, ws.root),
         host=socket.gethostname(),
         user=ws.user,

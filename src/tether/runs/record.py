@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.db.connection import Database
 from tether.errors import ParamConflict, RunNotFound, UsageError
+from tether.safetext import is_safe
 
 if TYPE_CHECKING:
     from tether.envcapture.environment import Environment
@@ -77,12 +78,17 @@ def check_key(kind: str, key: str) -> str:
             f"invalid {kind} name {str(key)[:80]!r}",
             hint=f"{kind} names are non-empty strings of at most {MAX_KEY_LENGTH} characters",
         )
-    if any(ord(c) < 32 for c in key):
+    if any(ord(c) < 32 for c in key) or not is_safe(key):
         raise UsageError(
             f"invalid {kind} name {key[:80]!r}: control characters",
             hint="use letters, digits and punctuation",
         )
     return key
+
+
+def check_name(name: str | None) -> str | None:
+    """A run name: the rules of a key (non-empty, bounded, no control characters)."""
+    return None if name is None else check_key("run", name)
 
 
 def value_text(value: object) -> tuple[str, float | None]:
@@ -97,6 +103,11 @@ def value_text(value: object) -> tuple[str, float | None]:
         raise UsageError(
             f"value too long ({len(text)} characters)",
             hint=f"params and tags hold at most {MAX_VALUE_LENGTH} characters; log a file instead",
+        )
+    if not is_safe(text):
+        raise UsageError(
+            f"invalid value {text[:80]!r}: control characters",
+            hint="params and tags are text without terminal control or bidi characters",
         )
     num: float | None = None
     if not isinstance(value, bool):
@@ -218,6 +229,7 @@ def create_run(
     started: float | None = None,
     run_id: str | None = None,
 ) -> str:
+    check_name(name)
     started = time.time() if started is None else started
     run_id = run_id or new_run_id(started)
     with db.atomic() as conn:

@@ -13,6 +13,11 @@ against the expected digest if one was given, made read-only and renamed into pl
 then the directory is fsynced. A name under ``blobs/`` therefore never lies, and two
 processes writing the same blob both succeed (same bytes, last rename wins).
 
+Bytes leave the store verified: ``copy_out`` hashes while it copies and ``open_verified``
+while the caller reads, so a blob that rotted is refused with its digest instead of
+being handed to a user's file. ``path`` and ``open`` are for code that verifies itself
+(layer readers) or only needs to know a blob exists.
+
 Many small blobs go through a ``BlobBatch`` instead: their temp files are written
 without an fsync each, one ``syncfs`` makes them all durable, and only then are they
 renamed into place (one directory fsync). The order is what keeps names honest: no
@@ -30,7 +35,7 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -143,6 +148,66 @@ class ContentStore:
             raise self._missing(digest) from None
         return actual == digest
 
+    def ensure_intact(self, digest: Digest) -> None:
+        """Re-hash a blob and raise ObjectCorrupted unless it matches its name: the check
+        before a blob is linked (reflink, hardlink) or packed rather than copied."""
+        if not self.verify(digest):
+            raise self._corrupt(digest)
+
+    def copy_out(self, digest: Digest, dest: str | Path, *, mode: int = 0o644) -> int:
+        """Copy a blob to the new file ``dest``, hashing while copying; returns its size.
+
+        A blob whose bytes no longer match its name raises ObjectCorrupted and leaves no
+        ``dest`` behind, so callers that copy to a temp name and rename it over the
+        user's file never replace that file with rotten bytes."""
+        try:
+            src = open(self.path(digest), "rb", buffering=0)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+        size = 0
+        h = hashlib.sha256()
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            try:
+                buf = bytearray(CHUNK)
+                view = memoryview(buf)
+                while n := src.readinto(buf):
+                    chunk = view[:n]
+                    h.update(chunk)
+                    while chunk:
+                        chunk = chunk[os.write(fd, chunk) :]
+                    size += n
+                if h.hexdigest() != digest.hex:
+                    raise self._corrupt(digest)
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dest)
+                raise
+            os.close(fd)
+        finally:
+            src.close()
+        return size
+
+    def open_verified(self, digest: Digest) -> VerifiedReader:
+        """A stream of the blob that raises ObjectCorrupted at its end unless every byte
+        read matched the name: for readers that show or parse big blobs as they go."""
+        return VerifiedReader(self.open(digest), digest, self._corrupt)
+
+    def quarantine(self, digest: Digest, folder: Path) -> bool:
+        """Move a blob that fails verification out of every reader's way (into ``folder``,
+        kept for inspection); True when it was moved. A good blob is never moved."""
+        try:
+            if self.verify(digest):
+                return False
+        except ObjectNotFound:
+            return False
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path(digest), folder / digest.hex)
+        fsync_dir(self.blobs_dir)
+        return True
+
     def __iter__(self) -> Iterator[Digest]:
         for entry in os.scandir(self.blobs_dir):
             if entry.is_file() and Digest.is_valid("sha256:" + entry.name):
@@ -201,9 +266,48 @@ class ContentStore:
 
     def _corrupt(self, digest: Digest) -> ObjectCorrupted:
         return ObjectCorrupted(
-            f"blob {digest} is corrupted: its bytes no longer match its digest",
-            hint="restore it by packing or pulling that content again",
+            f"blob {digest} in the local store is corrupted: its bytes no longer match "
+            "its digest, so they were not used",
+            hint="'tether data pull' fetches a good copy of tracked data (setting the bad "
+            "one aside); 'tether fsck' finds and sets aside every damaged object",
+            digest=str(digest),
         )
+
+
+class VerifiedReader:
+    """A read-only blob stream that hashes what passes through; reaching the end with
+    bytes that do not match the digest raises instead of returning b''."""
+
+    def __init__(
+        self, raw: BinaryIO, digest: Digest, corrupt: Callable[[Digest], ObjectCorrupted]
+    ) -> None:
+        self._raw = raw
+        self._digest = digest
+        self._corrupt = corrupt
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._hash.update(data)
+        if not data or n < 0:
+            self._check()
+        return data
+
+    def _check(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._hash.hexdigest() != self._digest.hex:
+                raise self._corrupt(self._digest)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> VerifiedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class BlobBatch:

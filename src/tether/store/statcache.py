@@ -24,11 +24,13 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from tether.hashing import Digest
+
+T = TypeVar("T")
 
 RACY_NS = 1_000_000_000  # one second covers coarse filesystem clocks and NFS skew
 
@@ -60,10 +62,14 @@ class Stamp(NamedTuple):
 
 
 class StatCache:
+    """The cache; every method degrades to "nothing cached" when SQLite fails (a full
+    disk, a read-only folder): a disposable cache never fails the command using it."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._off = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -73,11 +79,14 @@ class StatCache:
             except sqlite3.DatabaseError:
                 # A damaged cache is thrown away, never repaired: it holds nothing that
                 # cannot be recomputed.
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{self.path}{suffix}")
+                self._discard()
                 self._conn = self._open()
         return self._conn
+
+    def _discard(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.path}{suffix}")
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
@@ -93,15 +102,35 @@ class StatCache:
             conn.execute(f"PRAGMA user_version = {_VERSION}")
         return conn
 
+    def _use(self, work: Callable[[sqlite3.Connection], T], default: T, *, write: bool) -> T:
+        """Run ``work`` on the connection; on any SQLite or OS failure turn the cache off
+        for this process and answer ``default`` (for a read: nothing known)."""
+        if self._off:
+            return default
+        try:
+            conn = self._connect()
+            with self._lock:
+                if not write:
+                    return work(conn)
+                with conn:
+                    return work(conn)
+        except (sqlite3.Error, OSError):
+            self._off = True
+            with contextlib.suppress(sqlite3.Error):
+                self.close()
+            return default
+
     def lookup(self, prefix: str) -> dict[str, tuple[Stamp, Digest]]:
         """Entries for ``prefix`` itself and everything below it."""
-        conn = self._connect()
-        with self._lock:
-            rows = conn.execute(
+        rows: list[tuple[str, int, int, int, str]] = self._use(
+            lambda conn: conn.execute(
                 "SELECT path, ino, mtime_ns, size, digest FROM stat "
                 "WHERE path = ? OR (path >= ? AND path < ?)",
                 (prefix, prefix + "/", prefix + "0"),  # '0' sorts right after '/'
-            ).fetchall()
+            ).fetchall(),
+            [],
+            write=False,
+        )
         out: dict[str, tuple[Stamp, Digest]] = {}
         for path, ino, mtime_ns, size, digest in rows:
             with contextlib.suppress(Exception):
@@ -115,53 +144,65 @@ class StatCache:
             for path, s, d in entries
             if s.mtime_ns < cutoff
         ]
-        if not rows:
-            return
-        conn = self._connect()
-        with self._lock, conn:
-            conn.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)", rows)
+        if rows:
+            self._use(
+                lambda conn: conn.executemany(
+                    "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)", rows
+                ),
+                None,
+                write=True,
+            )
 
     # A folder whose files all kept their stamps still has the tree it had: one lookup
     # instead of one row per file (the folder's "nothing changed" fast path).
 
     def lookup_dir(self, path: str, fingerprint: str) -> Digest | None:
-        conn = self._connect()
-        with self._lock:
-            row = conn.execute(
+        row = self._use(
+            lambda conn: conn.execute(
                 "SELECT digest FROM dirs WHERE path = ? AND fingerprint = ?", (path, fingerprint)
-            ).fetchone()
+            ).fetchone(),
+            None,
+            write=False,
+        )
         return Digest(row[0]) if row is not None else None
 
     def record_dir(self, path: str, fingerprint: str, digest: Digest) -> None:
-        conn = self._connect()
-        with self._lock, conn:
-            conn.execute(
+        self._use(
+            lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO dirs VALUES (?, ?, ?)", (path, fingerprint, digest.hex)
-            )
+            ),
+            None,
+            write=True,
+        )
 
     # A completeness mark is only as good as the store directory it was checked against:
     # any blob added or removed (by tether or by hand) changes that directory's mtime.
 
     def is_complete(self, digest: Digest, blobs_mtime_ns: int) -> bool:
-        conn = self._connect()
-        with self._lock:
-            row = conn.execute(
+        row = self._use(
+            lambda conn: conn.execute(
                 "SELECT blobs_mtime_ns FROM complete WHERE digest = ?", (digest.hex,)
-            ).fetchone()
+            ).fetchone(),
+            None,
+            write=False,
+        )
         return row is not None and row[0] == blobs_mtime_ns
 
     def mark_complete(self, digest: Digest, blobs_mtime_ns: int) -> None:
-        conn = self._connect()
-        with self._lock, conn:
-            conn.execute(
+        self._use(
+            lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO complete VALUES (?, ?)", (digest.hex, blobs_mtime_ns)
-            )
+            ),
+            None,
+            write=True,
+        )
 
     def forget_complete(self) -> None:
         """Called whenever blobs leave the store (gc, fsck quarantine)."""
-        conn = self._connect()
-        with self._lock, conn:
-            conn.execute("DELETE FROM complete")
+        forgot = self._use(lambda conn: conn.execute("DELETE FROM complete"), None, write=True)
+        if forgot is None:
+            # Could not forget: a stale mark must not survive, so the cache goes.
+            self._discard()
 
     def close(self) -> None:
         if self._conn is not None:
