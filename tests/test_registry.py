@@ -558,6 +558,9 @@ def test_basic_auth_login_push_pull_logout(
 
     assert tether("push", "demo:v1", f"{host}/auth/demo:v1", "--plain-http").exit_code == 0
     assert tether("pull", f"{host}/auth/demo:v1", "--plain-http").exit_code == 0
+    # The credential lives with Docker's, never in the project (nor in its base64 form).
+    stored = b"".join(p.read_bytes() for p in project.dot.rglob("*") if p.is_file())
+    assert b"s3cret-pass" not in stored and auth.encode() not in stored
     assert tether("logout", host).exit_code == 0
     assert host not in json.loads(path.read_text())["auths"]
 

@@ -21,6 +21,7 @@ use), so digests of short passwords cannot be looked up in a table made elsewher
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -93,6 +94,13 @@ class Withholder:
             return cls(key)  # a read-only project: digests still compare within this run
         with os.fdopen(fd, "wb") as f:
             f.write(key)
+        # Projects made before the key existed do not ignore it at the top level.
+        ignore = dot / ".gitignore"
+        if not ignore.exists():
+            with contextlib.suppress(OSError):
+                ignore.write_text(
+                    f"# never commit: it keys the digests of withheld secrets\n{KEY_FILE}\n"
+                )
         return cls(key)
 
     def digest(self, name: str, value: str) -> str:

@@ -46,6 +46,8 @@ GITIGNORE_ENTRIES = (
     ".tether/cache/",
     ".tether/tmp/",
     ".tether/locks/",
+    ".tether/quarantine/",
+    ".tether/redaction.key",  # keys the digests of withheld secrets: never committed
 )
 
 

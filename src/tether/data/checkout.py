@@ -201,14 +201,17 @@ class _Placer:
                 if method == "copy":
                     self.ws.store.copy_out(digest, tmp, mode=0o755 if executable else 0o644)
                     os.chmod(tmp, 0o755 if executable else 0o644)  # whatever the umask
+                elif method == "reflink":
+                    _reflink(src, tmp)
                 else:
-                    if digest not in self._verified:
-                        self.ws.store.ensure_intact(digest)
-                        self._verified.add(digest)
-                    if method == "reflink":
-                        _reflink(src, tmp)
-                    else:
-                        os.link(src, tmp)
+                    os.link(src, tmp)
+                if method != "copy" and digest not in self._verified:
+                    # Linked, not yet in place: verify once before the rename.
+                    self.ws.store.ensure_intact(digest)
+                    self._verified.add(digest)
+            except ObjectCorrupted:
+                _unlink_quiet(tmp)
+                raise
             except OSError as exc:
                 _unlink_quiet(tmp)
                 if method != "copy" and exc.errno in (

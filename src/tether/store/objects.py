@@ -13,10 +13,11 @@ against the expected digest if one was given, made read-only and renamed into pl
 then the directory is fsynced. A name under ``blobs/`` therefore never lies, and two
 processes writing the same blob both succeed (same bytes, last rename wins).
 
-Bytes leave the store verified: ``copy_out`` hashes while it copies and ``open_verified``
-while the caller reads, so a blob that rotted is refused with its digest instead of
-being handed to a user's file. ``path`` and ``open`` are for code that verifies itself
-(layer readers) or only needs to know a blob exists.
+Bytes leave the store verified: ``copy_out`` hashes while it copies, and
+``ensure_intact`` re-hashes a blob before it is linked or shown, so a blob that rotted
+is refused with its digest instead of being handed to a user's file. ``path`` and
+``open`` are for code that verifies as it reads (layer readers, pushes to a remote
+that checks the digest) or only inspects a few bytes.
 
 Many small blobs go through a ``BlobBatch`` instead: their temp files are written
 without an fsync each, one ``syncfs`` makes them all durable, and only then are they
@@ -35,7 +36,7 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -155,44 +156,43 @@ class ContentStore:
             raise self._corrupt(digest)
 
     def copy_out(self, digest: Digest, dest: str | Path, *, mode: int = 0o644) -> int:
-        """Copy a blob to the new file ``dest``, hashing while copying; returns its size.
+        """Copy a blob to the new file ``dest``, verifying its bytes; returns its size.
 
         A blob whose bytes no longer match its name raises ObjectCorrupted and leaves no
         ``dest`` behind, so callers that copy to a temp name and rename it over the
-        user's file never replace that file with rotten bytes."""
+        user's file never replace that file with rotten bytes. The kernel copies
+        (``copy_file_range``) while this thread hashes the same bytes, so verifying
+        costs about the hash, not a second pass."""
         try:
-            src = open(self.path(digest), "rb", buffering=0)  # noqa: SIM115 - closed below
+            src = os.open(self.path(digest), os.O_RDONLY)
         except FileNotFoundError:
             raise self._missing(digest) from None
-        size = 0
-        h = hashlib.sha256()
         try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            size = os.fstat(src).st_size
+            out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             try:
-                buf = bytearray(CHUNK)
-                view = memoryview(buf)
-                while n := src.readinto(buf):
-                    chunk = view[:n]
-                    h.update(chunk)
-                    while chunk:
-                        chunk = chunk[os.write(fd, chunk) :]
-                    size += n
-                if h.hexdigest() != digest.hex:
-                    raise self._corrupt(digest)
+                if size < CHUNK:  # small: one read, hashed, then written (no thread)
+                    data = os.pread(src, size + 1, 0)
+                    if hashlib.sha256(data).hexdigest() != digest.hex:
+                        raise self._corrupt(digest)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                else:
+                    copier = _KernelCopy(src, out, size)
+                    actual = _hash_fd(src, size)
+                    copier.join()
+                    if actual != digest.hex:
+                        raise self._corrupt(digest)
             except BaseException:
-                os.close(fd)
+                os.close(out)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(dest)
                 raise
-            os.close(fd)
+            os.close(out)
         finally:
-            src.close()
+            os.close(src)
         return size
-
-    def open_verified(self, digest: Digest) -> VerifiedReader:
-        """A stream of the blob that raises ObjectCorrupted at its end unless every byte
-        read matched the name: for readers that show or parse big blobs as they go."""
-        return VerifiedReader(self.open(digest), digest, self._corrupt)
 
     def quarantine(self, digest: Digest, folder: Path) -> bool:
         """Move a blob that fails verification out of every reader's way (into ``folder``,
@@ -274,40 +274,50 @@ class ContentStore:
         )
 
 
-class VerifiedReader:
-    """A read-only blob stream that hashes what passes through; reaching the end with
-    bytes that do not match the digest raises instead of returning b''."""
+def _hash_fd(fd: int, size: int) -> str:
+    """sha256 of the first ``size`` bytes of ``fd`` (read by offset, so a concurrent
+    copy of the same descriptor is not disturbed), plus anything beyond: a blob that
+    grew is as wrong as one that changed."""
+    h = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest()
 
-    def __init__(
-        self, raw: BinaryIO, digest: Digest, corrupt: Callable[[Digest], ObjectCorrupted]
-    ) -> None:
-        self._raw = raw
-        self._digest = digest
-        self._corrupt = corrupt
-        self._hash = hashlib.sha256()
-        self._done = False
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self._hash.update(data)
-        if not data or n < 0:
-            self._check()
-        return data
+class _KernelCopy:
+    """Copies ``size`` bytes from one descriptor to another in a thread, by offset,
+    with copy_file_range (no bytes pass through Python; a reflink where supported),
+    falling back to pread/write where the kernel refuses."""
 
-    def _check(self) -> None:
-        if not self._done:
-            self._done = True
-            if self._hash.hexdigest() != self._digest.hex:
-                raise self._corrupt(self._digest)
+    def __init__(self, src: int, dst: int, size: int) -> None:
+        self._src, self._dst, self._size = src, dst, size
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="blob-copy", daemon=True)
+        self._thread.start()
 
-    def close(self) -> None:
-        self._raw.close()
+    def _run(self) -> None:
+        try:
+            done = 0
+            try:
+                while done < self._size:
+                    n = os.copy_file_range(self._src, self._dst, self._size - done, done, done)
+                    if n == 0:
+                        break
+                    done += n
+            except OSError:
+                pass  # another filesystem or an old kernel: copy the rest by hand
+            while chunk := os.pread(self._src, CHUNK, done):
+                os.pwrite(self._dst, chunk, done)
+                done += len(chunk)
+        except BaseException as exc:  # surfaced by join()
+            self._error = exc
 
-    def __enter__(self) -> VerifiedReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class BlobBatch:
