@@ -335,7 +335,12 @@ def test_damaged_archives_and_kitfiles_give_errors_not_tracebacks(
     make_kit(project, "short:v1", [(CODE_TAR, short, {mt.ANN_FILEPATH: "."})])
     gz = gzip.compress(full)[:-20]  # a gzip stream cut off before its end
     make_kit(project, "cut:v1", [(CODE_TGZ, gz, {mt.ANN_FILEPATH: "."})])
-    for ref in ("short:v1", "cut:v1"):
+    import zstandard
+
+    frame = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(full))
+    frame[len(frame) // 2] ^= 0xFF  # a broken frame, packed (and hashed) that way
+    make_kit(project, "zst:v1", [(CODE_TAR + "+zstd", bytes(frame), {mt.ANN_FILEPATH: "."})])
+    for ref in ("short:v1", "cut:v1", "zst:v1"):
         for args in (["unpack", ref, "-d", str(tmp_path / ref)], ["rollback", ref]):
             res = tether(*args)
             assert res.exit_code == 1 and "damaged" in res.output, res.output

@@ -170,6 +170,7 @@ def iter_members(
     """Yield a layer's entries in order; verification errors surface by the end."""
     reader = VerifyingReader(raw, desc)
     stream: Any = reader
+    errors = _STREAM_ERRORS
     if ltype.compression == "gzip":
         import gzip
 
@@ -178,6 +179,7 @@ def iter_members(
         import zstandard
 
         stream = zstandard.ZstdDecompressor().stream_reader(reader)  # type: ignore[arg-type]
+        errors = (*errors, zstandard.ZstdError)
     compressed = ltype.compression != "none"
     if ltype.format == "raw":
         if raw_path is None:
@@ -185,7 +187,7 @@ def iter_members(
                 "raw layer without a file path",
                 hint="the layer lacks an org.cncf.model.filepath annotation",
             )
-        bounded: Any = _Bounded(_Guarded(stream, reader, desc), limits, desc, compressed)
+        bounded: Any = _Bounded(_Guarded(stream, reader, desc, errors), limits, desc, compressed)
         yield Member(safe_name(raw_path), False, -1, 0o644, bounded)
         reader.finish()
         return
@@ -193,7 +195,7 @@ def iter_members(
     total = 0
     try:
         tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 (a generator owns it)
-    except _STREAM_ERRORS as exc:
+    except errors as exc:
         reader.finish()  # a corrupt blob says so before "not a tar" does
         raise UnsafeArchive(
             f"layer {desc.digest.short} is not a tar archive ({exc})",
@@ -241,9 +243,9 @@ def iter_members(
             total += info.size
             limits.check(desc, compressed, len(seen), total)
             mode = 0o755 if is_dir or info.mode & 0o111 else 0o644
-            stream_ = None if is_dir else _Guarded(tf.extractfile(info), reader, desc)
+            stream_ = None if is_dir else _Guarded(tf.extractfile(info), reader, desc, errors)
             yield Member(rel, is_dir, info.size, mode, stream_)
-    except _STREAM_ERRORS as exc:
+    except errors as exc:
         raise _damaged(reader, desc, exc) from None
     reader.finish()
 
@@ -255,7 +257,7 @@ def _damaged(reader: VerifyingReader, desc: Descriptor, exc: BaseException) -> T
         reader.finish()
     except ObjectCorrupted as corrupt:
         return corrupt
-    except _STREAM_ERRORS:
+    except Exception:  # the stream is broken either way; say what is known
         pass
     return UnsafeArchive(
         f"layer {desc.digest.short} is a damaged archive ({str(exc) or type(exc).__name__})",
@@ -267,15 +269,22 @@ class _Guarded:
     """A member's stream whose low-level failures (a truncated tar, a broken gzip or zstd
     frame) surface as tether errors, not tracebacks from below."""
 
-    def __init__(self, stream: Any, reader: VerifyingReader, desc: Descriptor) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        reader: VerifyingReader,
+        desc: Descriptor,
+        errors: tuple[type[BaseException], ...],
+    ) -> None:
         self.stream = stream
         self.reader = reader
         self.desc = desc
+        self.errors = errors
 
     def read(self, n: int = -1) -> bytes:
         try:
             data: bytes = self.stream.read(n)
-        except _STREAM_ERRORS as exc:
+        except self.errors as exc:
             raise _damaged(self.reader, self.desc, exc) from None
         return data
 
