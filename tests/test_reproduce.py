@@ -583,7 +583,7 @@ def test_doctor_on_a_clean_seeded_project_is_quiet(tmp_path: Path) -> None:
         root,
         {
             "requirements.txt": "numpy==2.2.6 --hash=sha256:abc\n",
-            "go.py": "import tether\ntether.seed_everything(3)\n",
+            "go.py": "import tether\ntether.seed_everything(3)\nopen('out.txt', 'w').write('3')\n",
         },
     )
     commit(root)

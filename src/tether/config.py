@@ -36,6 +36,12 @@ max_files = 2000000
 # Refuse a compressed layer that expands more than this many times its size (past 16 MiB).
 max_ratio = 200
 
+[run]
+# Set SOURCE_DATE_EPOCH to the run's start (when it is not set already), so writers that
+# honour it (matplotlib's PDF/PS/SVG, archivers, build tools) embed the same date when
+# the run is reproduced; 'tether reproduce' gives the reproduction the recorded value.
+source_date_epoch = true
+
 [locks]
 # Seconds to wait for another tether process before giving up.
 timeout = 600
@@ -72,6 +78,7 @@ class Settings:
     unpack_max_files: int = 2_000_000
     unpack_max_ratio: int = 200
     locks_timeout: float = 600.0
+    run_source_date_epoch: int = 1
     checkout_link: str = "reflink,copy"
     data_remote: str = ""
     registry_plain_http: str = ""
@@ -102,6 +109,7 @@ _ENV = {
     "TETHER_UNPACK_MAX_FILES": "unpack_max_files",
     "TETHER_UNPACK_MAX_RATIO": "unpack_max_ratio",
     "TETHER_LOCK_TIMEOUT": "locks_timeout",
+    "TETHER_RUN_SOURCE_DATE_EPOCH": "run_source_date_epoch",
     "TETHER_CHECKOUT_LINK": "checkout_link",
     "TETHER_DATA_REMOTE": "data_remote",
     "TETHER_REGISTRY_PLAIN_HTTP": "registry_plain_http",

@@ -94,7 +94,7 @@ def _show_result(result: Reproduction) -> None:
             )
     for message in result.warnings:
         warn(message)
-    colour = "green" if v.reproduced else "red"
+    colour = "green" if v.reproduced else "yellow" if v.verdict == "UNVERIFIED" else "red"
     click.echo("")
     secho(f"{v.verdict}: {v.reason}", fg=colour, bold=True)
     label = result.plan.run.name or result.plan.run.id[:12]
@@ -162,8 +162,10 @@ def reproduce(
     The reproduction is recorded as a new run linked to RUN.
 
     \b
-    Verdicts: REPRODUCED (bit-identical), WITHIN TOLERANCE, DIVERGED, FAILED.
-    Exit status: 0 when reproduced or within tolerance, 3 when not, 1 or 2 on errors.
+    Verdicts: REPRODUCED (bit-identical), WITHIN TOLERANCE, DIVERGED, UNVERIFIED (the
+    run recorded no output or metric: no evidence), FAILED.
+    Exit status: 0 when reproduced or within tolerance, 3 when not (UNVERIFIED
+    included), 1 or 2 on errors.
     """
     from tether.repro.reproduce import Options, prepare
     from tether.repro.reproduce import reproduce as run_reproduction

@@ -271,10 +271,15 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
                 for m in r.metrics.values()
             ],
         )
-    for role in ("input", "output", "artifact"):
+    for role, heading in (
+        ("input", "inputs"),
+        ("output", "outputs"),
+        ("artifact", "artifacts"),
+        ("side-effect", "side effects (written outside the project; not verified)"),
+    ):
         files = r.files_with_role(role)
         if files:
-            click.echo(f"{role}s")
+            click.echo(heading)
             table(
                 ["  path", "digest", "size", "how"],
                 [

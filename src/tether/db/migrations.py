@@ -255,6 +255,32 @@ def _0006_models(conn: Connection) -> None:
     )
 
 
+def _0007_side_effects(conn: Connection) -> None:
+    # A run's writes outside its project that nobody declared (library caches, font
+    # caches, temp files) are side effects: recorded and shown, not results to verify.
+    # SQLite cannot change a CHECK constraint in place, so the table is rebuilt.
+    _script(
+        conn,
+        """
+        CREATE TABLE run_files_new (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('input', 'output', 'artifact', 'side-effect')),
+            path TEXT NOT NULL,
+            digest TEXT,
+            size INTEGER,
+            source TEXT NOT NULL,
+            stored INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, role, path)
+        ) WITHOUT ROWID;
+        INSERT INTO run_files_new SELECT run_id, role, path, digest, size, source, stored
+            FROM run_files;
+        DROP TABLE run_files;
+        ALTER TABLE run_files_new RENAME TO run_files;
+        CREATE INDEX run_files_by_digest ON run_files (digest)
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
@@ -262,6 +288,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0004_run_links", _0004_run_links),
     Migration("0005_registry_blobs", _0005_registry_blobs),
     Migration("0006_models", _0006_models),
+    Migration("0007_side_effects", _0007_side_effects),
 )
 
 

@@ -3,13 +3,16 @@ with its fix.
 
 Project: no lock file or unpinned requirements, not in git, a dirty tree, untracked
 source files, tracked data that differs from its pointer, pointers git does not track.
-Run: inputs nothing can restore (not versioned, absolute paths, URLs), no seed, a random
-``PYTHONHASHSEED``, torch without deterministic algorithms, pickle-format outputs,
-source files too big to snapshot, no recorded environment.
+Run: inputs nothing can restore (not versioned, absolute paths outside library caches,
+URLs), no seeding call seen by the hook (whatever ``--seed`` says), nothing verifiable (no
+output, no metric), a random ``PYTHONHASHSEED``, torch without deterministic
+algorithms, pickle-format outputs, source files too big to snapshot, no recorded
+environment.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +24,10 @@ from tether.runs.code import git_text, is_source
 from tether.runs.record import Run, load_environment
 from tether.workspace import Workspace
 
+# Frameworks whose generators results depend on when nothing seeds them.
+RANDOM_FRAMEWORKS = frozenset(
+    {"numpy", "sklearn", "torch", "tensorflow", "keras", "jax", "xgboost", "lightgbm", "catboost"}
+)
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".sav", ".dill")
 _PINNED = re.compile(r"^[A-Za-z0-9._\[\],-]+\s*===?\s*[^\s;*]+(\s*;.*)?$")
 
@@ -161,7 +168,8 @@ def check_run(ws: Workspace, run: Run) -> list[Finding]:
         if f.role != "input" or not f.digest:
             continue
         if Path(f.path).is_absolute():
-            absolute.append(f.path)
+            if not is_library_noise(f.path):
+                absolute.append(f.path)
         elif not ws.store.has(Digest.parse(f.digest)) and f.path not in tracked:
             unversioned.append(f.path)
     if unversioned:
@@ -186,11 +194,25 @@ def check_run(ws: Workspace, run: Run) -> list[Finding]:
             "download once, 'tether add' the file and read it from disk",
         )
     seeded = bool(run.capture.get("seeding") or run.capture.get("seed_everything"))
-    if run.seed is None and not seeded:
+    watched = bool((run.capture.get("audit") or {}).get("active"))
+    random_users = sorted(set(run.capture.get("imports") or ()) & RANDOM_FRAMEWORKS)
+    if not seeded and (watched or run.seed is None):
+        # Judged from what the script did: --seed sets only PYTHONHASHSEED and
+        # TETHER_SEED, which no numpy, scikit-learn or torch generator reads.
+        given = f" (--seed {run.seed} was given, but no generator reads it)" if run.seed else ""
+        users = f"; it used {', '.join(random_users)}" if random_users else ""
         add(
             "no-seed",
-            "no seed: the run had no --seed and the script called no seeding function",
-            "call tether.seed_everything(N) in the script, or use tether run --seed N",
+            f"the script called no seeding function{given}{users}",
+            "call tether.seed_everything(N) (or numpy/torch/random seeding, or pass "
+            "random_state=N) in the script",
+        )
+    if not any(f.role in ("output", "artifact") for f in run.files) and not run.metrics:
+        add(
+            "nothing-verifiable",
+            "the run recorded no output and no metric: a reproduction of it can only be UNVERIFIED",
+            "declare outputs with 'tether run -o PATH', or log metrics with "
+            "tether.start_run().log_metric(...)",
         )
     env = load_environment(ws.db, run.env_digest)
     if env is None:
@@ -233,6 +255,22 @@ def check_run(ws: Workspace, run: Run) -> list[Finding]:
             "commit them to git",
         )
     return found
+
+
+def is_library_noise(path: str) -> bool:
+    """Files libraries read for themselves (caches, configuration, system data): not
+    data the run depends on. Temp folders are not in the list: data read from there is
+    real input that nothing restores."""
+    home = os.path.expanduser("~")
+    prefixes = [
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"),
+        os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"),
+        os.path.join(home, ".local", "share"),
+        "/etc",
+        "/usr/share",
+        "/usr/lib",
+    ]
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 def _git_tracked(ws: Workspace) -> set[str]:

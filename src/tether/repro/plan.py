@@ -336,7 +336,10 @@ def _check_recreate(
 
 def reproduction_env(plan: Plan, current: Mapping[str, str]) -> dict[str, str | None]:
     """Variable changes for the command: the recorded result-changing variables set,
-    the ones the run did not have unset."""
+    the ones the run did not have unset, and the run's ``SOURCE_DATE_EPOCH``."""
     changes: dict[str, str | None] = {k: None for k in relevant_env_vars(current)}
     changes.update(plan.env_vars)
+    epoch = plan.run.capture.get("source_date_epoch")
+    if epoch is not None:
+        changes["SOURCE_DATE_EPOCH"] = str(epoch)  # the dates the run embedded
     return changes

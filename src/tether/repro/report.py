@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from tether.repro.reproduce import Reproduction
-from tether.repro.verify import FAILED
+from tether.repro.verify import FAILED, UNVERIFIED
 
 
 def junit_xml(result: Reproduction) -> bytes:
@@ -24,6 +24,8 @@ def junit_xml(result: Reproduction) -> bytes:
         cases.append(("run", "run", v.reason))
     else:
         cases.append(("run", "run", None))
+    if v.verdict == UNVERIFIED:
+        cases.append(("evidence", "run", v.reason))
     for o in v.outputs:
         failure = None
         if o.status == "missing":

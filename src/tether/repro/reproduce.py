@@ -171,6 +171,7 @@ def reproduce(
             tolerances=options.tolerances,
             exact=options.exact,
             series=options.series,
+            store=ws.store,
         )
         detail = {
             "verdict": verification.verdict,

@@ -8,6 +8,8 @@ Verdicts, best first:
   but something is not bit-identical (never with ``exact``);
 - ``DIVERGED``: an output is missing, or a metric is missing or out of tolerance, or
   outputs differ with no metric to judge them by;
+- ``UNVERIFIED``: the run recorded nothing to compare (no output, no metric), so there is
+  no evidence either way; never counted as reproduced;
 - ``FAILED``: the reproduction did not finish as the original did.
 """
 
@@ -22,12 +24,19 @@ from typing import Any
 from tether.db.connection import Database
 from tether.errors import UsageError
 from tether.runs.record import Run, metric_series
+from tether.store.objects import ContentStore
 
 REPRODUCED = "REPRODUCED"
 WITHIN_TOLERANCE = "WITHIN TOLERANCE"
 DIVERGED = "DIVERGED"
+UNVERIFIED = "UNVERIFIED"
 FAILED = "FAILED"
-VERDICTS = (REPRODUCED, WITHIN_TOLERANCE, DIVERGED, FAILED)
+VERDICTS = (REPRODUCED, WITHIN_TOLERANCE, DIVERGED, UNVERIFIED, FAILED)
+NOTHING_TO_COMPARE = (
+    "nothing to compare: the run recorded no output and no metric, so the reproduction "
+    "proves nothing; declare outputs with 'tether run -o PATH' or log metrics with "
+    "tether.start_run().log_metric(...), then run and reproduce again"
+)
 _COMPARED_ROLES = ("output", "artifact")
 
 
@@ -89,7 +98,8 @@ class OutputCheck:
     path: str
     expected: str | None
     actual: str | None
-    status: str  # identical | differs | missing | new
+    status: str  # identical | same-content | differs | missing | new
+    note: str = ""  # same-content: which format's embedded metadata differed
 
 
 @dataclass(frozen=True)
@@ -150,8 +160,9 @@ def verify(
     tolerances: Sequence[Tolerance] = (),
     exact: bool = False,
     series: bool = False,
+    store: ContentStore | None = None,
 ) -> Verification:
-    outputs = compare_outputs(original, reproduction)
+    outputs = compare_outputs(original, reproduction, store)
     metrics = (
         _series(db, original, reproduction, tolerances)
         if series
@@ -170,6 +181,10 @@ def verify(
     missing = [o.path for o in outputs if o.status == "missing"]
     bad = [m.key for m in metrics if m.status in ("outside", "missing")]
     differs = [o.path for o in outputs if o.status == "differs"]
+    stamped = [o.path for o in outputs if o.status == "same-content"]
+    if exact:
+        differs += stamped  # --exact means bit for bit
+        stamped = []
     within = [m.key for m in metrics if m.status == "within"]
     if missing:
         return Verification(
@@ -179,14 +194,21 @@ def verify(
         return Verification(
             DIVERGED, f"metric(s) out of tolerance or missing: {', '.join(bad)}", outputs, metrics
         )
+    evidence = any(o.status != "new" for o in outputs) or any(m.status != "new" for m in metrics)
+    if not evidence:
+        return Verification(UNVERIFIED, NOTHING_TO_COMPARE, outputs, metrics)
     if not differs and not within:
         what = []
-        if outputs:
-            what.append(f"{len(outputs)} output(s) bit-identical")
+        identical = len(outputs) - len(stamped)
+        if identical:
+            what.append(f"{identical} output(s) bit-identical")
+        if stamped:
+            what.append(
+                f"{len(stamped)} identical apart from embedded timestamps ({', '.join(stamped)})"
+            )
         if metrics:
             what.append(f"{len(metrics)} metric(s) equal")
-        reason = " and ".join(what) or "nothing to compare: the run recorded no outputs or metrics"
-        return Verification(REPRODUCED, reason, outputs, metrics)
+        return Verification(REPRODUCED, " and ".join(what), outputs, metrics)
     if exact:
         return Verification(
             DIVERGED,
@@ -213,19 +235,43 @@ def verify(
     )
 
 
-def compare_outputs(original: Run, reproduction: Run) -> tuple[OutputCheck, ...]:
+def compare_outputs(
+    original: Run, reproduction: Run, store: ContentStore | None = None
+) -> tuple[OutputCheck, ...]:
+    """Outputs by digest; with the store, outputs that differ are compared again with
+    their formats' embedded timestamps left out (``normalize.py``)."""
     want = {f.path: f.digest for f in original.files if f.role in _COMPARED_ROLES}
     got = {f.path: f.digest for f in reproduction.files if f.role in _COMPARED_ROLES}
     checks = []
     for path in sorted(set(want) | set(got)):
+        note = ""
         if path not in got:
             status = "missing"
         elif path not in want:
             status = "new"
+        elif want[path] == got[path]:
+            status = "identical"
         else:
-            status = "identical" if want[path] == got[path] else "differs"
-        checks.append(OutputCheck(path, want.get(path), got.get(path), status))
+            status = "differs"
+            same = _same_content(store, want[path], got[path])
+            if same is not None:
+                status, note = "same-content", f"{same} metadata (timestamps) differ"
+        checks.append(OutputCheck(path, want.get(path), got.get(path), status, note))
     return tuple(checks)
+
+
+def _same_content(store: ContentStore | None, a: str | None, b: str | None) -> str | None:
+    """The format name when two stored outputs differ only in embedded metadata."""
+    from tether.hashing import Digest
+    from tether.repro.normalize import content_digest
+
+    if store is None or not a or not b:
+        return None
+    da, db = Digest.parse(a), Digest.parse(b)
+    if not (store.has(da) and store.has(db)):
+        return None
+    ca, cb = content_digest(store.path(da)), content_digest(store.path(db))
+    return ca[0] if ca is not None and ca == cb else None
 
 
 def _judge(key: str, expected: float, actual: float, tol: Tolerance | None) -> str:

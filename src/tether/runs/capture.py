@@ -5,11 +5,22 @@ Rules: a file the run wrote (or renamed into place) is an output; a file it only
 an input. Outputs inside the project are stored as blobs; everything gets a digest.
 Paths inside the project are recorded relative to its root, others absolute. Files
 that vanished before the run ended (temp files) are left out.
+
+Writes the audit hook cannot see (C++ writers such as ``torch.save`` to a file object,
+HDF5, native libraries) are found by one walk of the project after the run: a file whose
+change time is after the run started is an output (source ``scan``). Writes outside the
+project that nobody declared (library and font caches, temp files) are *side effects*:
+recorded and shown, not results to verify. Interpreter caches (``__pycache__``, ``.pyc``)
+are never either. Model savers the hook wraps (``torch.save``, ``torch.jit.save``,
+``h5py.File`` for writing, ``tf.saved_model.save``) name their target: an output
+wherever it is (source ``hook``).
 """
 
 from __future__ import annotations
 
 import os
+import stat as statmod
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +48,7 @@ class AuditLog:
     seeds: list[tuple[str, str]] = field(default_factory=list)
     urls: dict[str, None] = field(default_factory=dict)
     imports: dict[str, None] = field(default_factory=dict)
+    saves: dict[str, None] = field(default_factory=dict)  # model savers' targets
 
     @property
     def active(self) -> bool:
@@ -70,7 +82,55 @@ def parse_audit_log(path: Path) -> AuditLog:
             log.urls[fields[1]] = None
         elif kind == "I" and len(fields) == 2:
             log.imports[fields[1]] = None
+        elif kind == "O" and len(fields) == 2:
+            log.saves[fields[1]] = None
     return log
+
+
+# Folders a scan never enters: version control, tether's own, environments, caches.
+SCAN_PRUNE = frozenset(
+    {
+        ".git", ".hg", ".svn", ".tether", "__pycache__", "node_modules", ".venv", "venv",
+        ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints",
+    }
+)  # fmt: skip
+_INTERPRETER_CACHE = (".pyc", ".pyo")
+
+
+def is_interpreter_cache(path: str) -> bool:
+    """Bytecode the import system writes on first import: never a result."""
+    return path.endswith(_INTERPRETER_CACHE) or f"{os.sep}__pycache__{os.sep}" in path
+
+
+def scan_start() -> int:
+    """The time to compare change times with: the kernel stamps files from its coarse
+    clock, so the coarse clock read before the run starts is never later than a stamp
+    the run causes."""
+    clock = getattr(time, "CLOCK_REALTIME_COARSE", time.CLOCK_REALTIME)
+    return time.clock_gettime_ns(clock)
+
+
+def changed_since(root: Path, since_ns: int) -> list[Path]:
+    """Regular files under ``root`` created or changed at or after ``since_ns``; one walk,
+    stat only (no hashing)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if d not in SCAN_PRUNE and not os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg"))
+        ]
+        for name in filenames:
+            if name.endswith(_INTERPRETER_CACHE):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if statmod.S_ISREG(st.st_mode) and max(st.st_mtime_ns, st.st_ctime_ns) >= since_ns:
+                found.append(Path(path))
+    return found
 
 
 def relative_to_project(path: str | Path, project_root: Path) -> str:
@@ -124,6 +184,7 @@ class FileSets:
 
     inputs: list[tuple[Path, str]]
     outputs: list[tuple[Path, str]]
+    side_effects: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def classify(
@@ -132,25 +193,44 @@ def classify(
     declared_outputs: Iterable[Path] = (),
     declared_inputs: Iterable[tuple[Path, str]] = (),
     exclude: Iterable[Path] = (),
+    project_root: Path | None = None,
+    scanned: Iterable[Path] = (),
 ) -> FileSets:
     excluded = tuple(str(p) + os.sep for p in exclude)
+    inside = str(project_root) + os.sep if project_root is not None else None
 
     def keep(p: Path) -> bool:
         s = str(p)
-        return not s.startswith(excluded) and p.is_file() and not p.is_symlink()
+        return (
+            not s.startswith(excluded)
+            and not is_interpreter_cache(s)
+            and p.is_file()
+            and not p.is_symlink()
+        )
 
     outputs: dict[Path, str] = {}
+    side_effects: dict[Path, str] = {}
     for raw in declared_outputs:
         for p in expand(Path(os.path.abspath(raw))):
             outputs.setdefault(p, "declared")
+    for saved in audit.saves:
+        for p in expand(Path(saved)):
+            if keep(p):
+                outputs.setdefault(p, "hook")
     for written in audit.writes:
         p = Path(written)
+        if keep(p) and p not in outputs:
+            if inside is None or str(p).startswith(inside):
+                outputs[p] = "audit"
+            else:
+                side_effects.setdefault(p, "audit")
+    for p in scanned:
         if keep(p):
-            outputs.setdefault(p, "audit")
+            outputs.setdefault(p, "scan")
     inputs: dict[Path, str] = {}
     for read in audit.reads:
         p = Path(read)
-        if p not in outputs and keep(p):
+        if p not in outputs and p not in side_effects and keep(p):
             inputs.setdefault(p, "audit")
     for raw, source in declared_inputs:
         for p in expand(Path(os.path.abspath(raw))):
@@ -159,6 +239,7 @@ def classify(
     return FileSets(
         inputs=sorted(inputs.items()),
         outputs=sorted(outputs.items()),
+        side_effects=sorted(side_effects.items()),
     )
 
 
@@ -200,4 +281,9 @@ def record_files(
                 records.append(RunFile("output", str(p), str(found), size, source, False))
         except OSError:
             continue  # vanished while we looked
+    effects = hash_many([p for p, _ in sets.side_effects])
+    for p, source in sets.side_effects:
+        if p in effects:
+            digest, size = effects[p]
+            records.append(RunFile("side-effect", str(p), digest, size, source, False))
     return records

@@ -35,10 +35,12 @@ from tether.runs import record
 from tether.runs.capture import (
     HOOK_DIR,
     AuditLog,
+    changed_since,
     classify,
     parse_audit_log,
     record_files,
     relative_to_project,
+    scan_start,
 )
 from tether.runs.code import capture_code, strip_credentials
 from tether.workspace import Workspace
@@ -140,9 +142,17 @@ def run_command(
             record.set_tags(ws.db, run_id, tags)
         work.mkdir(parents=True)
         child_env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out), base=env)
+        if ws.settings.run_source_date_epoch and "SOURCE_DATE_EPOCH" not in child_env:
+            child_env["SOURCE_DATE_EPOCH"] = str(int(started))
+        if "SOURCE_DATE_EPOCH" in child_env:
+            # What reproduce gives the reproduction, so embedded dates come out the same.
+            record.merge_capture(
+                ws.db, run_id, {"source_date_epoch": child_env["SOURCE_DATE_EPOCH"]}
+            )
         # Work that does not depend on the command's outcome overlaps with it.
         pool = ThreadPoolExecutor(max_workers=2)
         prefetch = _Prefetch(ws, argv, child_env, run_cwd, pool)
+        scan_since = scan_start()
         try:
             returncode, received = _supervise(
                 argv, child_env, run_cwd, work / "output.log", out, err
@@ -157,7 +167,7 @@ def run_command(
     status, exit_code, reason = _verdict(returncode, received)
     try:
         result = _record_after(
-            ws, run_id, argv, run_cwd, work, outputs, store_inputs, on_info, prefetch
+            ws, run_id, argv, run_cwd, work, outputs, store_inputs, on_info, prefetch, scan_since
         )
     except BaseException as exc:
         record.finish_run(
@@ -440,6 +450,7 @@ def _record_after(
     store_inputs: bool,
     on_info: Callable[[str], None] | None,
     prefetch: _Prefetch,
+    scan_since: int,
 ) -> tuple[list[record.RunFile], str | None, AuditLog, list[str]]:
     from tether.envcapture.environment import EnvironmentCaptureError
 
@@ -452,6 +463,8 @@ def _record_after(
         declared_outputs=[cwd / o for o in outputs],
         declared_inputs=declared_inputs,
         exclude=[ws.dot, ws.root / ".tether"],
+        project_root=ws.root,
+        scanned=changed_since(ws.root, scan_since),
     )
     files = record_files(ws.store, ws.root, sets, store_inputs=store_inputs, on_progress=on_info)
     record.add_files(ws.db, run_id, files)

@@ -122,11 +122,11 @@ def value_text(value: object) -> tuple[str, float | None]:
 
 @dataclass(frozen=True)
 class RunFile:
-    role: str  # input | output | artifact
+    role: str  # input | output | artifact | side-effect
     path: str  # relative to the project root when inside it, else absolute
     digest: str | None  # None: gone before it could be hashed
     size: int | None
-    source: str  # audit | declared | kitfile | api
+    source: str  # audit | hook | scan | declared | kitfile | api
     stored: bool = False
 
 

@@ -8,6 +8,9 @@ It records, without touching the user's script:
   ``numpy.random.default_rng`` with a seed, ``torch.manual_seed``), wrapped right after
   their module is first imported. Classes are left alone: a subclass would break
   ``isinstance`` checks such as scikit-learn's on ``RandomState``;
+- where model savers that write below Python put their files (``torch.save``,
+  ``torch.jit.save``, ``h5py.File`` opened for writing, ``tf.saved_model.save``), wrapped
+  the same way;
 - which numerical frameworks it imports (the ``import`` event, top-level names only);
 - which URLs it requests through urllib (the ``urllib.Request`` event): data from the
   network is an input nothing versions;
@@ -119,10 +122,46 @@ def _install():
 
 def _watch_seeding(emit, ignore_prefixes):
     """Wrap seeding functions as their modules finish importing. Only calls made from
-    the user's code count: libraries seed private generators at import time."""
+    the user's code count: libraries seed private generators at import time. Model
+    savers that write below Python (torch, h5py, TensorFlow) are wrapped the same way
+    to name the path they were given."""
     import functools
 
     seen = set()
+
+    def saving(func, position, keyword):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            target = args[position] if len(args) > position else kwargs.get(keyword)
+            result = func(*args, **kwargs)
+            try:
+                if isinstance(target, (str, bytes)) or hasattr(target, "__fspath__"):
+                    path = os.fspath(target)
+                    if isinstance(path, bytes):
+                        path = os.fsdecode(path)
+                    emit("O", os.path.abspath(path))
+            except Exception:
+                pass
+            return result
+
+        return wrapper
+
+    def patch_h5py(mod):
+        init = mod.File.__init__
+
+        @functools.wraps(init)
+        def file_init(self, name, mode="r", *args, **kwargs):
+            init(self, name, mode, *args, **kwargs)
+            try:
+                if mode in ("w", "w-", "x", "a", "r+") and isinstance(name, (str, os.PathLike)):
+                    emit("O", os.path.abspath(os.fspath(name)))
+            except Exception:
+                pass
+
+        mod.File.__init__ = file_init  # the class stays: isinstance checks keep working
+
+    def patch_tensorflow(mod):
+        mod.saved_model.save = saving(mod.saved_model.save, 1, "export_dir")
 
     def noted(name, func, always=False):
         @functools.wraps(func)
@@ -151,8 +190,17 @@ def _watch_seeding(emit, ignore_prefixes):
 
     def patch_torch(mod):
         mod.manual_seed = noted("torch.manual_seed", mod.manual_seed, always=True)
+        mod.save = saving(mod.save, 1, "f")
+        with contextlib.suppress(Exception):
+            mod.jit.save = saving(mod.jit.save, 1, "f")
 
-    targets = {"random": patch_random, "numpy.random": patch_numpy_random, "torch": patch_torch}
+    targets = {
+        "random": patch_random,
+        "numpy.random": patch_numpy_random,
+        "torch": patch_torch,
+        "h5py": patch_h5py,
+        "tensorflow": patch_tensorflow,
+    }
 
     class Loader:
         def __init__(self, loader, patch):
