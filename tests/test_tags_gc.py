@@ -119,7 +119,7 @@ def test_init_is_idempotent_and_migrations_recorded(project: Workspace, tmp_path
     assert (project.root / "Kitfile").read_text() == kitfile_before
     assert (project.root / ".gitignore").read_text() == gitignore_before
     names = [r["name"] for r in project.db.query("SELECT name FROM _tether_migrations")]
-    assert names[-1] == "0006_models" and len(names) == 6
+    assert names[-1] == "0007_side_effects" and len(names) == 7
     assert project.db.query("PRAGMA journal_mode")[0][0] == "wal"
 
 

@@ -12,8 +12,6 @@ random ``PYTHONHASHSEED``, GPU kernels, unpinned threads) are named instead.
 from __future__ import annotations
 
 import re
-import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +27,7 @@ from tether.workspace import Workspace
 # How likely a kind of difference is to change results (higher first).
 WEIGHTS = {
     "output-format": 98,
+    "unseeded": 95,
     "data": 100,
     "code": 90,
     "command": 88,
@@ -100,7 +99,7 @@ class Explanation:
 
 
 def explain(ws: Workspace, a: Run, b: Run) -> Explanation:
-    outputs = tuple(o for o in compare_outputs(a, b) if o.status != "identical")
+    outputs = tuple(o for o in compare_outputs(a, b, ws.store) if o.status != "identical")
     metrics = tuple(m for m in compare_metrics(a, b, ()) if m.status != "equal")
     causes: list[Cause] = []
     causes += _output_format(ws.store, outputs)
@@ -117,9 +116,13 @@ def explain(ws: Workspace, a: Run, b: Run) -> Explanation:
     format_only = {p for c in causes if c.category == "output-format" for p in c.paths}
     unexplained = bool(metrics) or any(o.path not in format_only for o in outputs)
     nondeterminism = unexplained and not upstream
-    hazards = _randomness(a, b, env_a, env_b)
-    if hazards and (nondeterminism or _unseeded(a) or _unseeded(b)):
-        causes += hazards
+    if unexplained:
+        # Randomness is a cause only when results really differ (not for identical
+        # outputs, nor for outputs that differ only in embedded timestamps).
+        causes += _unseeded_generators(a, b, only_named=not nondeterminism)
+        hazards = _randomness(a, b, env_a, env_b)
+        if nondeterminism:
+            causes += hazards or [_unrecorded()]
     causes.sort(key=lambda c: -c.weight)
     return Explanation(a, b, outputs, metrics, tuple(causes), nondeterminism)
 
@@ -265,11 +268,19 @@ def _code(ws: Workspace, a: Run, b: Run) -> list[Cause]:
                 details.append(f"{path}: {what}")
     if not details:
         return []
+    files = {f.path for r in (a, b) for f in r.files}
     changed: list[str] = []
     for line in details:
-        name = line.split(" | ")[0].strip() if " | " in line else line.split(": ")[0]
-        if (" | " in line or ": " in line) and name not in changed:
+        name = _line_path(line)
+        if name is not None and name not in changed:
             changed.append(name)
+    # A file a run read or wrote is data or a result (a committed CSV, an earlier run's
+    # metrics.json), reported with the inputs; it is not code.
+    code_files = [n for n in changed if not _is_run_file(n, files)]
+    if changed and not code_files:
+        return []
+    details = [d for d in details if (n := _line_path(d)) is None or not _is_run_file(n, files)]
+    changed = code_files
     title = "code changed" + (f": {', '.join(changed[:4])}" if changed else "")
     if len(changed) > 4:
         title += f" and {len(changed) - 4} more"
@@ -278,6 +289,18 @@ def _code(ws: Workspace, a: Run, b: Run) -> list[Cause]:
         return [Cause("code-meta", "only packaging or documentation files changed: "
                       + ", ".join(changed[:4]), tuple(details))]  # fmt: skip
     return [Cause("code", title, tuple(details))]
+
+
+def _line_path(line: str) -> str | None:
+    """The file a detail line is about ('path | 3 ++-' or 'path: modified'), if any."""
+    if " | " in line:
+        return line.split(" | ")[0].strip()
+    return line.split(": ")[0] if ": " in line else None
+
+
+def _is_run_file(name: str, files: set[str]) -> bool:
+    """``name`` (relative to the repository or the project) is one of the runs' files."""
+    return any(name == p or name.endswith("/" + p) or p.endswith("/" + name) for p in files)
 
 
 _METADATA_NAMES = {"Kitfile", ".gitignore", ".kitignore", "LICENSE", "CHANGELOG"}
@@ -457,20 +480,69 @@ def _environment(
 # -- nondeterminism -----------------------------------------------------------------------
 
 
+# Frameworks whose random generators draw from fresh entropy unless the script seeds them,
+# with how the script would seed each.
+_GENERATORS = {
+    "numpy": "numpy's global generator (np.random.seed(N), or default_rng(N))",
+    "sklearn": "scikit-learn estimators without random_state (random_state=N)",
+    "torch": "torch's generator (torch.manual_seed(N))",
+    "tensorflow": "TensorFlow's generator (tf.random.set_seed(N))",
+    "jax": "JAX keys (jax.random.PRNGKey(N))",
+    "xgboost": "XGBoost (seed=N)",
+    "lightgbm": "LightGBM (seed=N)",
+}
+
+
 def _unseeded(run: Run) -> bool:
-    return run.seed is None and not _seeding(run)
+    """The script seeded nothing the hook could see. ``--seed`` alone does not count:
+    it sets PYTHONHASHSEED and TETHER_SEED, which no numpy, scikit-learn or torch
+    generator reads."""
+    if _seeding(run):
+        return False
+    return bool((run.capture.get("audit") or {}).get("active")) or run.seed is None
+
+
+def _unseeded_generators(a: Run, b: Run, *, only_named: bool) -> list[Cause]:
+    """Generators the runs used without seeding them. Beside another cause, only when a
+    framework with a generator was imported (a script that imports none may not draw
+    random numbers at all)."""
+    unseeded = [r for r in (a, b) if _unseeded(r)]
+    if not unseeded:
+        return []
+    imported = {name for r in unseeded for name in (r.capture.get("imports") or ())}
+    used = sorted(imported & set(_GENERATORS))
+    if only_named and not used:
+        return []
+    which = [_GENERATORS[name] for name in used] or ["Python's random module or another library"]
+    given = [r for r in unseeded if r.seed is not None]
+    details = [f"unseeded: {w}" for w in which]
+    if given:
+        details.append(
+            f"--seed {given[0].seed} was given, but it only sets PYTHONHASHSEED and "
+            "TETHER_SEED; no generator reads them unless the script does"
+        )
+    details.append("fix: tether.seed_everything(N) at the top of the script")
+    title = "random generators used without a seed the run could see" + (
+        f": {', '.join(used)}" if used else ""
+    )
+    return [Cause("unseeded", title, tuple(details))]
+
+
+def _unrecorded() -> Cause:
+    return Cause(
+        "randomness",
+        "nondeterminism that tether did not record",
+        (
+            "every recorded fact is equal, yet results differ: look for time, network, "
+            "file-listing order, or parallel work the script does itself",
+        ),
+    )
 
 
 def _randomness(
     a: Run, b: Run, env_a: Environment | None, env_b: Environment | None
 ) -> list[Cause]:
     hints: list[str] = []
-    if _unseeded(a) or _unseeded(b):
-        hints.append(
-            "no seed: neither 'tether run --seed N' nor a seeding call was recorded, so "
-            "random number generators started from fresh entropy "
-            "(fix: tether.seed_everything(N) in the script, or tether run --seed N)"
-        )
     envs = [e for e in (env_a, env_b) if e is not None]
     if envs and any("PYTHONHASHSEED" not in e.env_vars for e in envs):
         hints.append(
@@ -500,37 +572,23 @@ def _threads_unpinned(env: Environment) -> bool:
 
 
 def _output_format(store: ContentStore, outputs: tuple[OutputCheck, ...]) -> list[Cause]:
-    """Outputs that differ only in archive metadata (zip timestamps, as in ``.npz`` and
-    ``.pt`` files): their contents are the same, so they explain nothing upstream."""
-    same: list[str] = []
-    for o in outputs:
-        if o.status != "differs" or not o.expected or not o.actual:
-            continue
-        members_a = _zip_members(store, o.expected)
-        members_b = _zip_members(store, o.actual)
-        if members_a is not None and members_a == members_b:
-            same.append(o.path)
+    """Outputs that differ only in metadata their format embeds (PDF dates, PNG time
+    chunks, zip member times as in ``.npz`` and ``.pt``): their contents are the same,
+    so they explain nothing upstream."""
+    same = [o for o in outputs if o.status == "same-content"]
     if not same:
         return []
     return [
         Cause(
             "output-format",
-            f"{', '.join(same)}: only the archive's timestamps differ; every member is identical",
+            f"{', '.join(o.path for o in same)}: only embedded timestamps differ; "
+            "the content is identical",
             (
-                "zip-based formats (.pt, .keras) record the time each member was written; "
-                "compare contents, or write them with fixed timestamps",
+                *(f"{o.path}: {o.note}" for o in same),
+                "writers stamp the time of writing; tether run sets SOURCE_DATE_EPOCH, "
+                "which matplotlib and archivers honour, so a run and its reproduction "
+                "embed the same date",
             ),
-            tuple(same),
+            tuple(o.path for o in same),
         )
     ]
-
-
-def _zip_members(store: ContentStore, digest: str) -> Mapping[str, tuple[int, int]] | None:
-    d = Digest.parse(digest)
-    if not store.has(d):
-        return None
-    try:
-        with zipfile.ZipFile(store.path(d)) as z:
-            return {i.filename: (i.CRC, i.file_size) for i in z.infolist()}
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return None
