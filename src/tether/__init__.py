@@ -79,6 +79,11 @@ if TYPE_CHECKING:
 _MODULES = {"models": "tether.registry.models"}
 
 
+def __dir__() -> list[str]:
+    # Tab completion in a notebook lists the lazy names too, not only what is loaded.
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
     if name in _MODULES:
         return importlib.import_module(_MODULES[name])

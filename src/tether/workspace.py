@@ -71,10 +71,18 @@ class Workspace:
         """Open the project containing ``start`` (default: the current directory)."""
         here = Path(start or Path.cwd()).resolve()
         for candidate in (here, *here.parents):
-            if (candidate / DOT / "store" / "oci-layout").is_file():
+            dot = candidate / DOT
+            if (dot / "store" / "oci-layout").is_file():
                 ws = cls(candidate, env=env)
                 ws.store.check_layout()
                 return ws
+            if (dot / "config.toml").is_file():
+                # A fresh clone: the committed settings are here, the local store and
+                # database (never committed) are not yet. The first command makes them.
+                for sub in ("tmp", "cache", "locks"):
+                    (dot / sub).mkdir(parents=True, exist_ok=True)
+                ContentStore.create(dot / "store", dot / "tmp")
+                return cls(candidate, env=env)
         raise WorkspaceError(
             f"no tether project at {here} or above",
             hint="run 'tether init' in the project's root folder",

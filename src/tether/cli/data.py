@@ -96,21 +96,31 @@ def add(ctx: click.Context, paths: tuple[str, ...], jobs: int | None, as_json: b
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when anything is modified, missing or not in the store (as 'git diff "
+    "--exit-code').",
+)
 @_json
 @click.pass_context
-def status(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
+def status(ctx: click.Context, paths: tuple[str, ...], check: bool, as_json: bool) -> None:
     """Show how tracked data differs from its pointers.
 
     For each tracked path: clean, modified (files added, deleted or modified inside a
     folder) or missing; and whether the store holds all of its content (if not,
-    'tether data pull' fetches it). Exit status 0 either way; use --json in scripts.
+    'tether data pull' fetches it). Exit status 0 either way, unless --check: then 1
+    when any path is not clean or lacks content in the store.
     """
     from tether.data.status import status as do_status
 
     ws = open_workspace(ctx)
     results = do_status(ws, list(paths) or None, base=_base(ctx))
+    unclean = any(r.state != "clean" or r.missing_objects for r in results)
     if as_json:
         emit_json([r.to_json() for r in results])
+        if check and unclean:
+            ctx.exit(1)
         return
     if not results:
         click.echo("no tracked data (track some with 'tether add PATH')")
@@ -127,6 +137,8 @@ def status(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
     dirty = [r for r in results if r.state != "clean"]
     if dirty:
         info("record changes with 'tether add PATH'; restore with 'tether checkout PATH'")
+    if check and unclean:
+        ctx.exit(1)
 
 
 @cli.command()

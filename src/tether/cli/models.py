@@ -400,9 +400,15 @@ def push(
     show_default=True,
     help="dot: Graphviz (dot -Tsvg); mermaid: for Markdown.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.pass_context
 def lineage(
-    ctx: click.Context, subject: str, downstream: bool, depth: int | None, fmt: str
+    ctx: click.Context,
+    subject: str,
+    downstream: bool,
+    depth: int | None,
+    fmt: str,
+    as_json: bool,
 ) -> None:
     """Trace SUBJECT upstream (the runs, data, code and environment that made it) or
     --downstream (the runs, ModelKits, model versions and aliases that used it).
@@ -415,4 +421,4 @@ def lineage(
     from tether.lineage.render import render
 
     graph = do_lineage(open_workspace(ctx), subject, downstream=downstream, depth=depth)
-    click.echo(render(graph, fmt))
+    click.echo(render(graph, "json" if as_json else fmt))

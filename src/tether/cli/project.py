@@ -109,3 +109,22 @@ def gc(
     )
     if not delete and sweep.removed:
         info("nothing was deleted; run 'tether gc --force' to delete them")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    bash:  tether completion bash > ~/.local/share/bash-completion/completions/tether
+    zsh:   tether completion zsh > "${fpath[1]}/_tether"
+    fish:  tether completion fish > ~/.config/fish/completions/tether.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    # The script calls tether back with _TETHER_COMPLETE set; click answers from the
+    # same command tree, so completions always match the installed version.
+    klass = get_completion_class(shell)
+    assert klass is not None  # the choice above lists only shells click supports
+    click.echo(klass(cli, {}, "tether", "_TETHER_COMPLETE").source())

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, ClassVar
 
-from tether.errors import RunNotFound, UsageError
+from tether.errors import ParamConflict, RunNotFound, UsageError
 from tether.runs import record
 from tether.runs.capture import AuditLog, classify, expand, record_files, relative_to_project
 from tether.workspace import Workspace
@@ -122,11 +122,24 @@ class Run:
     # -- params, tags ------------------------------------------------------------------
 
     def log_param(self, key: str, value: object) -> None:
-        """Record a parameter; params are write-once (another value raises ParamConflict)."""
-        record.log_params(self.workspace.db, self.id, {key: value})
+        """Record a parameter; params are write-once (another value raises ParamConflict,
+        except in a run started by ``tether run``: see ``log_params``)."""
+        self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, object]) -> None:
-        record.log_params(self.workspace.db, self.id, params)
+        """Record parameters. Inside ``tether run`` a value that conflicts with one given
+        on its command line (``-p``) never stops the training: it is reported on stderr
+        and kept as the tag ``tether.param_conflict.KEY``; the first value stays."""
+        if not self.joined:
+            record.log_params(self.workspace.db, self.id, params)
+            return
+        for key, value in params.items():
+            try:
+                record.log_params(self.workspace.db, self.id, {key: value})
+            except ParamConflict as exc:
+                sys.stderr.write(f"tether: warning: {exc.message}; the training goes on\n")
+                text, _ = record.value_text(value)
+                record.set_tags(self.workspace.db, self.id, {f"tether.param_conflict.{key}": text})
 
     def set_tag(self, key: str, value: object) -> None:
         record.set_tags(self.workspace.db, self.id, {key: value})

@@ -61,6 +61,7 @@ _TOKEN = re.compile(
         (?P<string>'(?:[^']|'')*'|"(?:[^"]|"")*")
       | (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![A-Za-z0-9_])
       | (?P<field>(?:metrics|params|tags)\.(?:`[^`]+`|[A-Za-z0-9_./:-]+))
+      | (?P<dotted>[A-Za-z_][A-Za-z0-9_]*\.(?:`[^`]+`|[A-Za-z0-9_./:-]+))
       | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<op><=|>=|!=|<>|==|=|<|>)
       | (?P<punct>[(),])
@@ -75,7 +76,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 @dataclass(frozen=True)
 class Token:
-    kind: str  # string | number | field | word | op | punct | end
+    kind: str  # string | number | field | dotted | word | op | punct | end
     text: str
     pos: int
 
@@ -205,6 +206,14 @@ class _Parser:
         if tok.kind == "word" and tok.text.lower() in ATTRIBUTES:
             expr, kind = ATTRIBUTES[tok.text.lower()]
             return self._predicate(expr, kind, tok.text.lower())
+        if tok.kind == "dotted":
+            # 'metric.r2', 'param.k': a prefix that is not one of ours.
+            import difflib
+
+            prefix, _, key = tok.text.partition(".")
+            close = difflib.get_close_matches(prefix.lower(), ["metrics", "params", "tags"], 1)
+            guess = f"; did you mean '{close[0]}.{key}'?" if close else ""
+            raise FilterError(f"unknown field {tok.text[:60]!r}{guess}", hint=_FIELDS_HINT)
         if tok.kind in ("word", "string"):
             name = tok.text.strip("'\"")
             raise FilterError(f"unknown field {name[:60]!r}", hint=_FIELDS_HINT)

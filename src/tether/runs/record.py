@@ -300,16 +300,18 @@ def finish_run(
 
 
 def log_params(db: Database, run_id: str, params: Mapping[str, object]) -> None:
-    """Record parameters; re-logging the same value is a no-op, another value an error."""
+    """Record parameters; re-logging the same value is a no-op, another value an error.
+    The same number written another way (``50000`` from the command line, ``50000.0``
+    from the script) is the same value."""
     rows = [(check_key("param", k), *value_text(v)) for k, v in params.items()]
     with db.atomic() as conn:
         for key, text, num in rows:
             old = conn.execute(
-                "SELECT value FROM run_params WHERE run_id = ? AND key = ?", (run_id, key)
+                "SELECT value, num FROM run_params WHERE run_id = ? AND key = ?", (run_id, key)
             ).fetchone()
             if old is None:
                 conn.execute("INSERT INTO run_params VALUES (?, ?, ?, ?)", (run_id, key, text, num))
-            elif old["value"] != text:
+            elif old["value"] != text and (num is None or old["num"] != num):
                 raise ParamConflict(
                     f"param {key!r} is already {old['value']!r} in run {run_id[:12]}; "
                     f"cannot change it to {text!r}",

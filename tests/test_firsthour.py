@@ -1,0 +1,131 @@
+"""What a new user meets in the first hour: bytecode caches are not results, a param given
+twice in two spellings is one value, and a conflict never stops the training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_reproduce import commit, last_json, make_project, record
+
+
+def test_bytecode_of_an_editable_helper_is_not_an_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An editable install is a path in a .pth file: importing the helper writes its
+    # __pycache__ beside its source, outside the project, on the first import only.
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    helper = tmp_path / "helper" / "src"
+    (helper / "helper").mkdir(parents=True)
+    (helper / "helper" / "__init__.py").write_text("VALUE = 'forty-two'\n")
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        check=True,
+    )
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "helper.pth").write_text(str(helper) + "\n")
+    python = str(venv / "bin" / "python")
+    script = "import helper\nopen('out.txt', 'w').write(helper.VALUE)\n"
+    tether = make_project(tmp_path / "p", {"job.py": script})
+    commit(tmp_path / "p")
+    record(tether, "j", python, "job.py", seed=1)
+    assert list((helper / "helper" / "__pycache__").glob("*.pyc"))  # it was written
+    run = json.loads(tether("runs", "show", "j", "--json").output)
+    assert not [f for f in run["files"] if f["path"].endswith(".pyc")], run["files"]
+    result = tether("reproduce", "j", "--json")
+    assert result.exit_code == 0 and last_json(result)["verdict"] == "REPRODUCED", result.output
+
+
+def test_a_param_from_the_command_line_and_the_script_is_one_value(tmp_path: Path) -> None:
+    script = (
+        "import argparse, tether\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--alpha', type=float)\n"
+        "a = p.parse_args()\n"
+        "with tether.start_run(params={'alpha': a.alpha}) as run:\n"
+        "    run.log_params({'depth': 3})\n"
+        "    open('model.txt', 'w').write(str(a.alpha))\n"
+    )
+    tether = make_project(tmp_path / "p", {"train.py": script})
+    commit(tmp_path / "p")
+    res = tether(
+        "run", "--name", "a", "-p", "alpha=50000", "-p", "depth=4", "--",
+        sys.executable, "train.py", "--alpha", "50000",
+    )  # fmt: skip
+    # 50000 and 50000.0 are one value; depth 4 vs 3 is a real conflict, which is reported
+    # and kept as a tag while the training finishes.
+    assert res.exit_code == 0, res.output
+    assert "param 'depth' is already '4'" in res.output
+    run = json.loads(tether("runs", "show", "a", "--json").output)
+    assert run["status"] == "finished"
+    assert run["params"] == {"alpha": "50000", "depth": "4"}
+    assert run["tags"]["tether.param_conflict.depth"] == "3"
+    assert (tmp_path / "p" / "model.txt").read_text() == "50000.0"
+
+
+def test_filter_with_a_misspelt_prefix_suggests_the_field(tmp_path: Path) -> None:
+    tether = make_project(tmp_path / "p", {})
+    res = tether("runs", "list", "-f", "metric.r2 > 0.8")
+    assert res.exit_code == 2
+    assert "unknown field 'metric.r2'; did you mean 'metrics.r2'?" in res.output
+    assert "metrics.KEY" in res.output
+
+
+def test_status_check_exit_code_lineage_json_and_dir(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    tether = make_project(root, {"data/x.csv": "a\n1\n"})
+    assert tether("add", "data/x.csv").exit_code == 0
+    assert tether("status", "--check").exit_code == 0
+    assert tether("status").exit_code == 0
+    (root / "data/x.csv").write_text("a\n2\n")
+    assert tether("status").exit_code == 0  # without --check: informational
+    assert tether("status", "--check").exit_code == 1
+    assert tether("status", "--check", "--json").exit_code == 1
+    record(tether, "r", sys.executable, "-c", "open('data/x.csv').read()")
+    doc = json.loads(tether("lineage", "run:r", "--json").output)
+    assert doc == json.loads(tether("lineage", "run:r", "--format", "json").output)
+    import tether as api
+
+    assert {"start_run", "seed_everything", "pack", "Workspace"} <= set(dir(api))
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(tmp_path: Path, shell: str) -> None:
+    tether = make_project(tmp_path / "p", {})
+    res = tether("completion", shell)
+    assert res.exit_code == 0 and "_TETHER_COMPLETE" in res.output
+    if shell == "bash":
+        script = tmp_path / "tether.bash"
+        script.write_text(res.output)
+        check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+
+
+def test_a_fresh_clone_with_committed_settings_is_a_project(tmp_path: Path) -> None:
+    root = tmp_path / "origin"
+    tether = make_project(root, {"data/x.csv": "a\n1\n"})
+    assert tether("add", "data/x.csv").exit_code == 0
+    remote = tmp_path / "remote"
+    assert tether("remote", "add", "backup", str(remote), "--default").exit_code == 0
+    assert tether("data", "push").exit_code == 0
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-qm", "v1"],
+        cwd=root,
+        check=True,
+    )
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
+    assert not (clone / ".tether" / "store").exists()  # only config.toml was committed
+    assert not (clone / "data" / "x.csv").exists()
+    res = subprocess.run(
+        [sys.executable, "-m", "tether", "-C", str(clone), "data", "pull"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (clone / "data" / "x.csv").read_text() == "a\n1\n"
