@@ -147,7 +147,7 @@ def init_workspace(
 ) -> InitReport:
     """Create ``.tether/`` in ``root`` (or repair a partial one) and propose a Kitfile
     when the folder has none. Safe to re-run: nothing existing is overwritten."""
-    from tether.manifest.kitfile import KITFILE_NAMES
+    from tether.manifest import KITFILE_NAMES
     from tether.manifest.propose import propose
 
     root = Path(root).resolve()

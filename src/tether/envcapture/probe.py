@@ -55,6 +55,9 @@ def collect() -> dict[str, Any]:
         "base_prefix": getattr(sys, "base_prefix", sys.prefix),
         "packages": dict(sorted(packages.items())),
         "package_sources": dict(sorted(sources.items())),
+        # Where the distributions were found: a cached probe is valid while none of
+        # these folders changed (an install or removal changes its folder's mtime).
+        "path": [p for p in sys.path if p],
     }
 
 

@@ -22,7 +22,6 @@ from tether.errors import KitfileError
 from tether.manifest import yamlsafe
 from tether.oci.reference import parse_reference
 
-KITFILE_NAMES = ("Kitfile", "kitfile", ".kitfile")
 MANIFEST_VERSION = "1.0.0"
 _PART_TYPE = re.compile(r"^[\w][\w.-]*$")
 _HINT = "see docs/kitfile.md for the Kitfile format"

@@ -21,7 +21,8 @@ from typing import Protocol
 
 from tether.errors import KitfileError, UsageError
 from tether.hashing import Digest, hash_file
-from tether.manifest.kitfile import KITFILE_NAMES, Kitfile, LayerSpec, is_within
+from tether.manifest import KITFILE_NAMES
+from tether.manifest.kitfile import Kitfile, LayerSpec, is_within
 from tether.manifest.kitignore import IgnoreRules
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
 from tether.modelkit.tarwrite import FileEntry, LayerSink, collect, write_tar

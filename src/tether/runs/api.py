@@ -25,12 +25,15 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tether.errors import ParamConflict, RunNotFound, UsageError
 from tether.runs import record
 from tether.runs.capture import AuditLog, classify, expand, record_files, relative_to_project
 from tether.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tether.runs.code import CodeState
 
 BATCH = 10_000
 FLUSH_SECONDS = 2.0
@@ -331,6 +334,10 @@ def start_run(
     return run
 
 
+_PROCESS_WORKSPACES: dict[Path, Workspace] = {}
+_PROCESS_CODE: dict[Path, CodeState] = {}
+
+
 def _start_standalone(name: str | None, seed: int | None, project: Path | None, watch: bool) -> Run:
     from tether.envcapture.environment import capture_current
     from tether.redaction import Withholder, redact_command
@@ -338,8 +345,15 @@ def _start_standalone(name: str | None, seed: int | None, project: Path | None, 
     from tether.runs.launch import check_seed
 
     check_seed(seed)
-    ws = Workspace.open(project)
-    code = capture_code(ws.store, ws.root)
+    # One workspace and one code capture per project and process: a sweep of thousands
+    # of runs shares them (the code a process runs is what it imported when it began).
+    start = Path(project or os.getcwd()).resolve()
+    ws = _PROCESS_WORKSPACES.get(start)
+    if ws is None or not ws.dot.is_dir():
+        ws = _PROCESS_WORKSPACES[start] = Workspace.open(start)
+    code = _PROCESS_CODE.get(ws.root)
+    if code is None:
+        code = _PROCESS_CODE[ws.root] = capture_code(ws.store, ws.root)
     environment = capture_current(ws.root)
     record.save_environment(ws.db, environment.digest, environment.canonical)
     shown = redact_command([sys.executable, *sys.argv], Withholder.for_project(ws.dot))

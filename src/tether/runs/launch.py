@@ -421,20 +421,24 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _kitfile_inputs(root: Path) -> tuple[list[tuple[Path, str]], list[str]]:
-    from tether.errors import KitfileError
-    from tether.manifest.kitfile import KITFILE_NAMES, Kitfile
+    """The Kitfile's dataset paths. Read as plain YAML, not validated as a Kitfile: only
+    the paths matter here, and the schema's import costs more than a short run."""
+    from tether.manifest import KITFILE_NAMES
+    from tether.manifest.yamlsafe import YamlProblem, load
 
     path = next((root / n for n in KITFILE_NAMES if (root / n).is_file()), None)
     if path is None:
         return [], []
     try:
-        kitfile, _ = Kitfile.from_yaml(path.read_bytes(), source=path.name)
-    except KitfileError as exc:
-        return [], [f"Kitfile datasets not recorded: {exc.message}"]
+        doc = load(path.read_bytes(), typed=lambda _path: False).value
+    except (YamlProblem, OSError) as exc:
+        return [], [f"Kitfile datasets not recorded: {exc}"]
+    datasets = doc.get("datasets") if isinstance(doc, dict) else None
     found = []
-    for ds in kitfile.datasets or ():
-        if ds.path and not Path(ds.path).is_absolute():
-            candidate = (root / ds.path).resolve()
+    for ds in datasets if isinstance(datasets, list) else ():
+        rel = ds.get("path") if isinstance(ds, dict) else None
+        if isinstance(rel, str) and rel and not Path(rel).is_absolute():
+            candidate = (root / rel).resolve()
             if candidate.is_relative_to(root):
                 found.append((candidate, "kitfile"))
     return found, []
