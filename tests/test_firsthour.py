@@ -129,3 +129,19 @@ def test_a_fresh_clone_with_committed_settings_is_a_project(tmp_path: Path) -> N
     )
     assert res.returncode == 0, res.stderr
     assert (clone / "data" / "x.csv").read_text() == "a\n1\n"
+
+
+def test_a_name_shared_by_runs_says_which_was_taken(tmp_path: Path) -> None:
+    tether = make_project(tmp_path / "p", {})
+    record(tether, "v1", sys.executable, "-c", "print(1)")
+    record(tether, "v1", sys.executable, "-c", "print(2)")
+    runs = json.loads(tether("runs", "list", "--json").output)["runs"]
+    newest, older = runs[0]["id"], runs[1]["id"]
+    res = tether("runs", "show", "v1", "--json")
+    assert res.exit_code == 0
+    assert "2 runs are named 'v1'; took the latest" in res.output and "v1~1" in res.output
+    assert last_json(res)["id"] == newest
+    res = tether("runs", "show", "v1~1", "--json")
+    assert last_json(res)["id"] == older and "runs are named" not in res.output
+    res = tether("runs", "show", "v1~2")
+    assert res.exit_code == 1 and "only 2 run(s) named 'v1'" in res.output

@@ -79,7 +79,7 @@ def pack(
     if from_run is not None:
         from tether.runs.record import load_run
 
-        run = load_run(ws.db, from_run)
+        run = load_run(ws.db, from_run, on_ambiguous=warn)
     refs = parse_tag_list(tag) if tag else None
     progress = ByteProgress("packing")
     try:

@@ -173,7 +173,7 @@ def reproduce(
 
     parsed = tuple(parse_tolerance(t) for t in tolerances)
     ws = open_workspace(ctx)
-    plan = prepare(ws, run_ref, env_mode)
+    plan = prepare(ws, run_ref, env_mode, on_ambiguous=warn)
     _show_plan(plan)
     plan.check()
     if plan_only:
@@ -222,7 +222,7 @@ def explain(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     from tether.runs.record import load_run
 
     ws = open_workspace(ctx)
-    a, b = load_run(ws.db, run_a), load_run(ws.db, run_b)
+    a, b = load_run(ws.db, run_a, on_ambiguous=warn), load_run(ws.db, run_b, on_ambiguous=warn)
     result = explain_runs(ws, a, b)
     if as_json:
         emit_json(result.to_json())
@@ -279,7 +279,7 @@ def doctor(ctx: click.Context, run_ref: str | None, as_json: bool) -> None:
     ws = open_workspace(ctx)
     findings = check_project(ws)
     if run_ref is not None:
-        findings += check_run(ws, load_run(ws.db, run_ref))
+        findings += check_run(ws, load_run(ws.db, run_ref, on_ambiguous=warn))
     if as_json:
         emit_json({"ok": not findings, "findings": [f.to_json() for f in findings]})
     elif not findings:

@@ -200,7 +200,7 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
 
     ws = open_workspace(ctx)
     reap_stale(ws.db, socket.gethostname())
-    r = load_run(ws.db, run_ref)
+    r = load_run(ws.db, run_ref, on_ambiguous=warn)
     env = load_environment(ws.db, r.env_digest)
     edges = links(ws.db, r.id)
     if as_json:
@@ -323,7 +323,7 @@ def runs_compare(
     if len(run_refs) < 2:
         raise UsageError("compare needs at least two runs", hint="tether runs compare RUN RUN")
     ws = open_workspace(ctx)
-    ids = [resolve(ws.db, ref) for ref in run_refs]
+    ids = [resolve(ws.db, ref, on_ambiguous=warn) for ref in run_refs]
     comparison = compare_runs(ws.db, load_runs(ws.db, ids))
     rows = list(comparison.rows) if show_all else comparison.differing()
     if as_json:
@@ -364,7 +364,7 @@ def runs_metrics(ctx: click.Context, run_ref: str, key: str | None, as_json: boo
     from tether.runs.record import metric_series, resolve
 
     ws = open_workspace(ctx)
-    run_id = resolve(ws.db, run_ref)
+    run_id = resolve(ws.db, run_ref, on_ambiguous=warn)
     series = metric_series(ws.db, run_id, key)
     if as_json:
         emit_json(
@@ -390,7 +390,7 @@ def runs_log(ctx: click.Context, run_ref: str) -> None:
     from tether.runs.record import load_run
 
     ws = open_workspace(ctx)
-    r = load_run(ws.db, run_ref)
+    r = load_run(ws.db, run_ref, on_ambiguous=warn)
     if not r.log_digest:
         raise RunError(
             f"run {r.id[:12]} has no captured output",
@@ -418,7 +418,7 @@ def runs_delete(ctx: click.Context, run_refs: tuple[str, ...], force: bool) -> N
 
     ws = open_workspace(ctx)
     reap_stale(ws.db, socket.gethostname())
-    ids = list(dict.fromkeys(resolve(ws.db, ref) for ref in run_refs))
+    ids = list(dict.fromkeys(resolve(ws.db, ref, on_ambiguous=warn) for ref in run_refs))
     running = [r.id[:12] for r in load_runs(ws.db, ids, full=False) if r.status == "running"]
     if running and not force:
         raise RunError(
@@ -453,7 +453,7 @@ def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_jso
 
     ws = open_workspace(ctx)
     if run_ref:
-        r = load_run(ws.db, run_ref)
+        r = load_run(ws.db, run_ref, on_ambiguous=warn)
         environment = load_environment(ws.db, r.env_digest)
         if environment is None:
             raise RunError(
@@ -511,7 +511,7 @@ def env_diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     ws = open_workspace(ctx)
     envs = []
     for ref in (run_a, run_b):
-        r = load_run(ws.db, ref)
+        r = load_run(ws.db, ref, on_ambiguous=warn)
         e = load_environment(ws.db, r.env_digest)
         if e is None:
             raise RunError(f"run {r.id[:12]} has no captured environment")

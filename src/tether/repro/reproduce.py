@@ -85,9 +85,15 @@ class Reproduction:
         }
 
 
-def prepare(ws: Workspace, ref: str, env_mode: str = "current") -> Plan:
+def prepare(
+    ws: Workspace,
+    ref: str,
+    env_mode: str = "current",
+    *,
+    on_ambiguous: Callable[[str], None] | None = None,
+) -> Plan:
     """Load the run and plan its reproduction (problems are in the plan, not raised)."""
-    return make_plan(ws, record.load_run(ws.db, ref), env_mode)
+    return make_plan(ws, record.load_run(ws.db, ref, on_ambiguous=on_ambiguous), env_mode)
 
 
 def reproduce(

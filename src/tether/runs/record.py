@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -424,9 +425,10 @@ def add_blobs(db: Database, run_id: str, blobs: Iterable[tuple[str, str]]) -> No
 # -- reading -----------------------------------------------------------------------
 
 
-def resolve(db: Database, ref: str) -> str:
-    """A run id, a unique id prefix (4+ characters), a run name (its latest run) or
-    ``latest``."""
+def resolve(db: Database, ref: str, *, on_ambiguous: Callable[[str], None] | None = None) -> str:
+    """A run id, a unique id prefix (4+ characters), a run name (its latest run),
+    ``NAME~N`` (the Nth run of that name before the latest) or ``latest``.
+    ``on_ambiguous`` hears which run a name shared by several runs was taken to mean."""
     ref = ref.strip()
     if not ref:
         raise RunNotFound("empty run reference", hint="give a run id, id prefix or name")
@@ -446,15 +448,31 @@ def resolve(db: Database, ref: str) -> str:
                 f"run id prefix {ref!r} is ambiguous",
                 hint="give more characters of the id",
             )
-    rows = db.query(
-        "SELECT id FROM runs WHERE name = ? ORDER BY started DESC, id DESC LIMIT 1", (ref,)
-    )
+    name, back = ref, 0
+    m = _BACK.match(ref)
+    if m and not db.query("SELECT 1 FROM runs WHERE name = ? LIMIT 1", (ref,)):
+        name, back = m[1], int(m[2])
+    rows = db.query("SELECT id FROM runs WHERE name = ? ORDER BY started DESC, id DESC", (name,))
+    if back < len(rows):
+        taken = str(rows[back]["id"])
+        if len(rows) > 1 and on_ambiguous is not None and name == ref:
+            on_ambiguous(
+                f"{len(rows)} runs are named {name!r}; took the latest, {taken[:12]} "
+                f"(the one before: {name}~1, or give an id prefix)"
+            )
+        return taken
     if rows:
-        return str(rows[0]["id"])
+        raise RunNotFound(
+            f"{ref!r}: there are only {len(rows)} run(s) named {name!r}",
+            hint=f"{name}~0 is the latest, {name}~{len(rows) - 1} the oldest",
+        )
     raise RunNotFound(
         f"no run with id or name {ref[:80]!r}",
         hint="see 'tether runs list' for ids and names",
     )
+
+
+_BACK = re.compile(r"^(.+)~(\d{1,6})$")
 
 
 def _row_to_run(row: Any, *, full: bool = True, **extra: Any) -> Run:
@@ -545,8 +563,8 @@ def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Ru
     return runs
 
 
-def load_run(db: Database, ref: str) -> Run:
-    runs = load_runs(db, [resolve(db, ref)])
+def load_run(db: Database, ref: str, *, on_ambiguous: Callable[[str], None] | None = None) -> Run:
+    runs = load_runs(db, [resolve(db, ref, on_ambiguous=on_ambiguous)])
     if not runs:  # deleted between resolve and load
         raise RunNotFound(f"run {ref!r} is gone", hint="see 'tether runs list'")
     return runs[0]
