@@ -101,7 +101,7 @@ def mlflow_rate(n: int) -> float:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow==3.17.2"], check=True)
     where = fresh("mlflow")
     out = subprocess.run(
-        [str(python.resolve()), "-c", MLFLOW_SWEEP, str(n), f"sqlite:///{where}/mlflow.db"],
+        [os.path.abspath(python), "-c", MLFLOW_SWEEP, str(n), f"sqlite:///{where}/mlflow.db"],
         cwd=where,
         check=True,
         capture_output=True,

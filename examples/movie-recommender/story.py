@@ -32,8 +32,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, help="where to run (default: a temp dir)")
     parser.add_argument("--users", type=int, default=300, help="size of the generated data")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp project and remote to look around"
+    )
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="movie-recommender-"))
+    remote = work.parent / f"{work.name}-remote"
+    try:
+        return _story(args, work, remote)
+    finally:
+        if args.workdir is None and not args.keep:
+            # A temp project is the demo's own: leave nothing behind unless asked.
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(remote, ignore_errors=True)
+            print(f"# removed {work} and its remote (--keep keeps them)")
+
+
+def _story(args: argparse.Namespace, work: Path, remote: Path) -> int:
     work.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copy2(HERE / name, work / name)
@@ -62,14 +77,15 @@ def main() -> int:
     sh("tether", "run", "--name", "data", "--", "python", "generate_data.py", "--users",
        str(args.users))  # fmt: skip
     print("# version the data: content in the store, a pointer to commit, a copy on a remote\n")
-    remote = work.parent / f"{work.name}-remote"
     sh("tether", "add", "data")
     sh("tether", "remote", "add", "backup", str(remote), "--default")
     sh("tether", "data", "push")
     data_before = _digests(work / "data")
     sh("tether", "run", "--name", "v1", "--seed", "42", "--", "python", "train.py",
        "--algorithm", "user-cosine")  # fmt: skip
-    check_run_capture(json.loads(sh("tether", "runs", "show", "v1", "--json", capture=True)))
+    check_run_capture(
+        json.loads(sh("tether", "runs", "show", "v1", "--json", capture=True, echo=False))
+    )
     v1_recs = json.loads(sh("python", "recommend.py", capture=True))
     print()
     sh("tether", "pack", "-t", "movie-recommend:v1.0.0,latest")
