@@ -104,6 +104,12 @@ def test_seeded_plots_reproduce_despite_embedded_dates(
     result = tether("reproduce", "plot", "--json")
     report = last_json(result)
     assert result.exit_code == 0 and report["verdict"] == "REPRODUCED", result.output
+    # Asked to verify side effects too: the cache is not written again, so it is missing.
+    result = tether("reproduce", "plot", "--verify-outside", "--json")
+    report = last_json(result)
+    assert result.exit_code == 3 and report["verdict"] == "DIVERGED", result.output
+    missing = [o["path"] for o in report["outputs"] if o["status"] == "missing"]
+    assert missing and all("matplotlib" in p for p in missing)
 
     # Without SOURCE_DATE_EPOCH the PDF embeds the time of writing: the same content,
     # reported as such, and explain names the timestamp, not randomness.

@@ -132,6 +132,11 @@ def _show_result(result: Reproduction) -> None:
 )
 @click.option("--exact", is_flag=True, help="Accept only bit-identical outputs and equal metrics.")
 @click.option("--series", is_flag=True, help="Compare every step of every metric, not the last.")
+@click.option(
+    "--verify-outside",
+    is_flag=True,
+    help="Also verify the side effects: files the run wrote outside the project.",
+)
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option(
@@ -149,6 +154,7 @@ def reproduce(
     tolerances: tuple[str, ...],
     exact: bool,
     series: bool,
+    verify_outside: bool,
     plan_only: bool,
     as_json: bool,
     junit: Path | None,
@@ -187,6 +193,7 @@ def reproduce(
         tolerances=parsed,
         exact=exact,
         series=series,
+        verify_outside=verify_outside,
     )
     # With --json, stdout carries only the report: the command's output goes to stderr.
     out = sys.stderr.buffer if as_json else None

@@ -43,6 +43,7 @@ class Options:
     tolerances: tuple[Tolerance, ...] = ()
     exact: bool = False
     series: bool = False
+    verify_outside: bool = False  # compare side effects (writes outside the project) too
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def reproduce(
             exact=options.exact,
             series=options.series,
             store=ws.store,
+            outside=options.verify_outside,
         )
         detail = {
             "verdict": verification.verdict,

@@ -161,8 +161,9 @@ def verify(
     exact: bool = False,
     series: bool = False,
     store: ContentStore | None = None,
+    outside: bool = False,
 ) -> Verification:
-    outputs = compare_outputs(original, reproduction, store)
+    outputs = compare_outputs(original, reproduction, store, outside=outside)
     metrics = (
         _series(db, original, reproduction, tolerances)
         if series
@@ -236,12 +237,14 @@ def verify(
 
 
 def compare_outputs(
-    original: Run, reproduction: Run, store: ContentStore | None = None
+    original: Run, reproduction: Run, store: ContentStore | None = None, *, outside: bool = False
 ) -> tuple[OutputCheck, ...]:
     """Outputs by digest; with the store, outputs that differ are compared again with
-    their formats' embedded timestamps left out (``normalize.py``)."""
-    want = {f.path: f.digest for f in original.files if f.role in _COMPARED_ROLES}
-    got = {f.path: f.digest for f in reproduction.files if f.role in _COMPARED_ROLES}
+    their formats' embedded timestamps left out (``normalize.py``). ``outside`` adds the
+    side effects (writes outside the project), which are not verified by default."""
+    roles = (*_COMPARED_ROLES, "side-effect") if outside else _COMPARED_ROLES
+    want = {f.path: f.digest for f in original.files if f.role in roles}
+    got = {f.path: f.digest for f in reproduction.files if f.role in roles}
     checks = []
     for path in sorted(set(want) | set(got)):
         note = ""
