@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +146,52 @@ def test_a_name_shared_by_runs_says_which_was_taken(tmp_path: Path) -> None:
     assert last_json(res)["id"] == older and "runs are named" not in res.output
     res = tether("runs", "show", "v1~2")
     assert res.exit_code == 1 and "only 2 run(s) named 'v1'" in res.output
+
+
+def test_register_from_an_older_run_uses_its_kitfile_and_no_duplicates(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli import cli
+    from tether.workspace import init_workspace
+
+    from .conftest import KITFILE, TRAIN, demo_tree, write_tree
+
+    for use_git in (False, True):
+        root = tmp_path / f"p-{use_git}"
+        root.mkdir()
+        write_tree(root, demo_tree())
+        (root / "src" / "train.py").write_text(TRAIN)
+        if use_git:
+            subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+            subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+            subprocess.run(
+                ["git", "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-qm", "v1"],
+                cwd=root,
+                check=True,
+            )
+            # Uncommitted when the run starts: the recorded diff holds this version.
+            (root / "Kitfile").write_text(KITFILE.replace("version: 1.0.0", "version: 1.5.0"))
+        init_workspace(root, propose_kitfile=False)
+
+        def tether(*args: str, root: Path = root) -> Any:
+            return CliRunner().invoke(cli, ["-C", str(root), *args], catch_exceptions=False)
+
+        res = tether("run", "--name", "r1", "--", sys.executable, "src/train.py", "a")
+        assert res.exit_code == 0, res.output
+        # The Kitfile moves on (uncommitted in the git project): version 2.0.0, k 99.
+        (root / "Kitfile").write_text(
+            KITFILE.replace("version: 1.0.0", "version: 2.0.0").replace("k: 50", "k: 99")
+        )
+        res = tether("model", "register", "recs", "--from", "r1", "--json")
+        assert res.exit_code == 0, res.output
+        assert "as run r1 saw it" in res.output
+        res = tether("inspect", "recs:v1", "--json")
+        kitfile = json.loads(res.output[res.output.index("{") :])["kitfile"]
+        assert kitfile["package"]["version"] == ("1.5.0" if use_git else "1.0.0")
+        assert kitfile["model"]["parameters"] == {"k": 50}
+        res = tether("model", "register", "recs", "--from", "r1")
+        assert res.exit_code == 0 and "already is recs@v1" in res.output, res.output
+        versions = json.loads(tether("model", "versions", "recs", "--json").output)
+        assert len(versions["versions"] if isinstance(versions, dict) else versions) == 1

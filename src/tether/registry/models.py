@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import (
@@ -40,6 +42,7 @@ from tether.workspace import Workspace
 
 if TYPE_CHECKING:
     from tether.modelkit.unpack import UnpackReport
+    from tether.runs.record import Run
 
 _VERSION = re.compile(r"^v?([1-9][0-9]{0,8})$")
 _ALIAS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -199,7 +202,7 @@ def register(
         if warn is not None:
             warn(message)
 
-    entry, run_id, packed = _source(ws, source, note)
+    entry, run_id, packed = _source(ws, source, note, model=name)
     with ws.db.atomic() as conn:
         existing = conn.execute(
             "SELECT version FROM model_versions WHERE model = ? AND digest = ?",
@@ -334,9 +337,11 @@ def set_remote(ws: Workspace, name: str, remote: str) -> None:
 
 
 def _source(
-    ws: Workspace, source: str, note: Callable[[str], None]
+    ws: Workspace, source: str, note: Callable[[str], None], *, model: str
 ) -> tuple[IndexEntry, str | None, bool]:
-    """A local ModelKit reference, else a run (packed now from its outputs)."""
+    """A local ModelKit reference, else a run: packed now from its outputs, with the
+    Kitfile as the run saw it. A run that already is a version of ``model`` gives that
+    version's ModelKit instead of a second one."""
     kit_error: ModelKitNotFound | ReferenceFormatError | None = None
     try:
         entry = ws.index.resolve(parse_reference(source))
@@ -364,8 +369,51 @@ def _source(
             f"run {run.name or run.id} {run.status}; only a finished run makes a version",
             hint="register a run that completed",
         )
-    result = pack(ws, run=run, warn=note)
+    label = run.name or run.id[:12]
+    already = ws.db.query(
+        "SELECT v.version, v.digest FROM model_versions v JOIN kit_runs k"
+        " ON k.kit_digest = v.digest WHERE v.model = ? AND k.run_id = ? AND v.archived IS NULL"
+        " ORDER BY v.version DESC LIMIT 1",
+        (model, run.id),
+    )
+    if already:
+        note(
+            f"run {label} already is {model}@v{already[0]['version']}; that version is "
+            "returned, not a duplicate (register a ModelKit explicitly to force one)"
+        )
+        digest = Digest.parse(already[0]["digest"])
+        return ws.index.resolve(Reference(None, digest=digest)), run.id, False
+    with _kitfile_of(ws, run, note) as kitfile:
+        result = pack(ws, run=run, kitfile=kitfile, warn=note)
     return ws.index.resolve(Reference(None, digest=result.digest)), run.id, True
+
+
+@contextlib.contextmanager
+def _kitfile_of(ws: Workspace, run: Run, note: Callable[[str], None]) -> Iterator[Path | None]:
+    """The Kitfile as ``run`` saw it (from its code record), in a scratch file; None (the
+    current Kitfile) when the record does not hold one."""
+    from tether.manifest import KITFILE_NAMES
+    from tether.runs.code import file_as_recorded
+
+    for name in KITFILE_NAMES:
+        recorded = file_as_recorded(ws.store, run.code, ws.root, name)
+        if recorded is None:
+            continue
+        current = ws.root / name
+        if current.is_file() and current.read_bytes() == recorded:
+            break  # unchanged since the run: the working Kitfile is that Kitfile
+        with tempfile.TemporaryDirectory(prefix="kitfile-", dir=ws.dot / "tmp") as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(recorded)
+            note(f"packed with the Kitfile as run {run.name or run.id[:12]} saw it")
+            yield path
+        return
+    else:
+        note(
+            f"the record of run {run.name or run.id[:12]} holds no Kitfile; "
+            "packed with the current one"
+        )
+    yield None
 
 
 def _qualified(name: str, version: str) -> str:

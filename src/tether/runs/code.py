@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import subprocess
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from tether.hashing import Digest
 from tether.store.objects import ContentStore
 
 SOURCE_SUFFIXES = frozenset(
@@ -204,3 +207,42 @@ def _snapshot(
     snapshot = str(store.put_bytes(manifest.encode()))
     blobs.append((snapshot, "code-snapshot"))
     return snapshot, not_stored, blobs
+
+
+def file_as_recorded(
+    store: ContentStore, code: Mapping[str, Any], project_root: Path, rel: str
+) -> bytes | None:
+    """The bytes project file ``rel`` had when a run recorded ``code``: from its source
+    snapshot, else its commit with the recorded uncommitted diff applied. None when the
+    record does not hold the file (or the repository lost the commit)."""
+    git = code.get("kind") == "git"
+    repo_rel = posixpath.normpath(f"{code.get('project_in_repo', '.')}/{rel}") if git else rel
+    if code.get("snapshot_digest"):
+        doc = json.loads(store.read_bytes(Digest.parse(code["snapshot_digest"])))
+        found = doc.get("files", {}).get(repo_rel)
+        if found:
+            return store.read_bytes(Digest.parse(found), max_size=SNAPSHOT_FILE_LIMIT)
+    if not git or not code.get("commit"):
+        return None
+    top = git_text(project_root, "rev-parse", "--show-toplevel")
+    if top is None:
+        return None
+    base = git_bytes(Path(top.strip()), "show", f"{code['commit']}:{repo_rel}")
+    diff = (
+        store.read_bytes(Digest.parse(code["diff_digest"]), max_size=64 << 20)
+        if code.get("diff_digest")
+        else b""
+    )
+    if f" b/{repo_rel}\n".encode() not in diff and f" a/{repo_rel}\n".encode() not in diff:
+        return base
+    # Apply the recorded diff to that one file, in a scratch folder outside any repository
+    # (git apply then works as patch does).
+    with tempfile.TemporaryDirectory(prefix="tether-recorded-") as tmp:
+        target = Path(tmp, repo_rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if base is not None:
+            target.write_bytes(base)
+        Path(tmp, ".recorded.diff").write_bytes(diff)
+        if git_bytes(Path(tmp), "apply", f"--include={repo_rel}", ".recorded.diff") is None:
+            return None
+        return target.read_bytes() if target.is_file() else None
