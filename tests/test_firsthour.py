@@ -187,7 +187,12 @@ def test_register_from_an_older_run_uses_its_kitfile_and_no_duplicates(
         res = tether("model", "register", "recs", "--from", "r1", "--json")
         assert res.exit_code == 0, res.output
         assert "as run r1 saw it" in res.output
-        res = tether("inspect", "recs:v1", "--json")
+        # One grammar: the registry's NAME@vN works for ModelKit commands too, and
+        # 'model show' takes the version as a second word.
+        assert tether("model", "show", "recs", "v1").exit_code == 0
+        res = tether("model", "show", "recs@v1", "v1")
+        assert res.exit_code == 2 and "one too many" in res.output
+        res = tether("inspect", "recs@v1", "--json")
         kitfile = json.loads(res.output[res.output.index("{") :])["kitfile"]
         assert kitfile["package"]["version"] == ("1.5.0" if use_git else "1.0.0")
         assert kitfile["model"]["parameters"] == {"k": 50}

@@ -134,14 +134,18 @@ def versions(ctx: click.Context, name: str, as_json: bool) -> None:
 
 @model.command()
 @click.argument("spec", metavar="NAME[@vN|:ALIAS]")
+@click.argument("version", required=False, metavar="[VERSION|ALIAS]")
 @_json
 @click.pass_context
-def show(ctx: click.Context, spec: str, as_json: bool) -> None:
-    """Show one version: its digest, aliases, source, and the run that made it."""
+def show(ctx: click.Context, spec: str, version: str | None, as_json: bool) -> None:
+    """Show one version: its digest, aliases, source, and the run that made it.
+
+    The version may also follow the name: 'tether model show recs v2' (or an alias).
+    """
     from tether.registry.models import resolve
 
     ws = open_workspace(ctx)
-    v = resolve(ws, spec)
+    v = resolve(ws, spec, version)
     run = _run_summary(ws, v)
     if as_json:
         emit_json({**v.to_json(), "run_detail": run})

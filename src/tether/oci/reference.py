@@ -55,6 +55,9 @@ class Reference:
         return text
 
 
+_MODEL_VERSION = re.compile(r"^v[1-9][0-9]{0,8}$")
+
+
 def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     """Parse one reference. ``default_tag`` fills in ``latest`` when no tag or digest."""
     if not isinstance(text, str) or not text.strip():
@@ -66,7 +69,14 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     digest: Digest | None = None
     if Digest.is_valid(text):
         return Reference(repository=None, digest=Digest.parse(text))
-    if "@" in text:
+    if "@" in text and _MODEL_VERSION.match(text.rpartition("@")[2]):
+        # The model registry's NAME@v3: its versions are the tags vN, so one grammar
+        # serves 'tether inspect recs@v3' and 'tether model show recs@v3'.
+        name, _, version = text.rpartition("@")
+        if ":" in name[name.rfind("/") + 1 :]:
+            raise ReferenceFormatError(f"invalid reference {text!r}", hint=_HINT)
+        text = f"{name}:{version}"
+    elif "@" in text:
         text, _, digest_text = text.rpartition("@")
         if not Digest.is_valid(digest_text):
             raise ReferenceFormatError(

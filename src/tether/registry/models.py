@@ -164,9 +164,18 @@ def versions(ws: Workspace, name: str) -> list[ModelVersion]:
     return _versions(ws.db.conn, name)
 
 
-def resolve(ws: Workspace, spec: str) -> ModelVersion:
+def resolve(ws: Workspace, spec: str, version: str | None = None) -> ModelVersion:
     """The version ``spec`` names: ``NAME`` (its latest), ``NAME@v3``, ``NAME:production``
-    or ``NAME@sha256:…``. Archived versions resolve too."""
+    or ``NAME@sha256:…``; or ``spec`` a bare NAME and ``version`` one of ``v3``, ``3``,
+    ``production``, ``sha256:…`` (as typed: ``tether model show recs v3``). Archived
+    versions resolve too."""
+    if version is not None:
+        if any(c in spec for c in "@:"):
+            raise UsageError(
+                f"{spec!r} already names a version; {version!r} is one too many",
+                hint="write NAME VERSION or NAME@vN / NAME:ALIAS, not both",
+            )
+        spec = _qualified(spec, version)
     return _resolve(ws.db.conn, spec)
 
 
