@@ -194,6 +194,7 @@ def reproduce(
         exact=exact,
         series=series,
         verify_outside=verify_outside,
+        show_progress=sys.stderr.isatty(),
     )
     # With --json, stdout carries only the report: the command's output goes to stderr.
     out = sys.stderr.buffer if as_json else None

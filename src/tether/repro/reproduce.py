@@ -44,6 +44,7 @@ class Options:
     exact: bool = False
     series: bool = False
     verify_outside: bool = False  # compare side effects (writes outside the project) too
+    show_progress: bool = False  # --env recreate: uv's progress on stderr (a terminal)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def reproduce(
                 uv=uv,
                 root=venv.cache_root(os.environ),
                 on_info=say,
+                show_progress=options.show_progress,
             )
             say(f"environment: {venv_dir}" + (" (cached)" if env_cached else " (built)"))
             warnings += _install_drift(plan.spec, venv.installed(uv, venv_dir))

@@ -262,8 +262,11 @@ def ensure_venv(
     uv: str,
     root: Path,
     on_info: Callable[[str], None] | None = None,
+    show_progress: bool = False,
 ) -> tuple[Path, bool]:
-    """The virtualenv for ``spec`` (built now, or found in the cache): (path, cached)."""
+    """The virtualenv for ``spec`` (built now, or found in the cache): (path, cached).
+    ``show_progress`` lets uv draw its own progress on the caller's terminal while it
+    downloads and installs (a minute or two for a hundred packages)."""
     say = on_info or (lambda _msg: None)
     root.mkdir(parents=True, exist_ok=True)
     venv = root / spec.key
@@ -283,7 +286,7 @@ def ensure_venv(
             # write __pycache__ (PYTHONDONTWRITEBYTECODE, read-only) would recompile
             # every module at every start.
             _uv(uv, "pip", "sync", "--compile-bytecode", "--python", str(venv_python(venv)),
-                str(reqs))  # fmt: skip
+                str(reqs), show=show_progress)  # fmt: skip
         if spec.with_tether:
             _install_self(uv, venv)
         marker = json.dumps({"format": 1, **spec.to_json()}, sort_keys=True).encode()
@@ -302,11 +305,12 @@ def installed(uv: str, venv: Path) -> dict[str, str]:
     return found
 
 
-def _uv(uv: str, *args: str) -> str:
+def _uv(uv: str, *args: str, show: bool = False) -> str:
     try:
         proc = subprocess.run(
             [uv, *args],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=None if show else subprocess.PIPE,  # shown: uv's progress, on our stderr
             text=True,
             timeout=UV_TIMEOUT,
             env=_uv_env(),
@@ -321,8 +325,10 @@ def _uv(uv: str, *args: str) -> str:
     except OSError as exc:
         raise ReproError(f"cannot run uv: {exc}", hint="pip install uv") from None
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        detail = " ".join(ln.strip() for ln in lines[-3:])[:400] or f"exit {proc.returncode}"
+        lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+        detail = " ".join(ln.strip() for ln in lines[-3:])[:400] or (
+            "see uv's output above" if show else f"exit {proc.returncode}"
+        )
         raise ReproError(
             f"uv {' '.join(args[:2])} failed: {detail}",
             hint="a recorded version may not be on your package index (set UV_INDEX_URL "
