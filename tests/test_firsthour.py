@@ -200,3 +200,21 @@ def test_register_from_an_older_run_uses_its_kitfile_and_no_duplicates(
         assert res.exit_code == 0 and "already is recs@v1" in res.output, res.output
         versions = json.loads(tether("model", "versions", "recs", "--json").output)
         assert len(versions["versions"] if isinstance(versions, dict) else versions) == 1
+
+
+def test_an_earlier_runs_output_is_not_code(tmp_path: Path) -> None:
+    script = (
+        "import json, os, sys\nos.makedirs('out', exist_ok=True)\n"
+        "json.dump({'alpha': float(sys.argv[1])}, open('out/metrics.json', 'w'))\n"
+    )
+    root = tmp_path / "p"
+    tether = make_project(root, {"train.py": script})
+    commit(root)
+    record(tether, "a", sys.executable, "train.py", "1.0", seed=1)
+    record(tether, "b", sys.executable, "train.py", "1000", seed=1)
+    run = json.loads(tether("runs", "show", "b", "--json").output)
+    assert "out/metrics.json" not in run["code"].get("untracked", [])
+    assert "untracked" not in tether("reproduce", "b", "--plan").output
+    explained = json.loads(tether("explain", "a", "b", "--json").output)
+    categories = [c["category"] for c in explained["causes"]]
+    assert categories[0] == "command" and "code" not in categories, explained["causes"]

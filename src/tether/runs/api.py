@@ -353,7 +353,7 @@ def _start_standalone(name: str | None, seed: int | None, project: Path | None, 
         ws = _PROCESS_WORKSPACES[start] = Workspace.open(start)
     code = _PROCESS_CODE.get(ws.root)
     if code is None:
-        code = _PROCESS_CODE[ws.root] = capture_code(ws.store, ws.root)
+        code = _PROCESS_CODE[ws.root] = capture_code(ws.store, ws.root, record.output_paths(ws.db))
     environment = capture_current(ws.root)
     record.save_environment(ws.db, environment.digest, environment.canonical)
     shown = redact_command([sys.executable, *sys.argv], Withholder.for_project(ws.dot))

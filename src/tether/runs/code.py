@@ -16,7 +16,7 @@ import os
 import posixpath
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,14 +98,21 @@ def git_text(cwd: Path, *args: str) -> str | None:
     return None if out is None else out.decode("utf-8", "surrogateescape")
 
 
-def capture_code(store: ContentStore, project_root: Path) -> CodeState:
+def capture_code(
+    store: ContentStore, project_root: Path, outputs: Collection[str] = ()
+) -> CodeState:
+    """The code as it is now. ``outputs`` are project-relative files that recorded runs
+    wrote (an earlier run's ``metrics.json``): results, never source, so they are left
+    out of the snapshot and of the untracked files."""
     top = git_text(project_root, "rev-parse", "--show-toplevel")
     if top is None:
-        return _capture_files(store, project_root)
-    return _capture_git(store, project_root, Path(top.strip()))
+        return _capture_files(store, project_root, frozenset(outputs))
+    return _capture_git(store, project_root, Path(top.strip()), frozenset(outputs))
 
 
-def _capture_git(store: ContentStore, project_root: Path, top: Path) -> CodeState:
+def _capture_git(
+    store: ContentStore, project_root: Path, top: Path, outputs: frozenset[str]
+) -> CodeState:
     blobs: list[tuple[str, str]] = []
     commit = (git_text(top, "rev-parse", "--verify", "-q", "HEAD^{commit}") or "").strip() or None
     branch = (git_text(top, "symbolic-ref", "--short", "-q", "HEAD") or "").strip() or None
@@ -125,7 +132,12 @@ def _capture_git(store: ContentStore, project_root: Path, top: Path) -> CodeStat
             blobs.append((diff_digest, "code-diff"))
             diff_stat = (git_text(top, "diff", "--shortstat", base, "--") or "").strip()
     listed = git_text(top, "ls-files", "--others", "--exclude-standard", "-z") or ""
-    untracked = sorted(p for p in listed.split("\0") if p and is_source(p))
+    try:
+        prefix = project_root.resolve().relative_to(top.resolve()).as_posix()
+    except ValueError:
+        prefix = "."
+    produced = {posixpath.normpath(f"{prefix}/{p}") for p in outputs}
+    untracked = sorted(p for p in listed.split("\0") if p and is_source(p) and p not in produced)
     snapshot, not_stored, snap_blobs = _snapshot(store, top, untracked)
     blobs += snap_blobs
     try:
@@ -165,8 +177,8 @@ def _walk_sources(root: Path) -> Iterator[str]:
                 yield rel
 
 
-def _capture_files(store: ContentStore, project_root: Path) -> CodeState:
-    files = list(_walk_sources(project_root))
+def _capture_files(store: ContentStore, project_root: Path, outputs: frozenset[str]) -> CodeState:
+    files = [p for p in _walk_sources(project_root) if p not in outputs]
     snapshot, not_stored, blobs = _snapshot(store, project_root, files)
     return CodeState(
         kind="files",

@@ -116,7 +116,7 @@ def run_command(
     err = stderr if stderr is not None else sys.stderr.buffer
 
     started = time.time()
-    code = capture_code(ws.store, ws.root)
+    code = capture_code(ws.store, ws.root, record.output_paths(ws.db))
     # The command runs as given; what is stored has secret flag values withheld.
     shown = redact_command(argv, Withholder.for_project(ws.dot))
     withheld = [w.to_json() for w in shown.withheld]

@@ -563,6 +563,12 @@ def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Ru
     return runs
 
 
+def output_paths(db: Database) -> set[str]:
+    """Project-relative paths any recorded run wrote: results, not source."""
+    rows = db.query("SELECT DISTINCT path FROM run_files WHERE role = 'output'")
+    return {str(r["path"]) for r in rows if not str(r["path"]).startswith("/")}
+
+
 def load_run(db: Database, ref: str, *, on_ambiguous: Callable[[str], None] | None = None) -> Run:
     runs = load_runs(db, [resolve(db, ref, on_ambiguous=on_ambiguous)])
     if not runs:  # deleted between resolve and load
