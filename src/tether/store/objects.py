@@ -170,6 +170,7 @@ class ContentStore:
         try:
             size = os.fstat(src).st_size
             out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            copier: _KernelCopy | None = None
             try:
                 if size < CHUNK:  # small: one read, hashed, then written (no thread)
                     data = os.pread(src, size + 1, 0)
@@ -185,6 +186,9 @@ class ContentStore:
                     if actual != digest.hex:
                         raise self._corrupt(digest)
             except BaseException:
+                if copier is not None:  # its thread must be done with the descriptor
+                    with contextlib.suppress(BaseException):
+                        copier.join()
                 os.close(out)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(dest)
