@@ -218,3 +218,39 @@ def test_an_earlier_runs_output_is_not_code(tmp_path: Path) -> None:
     explained = json.loads(tether("explain", "a", "b", "--json").output)
     categories = [c["category"] for c in explained["causes"]]
     assert categories[0] == "command" and "code" not in categories, explained["causes"]
+
+
+def test_a_sweep_in_one_process_shares_captures_but_follows_a_new_project(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    import tether as api
+    from tether.runs.query import list_runs
+    from tether.workspace import Workspace, init_workspace
+
+    root = tmp_path / "sweep"
+    root.mkdir()
+    init_workspace(root, propose_kitfile=False)
+    for i in range(20):
+        with api.start_run(params={"i": i, "lr": 0.1}, project=root) as run:
+            run.log_metric("loss", 1.0 / (i + 1))
+    with pytest.raises(Exception, match="control characters"):
+        api.start_run(params={"bad": "\x1b[2J"}, project=root)
+    ws = Workspace.open(root)
+    runs = list_runs(ws.db, limit=None).runs
+    assert len(runs) == 20  # the refused one left nothing behind
+    assert {r.env_digest for r in runs} == {runs[0].env_digest}
+    assert all(r.status == "finished" for r in runs)
+    ws.close()
+    # The project is removed and made again while the process lives on.
+    shutil.rmtree(root / ".tether")
+    init_workspace(root, propose_kitfile=False)
+    with api.start_run(project=root) as run:
+        run.log_metric("loss", 0.5)
+    ws = Workspace.open(root)
+    (again,) = list_runs(ws.db, limit=None).runs
+    from tether.runs.record import load_environment
+
+    assert load_environment(ws.db, again.env_digest) is not None
+    ws.close()

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +86,13 @@ class Environment:
 
     body: Mapping[str, Any]
 
-    @property
+    @cached_property
     def canonical(self) -> str:
+        # Cached: the body of a whole interpreter's packages takes a while to serialize,
+        # and a sweep asks for it on every run.
         return json.dumps(self.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return str(Digest.of_bytes(self.canonical.encode()))
 
@@ -390,16 +392,34 @@ def _collect_current() -> dict[str, Any]:
     return _CURRENT[1]
 
 
+# The last environment built in-process, and what it was built from.
+_LAST_BUILT: tuple[tuple[object, ...], Environment] | None = None
+
+
 def capture_current(project_root: Path, env: Mapping[str, str] | None = None) -> Environment:
     """The environment of the interpreter running tether, probed in-process (once while
-    its ``sys.path`` folders stay unchanged)."""
+    its ``sys.path`` folders stay unchanged). A run started right after another in the
+    same process, with the same variables and lock files, shares its record."""
+    global _LAST_BUILT
     env = dict(os.environ if env is None else env)
-    return build(
-        _collect_current(),
+    probe = _collect_current()
+    stamps = []
+    for pattern in LOCK_FILE_PATTERNS:
+        for path in sorted(project_root.glob(pattern)):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                stamps.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+    key = (str(project_root), id(probe), tuple(sorted(_selected(env).items())), tuple(stamps))
+    if _LAST_BUILT is not None and _LAST_BUILT[0] == key:
+        return _LAST_BUILT[1]
+    built = build(
+        probe,
         env=env,
         locks=lock_files([project_root], project_root),
         withholder=Withholder.for_project(project_root / ".tether"),
     )
+    _LAST_BUILT = (key, built)
+    return built
 
 
 def capture(

@@ -245,15 +245,21 @@ class Run:
         self._ended = True
         with contextlib.suppress(ValueError):
             _active.remove(self)
-        self.flush()
+        ws = self.workspace
+        files: list[record.RunFile] = []
         if self._watch is not None:
             _FileWatch.stop(self._watch)
-            ws = self.workspace
             sets = classify(self._watch, exclude=[ws.dot])
+            # Hashed and stored before the transaction: it holds the write lock briefly.
             files = record_files(ws.store, ws.root, sets, store_inputs=self._store_inputs)
-            record.add_files(ws.db, self.id, files)
-        if not self.joined:
-            record.finish_run(self.workspace.db, self.id, status, reason=reason)
+        # The last metrics, the files and the end in one commit (one fsync per run). The
+        # run's lock first, as a flush from log_metric takes them, so they cannot deadlock.
+        with self._lock, ws.db.atomic():
+            self._flush_locked()
+            if files:
+                record.add_files(ws.db, self.id, files)
+            if not self.joined:
+                record.finish_run(ws.db, self.id, status, reason=reason)
 
     def _at_exit(self) -> None:
         if not self._ended:
@@ -316,29 +322,42 @@ def start_run(
                 conn.execute(
                     "UPDATE runs SET name = ? WHERE id = ? AND name IS NULL", (name, joined_id)
                 )
-    else:
-        root = None if project is None else Path(project)
-        run = _start_standalone(name, seed, root, watch_files)
-    run._store_inputs = store_inputs
-    try:
+        run._store_inputs = store_inputs
         if params:
             run.log_params(params)
         if tags:
             run.set_tags(tags)
-    except BaseException:
-        if not run.joined:
-            run.end("failed", reason="invalid params or tags")
-        raise
+    else:
+        root = None if project is None else Path(project)
+        run = _start_standalone(name, seed, root, watch_files, params or {}, tags or {})
+        run._store_inputs = store_inputs
     _active.append(run)
     _install_sigterm_flush()
     return run
 
 
-_PROCESS_WORKSPACES: dict[Path, Workspace] = {}
+_PROCESS_WORKSPACES: dict[Path, tuple[Workspace, tuple[int, int] | None]] = {}
 _PROCESS_CODE: dict[Path, CodeState] = {}
+_PROCESS_SAVED_ENVS: set[tuple[Path, str]] = set()
 
 
-def _start_standalone(name: str | None, seed: int | None, project: Path | None, watch: bool) -> Run:
+def _identity(ws: Workspace) -> tuple[int, int] | None:
+    """Which database file the workspace's path names now (device, inode)."""
+    try:
+        st = os.stat(ws.dot / "tether.db")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _start_standalone(
+    name: str | None,
+    seed: int | None,
+    project: Path | None,
+    watch: bool,
+    params: Mapping[str, object],
+    tags: Mapping[str, object],
+) -> Run:
     from tether.envcapture.environment import capture_current
     from tether.redaction import Withholder, redact_command
     from tether.runs.code import capture_code
@@ -348,30 +367,45 @@ def _start_standalone(name: str | None, seed: int | None, project: Path | None, 
     # One workspace and one code capture per project and process: a sweep of thousands
     # of runs shares them (the code a process runs is what it imported when it began).
     start = Path(project or os.getcwd()).resolve()
-    ws = _PROCESS_WORKSPACES.get(start)
-    if ws is None or not ws.dot.is_dir():
-        ws = _PROCESS_WORKSPACES[start] = Workspace.open(start)
+    cached = _PROCESS_WORKSPACES.get(start)
+    ws = cached[0] if cached is not None and cached[1] == _identity(cached[0]) else None
+    if ws is None:
+        # First run here, or the project was removed and made again: start afresh.
+        ws = Workspace.open(start)
+        ws.db  # noqa: B018 - opened now, so its file's identity is the one remembered
+        _PROCESS_WORKSPACES[start] = (ws, _identity(ws))
+        _PROCESS_CODE.pop(ws.root, None)
+        _PROCESS_SAVED_ENVS.difference_update({k for k in _PROCESS_SAVED_ENVS if k[0] == ws.root})
     code = _PROCESS_CODE.get(ws.root)
     if code is None:
         code = _PROCESS_CODE[ws.root] = capture_code(ws.store, ws.root, record.output_paths(ws.db))
     environment = capture_current(ws.root)
-    record.save_environment(ws.db, environment.digest, environment.canonical)
     shown = redact_command([sys.executable, *sys.argv], Withholder.for_project(ws.dot))
     withheld = {"withheld_args": [w.to_json() for w in shown.withheld]} if shown.withheld else {}
-    run_id = record.create_run(
-        ws.db,
-        name=name,
-        command=shown.argv,
-        cwd=relative_to_project(os.getcwd(), ws.root),
-        host=socket.gethostname(),
-        user=ws.user,
-        pid=os.getpid(),
-        seed=seed,
-        env_digest=environment.digest,
-        code=code.to_json(),
-        capture={"interpreter": {"path": sys.executable, "source": "api"}, **withheld},
-    )
-    record.add_blobs(ws.db, run_id, code.blobs)
+    # One transaction (one fsync) for the run, its blobs, params and tags: a sweep pays
+    # one commit to start a run, and bad params leave no run behind.
+    with ws.db.atomic():
+        if (ws.root, environment.digest) not in _PROCESS_SAVED_ENVS:
+            record.save_environment(ws.db, environment.digest, environment.canonical)
+        run_id = record.create_run(
+            ws.db,
+            name=name,
+            command=shown.argv,
+            cwd=relative_to_project(os.getcwd(), ws.root),
+            host=socket.gethostname(),
+            user=ws.user,
+            pid=os.getpid(),
+            seed=seed,
+            env_digest=environment.digest,
+            code=code.to_json(),
+            capture={"interpreter": {"path": sys.executable, "source": "api"}, **withheld},
+        )
+        record.add_blobs(ws.db, run_id, code.blobs)
+        if params:
+            record.log_params(ws.db, run_id, params)
+        if tags:
+            record.set_tags(ws.db, run_id, tags)
+    _PROCESS_SAVED_ENVS.add((ws.root, environment.digest))  # committed: known from now on
     log = _FileWatch.start([ws.dot]) if watch else None
     return Run(ws, run_id, joined=False, watch=log)
 
