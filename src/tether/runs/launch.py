@@ -119,12 +119,21 @@ def run_command(
     code = capture_code(ws.store, ws.root, record.output_paths(ws.db))
     # The command runs as given; what is stored has secret flag values withheld.
     shown = redact_command(argv, Withholder.for_project(ws.dot))
-    withheld = [w.to_json() for w in shown.withheld]
+    extra: dict[str, object] = {}
+    if shown.withheld:
+        extra["withheld_args"] = [w.to_json() for w in shown.withheld]
+    # SOURCE_DATE_EPOCH: the caller's (or the reproduction's) value, else the run's start,
+    # recorded so that a reproduction embeds the same dates.
+    epoch = (env or {}).get("SOURCE_DATE_EPOCH", os.environ.get("SOURCE_DATE_EPOCH"))
+    if epoch is None and "SOURCE_DATE_EPOCH" not in (env or {}):
+        epoch = str(int(started)) if ws.settings.run_source_date_epoch else None
+    if epoch is not None:
+        extra["source_date_epoch"] = epoch
     run_id = record.create_run(
         ws.db,
         name=name,
         command=shown.argv,
-        capture={"withheld_args": withheld} if withheld else None,
+        capture=extra or None,
         cwd=relative_to_project(run_cwd, ws.root),
         host=socket.gethostname(),
         user=ws.user,
@@ -142,13 +151,8 @@ def run_command(
             record.set_tags(ws.db, run_id, tags)
         work.mkdir(parents=True)
         child_env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out), base=env)
-        if ws.settings.run_source_date_epoch and "SOURCE_DATE_EPOCH" not in child_env:
-            child_env["SOURCE_DATE_EPOCH"] = str(int(started))
-        if "SOURCE_DATE_EPOCH" in child_env:
-            # What reproduce gives the reproduction, so embedded dates come out the same.
-            record.merge_capture(
-                ws.db, run_id, {"source_date_epoch": child_env["SOURCE_DATE_EPOCH"]}
-            )
+        if epoch is not None:
+            child_env["SOURCE_DATE_EPOCH"] = epoch
         # Work that does not depend on the command's outcome overlaps with it.
         pool = ThreadPoolExecutor(max_workers=2)
         prefetch = _Prefetch(ws, argv, child_env, run_cwd, pool)
