@@ -3,14 +3,13 @@
 Three places carry secrets into a run record: environment variables, command-line flags
 and URLs. The rules, used by every capture path:
 
+- a variable *name* that looks like a secret (``is_secret_name``: KEY, TOKEN, SECRET,
+  PASS, PWD, CRED, AUTH, PRIVATE, CONN, DSN, SESSION, COOKIE anywhere, any case) means its
+  value is withheld: not stored, only a keyed digest of it, so ``explain`` can still say
+  that it changed between two runs without the value being recoverable from the record;
 - a command-line flag named like a password, token or key (``--password X``,
   ``--token=X``, ``--api-key X``) has its value withheld the same way, and ``reproduce``
   asks for it in ``TETHER_SECRET_<FLAG>``;
-
-- a *name* that looks like a secret (``is_secret_name``: KEY, TOKEN, SECRET, PASS, PWD,
-  CRED, AUTH, PRIVATE, CONN, DSN, SESSION, COOKIE anywhere, any case) means its value is
-  withheld: not stored, only a keyed digest of it, so ``explain`` can still say that it
-  changed between two runs without the value being recoverable from the record;
 - a *value* is scrubbed of credentials whatever its name (``redact_text``): the password
   of ``scheme://user:pass@host``, bearer tokens, AWS access keys, JWTs, and the values of
   secret-named URL query parameters.
