@@ -381,7 +381,7 @@ def test_sklearn_run_reproduces_bit_identically_in_a_recreated_uv_venv(
     root = tmp_path / "p"
     tether = make_project(root, {"train.py": SKLEARN, ".gitignore": ".venv/\n"})
     commit(root)
-    python = make_venv(root / ".venv", "numpy==2.2.6", "scikit-learn==1.6.1")
+    python = make_venv(root / ".venv", "numpy==2.2.6", "scikit-learn==1.6.1", "six==1.16.0")
     # The project's lock file, as 'uv pip freeze' writes it: the recreation uses it.
     frozen = subprocess.run(
         ["uv", "pip", "freeze", "--python", str(python)], capture_output=True, text=True
@@ -408,6 +408,22 @@ def test_sklearn_run_reproduces_bit_identically_in_a_recreated_uv_venv(
     plan = last_json(third)
     assert plan["recreate"]["lock"] is None
     assert any("disagrees with what the run had installed" in w for w in plan["warnings"])
+    # Only what the run imported (six was installed, never imported), dependencies
+    # resolved by uv within the recorded versions.
+    run = json.loads(tether("runs", "show", "sk", "--json").stdout)
+    assert {"numpy", "scikit-learn"} <= set(run["capture"]["imported_distributions"])
+    assert "six" not in run["capture"]["imported_distributions"]
+    fourth = tether("reproduce", "sk", "--env", "recreate", "--packages", "imported", "--json")
+    assert fourth.exit_code == 0, fourth.output
+    report = last_json(fourth)
+    assert report["verdict"] == "REPRODUCED"
+    assert report["plan"]["recreate"]["installs"] == "imported"
+    assert "six==1.16.0" not in report["plan"]["recreate"]["imported"]
+    repro = json.loads(tether("runs", "show", report["reproduction"], "--json").stdout)
+    recreated = json.loads(tether("env", "show", report["reproduction"], "--json").stdout)
+    packages = (recreated.get("body") or recreated)["packages"]
+    assert packages["numpy"] == "2.2.6" and packages["scikit-learn"] == "1.6.1"
+    assert "six" not in packages and repro["status"] == "finished"
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")

@@ -44,6 +44,11 @@ def _show_plan(plan: Plan) -> None:
         info(
             f"  env       {plan.env_mode}: recorded {py.get('implementation')} "
             f"{py.get('version')}, {len(plan.environment.packages)} package(s)"
+            + (
+                f", installing the {len(plan.spec.install)} imported and their dependencies"
+                if plan.spec and plan.spec.install
+                else ""
+            )
             + (f" -> uv venv {plan.spec.key}" if plan.spec else "")
         )
     info(f"  seed      {plan.seed if plan.seed is not None else '(none recorded)'}")
@@ -133,6 +138,14 @@ def _show_result(result: Reproduction) -> None:
 @click.option("--exact", is_flag=True, help="Accept only bit-identical outputs and equal metrics.")
 @click.option("--series", is_flag=True, help="Compare every step of every metric, not the last.")
 @click.option(
+    "--packages",
+    type=click.Choice(["all", "imported"]),
+    default="all",
+    show_default=True,
+    help="With --env recreate: every recorded package, or only those the run imported "
+    "(and their dependencies, at the recorded versions).",
+)
+@click.option(
     "--verify-outside",
     is_flag=True,
     help="Also verify the side effects: files the run wrote outside the project.",
@@ -154,6 +167,7 @@ def reproduce(
     tolerances: tuple[str, ...],
     exact: bool,
     series: bool,
+    packages: str,
     verify_outside: bool,
     plan_only: bool,
     as_json: bool,
@@ -179,7 +193,7 @@ def reproduce(
 
     parsed = tuple(parse_tolerance(t) for t in tolerances)
     ws = open_workspace(ctx)
-    plan = prepare(ws, run_ref, env_mode, on_ambiguous=warn)
+    plan = prepare(ws, run_ref, env_mode, packages=packages, on_ambiguous=warn)
     _show_plan(plan)
     plan.check()
     if plan_only:

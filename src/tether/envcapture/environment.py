@@ -16,8 +16,8 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -82,9 +82,16 @@ class LockFile:
 
 @dataclass(frozen=True)
 class Environment:
-    """Captured facts; ``body`` is the canonical JSON the digest is taken of."""
+    """Captured facts; ``body`` is the canonical JSON the digest is taken of.
+    ``modules`` (top-level module -> distributions) comes with a fresh capture only: it
+    turns a run's imports into the distributions it used, and is not part of the record."""
 
     body: Mapping[str, Any]
+    modules: Mapping[str, Sequence[str]] = field(default_factory=dict, compare=False)
+
+    def distributions_of(self, imports: Iterable[str]) -> list[str]:
+        """The installed distributions that provide ``imports`` (top-level names)."""
+        return sorted({d for m in imports for d in self.modules.get(m, ()) if d in self.packages})
 
     @cached_property
     def canonical(self) -> str:
@@ -127,6 +134,7 @@ def relevant_env_vars(env: Mapping[str, str]) -> dict[str, str]:
     return split_env(_selected(env), None).kept
 
 
+_PROBE_FORMAT = "2"  # what probe.py reports; a cached answer of another format is not used
 # Variables that change what an interpreter finds on its path, and so its packages.
 _PATH_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONUSERBASE")
 
@@ -172,7 +180,7 @@ def _probe_key(executable: str, env: Mapping[str, str] | None, cwd: str | Path |
     except OSError:
         real, stamp = executable, 0
     # The venv's own path matters too: two venvs share one real interpreter binary.
-    parts = [executable, shutil.which(executable) or "", real, str(stamp)]
+    parts = [_PROBE_FORMAT, executable, shutil.which(executable) or "", real, str(stamp)]
     parts += [str(Path(cwd or os.getcwd()).resolve())] + [env.get(v, "") for v in _PATH_VARS]
     return Digest.of_bytes("\0".join(parts).encode()).hex[:32]
 
@@ -372,7 +380,7 @@ def build(
     cuda = _cuda_libraries(packages)
     if cuda:
         body["cuda_libraries"] = cuda
-    return Environment(body)
+    return Environment(body, dict(probe.get("modules", {})))
 
 
 # The running interpreter's probe, with the sys.path folders' mtimes it was valid for:

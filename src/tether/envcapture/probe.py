@@ -58,6 +58,24 @@ def collect() -> dict[str, Any]:
         # Where the distributions were found: a cached probe is valid while none of
         # these folders changed (an install or removal changes its folder's mtime).
         "path": [p for p in sys.path if p],
+        # Which distributions provide each top-level module (sklearn -> scikit-learn):
+        # what a run imported becomes what '--packages imported' installs.
+        "modules": _modules(),
+    }
+
+
+def _modules() -> dict[str, list[str]]:
+    mapping = getattr(metadata, "packages_distributions", None)  # Python 3.10+
+    if mapping is None:
+        return {}
+    try:
+        found = mapping()
+    except Exception:
+        return {}
+    return {
+        module: sorted({_canonical(d) for d in dists})
+        for module, dists in sorted(found.items())
+        if module and not module.startswith("_")
     }
 
 

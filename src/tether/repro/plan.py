@@ -10,7 +10,7 @@ machine lacks are all named, each with its fix, before a single file is written.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,17 @@ class Plan:
         }
 
 
-def make_plan(ws: Workspace, run: Run, env_mode: str = "current") -> Plan:
-    if env_mode not in ENV_MODES:
+PACKAGES = ("all", "imported")
+
+
+def make_plan(ws: Workspace, run: Run, env_mode: str = "current", packages: str = "all") -> Plan:
+    if env_mode not in ENV_MODES or packages not in PACKAGES:
         from tether.errors import UsageError
 
-        raise UsageError(f"unknown --env {env_mode!r}", hint="use 'current' or 'recreate'")
+        raise UsageError(
+            f"unknown --env {env_mode!r} or --packages {packages!r}",
+            hint="--env current|recreate, --packages all|imported",
+        )
     problems: list[Problem] = []
     warnings: list[str] = []
     if run.status == "running":
@@ -147,7 +153,18 @@ def make_plan(ws: Workspace, run: Run, env_mode: str = "current") -> Plan:
         else:
             warnings.append(msg + "; drift cannot be shown")
     elif env_mode == "recreate":
-        spec, interpreter = _check_recreate(environment, ws.store, problems, warnings)
+        only = None
+        if packages == "imported":
+            only = run.capture.get("imported_distributions")
+            if only is None:
+                problems.append(
+                    Problem(
+                        "the run did not record which distributions it imported",
+                        "reproduce it with --packages all (recorded by tether run since "
+                        "this version)",
+                    )
+                )
+        spec, interpreter = _check_recreate(environment, ws.store, problems, warnings, only)
     env_vars = dict(environment.env_vars) if environment is not None else {}
     if run.seed is not None:
         env_vars.pop("PYTHONHASHSEED", None)  # set from the seed
@@ -311,13 +328,17 @@ def _in_code(ws: Workspace, run: Run, git_top: Path | None, path: str) -> bool:
 
 
 def _check_recreate(
-    environment: Environment, store: ContentStore, problems: list[Problem], warnings: list[str]
+    environment: Environment,
+    store: ContentStore,
+    problems: list[Problem],
+    warnings: list[str],
+    only: Sequence[str] | None = None,
 ) -> tuple[venv.EnvSpec | None, str | None]:
     uv = venv.uv_binary()
     if uv is None:
         problems.append(Problem("uv is not installed", "pip install uv, or use --env current"))
         return None, None
-    spec, notes = venv.with_lock(venv.spec_for(environment), environment, store, uv)
+    spec, notes = venv.with_lock(venv.spec_for(environment, only), environment, store, uv)
     warnings.extend(notes)
     for skipped in spec.skipped:
         warnings.append(f"not installed: {skipped}")

@@ -92,10 +92,14 @@ def prepare(
     ref: str,
     env_mode: str = "current",
     *,
+    packages: str = "all",
     on_ambiguous: Callable[[str], None] | None = None,
 ) -> Plan:
-    """Load the run and plan its reproduction (problems are in the plan, not raised)."""
-    return make_plan(ws, record.load_run(ws.db, ref, on_ambiguous=on_ambiguous), env_mode)
+    """Load the run and plan its reproduction (problems are in the plan, not raised).
+    ``packages``: with ``--env recreate``, ``all`` recorded distributions (fidelity) or
+    only those the run ``imported`` and their dependencies."""
+    run = record.load_run(ws.db, ref, on_ambiguous=on_ambiguous)
+    return make_plan(ws, run, env_mode, packages)
 
 
 def reproduce(

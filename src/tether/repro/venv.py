@@ -26,7 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -58,6 +58,8 @@ class EnvSpec:
     skipped: tuple[str, ...]  # packages that cannot be installed from an index, with why
     lock: str | None = None  # the recorded lock file used instead of the bare list
     lock_text: str | None = None  # its requirements (hashes kept), what uv pip sync gets
+    # --packages imported: only these (and what they need, pinned by ``requirements``)
+    install: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -68,6 +70,7 @@ class EnvSpec:
                 "requirements": self.requirements,
                 "lock": self.lock_text,
                 "tether": _self_version() if self.with_tether else None,
+                **({"install": self.install} if self.install else {}),
             },
             sort_keys=True,
         )
@@ -78,6 +81,8 @@ class EnvSpec:
             "implementation": self.implementation,
             "python": self.python_version,
             "packages": len(self.requirements),
+            "installs": "imported" if self.install else "all recorded",
+            "imported": list(self.install),
             "with_tether": self.with_tether,
             "skipped": list(self.skipped),
             "lock": self.lock,
@@ -85,8 +90,10 @@ class EnvSpec:
         }
 
 
-def spec_for(environment: Environment) -> EnvSpec:
-    """The installable part of a recorded environment."""
+def spec_for(environment: Environment, only: Collection[str] | None = None) -> EnvSpec:
+    """The installable part of a recorded environment; with ``only`` (the distributions
+    a run imported), just those, their dependencies resolved by uv within the recorded
+    versions."""
     sources: Mapping[str, Mapping[str, Any]] = environment.body.get("package_sources", {})
     requirements: list[str] = []
     skipped: list[str] = []
@@ -102,12 +109,18 @@ def spec_for(environment: Environment) -> EnvSpec:
             skipped.append(f"{name} {version} (installed from {source['vcs']})")
         else:
             requirements.append(f"{name}=={version}")
+    install: tuple[str, ...] = ()
+    if only is not None:
+        wanted = set(only)
+        install = tuple(r for r in requirements if r.split("==", 1)[0] in wanted)
+        with_tether = with_tether and SELF in wanted
     return EnvSpec(
         implementation=str(environment.python.get("implementation", "cpython")),
         python_version=str(environment.python.get("version", "")),
         requirements=tuple(requirements),
         with_tether=with_tether,
         skipped=tuple(skipped),
+        install=install,
     )
 
 
@@ -118,6 +131,8 @@ def with_lock(
     ``requirements*.txt``) when it pins exactly what the run had installed: uv then
     checks the recorded hashes too. Otherwise the recorded versions, with a note why."""
     notes: list[str] = []
+    if spec.install:
+        return spec, notes  # a lock file pins everything; here only what was imported
     want = dict(r.split("==", 1) for r in spec.requirements)
     order = sorted(environment.lock_files.items(), key=lambda kv: not kv[0].endswith("uv.lock"))
     for path, digest in order:
@@ -276,7 +291,18 @@ def ensure_venv(
         shutil.rmtree(venv, ignore_errors=True)  # an interrupted build
         say(f"creating a virtualenv for Python {spec.python_version} with uv")
         _uv(uv, "venv", "--quiet", "--python", interpreter, str(venv))
-        if spec.requirements:
+        if spec.install:
+            reqs = root / f"{spec.key}.requirements.txt"
+            pins = root / f"{spec.key}.constraints.txt"
+            write_atomic(reqs, ("\n".join(spec.install) + "\n").encode(), tmp_dir=root)
+            write_atomic(pins, ("\n".join(spec.requirements) + "\n").encode(), tmp_dir=root)
+            say(
+                f"installing the {len(spec.install)} imported package(s) and what they need, "
+                "pinned to the recorded versions, with uv pip install"
+            )
+            _uv(uv, "pip", "install", "--compile-bytecode", "--python", str(venv_python(venv)),
+                "-r", str(reqs), "-c", str(pins), show=show_progress)  # fmt: skip
+        elif spec.requirements:
             reqs = root / f"{spec.key}.requirements.txt"
             text = spec.lock_text or "\n".join(spec.requirements) + "\n"
             write_atomic(reqs, text.encode(), tmp_dir=root)

@@ -482,6 +482,7 @@ def _record_after(
 
     executable, source = _interpreter(audit, argv, prefetch.env)
     env_digest = None
+    imported: list[str] | None = None
     try:
         environment = prefetch.environment(executable)
     except EnvironmentCaptureError as exc:
@@ -489,6 +490,8 @@ def _record_after(
     else:
         env_digest = environment.digest
         record.save_environment(ws.db, env_digest, environment.canonical)
+        if audit.active and environment.modules:
+            imported = environment.distributions_of(audit.imports)
         lock_blobs = []
         for rel in environment.lock_files:
             path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
@@ -513,6 +516,8 @@ def _record_after(
             "seeding": [{"call": c, "seed": s} for c, s in audit.seeds],
             "urls": [strip_credentials(u) for u in list(audit.urls)[:200]],
             "imports": sorted(audit.imports),
+            # What 'reproduce --env recreate --packages imported' installs.
+            **({"imported_distributions": imported} if imported is not None else {}),
             "warnings": warnings,
         },
     )

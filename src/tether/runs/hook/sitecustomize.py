@@ -11,7 +11,8 @@ It records, without touching the user's script:
 - where model savers that write below Python put their files (``torch.save``,
   ``torch.jit.save``, ``h5py.File`` opened for writing, ``tf.saved_model.save``), wrapped
   the same way;
-- which numerical frameworks it imports (the ``import`` event, top-level names only);
+- which modules outside the standard library it imports (the ``import`` event,
+  top-level names only);
 - which URLs it requests through urllib (the ``urllib.Request`` event): data from the
   network is an input nothing versions;
 - the interpreter (``sys.executable``) of each process.
@@ -59,10 +60,8 @@ def _install():
     fspath = os.fspath
     abspath = os.path.abspath
 
-    frameworks = {
-        "numpy", "scipy", "sklearn", "pandas", "torch", "tensorflow", "keras", "jax",
-        "xgboost", "lightgbm", "catboost", "transformers", "onnxruntime",
-    }  # fmt: skip
+    # Standard-library modules are not distributions anyone installs (3.10+ knows them).
+    stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
 
     def hook(event, args):
         if event == "open":
@@ -90,10 +89,11 @@ def _install():
             except Exception:
                 return
         elif event == "import":
-            # Which numerical frameworks the run used (first import of each only).
+            # Which top-level modules the run imported (first import of each only): the
+            # frameworks it used, and what '--packages imported' reinstalls.
             try:
                 top = args[0].partition(".")[0]
-                if top in frameworks and top not in seen:
+                if top and top not in stdlib and not top.startswith("_") and top not in seen:
                     seen.add(top)
                     emit("I", top)
             except Exception:
