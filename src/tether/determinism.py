@@ -15,6 +15,21 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Frameworks whose random generators draw from fresh entropy unless the script seeds
+# them (by top-level module name), with how a script seeds each: what doctor and explain
+# name when a run imported one and the hook saw no seeding call.
+GENERATORS = {
+    "numpy": "numpy's global generator (np.random.seed(N), or default_rng(N))",
+    "sklearn": "scikit-learn estimators without random_state (random_state=N)",
+    "torch": "torch's generator (torch.manual_seed(N))",
+    "tensorflow": "TensorFlow's generator (tf.random.set_seed(N))",
+    "keras": "Keras (keras.utils.set_random_seed(N))",
+    "jax": "JAX keys (jax.random.PRNGKey(N))",
+    "xgboost": "XGBoost (seed=N)",
+    "lightgbm": "LightGBM (seed=N)",
+    "catboost": "CatBoost (random_seed=N)",
+}
+
 
 @dataclass(frozen=True)
 class SeedReport:

@@ -147,6 +147,11 @@ class RedactedCommand:
     argv: tuple[str, ...]  # what is stored and shown
     withheld: tuple[WithheldArg, ...]
 
+    @property
+    def capture(self) -> dict[str, object]:
+        """What a run's ``capture`` record keeps so reproduce can ask for the values."""
+        return {"withheld_args": [w.to_json() for w in self.withheld]} if self.withheld else {}
+
 
 def redact_command(argv: Sequence[str], withholder: Withholder | None) -> RedactedCommand:
     """Mask the values of secret-looking flags (``--password X``, ``--token=X``,

@@ -72,8 +72,7 @@ def fsck(
             for d, good, size in pool.map(check, digests):
                 total += size
                 if not good:
-                    quarantine.mkdir(exist_ok=True)
-                    os.replace(ws.store.path(d), quarantine / d.hex)
+                    ws.store.set_aside(d, quarantine)
                     quarantined.append(d)
                     problems.append(Problem(d, "corrupt", "store"))
         if quarantined:

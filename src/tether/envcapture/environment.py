@@ -16,7 +16,8 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
@@ -226,19 +227,23 @@ def _probe(
     return result
 
 
+def _lock_paths(root: Path) -> Iterator[Path]:
+    for pattern in LOCK_FILE_PATTERNS:
+        yield from sorted(root.glob(pattern))
+
+
 def lock_files(roots: Sequence[Path], project_root: Path) -> list[LockFile]:
     found: dict[Path, LockFile] = {}
     for root in roots:
-        for pattern in LOCK_FILE_PATTERNS:
-            for path in sorted(root.glob(pattern)):
-                if not path.is_file() or path in found:
-                    continue
-                digest, size = hash_file(path)
-                try:
-                    rel = path.resolve().relative_to(project_root.resolve()).as_posix()
-                except ValueError:
-                    rel = str(path.resolve())
-                found[path] = LockFile(rel, str(digest), size)
+        for path in _lock_paths(root):
+            if not path.is_file() or path in found:
+                continue
+            digest, size = hash_file(path)
+            try:
+                rel = path.resolve().relative_to(project_root.resolve()).as_posix()
+            except ValueError:
+                rel = str(path.resolve())
+            found[path] = LockFile(rel, str(digest), size)
     return sorted(found.values(), key=lambda lf: lf.path)
 
 
@@ -389,8 +394,6 @@ _CURRENT: tuple[tuple[tuple[str, int | None], ...], dict[str, Any]] | None = Non
 
 
 def _collect_current() -> dict[str, Any]:
-    import sys
-
     from tether.envcapture.probe import collect
 
     global _CURRENT
@@ -412,11 +415,10 @@ def capture_current(project_root: Path, env: Mapping[str, str] | None = None) ->
     env = dict(os.environ if env is None else env)
     probe = _collect_current()
     stamps = []
-    for pattern in LOCK_FILE_PATTERNS:
-        for path in sorted(project_root.glob(pattern)):
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                stamps.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+    for path in _lock_paths(project_root):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            stamps.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
     key = (str(project_root), id(probe), tuple(sorted(_selected(env).items())), tuple(stamps))
     if _LAST_BUILT is not None and _LAST_BUILT[0] == key:
         return _LAST_BUILT[1]

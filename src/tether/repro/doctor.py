@@ -18,16 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.determinism import GENERATORS
 from tether.envcapture.environment import LOCK_FILE_PATTERNS
 from tether.hashing import Digest
 from tether.runs.code import git_text, is_source
 from tether.runs.record import Run, load_environment
 from tether.workspace import Workspace
 
-# Frameworks whose generators results depend on when nothing seeds them.
-RANDOM_FRAMEWORKS = frozenset(
-    {"numpy", "sklearn", "torch", "tensorflow", "keras", "jax", "xgboost", "lightgbm", "catboost"}
-)
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".sav", ".dill")
 _PINNED = re.compile(r"^[A-Za-z0-9._\[\],-]+\s*===?\s*[^\s;*]+(\s*;.*)?$")
 
@@ -195,7 +192,7 @@ def check_run(ws: Workspace, run: Run) -> list[Finding]:
         )
     seeded = bool(run.capture.get("seeding") or run.capture.get("seed_everything"))
     watched = bool((run.capture.get("audit") or {}).get("active"))
-    random_users = sorted(set(run.capture.get("imports") or ()) & RANDOM_FRAMEWORKS)
+    random_users = sorted(set(run.capture.get("imports") or ()) & set(GENERATORS))
     if not seeded and (watched or run.seed is None):
         # Judged from what the script did: --seed sets only PYTHONHASHSEED and
         # TETHER_SEED, which no numpy, scikit-learn or torch generator reads.

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tether.determinism import GENERATORS
 from tether.envcapture.diff import ML_CRITICAL, diff_environments
 from tether.envcapture.environment import Environment
 from tether.hashing import Digest
@@ -480,19 +481,6 @@ def _environment(
 # -- nondeterminism -----------------------------------------------------------------------
 
 
-# Frameworks whose random generators draw from fresh entropy unless the script seeds them,
-# with how the script would seed each.
-_GENERATORS = {
-    "numpy": "numpy's global generator (np.random.seed(N), or default_rng(N))",
-    "sklearn": "scikit-learn estimators without random_state (random_state=N)",
-    "torch": "torch's generator (torch.manual_seed(N))",
-    "tensorflow": "TensorFlow's generator (tf.random.set_seed(N))",
-    "jax": "JAX keys (jax.random.PRNGKey(N))",
-    "xgboost": "XGBoost (seed=N)",
-    "lightgbm": "LightGBM (seed=N)",
-}
-
-
 def _unseeded(run: Run) -> bool:
     """The script seeded nothing the hook could see. ``--seed`` alone does not count:
     it sets PYTHONHASHSEED and TETHER_SEED, which no numpy, scikit-learn or torch
@@ -510,10 +498,10 @@ def _unseeded_generators(a: Run, b: Run, *, only_named: bool) -> list[Cause]:
     if not unseeded:
         return []
     imported = {name for r in unseeded for name in (r.capture.get("imports") or ())}
-    used = sorted(imported & set(_GENERATORS))
+    used = sorted(imported & set(GENERATORS))
     if only_named and not used:
         return []
-    which = [_GENERATORS[name] for name in used] or ["Python's random module or another library"]
+    which = [GENERATORS[name] for name in used] or ["Python's random module or another library"]
     given = [r for r in unseeded if r.seed is not None]
     details = [f"unseeded: {w}" for w in which]
     if given:

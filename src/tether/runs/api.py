@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -336,9 +337,29 @@ def start_run(
     return run
 
 
-_PROCESS_WORKSPACES: dict[Path, tuple[Workspace, tuple[int, int] | None]] = {}
-_PROCESS_CODE: dict[Path, CodeState] = {}
-_PROCESS_SAVED_ENVS: set[tuple[Path, str]] = set()
+@dataclass
+class _ProjectState:
+    """What one process shares across the runs it starts in one project: a sweep of
+    thousands of runs opens the workspace and captures the code once (the code a process
+    runs is what it imported when it began) and saves each environment record once."""
+
+    ws: Workspace
+    identity: tuple[int, int] | None  # the database file it opened (device, inode)
+    code: CodeState | None = None
+    saved_envs: set[str] = field(default_factory=set)
+
+    @classmethod
+    def for_start(cls, start: Path) -> _ProjectState:
+        state = _PROJECTS.get(start)
+        if state is None or state.identity != _identity(state.ws):
+            # First run here, or the project was removed and made again: start afresh.
+            ws = Workspace.open(start)
+            ws.db  # noqa: B018 - opened now, so its file's identity is the one remembered
+            state = _PROJECTS[start] = cls(ws, _identity(ws))
+        return state
+
+
+_PROJECTS: dict[Path, _ProjectState] = {}
 
 
 def _identity(ws: Workspace) -> tuple[int, int] | None:
@@ -364,28 +385,17 @@ def _start_standalone(
     from tether.runs.launch import check_seed
 
     check_seed(seed)
-    # One workspace and one code capture per project and process: a sweep of thousands
-    # of runs shares them (the code a process runs is what it imported when it began).
-    start = Path(project or os.getcwd()).resolve()
-    cached = _PROCESS_WORKSPACES.get(start)
-    ws = cached[0] if cached is not None and cached[1] == _identity(cached[0]) else None
-    if ws is None:
-        # First run here, or the project was removed and made again: start afresh.
-        ws = Workspace.open(start)
-        ws.db  # noqa: B018 - opened now, so its file's identity is the one remembered
-        _PROCESS_WORKSPACES[start] = (ws, _identity(ws))
-        _PROCESS_CODE.pop(ws.root, None)
-        _PROCESS_SAVED_ENVS.difference_update({k for k in _PROCESS_SAVED_ENVS if k[0] == ws.root})
-    code = _PROCESS_CODE.get(ws.root)
-    if code is None:
-        code = _PROCESS_CODE[ws.root] = capture_code(ws.store, ws.root, record.output_paths(ws.db))
+    state = _ProjectState.for_start(Path(project or os.getcwd()).resolve())
+    ws = state.ws
+    if state.code is None:
+        state.code = capture_code(ws.store, ws.root, record.output_paths(ws.db))
+    code = state.code
     environment = capture_current(ws.root)
     shown = redact_command([sys.executable, *sys.argv], Withholder.for_project(ws.dot))
-    withheld = {"withheld_args": [w.to_json() for w in shown.withheld]} if shown.withheld else {}
     # One transaction (one fsync) for the run, its blobs, params and tags: a sweep pays
     # one commit to start a run, and bad params leave no run behind.
     with ws.db.atomic():
-        if (ws.root, environment.digest) not in _PROCESS_SAVED_ENVS:
+        if environment.digest not in state.saved_envs:
             record.save_environment(ws.db, environment.digest, environment.canonical)
         run_id = record.create_run(
             ws.db,
@@ -398,14 +408,14 @@ def _start_standalone(
             seed=seed,
             env_digest=environment.digest,
             code=code.to_json(),
-            capture={"interpreter": {"path": sys.executable, "source": "api"}, **withheld},
+            capture={"interpreter": {"path": sys.executable, "source": "api"}, **shown.capture},
         )
         record.add_blobs(ws.db, run_id, code.blobs)
         if params:
             record.log_params(ws.db, run_id, params)
         if tags:
             record.set_tags(ws.db, run_id, tags)
-    _PROCESS_SAVED_ENVS.add((ws.root, environment.digest))  # committed: known from now on
+    state.saved_envs.add(environment.digest)  # committed: known from now on
     log = _FileWatch.start([ws.dot]) if watch else None
     return Run(ws, run_id, joined=False, watch=log)
 

@@ -119,9 +119,7 @@ def run_command(
     code = capture_code(ws.store, ws.root, record.output_paths(ws.db))
     # The command runs as given; what is stored has secret flag values withheld.
     shown = redact_command(argv, Withholder.for_project(ws.dot))
-    extra: dict[str, object] = {}
-    if shown.withheld:
-        extra["withheld_args"] = [w.to_json() for w in shown.withheld]
+    extra = shown.capture
     # SOURCE_DATE_EPOCH: the caller's (or the reproduction's) value, else the run's start,
     # recorded so that a reproduction embeds the same dates.
     epoch = (env or {}).get("SOURCE_DATE_EPOCH", os.environ.get("SOURCE_DATE_EPOCH"))

@@ -206,11 +206,15 @@ class ContentStore:
                 return False
         except ObjectNotFound:
             return False
+        self.set_aside(digest, folder)
+        self.sync()
+        return True
+
+    def set_aside(self, digest: Digest, folder: Path) -> None:
+        """Move a blob the caller found corrupt into ``folder``; ``sync`` makes it final."""
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path(digest), folder / digest.hex)
-        fsync_dir(self.blobs_dir)
-        return True
 
     def __iter__(self) -> Iterator[Digest]:
         for entry in os.scandir(self.blobs_dir):
