@@ -42,6 +42,13 @@ max_ratio = 200
 # the run is reproduced; 'tether reproduce' gives the reproduction the recorded value.
 source_date_epoch = true
 
+[database]
+# Where runs, tags and the model registry are recorded (blobs stay in the store).
+# Empty: SQLite in .tether/tether.db. For a team: "postgresql://USER@HOST:PORT/DBNAME";
+# never put a password here (this file is committed): use TETHER_DATABASE_URL,
+# PGPASSWORD or ~/.pgpass. See docs/database.md.
+url = ""
+
 [locks]
 # Seconds to wait for another tether process before giving up.
 timeout = 600
@@ -78,6 +85,7 @@ class Settings:
     unpack_max_files: int = 2_000_000
     unpack_max_ratio: int = 200
     locks_timeout: float = 600.0
+    database_url: str = ""
     run_source_date_epoch: int = 1
     checkout_link: str = "reflink,copy"
     data_remote: str = ""
@@ -109,6 +117,7 @@ _ENV = {
     "TETHER_UNPACK_MAX_FILES": "unpack_max_files",
     "TETHER_UNPACK_MAX_RATIO": "unpack_max_ratio",
     "TETHER_LOCK_TIMEOUT": "locks_timeout",
+    "TETHER_DATABASE_URL": "database_url",
     "TETHER_RUN_SOURCE_DATE_EPOCH": "run_source_date_epoch",
     "TETHER_CHECKOUT_LINK": "checkout_link",
     "TETHER_DATA_REMOTE": "data_remote",
@@ -170,6 +179,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
                     hint="see docs/configuration.md for the settings",
                 )
             out[name] = value
+    if "database_url" in out:
+        from tether.db.url import check_no_password
+
+        check_no_password(str(out["database_url"]), str(path))
     return out
 
 

@@ -8,7 +8,8 @@ On disk::
       .tether/
         config.toml            project settings (committed)
         store/                 OCI image layout: blobs and index.json (see store/objects.py)
-        tether.db              SQLite, WAL: tag history, layer listings, later runs
+        tether.db              SQLite, WAL: runs, tags, models (unless [database] url
+                               names PostgreSQL; see db/url.py)
         cache/                 disposable: stat.db (see store/statcache.py), remotes/
         tmp/                   temp files, same filesystem as store/ for atomic renames
         locks/                 flock files: index (tags), gc (store-wide), data (add,
@@ -30,8 +31,9 @@ from functools import cached_property
 from pathlib import Path
 
 from tether import config
-from tether.db.connection import Database
-from tether.db.migrations import migrate
+from tether.db.connection import Database, open_database
+from tether.db.migrations import ensure_current, migrate
+from tether.db.url import DEFAULT_SQLITE, DatabaseURL
 from tether.errors import WorkspaceError
 from tether.oci.layout import LocalIndex
 from tether.store.atomic import write_atomic
@@ -59,6 +61,10 @@ class Workspace:
         self.dot = root / DOT
         self.env = os.environ if env is None else env
         self.settings = config.load(self.dot / "config.toml", self.env)
+        # Resolved now: a view rooted elsewhere (rooted_at) keeps this project's database.
+        self.database_url = DatabaseURL.parse(
+            self.settings.database_url or DEFAULT_SQLITE, root=self.root
+        )
         self.store = ContentStore(self.dot / "store", self.dot / "tmp")
         self.index = LocalIndex(
             self.store, self.dot / "locks" / "index.lock", lock_timeout=self.settings.locks_timeout
@@ -98,8 +104,12 @@ class Workspace:
 
     @cached_property
     def db(self) -> Database:
-        database = Database(self.dot / "tether.db")
-        migrate(database)
+        database = open_database(self.database_url)
+        try:
+            ensure_current(database)
+        except BaseException:
+            database.close()
+            raise
         return database
 
     @cached_property
@@ -143,10 +153,17 @@ class InitReport:
 
 
 def init_workspace(
-    root: str | Path, *, env: Mapping[str, str] | None = None, propose_kitfile: bool = True
+    root: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    propose_kitfile: bool = True,
+    database_url: str | None = None,
 ) -> InitReport:
     """Create ``.tether/`` in ``root`` (or repair a partial one) and propose a Kitfile
-    when the folder has none. Safe to re-run: nothing existing is overwritten."""
+    when the folder has none. Safe to re-run: nothing existing is overwritten.
+
+    ``database_url`` (no password: the file is committed) is written to the settings
+    and its database is created or brought up to date."""
     from tether.manifest import KITFILE_NAMES
     from tether.manifest.propose import propose
 
@@ -160,8 +177,11 @@ def init_workspace(
     cfg = dot / "config.toml"
     if not cfg.exists():
         write_atomic(cfg, config.DEFAULT_CONFIG_TOML.encode(), tmp_dir=dot / "tmp")
+    if database_url is not None:
+        _set_database_url(cfg, database_url, root, tmp_dir=dot / "tmp")
     ContentStore.create(dot / "store", dot / "tmp")
-    database = Database(dot / "tether.db")
+    settings = config.load(cfg, os.environ if env is None else env)
+    database = open_database(DatabaseURL.parse(settings.database_url or DEFAULT_SQLITE, root=root))
     try:
         applied = migrate(database)
     finally:
@@ -174,6 +194,39 @@ def init_workspace(
         text = "# Proposed by 'tether init': check it, then 'tether pack -t NAME:TAG'.\n"
         write_atomic(proposed, (text + propose(root).to_yaml()).encode(), tmp_dir=dot / "tmp")
     return InitReport(root, created, tuple(added), tuple(applied), proposed, existing)
+
+
+def _set_database_url(cfg: Path, url: str, root: Path, *, tmp_dir: Path) -> None:
+    import tomlkit
+
+    from tether.db.url import check_no_password
+
+    check_no_password(url, "--db")
+    DatabaseURL.parse(url, root=root)  # refuse what does not parse before writing it
+    doc = tomlkit.parse(cfg.read_text(encoding="utf-8"))
+    table = doc.setdefault("database", tomlkit.table())
+    table["url"] = url
+    write_atomic(cfg, tomlkit.dumps(doc).encode(), tmp_dir=tmp_dir)
+
+
+@dataclass(frozen=True)
+class MigrateReport:
+    database: str  # the URL, without a password
+    dialect: str
+    applied: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"database": self.database, "dialect": self.dialect, "applied": list(self.applied)}
+
+
+def migrate_database(ws: Workspace) -> MigrateReport:
+    """Bring the project's database to this tether's schema (``tether migrate``)."""
+    database = open_database(ws.database_url)
+    try:
+        applied = migrate(database)
+    finally:
+        database.close()
+    return MigrateReport(ws.database_url.display, ws.database_url.dialect, tuple(applied))
 
 
 def _ensure_gitignore(root: Path, tmp_dir: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Project commands: init, gc."""
+"""Project commands: init, migrate, gc."""
 
 from __future__ import annotations
 
@@ -14,19 +14,33 @@ from tether.cli._workspace import open_workspace
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option("--no-kitfile", is_flag=True, help="Do not propose a Kitfile.")
+@click.option(
+    "--db",
+    "database_url",
+    metavar="URL",
+    help="Record into this database: postgresql://[USER@]HOST[:PORT]/DBNAME (no password:"
+    " it is written to the committed settings; use PGPASSWORD or ~/.pgpass).",
+)
 @click.pass_context
-def init(ctx: click.Context, directory: str | None, no_kitfile: bool) -> None:
+def init(
+    ctx: click.Context, directory: str | None, no_kitfile: bool, database_url: str | None
+) -> None:
     """Create .tether/ in DIRECTORY (default: here) and propose a Kitfile.
 
-    Creates the settings file, the content store (an OCI image layout), the SQLite
-    database and tmp/; adds ignore entries to .gitignore; writes a Kitfile proposed
-    from the model files, code, data/ and README it finds, unless one exists.
-    Re-running is safe: nothing existing is overwritten.
+    Creates the settings file, the content store (an OCI image layout), the database
+    (SQLite in .tether/tether.db, or the one --db names) and tmp/; adds ignore entries
+    to .gitignore; writes a Kitfile proposed from the model files, code, data/ and
+    README it finds, unless one exists. Re-running is safe: nothing existing is
+    overwritten.
+
+    \b
+      tether init
+      tether init --db postgresql://ml@db.internal/tether
     """
     from tether.workspace import init_workspace
 
     root = Path(directory or ctx.obj.get("project") or ".")
-    report = init_workspace(root, propose_kitfile=not no_kitfile)
+    report = init_workspace(root, propose_kitfile=not no_kitfile, database_url=database_url)
     verb = "Initialized" if report.created else "Checked"
     click.echo(f"{verb} tether project in {report.root / '.tether'}")
     if report.gitignore_added:
@@ -35,6 +49,27 @@ def init(ctx: click.Context, directory: str | None, no_kitfile: bool) -> None:
         click.echo(f"Proposed {report.kitfile.name}: review it, then 'tether pack -t NAME:TAG'")
     elif report.kitfile_existing:
         info(f"kept the existing {report.kitfile_existing.name}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def migrate(ctx: click.Context, as_json: bool) -> None:
+    """Bring the project's database up to this tether's schema.
+
+    Other commands only check the schema's version and ask for this after an upgrade;
+    back the database up first. Safe to re-run, and safe while other tether processes
+    wait: each migration applies once.
+    """
+    from tether.workspace import migrate_database
+
+    report = migrate_database(open_workspace(ctx))
+    if as_json:
+        emit_json(report.to_json())
+    elif report.applied:
+        click.echo(f"Migrated {report.database}: {', '.join(report.applied)}")
+    else:
+        click.echo(f"{report.database} is up to date")
 
 
 @cli.command()

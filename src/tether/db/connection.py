@@ -1,90 +1,187 @@
-"""The project database: one SQLite file, ``.tether/tether.db``, in WAL mode.
+"""The database boundary: what repositories may use, whatever the engine.
 
-WAL lets many readers work beside one writer; write transactions start with
-``BEGIN IMMEDIATE`` so that a busy database makes writers wait (``busy_timeout``)
-instead of failing half-way with SQLITE_BUSY. Foreign keys are on.
+Two engines sit behind it, chosen by URL (see ``url.py``): SQLite (``sqlite.py``, the
+embedded default) and PostgreSQL (``postgres.py``). Repositories write one portable
+SQL with ``?`` placeholders, ``ON CONFLICT`` upserts and no engine-only functions; the
+few expressions that must differ come from ``Dialect``. Times are passed as
+``Instant`` (seconds since the epoch): a REAL on SQLite, a ``timestamptz`` on
+PostgreSQL, read back as seconds on both.
+
+Each thread gets its own connection, so one thread's transaction never interleaves
+with another's; ``atomic()`` is one write transaction (a savepoint when nested) that
+serializes with other writers, as SQLite's ``BEGIN IMMEDIATE`` does. Engine errors
+leave as ``DatabaseError`` with a hint, never as a driver's exception.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from tether.db.url import DatabaseURL
 from tether.errors import DatabaseError
 
-BUSY_TIMEOUT_MS = 30_000
+Params = Sequence[object]
 
 
-class Database:
-    """A connection to the project database with an ``atomic()`` write transaction."""
+class Instant(float):
+    """A moment in seconds since the epoch, stored as the engine's time type."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        # One connection may serve several threads (a training loop's metric flushes and
-        # a callback's log_param): transactions on it must not interleave.
-        self._lock = threading.RLock()
-        try:
-            self.conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = FULL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as exc:
-            raise DatabaseError(
-                f"cannot open {self.path}: {exc}",
-                hint="check that .tether/ is on a local disk and writable",
-            ) from None
+    __slots__ = ()
+
+
+class Row(Protocol):
+    """A result row, read by column name or position."""
+
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """One connection inside a transaction: what repositories write through."""
+
+    def execute(self, sql: str, params: Params = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Params], /) -> None: ...
+
+    def insert_many(self, table: str, columns: Sequence[str], rows: Iterable[Params]) -> None:
+        """Append rows in bulk: ``executemany`` on SQLite, ``COPY`` on PostgreSQL."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The expressions portable SQL cannot share."""
+
+    name: str
+    # Ties in a series (same key and step) come back in insertion order.
+    insertion_order: str
+    # Case-insensitive for ASCII on both (SQLite's LIKE is).
+    like: str = "LIKE"
+
+    def seconds(self, expr: str) -> str:
+        """``expr`` (a time, or a difference of two) as a number of seconds."""
+        return expr
+
+    def json_text(self, column: str, key: str) -> str:
+        """The text of ``column``'s top-level ``key`` (a JSON document)."""
+        return f"json_extract({column}, '$.{key}')"
+
+
+class Database(ABC):
+    """An open database: per-thread connections, ``atomic()`` writes, ``query()`` reads."""
+
+    dialect: Dialect
+
+    def __init__(self, url: DatabaseURL) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
+
+    @property
+    def display(self) -> str:
+        return self.url.display
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not self._alive(conn):
+            with self._all_lock, contextlib.suppress(ValueError):
+                self._all.remove(conn)
+            conn = None
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    def _alive(self, raw: Any) -> bool:
+        """False for a connection the server dropped: the next call opens another."""
+        return True
+
+    @abstractmethod
+    def _transaction(self, raw: Any) -> contextlib.AbstractContextManager[Connection]: ...
+
+    @abstractmethod
+    def _snapshot(self, raw: Any) -> contextlib.AbstractContextManager[Connection]: ...
+
+    @abstractmethod
+    def _read(self, raw: Any, sql: str, params: Params) -> list[Any]: ...
+
+    @abstractmethod
+    def _map_error(self, exc: BaseException) -> DatabaseError | None:
+        """The driver's error as a DatabaseError, or None when it is not the driver's."""
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[sqlite3.Connection]:
+    def atomic(self) -> Iterator[Connection]:
         """One write transaction: committed on success, rolled back on any exception.
 
-        Nested inside another on this connection it is a savepoint, so a library call
-        that writes (a tag move) can join a caller's transaction (an alias move)."""
-        with self._lock:
-            if self.conn.in_transaction:
-                with self._savepoint():
-                    yield self.conn
-                return
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise DatabaseError(
-                    f"cannot start a transaction: {exc}",
-                    hint="another process may hold the database; try again",
-                ) from None
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+        Nested inside another on this thread it is a savepoint, so a library call that
+        writes (a tag move) can join a caller's transaction (an alias move)."""
+        try:
+            with self._transaction(self._connection()) as conn:
+                yield conn
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is None:
                 raise
-            else:
-                self.conn.execute("COMMIT")
+            raise mapped from exc
 
     @contextlib.contextmanager
-    def _savepoint(self) -> Iterator[None]:
-        self.conn.execute("SAVEPOINT nested")
+    def snapshot(self) -> Iterator[Connection]:
+        """Several reads that see one consistent state and take no write lock (inside
+        ``atomic()`` they simply join it)."""
         try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK TO nested")
-            self.conn.execute("RELEASE nested")
-            raise
-        else:
-            self.conn.execute("RELEASE nested")
+            with self._snapshot(self._connection()) as conn:
+                yield conn
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
-    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self.conn.execute(sql, params))
+    def query(self, sql: str, params: Params = ()) -> list[Any]:
+        """Rows of one read, outside any write transaction of another thread."""
+        try:
+            return self._read(self._connection(), sql, params)
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def close(self) -> None:
-        self.conn.close()
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+
+def open_database(url: DatabaseURL) -> Database:
+    """Connect to the database ``url`` names (its schema is checked by ``migrations``)."""
+    if url.dialect == "sqlite":
+        from tether.db.sqlite import SqliteDatabase
+
+        return SqliteDatabase(url)
+    from tether.db.postgres import PostgresDatabase
+
+    return PostgresDatabase(url)

@@ -112,7 +112,8 @@ def layer_files(ws: Workspace, layer: Layer) -> list[FileInfo]:
             files.append(FileInfo(member.rel, size, str(digest), member.mode))
     with ws.db.atomic() as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO layer_files VALUES (?, ?)",
+            "INSERT INTO layer_files VALUES (?, ?)"
+            " ON CONFLICT (layer_digest) DO UPDATE SET files_json = excluded.files_json",
             (key, json.dumps([asdict(f) for f in files])),
         )
     return files

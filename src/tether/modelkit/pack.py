@@ -266,7 +266,7 @@ def _attach_provenance(ws: Workspace, desc: Descriptor, link: _RunLink) -> Diges
 
     with ws.db.atomic() as conn:
         conn.execute(
-            "INSERT OR IGNORE INTO kit_runs VALUES (?, ?, ?)",
+            "INSERT INTO kit_runs VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (str(desc.digest), link.run.id, link.how),
         )
     return provenance.attach(

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tether.db.connection import Instant
 from tether.errors import ModelKitError
 from tether.hashing import Digest
 from tether.oci import mediatypes as mt
@@ -278,7 +279,7 @@ def _producer(ws: Workspace, run: Run, digest: str) -> str | None:
         "SELECT f.run_id FROM run_files f JOIN runs r ON r.id = f.run_id"
         " WHERE f.digest = ? AND f.role = 'output' AND f.run_id != ? AND r.started <= ?"
         " ORDER BY r.started DESC LIMIT 1",
-        (digest, run.id, run.started),
+        (digest, run.id, Instant(run.started)),
     )
     return str(rows[0]["run_id"]) if rows else None
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tether.db.connection import Instant
 from tether.errors import AuthError, ModelKitError, ModelKitNotFound, RegistryError, UsageError
 from tether.hashing import Digest
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
@@ -574,10 +575,11 @@ def _known_sources(
 
 
 def _remember(ws: Workspace, registry: str, repo: str, blobs: list[Descriptor]) -> None:
-    now = time.time()
+    now = Instant(time.time())
     with ws.db.atomic() as conn:
         conn.executemany(
-            "INSERT OR REPLACE INTO registry_blobs (registry, digest, repository, seen_at) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO registry_blobs (registry, digest, repository, seen_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (registry, digest, repository)"
+            " DO UPDATE SET seen_at = excluded.seen_at",
             [(registry, str(d.digest), repo, now) for d in blobs],
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from tether.db.connection import Instant
 from tether.errors import ModelKitNotFound, TagConflict, UsageError
 from tether.hashing import Digest
 from tether.oci.layout import IndexEntry
@@ -113,7 +114,7 @@ def history(
     ws: Workspace, repository: str, tag: str
 ) -> list[tuple[float, str, str | None, str | None, str]]:
     rows = ws.db.query(
-        "SELECT at, action, old_digest, new_digest, user FROM tag_events "
+        'SELECT at, action, old_digest, new_digest, "user" FROM tag_events '
         "WHERE repository = ? AND tag = ? ORDER BY id",
         (repository, tag),
     )
@@ -131,7 +132,7 @@ def _last_published(ws: Workspace, ref: Reference) -> Digest | None:
 
 def _record(ws: Workspace, changes: list[TagChange]) -> None:
     rows = []
-    now = time.time()
+    now = Instant(time.time())
     for c in changes:
         if c.action == "unchanged":
             continue
@@ -150,7 +151,8 @@ def _record(ws: Workspace, changes: list[TagChange]) -> None:
     if rows:
         with ws.db.atomic() as conn:
             conn.executemany(
-                "INSERT INTO tag_events (repository, tag, action, old_digest, new_digest, at, user)"
+                "INSERT INTO tag_events"
+                ' (repository, tag, action, old_digest, new_digest, at, "user")'
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )

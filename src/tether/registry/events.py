@@ -4,12 +4,12 @@ from a registry merge without duplicates."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from tether.db.connection import Connection, Instant, Row
 from tether.errors import ModelError
 from tether.workspace import Workspace
 
@@ -70,7 +70,7 @@ ACTIONS = ("register", "archive", "set", "move", "rollback", "remove")
 
 
 def add_event(
-    conn: sqlite3.Connection,
+    conn: Connection,
     ws: Workspace,
     name: str,
     alias: str | None,
@@ -84,13 +84,13 @@ def add_event(
     )
     conn.execute(
         "INSERT INTO model_events (uid, model, alias, action, old_version, new_version, at,"
-        " user, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (event.uid, name, alias, action, old, new, event.at, event.user, reason),
+        ' "user", reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        (event.uid, name, alias, action, old, new, Instant(event.at), event.user, reason),
     )
     return event
 
 
-def event_from_row(row: sqlite3.Row) -> ModelEvent:
+def event_from_row(row: Row) -> ModelEvent:
     return ModelEvent(
         row["uid"],
         row["model"],

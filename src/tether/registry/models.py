@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether.db.connection import Connection, Instant
 from tether.errors import (
     ModelError,
     ModelKitNotFound,
@@ -160,8 +160,9 @@ def list_models(ws: Workspace) -> list[ModelSummary]:
 
 
 def versions(ws: Workspace, name: str) -> list[ModelVersion]:
-    _require_model(ws.db.conn, check_name(name))
-    return _versions(ws.db.conn, name)
+    with ws.db.snapshot() as conn:
+        _require_model(conn, check_name(name))
+        return _versions(conn, name)
 
 
 def resolve(ws: Workspace, spec: str, version: str | None = None) -> ModelVersion:
@@ -176,11 +177,13 @@ def resolve(ws: Workspace, spec: str, version: str | None = None) -> ModelVersio
                 hint="write NAME VERSION or NAME@vN / NAME:ALIAS, not both",
             )
         spec = _qualified(spec, version)
-    return _resolve(ws.db.conn, spec)
+    with ws.db.snapshot() as conn:
+        return _resolve(conn, spec)
 
 
 def history(ws: Workspace, name: str, alias: str | None = None) -> list[ModelEvent]:
-    _require_model(ws.db.conn, check_name(name))
+    with ws.db.snapshot() as conn:
+        _require_model(conn, check_name(name))
     sql = "SELECT * FROM model_events WHERE model = ?"
     params: tuple[object, ...] = (name,)
     if alias is not None:
@@ -223,8 +226,8 @@ def register(
             )
         now = time.time()
         conn.execute(
-            "INSERT OR IGNORE INTO models (name, created, user) VALUES (?, ?, ?)",
-            (name, now, ws.user),
+            'INSERT INTO models (name, created, "user") VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+            (name, Instant(now), ws.user),
         )
         row = conn.execute(
             "SELECT coalesce(max(version), 0) + 1 AS n FROM model_versions WHERE model = ?",
@@ -233,8 +236,8 @@ def register(
         number = int(row["n"])
         conn.execute(
             "INSERT INTO model_versions (model, version, digest, run_id, source, created,"
-            " user, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, number, str(entry.digest), run_id, source, now, ws.user, description),
+            ' "user", description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+            (name, number, str(entry.digest), run_id, source, Instant(now), ws.user, description),
         )
         add_event(conn, ws, name, None, "register", None, number, description)
         _tag(ws, name, f"v{number}", entry, immutable=True)
@@ -329,7 +332,7 @@ def archive(
                 events.append(_drop_alias(conn, ws, name, a, target.version, reason))
         conn.execute(
             "UPDATE model_versions SET archived = ? WHERE model = ? AND version = ?",
-            (time.time(), name, target.version),
+            (Instant(time.time()), name, target.version),
         )
         events.append(add_event(conn, ws, name, None, "archive", target.version, None, reason))
         _untag(ws, name, f"v{target.version}")
@@ -431,7 +434,7 @@ def _qualified(name: str, version: str) -> str:
     return f"{name}:{version}"
 
 
-def _resolve(conn: sqlite3.Connection, spec: str) -> ModelVersion:
+def _resolve(conn: Connection, spec: str) -> ModelVersion:
     name, selector, alias = split_spec(spec)
     check_name(name)
     _require_model(conn, name)
@@ -473,7 +476,7 @@ def _resolve(conn: sqlite3.Connection, spec: str) -> ModelVersion:
     return found[0]
 
 
-def _versions(conn: sqlite3.Connection, name: str, number: int | None = None) -> list[ModelVersion]:
+def _versions(conn: Connection, name: str, number: int | None = None) -> list[ModelVersion]:
     sql = "SELECT * FROM model_versions WHERE model = ?"
     params: tuple[object, ...] = (name,)
     if number is not None:
@@ -501,7 +504,7 @@ def _versions(conn: sqlite3.Connection, name: str, number: int | None = None) ->
     ]
 
 
-def _require_model(conn: sqlite3.Connection, name: str) -> None:
+def _require_model(conn: Connection, name: str) -> None:
     if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
         known = [r["name"] for r in conn.execute("SELECT name FROM models ORDER BY name LIMIT 8")]
         raise ModelNotFound(
@@ -512,14 +515,14 @@ def _require_model(conn: sqlite3.Connection, name: str) -> None:
         )
 
 
-def _alias_version(conn: sqlite3.Connection, name: str, alias: str) -> int | None:
+def _alias_version(conn: Connection, name: str, alias: str) -> int | None:
     row = conn.execute(
         "SELECT version FROM model_aliases WHERE model = ? AND alias = ?", (name, alias)
     ).fetchone()
     return int(row["version"]) if row else None
 
 
-def _existing_alias(conn: sqlite3.Connection, name: str, alias: str) -> int:
+def _existing_alias(conn: Connection, name: str, alias: str) -> int:
     number = _alias_version(conn, name, alias)
     if number is None:
         raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
@@ -527,7 +530,7 @@ def _existing_alias(conn: sqlite3.Connection, name: str, alias: str) -> int:
 
 
 def _drop_alias(
-    conn: sqlite3.Connection,
+    conn: Connection,
     ws: Workspace,
     name: str,
     alias: str,
@@ -540,7 +543,7 @@ def _drop_alias(
     return event
 
 
-def _aliases_hint(conn: sqlite3.Connection, name: str) -> str:
+def _aliases_hint(conn: Connection, name: str) -> str:
     names = [
         r["alias"]
         for r in conn.execute(
@@ -555,7 +558,7 @@ def _aliases_hint(conn: sqlite3.Connection, name: str) -> str:
 
 
 def _move(
-    conn: sqlite3.Connection,
+    conn: Connection,
     ws: Workspace,
     target: ModelVersion,
     alias: str,

@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from tether.db.connection import Database
+from tether.db.connection import Database, Dialect, Instant
+from tether.db.sqlite import DIALECT as SQLITE
 from tether.errors import FilterError
 from tether.runs.record import STATUSES, Run, load_runs
 
@@ -37,20 +38,21 @@ MAX_LENGTH = 10_000
 MAX_DEPTH = 50
 MAX_COMPARISONS = 200
 
-# attribute -> (SQL expression over runs r, kind)
+# attribute -> (SQL expression over runs r, kind); "seconds:" and "json:" expressions are
+# the dialect's (see attribute_sql).
 ATTRIBUTES: dict[str, tuple[str, str]] = {
     "id": ("r.id", "text"),
     "name": ("r.name", "text"),
     "status": ("r.status", "status"),
-    "user": ("r.user", "text"),
+    "user": ('r."user"', "text"),
     "host": ("r.host", "text"),
     "seed": ("r.seed", "number"),
     "exit_code": ("r.exit_code", "number"),
     "started": ("r.started", "time"),
     "ended": ("r.ended", "time"),
-    "duration": ("(r.ended - r.started)", "number"),
-    "commit": ("json_extract(r.code, '$.commit')", "text"),
-    "branch": ("json_extract(r.code, '$.branch')", "text"),
+    "duration": ("seconds:(r.ended - r.started)", "number"),
+    "commit": ("json:r.code:commit", "text"),
+    "branch": ("json:r.code:branch", "text"),
     "env": ("r.env_digest", "text"),
 }
 _FIELDS_HINT = (
@@ -107,8 +109,19 @@ def tokenize(text: str) -> list[Token]:
     return tokens
 
 
+def attribute_sql(name: str, dialect: Dialect) -> tuple[str, str]:
+    expr, kind = ATTRIBUTES[name]
+    if expr.startswith("seconds:"):
+        return dialect.seconds(expr.removeprefix("seconds:")), kind
+    if expr.startswith("json:"):
+        _, column, key = expr.split(":")
+        return dialect.json_text(column, key), kind
+    return expr, kind
+
+
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, dialect: Dialect) -> None:
+        self.dialect = dialect
         self.tokens = tokenize(text)
         self.i = 0
         self.params: list[object] = []
@@ -204,7 +217,7 @@ class _Parser:
                 key = key[1:-1]
             return self.keyed(table, key)
         if tok.kind == "word" and tok.text.lower() in ATTRIBUTES:
-            expr, kind = ATTRIBUTES[tok.text.lower()]
+            expr, kind = attribute_sql(tok.text.lower(), self.dialect)
             return self._predicate(expr, kind, tok.text.lower())
         if tok.kind == "dotted":
             # 'metric.r2', 'param.k': a prefix that is not one of ours.
@@ -250,7 +263,7 @@ class _Parser:
             if vkind != "text":
                 raise FilterError("'like' takes a quoted pattern", hint="e.g. name like 'svd-%'")
             self.params.append(value)
-            return f"{column} {'NOT ' if negate else ''}LIKE ?"
+            return f"{column} {'NOT ' if negate else ''}{self.dialect.like} ?"
         tok = self.next()
         if tok.kind != "op":
             raise self.error(tok, "expected a comparison (=, !=, <, <=, >, >=, in, like, is)")
@@ -264,7 +277,7 @@ class _Parser:
                 hint=f"e.g. {field} < 0.9 (no quotes)",
             )
         if kind == "time":
-            return parse_time(value)
+            return Instant(parse_time(value))
         if kind == "status" and value not in STATUSES:
             raise FilterError(f"unknown status {value!r}", hint="statuses: " + ", ".join(STATUSES))
         return value
@@ -319,15 +332,15 @@ def parse_time(value: object) -> float:
         ) from None
 
 
-def compile_filter(text: str) -> tuple[str, list[object]]:
+def compile_filter(text: str, dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
     """SQL for a WHERE clause over ``runs r``, and its parameters."""
     if not text.strip():
-        return "1", []
-    parser = _Parser(text)
+        return "1 = 1", []
+    parser = _Parser(text, dialect)
     return parser.parse(), parser.params
 
 
-def compile_sort(text: str) -> tuple[str, list[object]]:
+def compile_sort(text: str, dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
     """``KEY``, ``-KEY`` or ``KEY desc|asc`` → ORDER BY terms (missing values last)."""
     spec = text.strip()
     descending = False
@@ -336,22 +349,23 @@ def compile_sort(text: str) -> tuple[str, list[object]]:
     words = spec.rsplit(None, 1)
     if len(words) == 2 and words[1].lower() in ("asc", "desc"):
         descending, spec = words[1].lower() == "desc", words[0]
-    params: list[object] = []
+    direction = "DESC" if descending else "ASC"
     m = re.fullmatch(r"(metrics|params|tags)\.(`[^`]+`|[A-Za-z0-9_./:-]+)", spec)
     if m:
         key = m.group(2).strip("`")
-        params.append(key)
         if m.group(1) == "metrics":
             expr = "(SELECT last FROM run_metric_summary WHERE run_id = r.id AND key = ?)"
-        else:
-            table = "run_params" if m.group(1) == "params" else "run_tags"
-            expr = f"(SELECT coalesce(num, value) FROM {table} WHERE run_id = r.id AND key = ?)"
-    elif spec.lower() in ATTRIBUTES:
-        expr = ATTRIBUTES[spec.lower()][0]
-    else:
-        raise FilterError(f"cannot sort by {spec[:60]!r}", hint=_FIELDS_HINT)
-    direction = "DESC" if descending else "ASC"
-    return f"{expr} IS NULL, {expr} {direction}", params * 2
+            return f"{expr} IS NULL, {expr} {direction}", [key, key]
+        # Values that read as numbers sort as numbers, before those that do not.
+        table = "run_params" if m.group(1) == "params" else "run_tags"
+        num = f"(SELECT num FROM {table} WHERE run_id = r.id AND key = ?)"
+        text = f"(SELECT value FROM {table} WHERE run_id = r.id AND key = ?)"
+        order = f"{text} IS NULL, {num} IS NULL, {num} {direction}, {text} {direction}"
+        return order, [key] * 4
+    if spec.lower() in ATTRIBUTES:
+        expr = attribute_sql(spec.lower(), dialect)[0]
+        return f"{expr} IS NULL, {expr} {direction}", []
+    raise FilterError(f"cannot sort by {spec[:60]!r}", hint=_FIELDS_HINT)
 
 
 @dataclass(frozen=True)
@@ -367,8 +381,8 @@ def list_runs(
     sort: str | None = None,
     limit: int | None = 50,
 ) -> RunList:
-    clause, params = compile_filter(where or "")
-    order, order_params = compile_sort(sort) if sort else ("r.started DESC", [])
+    clause, params = compile_filter(where or "", db.dialect)
+    order, order_params = compile_sort(sort, db.dialect) if sort else ("r.started DESC", [])
     sql = f"SELECT r.id FROM runs r WHERE {clause} ORDER BY {order}, r.id DESC"
     ids = [row["id"] for row in db.query(sql, tuple(params + order_params))]
     shown = ids if limit is None else ids[:limit]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tether.db.connection import Database
+from tether.db.connection import Database, Instant
 from tether.errors import ParamConflict, RunNotFound, UsageError
 from tether.safetext import is_safe
 
@@ -235,7 +235,7 @@ def create_run(
     run_id = run_id or new_run_id(started)
     with db.atomic() as conn:
         conn.execute(
-            "INSERT INTO runs (id, name, status, command, cwd, started, host, user, pid,"
+            'INSERT INTO runs (id, name, status, command, cwd, started, host, "user", pid,'
             " pid_started, seed, env_digest, code, capture)"
             " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -243,7 +243,7 @@ def create_run(
                 name,
                 json.dumps(list(command)),
                 cwd,
-                started,
+                Instant(started),
                 host,
                 user,
                 pid,
@@ -296,7 +296,7 @@ def finish_run(
     with db.atomic() as conn:
         conn.execute(
             "UPDATE runs SET status = ?, exit_code = ?, reason = ?, ended = ? WHERE id = ?",
-            (status, exit_code, reason, time.time() if ended is None else ended, run_id),
+            (status, exit_code, reason, Instant(time.time() if ended is None else ended), run_id),
         )
 
 
@@ -330,19 +330,20 @@ def set_tags(db: Database, run_id: str, tags: Mapping[str, object]) -> None:
         )
 
 
+_METRIC_COLUMNS = ("run_id", "key", "step", "at", "value")
+
 # Summary upsert: keep the point with the highest step (ties: the later write) as "last".
 _SUMMARY_UPSERT = """
-INSERT INTO run_metric_summary (run_id, key, last, last_step, last_at, min, max, count)
+INSERT INTO run_metric_summary AS s (run_id, key, last, last_step, last_at, min, max, count)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, key) DO UPDATE SET
-    last = CASE WHEN excluded.last_step >= last_step THEN excluded.last ELSE last END,
-    last_at = CASE WHEN excluded.last_step >= last_step THEN excluded.last_at ELSE last_at END,
-    last_step = max(last_step, excluded.last_step),
-    min = CASE WHEN min IS NULL THEN excluded.min WHEN excluded.min IS NULL THEN min
-               ELSE min(min, excluded.min) END,
-    max = CASE WHEN max IS NULL THEN excluded.max WHEN excluded.max IS NULL THEN max
-               ELSE max(max, excluded.max) END,
-    count = count + excluded.count
+    last = CASE WHEN excluded.last_step >= s.last_step THEN excluded.last ELSE s.last END,
+    last_at = CASE WHEN excluded.last_step >= s.last_step THEN excluded.last_at ELSE s.last_at END,
+    last_step = CASE WHEN excluded.last_step > s.last_step THEN excluded.last_step
+                     ELSE s.last_step END,
+    min = CASE WHEN s.min IS NULL OR excluded.min < s.min THEN excluded.min ELSE s.min END,
+    max = CASE WHEN s.max IS NULL OR excluded.max > s.max THEN excluded.max ELSE s.max END,
+    count = s.count + excluded.count
 """
 
 
@@ -357,7 +358,7 @@ def insert_metrics(
     rows = []
     for key, step, at, value in points:
         finite = value == value  # not NaN
-        rows.append((run_id, key, step, at, value if finite else None))
+        rows.append((run_id, key, step, Instant(at), value if finite else None))
         s = summary.get(key)
         if s is None:
             summary[key] = (
@@ -371,8 +372,14 @@ def insert_metrics(
             s[4] = value if s[4] is None else max(s[4], value)
         s[5] += 1
     with db.atomic() as conn:
-        conn.executemany("INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?)", rows)
-        conn.executemany(_SUMMARY_UPSERT, [(run_id, k, *s) for k, s in summary.items()])
+        conn.insert_many("run_metrics", _METRIC_COLUMNS, rows)
+        conn.executemany(
+            _SUMMARY_UPSERT,
+            [
+                (run_id, k, last, step, Instant(at), lo, hi, n)
+                for k, (last, step, at, lo, hi, n) in summary.items()
+            ],
+        )
 
 
 def add_files(db: Database, run_id: str, files: Iterable[RunFile]) -> None:
@@ -382,11 +389,12 @@ def add_files(db: Database, run_id: str, files: Iterable[RunFile]) -> None:
             "INSERT INTO run_files VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_id, role, path) DO UPDATE SET digest = excluded.digest,"
             " size = excluded.size, source = excluded.source,"
-            " stored = max(stored, excluded.stored)",
+            " stored = CASE WHEN excluded.stored > run_files.stored THEN excluded.stored"
+            " ELSE run_files.stored END",
             rows,
         )
         conn.executemany(
-            "INSERT OR IGNORE INTO run_blobs VALUES (?, ?, ?)",
+            "INSERT INTO run_blobs VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [(run_id, f.digest, f.role) for f in files if f.stored and f.digest],
         )
 
@@ -417,7 +425,7 @@ def add_blobs(db: Database, run_id: str, blobs: Iterable[tuple[str, str]]) -> No
     """Keep (digest, purpose) blobs alive for this run."""
     with db.atomic() as conn:
         conn.executemany(
-            "INSERT OR IGNORE INTO run_blobs VALUES (?, ?, ?)",
+            "INSERT INTO run_blobs VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [(run_id, d, p) for d, p in blobs],
         )
 
@@ -586,7 +594,7 @@ def metric_series(
         sql += " AND key = ?"
         params += (key,)
     series: dict[str, list[tuple[int, float, float]]] = {}
-    for row in db.query(sql + " ORDER BY key, step, rowid", params):
+    for row in db.query(sql + f" ORDER BY key, step, {db.dialect.insertion_order}", params):
         value = math.nan if row["value"] is None else row["value"]
         series.setdefault(row["key"], []).append((row["step"], row["at"], value))
     return series
@@ -609,7 +617,11 @@ def reap_stale(db: Database, host: str) -> list[str]:
                 "UPDATE runs SET status = 'killed', reason = ?,"
                 " ended = coalesce(ended, ?) WHERE id = ? AND status = 'running'",
                 [
-                    ("its process vanished without reporting (SIGKILL or crash)", time.time(), i)
+                    (
+                        "its process vanished without reporting (SIGKILL or crash)",
+                        Instant(time.time()),
+                        i,
+                    )
                     for i in stale
                 ],
             )
@@ -628,7 +640,8 @@ def delete_runs(db: Database, ids: Sequence[str]) -> int:
 def save_environment(db: Database, digest: str, body: str) -> None:
     with db.atomic() as conn:
         conn.execute(
-            "INSERT OR IGNORE INTO environments VALUES (?, ?, ?)", (digest, body, time.time())
+            "INSERT INTO environments VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (digest, body, Instant(time.time())),
         )
 
 
