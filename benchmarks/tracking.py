@@ -1,30 +1,35 @@
-"""Experiment tracking: tether next to MLflow (SQLite backend), measured in one run.
+"""Experiment tracking: tether on SQLite and on PostgreSQL, next to MLflow on the same
+engines, measured in one run.
 
     python benchmarks/tracking.py [--points 100000] [--runs 10000] [--mlflow-points 2000]
                                   [--mlflow-runs 10000] [--repeat 3] [--skip-mlflow]
+                                  [--skip-postgres]
 
-Measures, on this machine, in this run:
+Measures, on this machine, in this run, for each engine (SQLite: a file in WAL mode;
+PostgreSQL: a throwaway local cluster from Debian's binaries, fsync on, on 127.0.0.1):
 
-- limit: SQLite's bulk insert rate for rows shaped like metric points (one
-  transaction, WAL) — what any logger on SQLite can at best reach;
+- limit: the engine's bulk insert rate for rows shaped like metric points (one
+  transaction: executemany on SQLite, COPY on PostgreSQL) — what any logger can at best
+  reach on it;
 - tether: ``run.log_metric`` × --points from one run, flush included (best of --repeat);
 - tether: ``runs list`` with ``metrics.acc > 0.5 and params.lr = '0.01'`` over --runs
   runs, fetching every hit with its params, metrics and tags (median of 5), and the
   same with the CLI's default limit of 50;
 - MLflow 3.17.2 in its own virtualenv (``bench-work/mlflow-venv``, created on first use
-  with pip), tracking URI ``sqlite:///…``: ``log_metric`` × --mlflow-points (its rate is
-  ~150 points/s, so the count is smaller; rates are compared), ``log_batch`` of 1,000 ×
-  100 batches, and ``MlflowClient.search_runs`` with the same filter over --mlflow-runs
-  runs created through its API.
+  with pip, psycopg2 for PostgreSQL), tracking URI on the same engine: ``log_metric`` ×
+  --mlflow-points (its rate is far lower, so the count is smaller; rates are compared),
+  ``log_batch`` of 1,000 × 100 batches, and ``MlflowClient.search_runs`` with the same
+  filter over --mlflow-runs runs created through its API.
 
-Setup of the 10,000 tether runs is one SQL transaction through the same statements the
-library uses (not timed). Every project and database is created fresh in a new
-directory, so no timing follows a mass delete.
+Setup of the tether runs goes through the library's own recording calls in one
+transaction (not timed). Every project and database is created fresh, so no timing
+follows a mass delete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -32,7 +37,10 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tether.runs import record
@@ -40,10 +48,14 @@ from tether.runs.api import start_run
 from tether.runs.query import list_runs
 from tether.workspace import Workspace, init_workspace
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.pgcluster import Cluster, cluster
+
 WORK = Path("bench-work") / "tracking"
 VENV = Path("bench-work") / "mlflow-venv"
 FILTER = "metrics.acc > 0.5 and params.lr = '0.01'"
 MLFLOW_FILTER = "metrics.acc > 0.5 and params.lr = '0.01'"
+_names = iter(range(1_000_000))
 
 MLFLOW_SCRIPT = r"""
 import json, os, random, statistics, sys, time
@@ -106,72 +118,104 @@ def fresh(name: str) -> Path:
     raise RuntimeError("no fresh directory")
 
 
-def sqlite_floor(n: int) -> float:
-    db = sqlite3.connect(fresh("floor") / "floor.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
-    db.execute("CREATE TABLE m (run_id TEXT, key TEXT, step INTEGER, at REAL, value REAL)")
-    db.execute("CREATE INDEX m_series ON m (run_id, key, step)")
+@dataclass
+class Engine:
+    """Where a measurement records: SQLite (url None: the project's own file) or a new
+    database on the PostgreSQL cluster for each project."""
+
+    name: str
+    pg: Cluster | None = None
+
+    def new_url(self) -> str | None:
+        if self.pg is None:
+            return None
+        name = f"bench{next(_names)}"
+        self.pg.admin(f"CREATE DATABASE {name}")
+        return self.pg.url(name)
+
+    def project(self, label: str) -> Path:
+        root = fresh(f"{label}-{self.name}")
+        init_workspace(root, propose_kitfile=False, database_url=self.new_url())
+        return root
+
+
+def floor(engine: Engine, n: int) -> float:
     rows = [("r" * 26, "loss", i, time.time(), 1.0 / (i + 1)) for i in range(n)]
-    start = time.perf_counter()
-    db.execute("BEGIN IMMEDIATE")
-    db.executemany("INSERT INTO m VALUES (?, ?, ?, ?, ?)", rows)
-    db.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    db.close()
-    return n / elapsed
+    if engine.pg is None:
+        db = sqlite3.connect(fresh("floor") / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE m (run_id TEXT, key TEXT, step INTEGER, at REAL, value REAL)")
+        db.execute("CREATE INDEX m_series ON m (run_id, key, step)")
+        start = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO m VALUES (?, ?, ?, ?, ?)", rows)
+        db.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        db.close()
+        return n / elapsed
+    import psycopg
+
+    url = engine.new_url()
+    assert url is not None
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE m (run_id text, key text, step bigint, at double precision,"
+            " value double precision)"
+        )
+        conn.execute("CREATE INDEX m_series ON m (run_id, key, step)")
+        conn.commit()
+        start = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY m FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        return n / (time.perf_counter() - start)
 
 
-def tether_logging(points: int) -> float:
-    root = fresh("log")
-    init_workspace(root, propose_kitfile=False)
+def tether_logging(engine: Engine, points: int) -> float:
+    root = engine.project("log")
     with start_run(project=root, watch_files=False) as run:
         start = time.perf_counter()
         for i in range(points):
             run.log_metric("loss", 1.0 / (i + 1), step=i)
         run.flush()
         elapsed = time.perf_counter() - start
+        run_id = run.id
     ws = Workspace.open(root)
-    stored = ws.db.query("SELECT count(*) AS n FROM run_metrics")[0]["n"]
+    stored = len(record.metric_series(ws.db, run_id)["loss"])
     assert stored == points, (stored, points)
     ws.close()
     return points / elapsed
 
 
-def tether_runs(n: int) -> Workspace:
-    root = fresh("query")
-    init_workspace(root, propose_kitfile=False)
-    ws = Workspace.open(root)
+def tether_runs(engine: Engine, n: int) -> Workspace:
+    ws = Workspace.open(engine.project("query"))
     rng = random.Random(7)
     now = time.time()
-    with ws.db.atomic() as conn:
+    with ws.db.atomic():
         for i in range(n):
-            run_id = record.new_run_id(now - n + i)
-            conn.execute(
-                "INSERT INTO runs (id, name, status, command, cwd, started, ended, host, user,"
-                " pid, code, capture) VALUES (?, ?, 'finished', '[]', '.', ?, ?, 'h', 'u', 1,"
-                " '{}', '{}')",
-                (run_id, f"run{i}", now - n + i, now - n + i + 5),
+            started = now - n + i
+            run_id = record.create_run(
+                ws.db,
+                name=f"run{i}",
+                command=[],
+                cwd=".",
+                host="h",
+                user="u",
+                pid=1,
+                started=started,
+                run_id=record.new_run_id(started),
             )
-            for key, value in (("lr", rng.choice(["0.1", "0.01", "0.001"])), ("k", str(i % 50))):
-                conn.execute(
-                    "INSERT INTO run_params VALUES (?, ?, ?, ?)",
-                    (run_id, key, *record.value_text(value)),
-                )
-            conn.execute(
-                "INSERT INTO run_tags VALUES (?, 'team', ?, NULL)",
-                (run_id, rng.choice(["recs", "search"])),
+            record.log_params(
+                ws.db, run_id, {"lr": rng.choice(["0.1", "0.01", "0.001"]), "k": str(i % 50)}
             )
-            for key in ("acc", "loss"):
-                v = rng.random()
-                conn.execute(
-                    "INSERT INTO run_metrics VALUES (?, ?, 0, ?, ?)", (run_id, key, now, v)
-                )
-                conn.execute(
-                    "INSERT INTO run_metric_summary VALUES (?, ?, ?, 0, ?, ?, ?, 1)",
-                    (run_id, key, v, now, v, v),
-                )
-    ws.db.conn.execute("ANALYZE")
+            record.set_tags(ws.db, run_id, {"team": rng.choice(["recs", "search"])})
+            record.insert_metrics(
+                ws.db, run_id, [("acc", 0, now, rng.random()), ("loss", 0, now, rng.random())]
+            )
+            record.finish_run(ws.db, run_id, "finished", ended=started + 5)
+    ws.db.query("ANALYZE")
     return ws
 
 
@@ -186,29 +230,33 @@ def time_query(ws: Workspace, limit: int | None) -> tuple[float, int]:
     return statistics.median(times), hits
 
 
-def mlflow(points: int, runs: int) -> dict[str, float]:
+def mlflow(points: int, runs: int, uri: str) -> dict[str, float]:
     python = VENV / "bin" / "python"
     if not python.exists():
         print("creating the MLflow virtualenv (once)…", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow==3.17.2"], check=True)
-    db = fresh("mlflow") / "mlflow.db"
+    if subprocess.run([str(python), "-c", "import mlflow, psycopg2"], check=False).returncode:
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "mlflow==3.17.2", "psycopg2-binary"],
+            check=True,
+        )
     out = subprocess.run(
-        [
-            str(python),
-            "-c",
-            MLFLOW_SCRIPT,
-            str(points),
-            str(runs),
-            f"sqlite:///{db.resolve()}",
-            MLFLOW_FILTER,
-        ],
+        [str(python), "-c", MLFLOW_SCRIPT, str(points), str(runs), uri, MLFLOW_FILTER],
         check=True,
         capture_output=True,
         text=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def engines(with_postgres: bool) -> Iterator[list[Engine]]:
+    if not with_postgres:
+        yield [Engine("sqlite")]
+        return
+    with cluster(Path(tempfile.mkdtemp(prefix="tether-bench-pg-")), durable=True) as pg:
+        yield [Engine("sqlite"), Engine("postgresql", pg)]
 
 
 def main() -> None:
@@ -219,40 +267,60 @@ def main() -> None:
     parser.add_argument("--mlflow-runs", type=int)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
+    mlflow_runs = args.mlflow_runs or args.runs
 
-    floor = max(sqlite_floor(args.points) for _ in range(args.repeat))
-    log_pps = max(tether_logging(args.points) for _ in range(args.repeat))
-    ws = tether_runs(args.runs)
-    q_all, hits = time_query(ws, None)
-    q_50, _ = time_query(ws, 50)
-    ws.close()
+    rows: dict[str, dict[str, float]] = {}
+    with engines(not args.skip_postgres) as found:
+        for engine in found:
+            r = rows.setdefault(engine.name, {})
+            r["floor"] = max(floor(engine, args.points) for _ in range(args.repeat))
+            r["log"] = max(tether_logging(engine, args.points) for _ in range(args.repeat))
+            ws = tether_runs(engine, args.runs)
+            r["q_all"], r["hits"] = time_query(ws, None)
+            r["q_50"], _ = time_query(ws, 50)
+            ws.close()
+            if not args.skip_mlflow:
+                if engine.pg is None:
+                    uri = f"sqlite:///{(fresh('mlflow') / 'mlflow.db').resolve()}"
+                else:
+                    uri = str(engine.new_url())
+                m = mlflow(args.mlflow_points, mlflow_runs, uri)
+                r.update({f"mlflow_{k}": v for k, v in m.items() if k != "version"})
+                print(f"  (mlflow {m['version']} on {engine.name} measured)", file=sys.stderr)
 
+    names = list(rows)
     print(f"tracking benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
-    print(f"  limit  SQLite bulk insert, 1 txn, WAL:        {floor:>12,.0f} rows/s")
-    print(
-        f"  tether log_metric x {args.points:,}:            {log_pps:>12,.0f} points/s"
-        f"  ({log_pps / floor:.0%} of the limit)"
-    )
-    print(f"  tether runs list, {args.runs:,} runs, all {hits} hits: {q_all * 1000:>8.1f} ms")
-    print(f"  tether runs list, {args.runs:,} runs, first 50:     {q_50 * 1000:>8.1f} ms")
+    print(f"{'':44}" + "".join(f"{n:>16}" for n in names))
+
+    def line(label: str, key: str, fmt: str, scale: float = 1.0) -> None:
+        cells = [format(rows[n][key] * scale, fmt) if key in rows[n] else "-" for n in names]
+        print(f"  {label:<42}" + "".join(f"{c:>16}" for c in cells))
+
+    line("limit: bulk insert, 1 txn (rows/s)", "floor", ",.0f")
+    line(f"tether log_metric x {args.points:,} (points/s)", "log", ",.0f")
+    for n in names:
+        rows[n]["log_share"] = rows[n]["log"] / rows[n]["floor"]
+    line("  share of the limit", "log_share", ".0%")
+    line(f"tether runs list, {args.runs:,} runs, all hits (ms)", "q_all", ".1f", 1000)
+    line(f"tether runs list, {args.runs:,} runs, first 50 (ms)", "q_50", ".1f", 1000)
+    line("  hits", "hits", ",.0f")
     if args.skip_mlflow:
         return
-    m = mlflow(args.mlflow_points, args.mlflow_runs or args.runs)
-    print(f"  mlflow {m['version']} (sqlite), import {m['import_s']:.2f} s")
-    print(
-        f"  mlflow log_metric x {args.mlflow_points:,}:            "
-        f"{m['log_metric_pps']:>12,.0f} points/s  -> tether {log_pps / m['log_metric_pps']:,.0f}x"
-    )
-    print(
-        f"  mlflow log_batch 100 x 1,000:           {m['log_batch_pps']:>12,.0f} points/s"
-        f"  -> tether {log_pps / m['log_batch_pps']:,.1f}x"
-    )
-    print(f"  mlflow create+log_batch+end runs:       {m['create_runs_per_s']:>12,.1f} runs/s")
-    print(
-        f"  mlflow search_runs, {args.mlflow_runs or args.runs:,} runs, {m['search_hits']} hits:"
-        f" {m['search_s'] * 1000:>8.1f} ms  -> tether {m['search_s'] / q_all:,.1f}x faster"
-    )
+    for n in names:
+        r = rows[n]
+        r["x_log"] = r["log"] / r["mlflow_log_metric_pps"]
+        r["x_batch"] = r["log"] / r["mlflow_log_batch_pps"]
+        r["x_search"] = r["mlflow_search_s"] / r["q_all"]
+    line(f"mlflow log_metric x {args.mlflow_points:,} (points/s)", "mlflow_log_metric_pps", ",.0f")
+    line("  tether faster by", "x_log", ",.0f")
+    line("mlflow log_batch 100 x 1,000 (points/s)", "mlflow_log_batch_pps", ",.0f")
+    line("  tether faster by", "x_batch", ",.1f")
+    line("mlflow create+log_batch+end (runs/s)", "mlflow_create_runs_per_s", ",.1f")
+    line(f"mlflow search_runs, {mlflow_runs:,} runs (ms)", "mlflow_search_s", ".1f", 1000)
+    line("  hits", "mlflow_search_hits", ",.0f")
+    line("  tether (all hits) faster by", "x_search", ",.1f")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ in-process. Nothing of tether's own is mocked."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,75 @@ from click.testing import CliRunner, Result
 
 from tether.cli import cli
 from tether.workspace import Workspace, init_workspace
+
+# The suite runs once per engine: TETHER_TEST_DATABASE=postgresql gives every test its own
+# database on a throwaway local cluster (a copy of a template made at the current schema).
+BACKEND = os.environ.get("TETHER_TEST_DATABASE", "sqlite")
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    from tests.pgcluster import cluster
+    from tether.db.connection import open_database
+    from tether.db.migrations import migrate
+    from tether.db.url import DatabaseURL
+
+    # Not under pytest's temp folder: as root the cluster runs as 'postgres', which may
+    # not enter it.
+    base = Path(tempfile.mkdtemp(prefix="tether-pg-"))
+    with cluster(base) as c:
+        c.admin("CREATE DATABASE tether_template")
+        db = open_database(DatabaseURL.parse(c.url("tether_template"), root=Path("/")))
+        try:
+            migrate(db)
+        finally:
+            db.close()
+        yield c
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def database(request: pytest.FixtureRequest, clean_env: None) -> Iterator[None]:
+    """On PostgreSQL: a database of this test's own, named in the user settings (so a
+    project that names another one, see ``separate_database``, keeps it)."""
+    if BACKEND != "postgresql" or request.node.get_closest_marker("sqlite_only"):
+        yield
+        return
+    c = request.getfixturevalue("pg_cluster")
+    name = _new_database(c)
+    settings = Path(os.environ["XDG_CONFIG_HOME"]) / "tether" / "config.toml"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(f'[database]\nurl = "{c.url(name)}"\n')
+    _test_databases.append(name)
+    yield
+    while _test_databases:
+        c.admin(f"DROP DATABASE {_test_databases.pop()} WITH (FORCE)")
+
+
+_test_databases: list[str] = []
+
+
+def _new_database(c: Any) -> str:
+    name = f"t{next(_names)}"
+    c.admin(f"CREATE DATABASE {name} TEMPLATE tether_template")
+    return name
+
+
+def separate_database(request: pytest.FixtureRequest, root: Path) -> None:
+    """Give the project at ``root`` (initialized) a database of its own, as two
+    projects on two machines have; nothing to do on SQLite (one file per project)."""
+    if BACKEND != "postgresql":
+        return
+    c = request.getfixturevalue("pg_cluster")
+    name = _new_database(c)
+    _test_databases.append(name)
+    import tomlkit
+
+    config = root / ".tether" / "config.toml"
+    doc = tomlkit.parse(config.read_text())
+    doc.setdefault("database", tomlkit.table())["url"] = c.url(name)
+    config.write_text(tomlkit.dumps(doc))
 
 
 @pytest.fixture(autouse=True)

@@ -149,14 +149,14 @@ def test_a_name_shared_by_runs_says_which_was_taken(tmp_path: Path) -> None:
 
 
 def test_register_from_an_older_run_uses_its_kitfile_and_no_duplicates(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from click.testing import CliRunner
 
     from tether.cli import cli
     from tether.workspace import init_workspace
 
-    from .conftest import KITFILE, TRAIN, demo_tree, write_tree
+    from .conftest import KITFILE, TRAIN, demo_tree, separate_database, write_tree
 
     for use_git in (False, True):
         root = tmp_path / f"p-{use_git}"
@@ -174,6 +174,7 @@ def test_register_from_an_older_run_uses_its_kitfile_and_no_duplicates(
             # Uncommitted when the run starts: the recorded diff holds this version.
             (root / "Kitfile").write_text(KITFILE.replace("version: 1.0.0", "version: 1.5.0"))
         init_workspace(root, propose_kitfile=False)
+        separate_database(request, root)
 
         def tether(*args: str, root: Path = root) -> Any:
             return CliRunner().invoke(cli, ["-C", str(root), *args], catch_exceptions=False)
@@ -249,7 +250,9 @@ def test_a_sweep_in_one_process_shares_captures_but_follows_a_new_project(
     with api.start_run(project=root) as run:
         run.log_metric("loss", 0.5)
     ws = Workspace.open(root)
-    (again,) = list_runs(ws.db, limit=None).runs
+    # On PostgreSQL the database outlives .tether/, and the earlier runs with it.
+    before = {r.id for r in runs}
+    (again,) = [r for r in list_runs(ws.db, limit=None).runs if r.id not in before]
     from tether.runs.record import load_environment
 
     assert load_environment(ws.db, again.env_digest) is not None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from tether.db.connection import Instant
 from tether.hashing import Digest, hash_file
 from tether.lineage.graph import lineage
 from tether.lineage.render import render
@@ -288,9 +289,9 @@ def _synthetic_runs(ws: Workspace, n: int) -> tuple[str, str]:
         for i in range(n):
             run_id = f"run{i:05d}"
             conn.execute(
-                "INSERT INTO runs (id, name, status, command, cwd, started, host, user, pid,"
+                'INSERT INTO runs (id, name, status, command, cwd, started, host, "user", pid,'
                 " seed, code) VALUES (?, ?, 'finished', '[]', '.', ?, 'h', 'u', 1, ?, '{}')",
-                (run_id, f"train-{i}", t0 + i, i),
+                (run_id, f"train-{i}", Instant(t0 + i), i),
             )
             model = str(Digest.of_bytes(f"model {i}".encode()))
             kit = str(Digest.of_bytes(f"kit {i}".encode()))
@@ -301,12 +302,14 @@ def _synthetic_runs(ws: Workspace, n: int) -> tuple[str, str]:
             conn.execute("INSERT INTO kit_runs VALUES (?, ?, 'from-run')", (kit, run_id))
             if i % 10 == 0:
                 conn.execute(
-                    "INSERT OR IGNORE INTO models (name, created, user) VALUES ('big', 0, 'u')"
+                    'INSERT INTO models (name, created, "user") VALUES (?, ?, ?)'
+                    " ON CONFLICT DO NOTHING",
+                    ("big", Instant(0), "u"),
                 )
                 conn.execute(
-                    "INSERT INTO model_versions (model, version, digest, source, created, user)"
-                    " VALUES ('big', ?, ?, 'x', 0, 'u')",
-                    (i // 10 + 1, kit),
+                    'INSERT INTO model_versions (model, version, digest, source, created, "user")'
+                    " VALUES ('big', ?, ?, 'x', ?, 'u')",
+                    (i // 10 + 1, kit, Instant(0)),
                 )
     return data, str(Digest.of_bytes(b"kit 500"))
 

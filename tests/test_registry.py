@@ -34,7 +34,7 @@ from tether.oci.manifest import Descriptor
 from tether.oci.reference import parse_reference
 from tether.workspace import Workspace
 
-from .conftest import write_tree
+from .conftest import separate_database, write_tree
 from .registry import (
     Registry,
     TokenServer,
@@ -938,7 +938,9 @@ def test_pull_of_unknown_tag_and_unreachable_registry(
 # -- models and provenance on a registry ------------------------------------------------
 
 
-def _other_project(tmp_path: Path, name: str) -> tuple[Workspace, Callable[..., Any]]:
+def _other_project(
+    request: pytest.FixtureRequest, tmp_path: Path, name: str
+) -> tuple[Workspace, Callable[..., Any]]:
     from click.testing import CliRunner
 
     from tether.cli import cli
@@ -950,6 +952,7 @@ def _other_project(tmp_path: Path, name: str) -> tuple[Workspace, Callable[..., 
     root.mkdir()
     write_tree(root, demo_tree())
     init_workspace(root)
+    separate_database(request, root)
     ws = Workspace.open(root)
     runner = CliRunner()
 
@@ -974,7 +977,11 @@ def _outside_project(tmp_path: Path, *args: str) -> Any:
 
 
 def test_provenance_travels_with_push_and_pull(
-    project: Workspace, tether: Callable[..., Any], registry: Registry, tmp_path: Path
+    project: Workspace,
+    tether: Callable[..., Any],
+    registry: Registry,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     from tether.lineage.graph import lineage
 
@@ -1009,7 +1016,7 @@ def test_provenance_travels_with_push_and_pull(
     # Another project pulls it: the genuine Statement comes along, verified, the forged
     # one is left out (and said so), and lineage reads the Statement there although
     # that database never saw the run.
-    other, run_other = _other_project(tmp_path, "elsewhere")
+    other, run_other = _other_project(request, tmp_path, "elsewhere")
     res = run_other("pull", ref, "--plain-http", "--json")
     assert res.exit_code == 0, res.output
     pulled = json.loads(res.output)
@@ -1025,7 +1032,11 @@ def test_provenance_travels_with_push_and_pull(
 
 
 def test_model_push_mirrors_aliases_and_history_reads_from_the_registry(
-    project: Workspace, tether: Callable[..., Any], registry: Registry, tmp_path: Path
+    project: Workspace,
+    tether: Callable[..., Any],
+    registry: Registry,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     pack(project, tether, "demo:v1.0.0")
     (project.root / "models" / "model.pkl").write_bytes(b"weights two")
@@ -1069,7 +1080,7 @@ def test_model_push_mirrors_aliases_and_history_reads_from_the_registry(
     assert ("production", "rollback", 2, 1, "v2 misbehaves") in remote
 
     # A colleague pushes their own moves of the same model: nobody's events are lost.
-    other, run_other = _other_project(tmp_path, "colleague")
+    other, run_other = _other_project(request, tmp_path, "colleague")
     for step in [
         ("pull", f"{dest}:v2", "--plain-http"),
         ("model", "register", "recs", "--from", f"{dest}:v2"),

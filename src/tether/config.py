@@ -44,10 +44,10 @@ source_date_epoch = true
 
 [database]
 # Where runs, tags and the model registry are recorded (blobs stay in the store).
-# Empty: SQLite in .tether/tether.db. For a team: "postgresql://USER@HOST:PORT/DBNAME";
-# never put a password here (this file is committed): use TETHER_DATABASE_URL,
+# Unset: SQLite in .tether/tether.db (or the url of your user settings). For a team:
+# url = "postgresql://USER@HOST:PORT/DBNAME"
+# Never put a password here (this file is committed): use TETHER_DATABASE_URL,
 # PGPASSWORD or ~/.pgpass. See docs/database.md.
-url = ""
 
 [locks]
 # Seconds to wait for another tether process before giving up.

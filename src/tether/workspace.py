@@ -117,6 +117,12 @@ class Workspace:
         return StatCache(self.dot / "cache" / "stat.db")
 
     @property
+    def own_paths(self) -> list[Path]:
+        """Folders tether itself reads and writes while a run is recorded (the project's
+        .tether/, the user settings): never a run's inputs or outputs."""
+        return [self.dot, config.user_config_path(self.env).parent]
+
+    @property
     def user(self) -> str:
         try:
             return getpass.getuser()

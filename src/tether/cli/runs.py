@@ -141,13 +141,9 @@ def runs_list(
     exit_code, started, ended, duration, commit, branch, env; joined with and, or,
     not and parentheses. Quote text values: name = 'svd'.
     """
-    import socket
-
     from tether.runs.query import list_runs
-    from tether.runs.record import reap_stale
 
     ws = open_workspace(ctx)
-    reap_stale(ws.db, socket.gethostname())
     result = list_runs(ws.db, where=where, sort=sort, limit=limit)
     if as_json:
         emit_json({"matched": result.matched, "runs": [_summary_json(r) for r in result.runs]})
@@ -194,12 +190,9 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     Shows the command, status, code state, params, metrics, the files read and
     written with their digests, the environment summarized, and seeding.
     """
-    import socket
-
-    from tether.runs.record import links, load_environment, load_run, reap_stale
+    from tether.runs.record import links, load_environment, load_run
 
     ws = open_workspace(ctx)
-    reap_stale(ws.db, socket.gethostname())
     r = load_run(ws.db, run_ref, on_ambiguous=warn)
     env = load_environment(ws.db, r.env_digest)
     edges = links(ws.db, r.id)

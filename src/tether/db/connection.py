@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ class Database(ABC):
         self._local = threading.local()
         self._all: list[Any] = []
         self._all_lock = threading.Lock()
+        # A Database dropped without close() (a library user's Workspace) still closes
+        # its connections, rather than leaving them to the driver's finalizers.
+        weakref.finalize(self, _close_all, self._all)
 
     @property
     def display(self) -> str:
@@ -169,11 +173,14 @@ class Database(ABC):
 
     def close(self) -> None:
         with self._all_lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
+            _close_all(self._all)
         self._local = threading.local()
+
+
+def _close_all(conns: list[Any]) -> None:
+    while conns:
+        with contextlib.suppress(Exception):
+            conns.pop().close()
 
 
 def open_database(url: DatabaseURL) -> Database:

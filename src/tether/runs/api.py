@@ -250,7 +250,7 @@ class Run:
         files: list[record.RunFile] = []
         if self._watch is not None:
             _FileWatch.stop(self._watch)
-            sets = classify(self._watch, exclude=[ws.dot])
+            sets = classify(self._watch, exclude=ws.own_paths)
             # Hashed and stored before the transaction: it holds the write lock briefly.
             files = record_files(ws.store, ws.root, sets, store_inputs=self._store_inputs)
         # The last metrics, the files and the end in one commit (one fsync per run). The

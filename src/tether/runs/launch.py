@@ -468,7 +468,7 @@ def _record_after(
         audit,
         declared_outputs=[cwd / o for o in outputs],
         declared_inputs=declared_inputs,
-        exclude=[ws.dot, ws.root / ".tether"],
+        exclude=[*ws.own_paths, ws.root / ".tether"],
         project_root=ws.root,
         scanned=changed_since(ws.root, scan_since),
     )

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 STATUSES = ("running", "finished", "failed", "killed")
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 MAX_KEY_LENGTH = 250
+_HOST = socket.gethostname()
 MAX_VALUE_LENGTH = 6000
 
 
@@ -483,17 +485,28 @@ def resolve(db: Database, ref: str, *, on_ambiguous: Callable[[str], None] | Non
 _BACK = re.compile(r"^(.+)~(\d{1,6})$")
 
 
+VANISHED = "its process vanished without reporting (SIGKILL or crash)"
+
+
 def _row_to_run(row: Any, *, full: bool = True, **extra: Any) -> Run:
+    status, reason = row["status"], row["reason"]
+    if (
+        status == "running"
+        and row["host"] == _HOST
+        and not _pid_alive(row["pid"], row["pid_started"])
+    ):
+        # Read as what it is without writing on a read path; reap_stale records it.
+        status, reason = "killed", VANISHED
     return Run(
         id=row["id"],
         name=row["name"],
-        status=row["status"],
+        status=status,
         command=tuple(json.loads(row["command"])),
         cwd=row["cwd"],
         started=row["started"],
         ended=row["ended"],
         exit_code=row["exit_code"],
-        reason=row["reason"],
+        reason=reason,
         host=row["host"],
         user=row["user"],
         pid=row["pid"],
@@ -616,14 +629,7 @@ def reap_stale(db: Database, host: str) -> list[str]:
             conn.executemany(
                 "UPDATE runs SET status = 'killed', reason = ?,"
                 " ended = coalesce(ended, ?) WHERE id = ? AND status = 'running'",
-                [
-                    (
-                        "its process vanished without reporting (SIGKILL or crash)",
-                        Instant(time.time()),
-                        i,
-                    )
-                    for i in stale
-                ],
+                [(VANISHED, Instant(time.time()), i) for i in stale],
             )
     return stale
 
