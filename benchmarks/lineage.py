@@ -33,7 +33,7 @@ from typing import TypeVar
 
 from tether.hashing import Digest
 from tether.lineage import lineage
-from tether.runs.record import load_runs
+from tether.repositories.runs import load_runs
 from tether.workspace import Workspace, init_workspace
 
 WORK = Path("bench-work") / "lineage"

@@ -43,9 +43,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.repositories import runs as runs_repo
+from tether.repositories.run_filter import list_runs
 from tether.runs import record
 from tether.runs.api import start_run
-from tether.runs.query import list_runs
 from tether.workspace import Workspace, init_workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -183,7 +184,7 @@ def tether_logging(engine: Engine, points: int) -> float:
         elapsed = time.perf_counter() - start
         run_id = run.id
     ws = Workspace.open(root)
-    stored = len(record.metric_series(ws.db, run_id)["loss"])
+    stored = len(runs_repo.metric_series(ws.db, run_id)["loss"])
     assert stored == points, (stored, points)
     ws.close()
     return points / elapsed
@@ -196,8 +197,7 @@ def tether_runs(engine: Engine, n: int) -> Workspace:
     with ws.db.atomic():
         for i in range(n):
             started = now - n + i
-            run_id = record.create_run(
-                ws.db,
+            new = record.NewRun(
                 name=f"run{i}",
                 command=[],
                 cwd=".",
@@ -207,15 +207,17 @@ def tether_runs(engine: Engine, n: int) -> Workspace:
                 started=started,
                 run_id=record.new_run_id(started),
             )
-            record.log_params(
+            run_id = runs_repo.create_run(ws.db, new)
+            runs_repo.log_params(
                 ws.db, run_id, {"lr": rng.choice(["0.1", "0.01", "0.001"]), "k": str(i % 50)}
             )
-            record.set_tags(ws.db, run_id, {"team": rng.choice(["recs", "search"])})
-            record.insert_metrics(
+            runs_repo.set_tags(ws.db, run_id, {"team": rng.choice(["recs", "search"])})
+            runs_repo.insert_metrics(
                 ws.db, run_id, [("acc", 0, now, rng.random()), ("loss", 0, now, rng.random())]
             )
-            record.finish_run(ws.db, run_id, "finished", ended=started + 5)
-    ws.db.query("ANALYZE")
+            runs_repo.finish_run(ws.db, run_id, "finished", ended=started + 5)
+    with ws.db.atomic() as conn:
+        conn.execute("ANALYZE")  # fresh statistics for the planner, on either engine
     return ws
 
 

@@ -160,12 +160,12 @@ def train(tether: Callable[..., Result], project: Workspace, name: str, variant:
     returns its id."""
     import sys
 
-    from tether.runs import record
+    from tether.repositories import runs as runs_repo
 
     (project.root / "src" / "train.py").write_text(TRAIN)
     r = tether("run", "--name", name, "--seed", "42", "--", sys.executable, "src/train.py", variant)
     assert r.exit_code == 0, r.output
-    return record.resolve(project.db, name)
+    return runs_repo.resolve(project.db, name)
 
 
 @pytest.fixture

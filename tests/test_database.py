@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,8 +22,9 @@ from tether.db.connection import open_database
 from tether.db.url import DatabaseURL
 from tether.errors import ConfigError
 from tether.registry import models
-from tether.runs import record
-from tether.runs.query import list_runs
+from tether.repositories import runs as runs_repo
+from tether.repositories.run_filter import list_runs
+from tether.runs.record import NewRun
 from tether.workspace import Workspace, init_workspace
 
 from .conftest import BACKEND, demo_tree, write_tree
@@ -99,7 +101,7 @@ def test_a_database_from_release_0_1_0_opens_after_migrate(tmp_path: Path) -> No
 
     ws = Workspace.open(root)
     runs = {r.id: r for r in list_runs(ws.db, limit=None).runs}
-    runs = {r.id: r for r in record.load_runs(ws.db, list(runs))}
+    runs = {r.id: r for r in runs_repo.load_runs(ws.db, list(runs))}
     assert {i: {"name": r.name, "status": r.status, "seed": r.seed} for i, r in runs.items()} == (
         facts["runs"]
     )
@@ -110,7 +112,7 @@ def test_a_database_from_release_0_1_0_opens_after_migrate(tmp_path: Path) -> No
     points = sorted(
         [i, key, step, value]
         for i in runs
-        for key, series in record.metric_series(ws.db, i).items()
+        for key, series in runs_repo.metric_series(ws.db, i).items()
         for step, _at, value in series
     )
     assert points == facts["metrics"]
@@ -122,12 +124,14 @@ def test_a_database_from_release_0_1_0_opens_after_migrate(tmp_path: Path) -> No
         for e in models.history(ws, "recs")
     ]
     assert events == facts["model_events"]
-    links = sorted([a, kind, b] for i in runs for a, kind, b, _ in record.links(ws.db, i) if a == i)
+    links = sorted(
+        [a, kind, b] for i in runs for a, kind, b, _ in runs_repo.links(ws.db, i) if a == i
+    )
     assert links == facts["links"]
     from tether.modelkit.tags import history
 
     for repo, tag, digest in facts["kit_tags"]:
-        assert digest in {new for _at, _act, _old, new, _user in history(ws, repo, tag)}
+        assert digest in {e.new_digest for e in history(ws, repo, tag)}
     ws.close()
 
 
@@ -144,14 +148,7 @@ def test_an_older_schema_asks_for_migrate_and_a_newer_is_refused(tmp_path: Path)
     path.unlink()
     # A database an older tether made: every migration but the last.
     db = open_database(DatabaseURL.parse("sqlite:///.tether/tether.db", root=root))
-    import tether.db.migrations as migrations
-
-    migrations_for = migrations.migrations_for
-    try:
-        migrations.migrations_for = lambda _db: MIGRATIONS[:-1]  # type: ignore[assignment]
-        migrate(db)
-    finally:
-        migrations.migrations_for = migrations_for
+    migrate(db, through=MIGRATIONS[-2].name)
     db.close()
 
     res = _cli(root, "runs", "list")
@@ -224,7 +221,7 @@ def test_eight_processes_log_and_move_aliases_at_once(project: Workspace, tmp_pa
     runs = list_runs(project.db, limit=None).runs
     assert sorted(r.name or "" for r in runs) == [f"w{i}" for i in range(8)]
     for run in runs:
-        series = record.metric_series(project.db, run.id)["loss"]
+        series = runs_repo.metric_series(project.db, run.id)["loss"]
         assert [s for s, _at, _v in series] == list(range(10_000))
         assert run.status == "finished" and run.metrics["loss"].count == 10_000
     events = models.history(project, "recs")
@@ -242,15 +239,15 @@ def test_eight_processes_log_and_move_aliases_at_once(project: Workspace, tmp_pa
 def test_reading_runs_writes_nothing(project: Workspace) -> None:
     """A run whose process vanished reads as killed, but listing and showing it leave
     the database as it was; a command that writes records it."""
-    run_id = record.create_run(
-        project.db,
+    ghost = NewRun(
         name="ghost",
         command=["python", "x.py"],
         cwd=".",
-        host=__import__("socket").gethostname(),
+        host=socket.gethostname(),
         user="u",
         pid=2**22 + 12345,  # no such process
     )
+    run_id = runs_repo.create_run(project.db, ghost)
     for args in (("runs", "list", "--json"), ("runs", "show", run_id, "--json")):
         res = _cli(project.root, *args)
         assert res.exit_code == 0, res.output

@@ -227,7 +227,7 @@ def test_a_sweep_in_one_process_shares_captures_but_follows_a_new_project(
     import shutil
 
     import tether as api
-    from tether.runs.query import list_runs
+    from tether.repositories.run_filter import list_runs
     from tether.workspace import Workspace, init_workspace
 
     root = tmp_path / "sweep"
@@ -253,7 +253,7 @@ def test_a_sweep_in_one_process_shares_captures_but_follows_a_new_project(
     # On PostgreSQL the database outlives .tether/, and the earlier runs with it.
     before = {r.id for r in runs}
     (again,) = [r for r in list_runs(ws.db, limit=None).runs if r.id not in before]
-    from tether.runs.record import load_environment
+    from tether.repositories.runs import load_environment
 
     assert load_environment(ws.db, again.env_digest) is not None
     ws.close()

@@ -172,7 +172,7 @@ def test_unpack_rollback_and_pack_from_run_refuse(
     assert after == before
 
     # pack --from-run packs the run's stored outputs: a rotten one is refused.
-    from tether.runs.record import load_run
+    from tether.repositories.runs import load_run
 
     out = load_run(project.db, "v1").files_with_role("output")[0]
     if out.stored and out.digest:

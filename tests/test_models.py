@@ -24,7 +24,7 @@ from tether.oci import mediatypes as mt
 from tether.oci.manifest import ImageManifest
 from tether.oci.reference import Reference, parse_reference
 from tether.registry import models
-from tether.runs import record
+from tether.repositories import runs as runs_repo
 from tether.workspace import Workspace
 
 from .conftest import train
@@ -46,7 +46,7 @@ def test_register_promote_rollback_history(project: Workspace, tether: Tether) -
     # From a run: packed from its outputs, with provenance.
     out = ok(tether("model", "register", "recs", "--from", "v2", "--json")).output
     v2 = json.loads(out)
-    assert v2["version"] == 2 and v2["packed"] and v2["run"] == record.resolve(project.db, "v2")
+    assert v2["version"] == 2 and v2["packed"] and v2["run"] == runs_repo.resolve(project.db, "v2")
     # The same ModelKit again is the same version, not v3.
     again = json.loads(
         ok(tether("model", "register", "recs", "--from", "recs:v2", "--json")).output
@@ -268,7 +268,7 @@ def test_lineage_from_provenance_when_the_database_lacks_it(
         ok(tether("pack", "--from-run", "v1", "-t", "demo:v1.0.0", "--json")).output
     )
     # Forget the run and the link: what is left is the ModelKit and its referrer.
-    record.delete_runs(project.db, [run_id])
+    runs_repo.delete_runs(project.db, [run_id])
     with project.db.atomic() as conn:
         conn.execute("DELETE FROM kit_runs")
     graph = lineage(project, "demo:v1.0.0")
@@ -336,7 +336,7 @@ def test_lineage_across_a_thousand_runs(project: Workspace) -> None:
 )
 def test_dot_and_mermaid_render(project: Workspace, tether: Tether, tmp_path: Path) -> None:
     train(tether, project, 'v1 "quoted" \\ run', "alpha")
-    run_id = record.resolve(project.db, 'v1 "quoted" \\ run')
+    run_id = runs_repo.resolve(project.db, 'v1 "quoted" \\ run')
     ok(tether("model", "register", "recs", "--from", run_id))
     ok(tether("model", "alias", "recs", "production", "v1"))
     for direction in (False, True):

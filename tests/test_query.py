@@ -9,8 +9,9 @@ import pytest
 from click.testing import Result
 
 from tether.errors import FilterError
-from tether.runs import record
-from tether.runs.query import compile_filter, list_runs
+from tether.repositories import runs as runs_repo
+from tether.repositories.run_filter import compile_filter, list_runs
+from tether.runs.record import NewRun
 from tether.workspace import Workspace
 
 
@@ -22,16 +23,18 @@ def runs(project: Workspace) -> Workspace:
         [("svd", 0.85, "recs"), ("svd", 0.95, "recs"), ("knn", 0.80, "search"),
          ("knn", 1.20, "recs"), ("it's", 0.70, "x"), ("svd", None, "recs")]
     ):  # fmt: skip
-        run_id = record.create_run(
-            db, name=f"run{i}", command=["python", "t.py"], cwd=".", host="h", user="u",
+        run_id = runs_repo.create_run(db, NewRun(
+            name=f"run{i}", command=["python", "t.py"], cwd=".", host="h", user="u",
             pid=1, seed=i, started=1_700_000_000 + i * 3600,
-        )  # fmt: skip
-        record.log_params(db, run_id, {"model": model, "k": 10 * (i + 1)})
-        record.set_tags(db, run_id, {"team": team})
+        ))  # fmt: skip
+        runs_repo.log_params(db, run_id, {"model": model, "k": 10 * (i + 1)})
+        runs_repo.set_tags(db, run_id, {"team": team})
         if rmse is not None:
-            record.insert_metrics(db, run_id, [("rmse", 0, 0.0, rmse + 1), ("rmse", 1, 0.0, rmse)])
+            runs_repo.insert_metrics(
+                db, run_id, [("rmse", 0, 0.0, rmse + 1), ("rmse", 1, 0.0, rmse)]
+            )
         status = "failed" if i == 3 else "finished"
-        record.finish_run(db, run_id, status, ended=1_700_000_000 + i * 3600 + 60 * i)
+        runs_repo.finish_run(db, run_id, status, ended=1_700_000_000 + i * 3600 + 60 * i)
     return project
 
 

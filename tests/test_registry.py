@@ -29,9 +29,10 @@ from tether.errors import AuthError, ModelKitNotFound, RegistryError
 from tether.hashing import Digest
 from tether.modelkit.remote import pull, push
 from tether.oci import credentials
-from tether.oci.client import Connection, RegistryClient
+from tether.oci.client import RegistryClient
 from tether.oci.manifest import Descriptor
 from tether.oci.reference import parse_reference
+from tether.oci.session import Connection
 from tether.workspace import Workspace
 
 from .conftest import separate_database, write_tree

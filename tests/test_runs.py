@@ -18,7 +18,7 @@ from click.testing import Result
 
 from tether.errors import ParamConflict, UsageError
 from tether.hashing import Digest, hash_file
-from tether.runs import record
+from tether.repositories import runs as runs_repo
 from tether.runs.code import strip_credentials
 from tether.runs.launch import run_command
 from tether.workspace import Workspace
@@ -220,7 +220,7 @@ def test_sigterm_to_tether_records_killed(project: Workspace) -> None:
     [row] = project.db.query("SELECT status, reason FROM runs")
     assert row["status"] == "killed"
     assert "SIGTERM" in row["reason"]
-    series = record.metric_series(project.db, record.resolve(project.db, "latest"))
+    series = runs_repo.metric_series(project.db, runs_repo.resolve(project.db, "latest"))
     assert series["progress"][0][2] == 1.0
 
 
@@ -345,7 +345,7 @@ def test_params_are_write_once_and_metrics_are_series(project: Workspace) -> Non
         run.set_tag("stage", "prod")  # tags move
         (project.root / "artifact.txt").write_text("result")
         run.log_artifact(project.root / "artifact.txt")
-    [loaded] = record.load_runs(project.db, [run.id])
+    [loaded] = runs_repo.load_runs(project.db, [run.id])
     assert loaded.status == "finished"
     assert loaded.params == {"k": "50"}
     assert loaded.tags == {"stage": "prod"}
@@ -353,7 +353,7 @@ def test_params_are_write_once_and_metrics_are_series(project: Workspace) -> Non
     loss = loaded.metrics["loss"]
     assert loss.step == 10 and loss.last != loss.last  # NaN at the last step
     assert loss.min == pytest.approx(0.2) and loss.max == 1.0 and loss.count == 6
-    series = record.metric_series(project.db, run.id, "acc")["acc"]
+    series = runs_repo.metric_series(project.db, run.id, "acc")["acc"]
     assert [s for s, _, _ in series] == [0, 1, 2, 3, 4]
     [artifact] = loaded.files_with_role("artifact")
     assert artifact.stored and artifact.path == "artifact.txt"
@@ -365,7 +365,7 @@ def test_standalone_run_watches_files(project: Workspace) -> None:
     with tether.start_run(project=project.root) as run:
         (project.root / "data" / "ratings.csv").read_text()
         (project.root / "models" / "new.bin").write_bytes(b"w")
-    [loaded] = record.load_runs(project.db, [run.id])
+    [loaded] = runs_repo.load_runs(project.db, [run.id])
     paths = {(f.role, f.path) for f in loaded.files}
     assert ("input", "data/ratings.csv") in paths
     assert ("output", "models/new.bin") in paths
@@ -377,7 +377,7 @@ def test_keyboard_interrupt_in_api_marks_killed(project: Workspace) -> None:
 
     with pytest.raises(KeyboardInterrupt), tether.start_run(project=project.root) as run:
         raise KeyboardInterrupt
-    [loaded] = record.load_runs(project.db, [run.id])
+    [loaded] = runs_repo.load_runs(project.db, [run.id])
     assert loaded.status == "killed"
 
 
@@ -417,9 +417,9 @@ def test_resolve_and_delete(project: Workspace, tether: Callable[..., Result]) -
         pass
     with api.start_run(name="b", project=project.root) as second:
         pass
-    assert record.resolve(project.db, "a") == first.id
-    assert record.resolve(project.db, first.id[:20].upper()) == first.id
-    assert record.resolve(project.db, "latest") == second.id
+    assert runs_repo.resolve(project.db, "a") == first.id
+    assert runs_repo.resolve(project.db, first.id[:20].upper()) == first.id
+    assert runs_repo.resolve(project.db, "latest") == second.id
     result = tether("runs", "show", "nope")
     assert result.exit_code == 1 and "no run with id or name" in result.output
     assert tether("runs", "delete", "a").exit_code == 0
@@ -500,6 +500,40 @@ def test_logging_from_several_threads_of_one_process(project: Workspace) -> None
             t.start()
         for t in threads:
             t.join()
-    [loaded] = record.load_runs(project.db, [run.id])
+    [loaded] = runs_repo.load_runs(project.db, [run.id])
     assert {k: m.count for k, m in loaded.metrics.items()} == {f"t{i}": 2000 for i in range(4)}
     assert loaded.tags == {f"t{i}": "1600" for i in range(4)}
+
+
+def test_active_run_follows_the_thread_that_started_it(project: Workspace) -> None:
+    """Two threads with a run each log to their own; a helper thread with none logs to
+    the process's run."""
+    import threading
+
+    from tether.runs import api
+
+    seen: dict[str, str | None] = {}
+    ready = threading.Barrier(2)
+
+    def worker(name: str) -> None:
+        with api.start_run(name=name, project=project.root, watch_files=False) as run:
+            ready.wait(timeout=30)  # both runs open at once
+            active = api.active_run()
+            seen[name] = active.id if active is not None else None
+            assert active is run
+            ready.wait(timeout=30)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"] != seen["b"] and None not in seen.values()
+    assert api.active_run() is None
+
+    with api.start_run(name="main", project=project.root, watch_files=False) as main:
+        helper: list[object] = []
+        t = threading.Thread(target=lambda: helper.append(api.active_run()))
+        t.start()
+        t.join()
+        assert helper == [main]

@@ -31,8 +31,8 @@ def test_version_tags_are_immutable(project: Workspace) -> None:
     forced = pack(project, tags=parse_tag_list("demo:v1.0.0"), force=True)
     assert forced.tags[0].action == "move" and forced.tags[0].old == v1.digest
     events = history(project, "demo", "v1.0.0")
-    assert [e[1] for e in events] == ["set", "move"]
-    assert events[1][2] == str(v1.digest) and events[1][3] == str(v2.digest)
+    assert [e.action for e in events] == ["set", "move"]
+    assert events[1].old_digest == str(v1.digest) and events[1].new_digest == str(v2.digest)
 
 
 def test_removed_version_tag_cannot_silently_come_back(project: Workspace) -> None:

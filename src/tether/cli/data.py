@@ -13,7 +13,7 @@ from tether.cli._output import ByteProgress, emit_json, human_size, info, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
-    from tether.data.transfer import TransferReport
+    from tether.data.transfer import DataTransferReport
 
 T = TypeVar("T")
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -255,7 +255,7 @@ def _transfer_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
-def _emit_transfer(report: TransferReport, as_json: bool, verb: str) -> None:
+def _emit_transfer(report: DataTransferReport, as_json: bool, verb: str) -> None:
     if as_json:
         emit_json(
             {

@@ -77,9 +77,9 @@ def pack(
     ws = open_workspace(ctx)
     run = None
     if from_run is not None:
-        from tether.runs.record import load_run
+        from tether.api import runs
 
-        run = load_run(ws.db, from_run, on_ambiguous=warn)
+        run = runs.get(ws, from_run, on_note=warn)
     refs = parse_tag_list(tag) if tag else None
     progress = ByteProgress("packing")
     try:

@@ -12,8 +12,7 @@ from tether.cli._output import emit_json, short_digest, table, timestamp, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
-    from tether.registry.events import ModelEvent
-    from tether.registry.models import ModelVersion
+    from tether.registry.records import ModelEvent, ModelVersion
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _reason = click.option("-m", "--message", "reason", help="Why: recorded in the history.")
@@ -169,12 +168,11 @@ def show(ctx: click.Context, spec: str, version: str | None, as_json: bool) -> N
 def _run_summary(ws: Any, v: ModelVersion) -> dict[str, Any] | None:
     if not v.run_id:
         return None
-    from tether.runs.record import load_runs
+    from tether.api import runs
 
-    runs = load_runs(ws.db, [v.run_id], full=False)
-    if not runs:
+    r = runs.find(ws, v.run_id)
+    if r is None:
         return {"id": v.run_id, "name": None, "seed": None, "params": {}, "metrics": {}}
-    r = runs[0]
     return {
         "id": r.id,
         "name": r.name,

@@ -240,11 +240,11 @@ def explain(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     thread settings, variables and hardware. When everything recorded is equal but
     results differ, it says so and names the nondeterminism the runs were exposed to.
     """
+    from tether.api import runs
     from tether.repro.explain import explain as explain_runs
-    from tether.runs.record import load_run
 
     ws = open_workspace(ctx)
-    a, b = load_run(ws.db, run_a, on_ambiguous=warn), load_run(ws.db, run_b, on_ambiguous=warn)
+    a, b = runs.get(ws, run_a, on_note=warn), runs.get(ws, run_b, on_note=warn)
     result = explain_runs(ws, a, b)
     if as_json:
         emit_json(result.to_json())
@@ -295,13 +295,13 @@ def doctor(ctx: click.Context, run_ref: str | None, as_json: bool) -> None:
 
     Exit status: 0 when nothing was found, 1 otherwise.
     """
+    from tether.api import runs
     from tether.repro.doctor import check_project, check_run
-    from tether.runs.record import load_run
 
     ws = open_workspace(ctx)
     findings = check_project(ws)
     if run_ref is not None:
-        findings += check_run(ws, load_run(ws.db, run_ref, on_ambiguous=warn))
+        findings += check_run(ws, runs.get(ws, run_ref, on_note=warn))
     if as_json:
         emit_json({"ok": not findings, "findings": [f.to_json() for f in findings]})
     elif not findings:

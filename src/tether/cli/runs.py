@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,7 +13,7 @@ from tether.cli._output import emit_json, human_size, info, short_digest, table,
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
-    from tether.runs.record import Run
+    pass
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -141,12 +141,11 @@ def runs_list(
     exit_code, started, ended, duration, commit, branch, env; joined with and, or,
     not and parentheses. Quote text values: name = 'svd'.
     """
-    from tether.runs.query import list_runs
+    from tether.api import runs
 
-    ws = open_workspace(ctx)
-    result = list_runs(ws.db, where=where, sort=sort, limit=limit)
+    result = runs.list_runs(open_workspace(ctx), runs.RunQuery(where, sort, limit))
     if as_json:
-        emit_json({"matched": result.matched, "runs": [_summary_json(r) for r in result.runs]})
+        emit_json(result.to_json())
         return
     if not result.runs:
         info("no runs match" if where else "no runs yet: record one with 'tether run -- CMD'")
@@ -173,13 +172,6 @@ def runs_list(
         info(f"({len(result.runs)} of {result.matched} shown; --limit to see more)")
 
 
-def _summary_json(r: Run) -> dict[str, Any]:
-    data = r.to_json()
-    for key in ("files", "capture", "code", "pid"):
-        data.pop(key, None)
-    return data
-
-
 @runs.command("show")
 @click.argument("run_ref", metavar="RUN")
 @_json
@@ -190,20 +182,13 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     Shows the command, status, code state, params, metrics, the files read and
     written with their digests, the environment summarized, and seeding.
     """
-    from tether.runs.record import links, load_environment, load_run
+    from tether.api import runs
 
-    ws = open_workspace(ctx)
-    r = load_run(ws.db, run_ref, on_ambiguous=warn)
-    env = load_environment(ws.db, r.env_digest)
-    edges = links(ws.db, r.id)
+    detail = runs.show(open_workspace(ctx), run_ref, on_note=warn)
     if as_json:
-        data = r.to_json()
-        data["environment"] = None if env is None else dict(env.body)
-        data["links"] = [
-            {"from": a, "kind": kind, "to": b, "detail": detail} for a, kind, b, detail in edges
-        ]
-        emit_json(data)
+        emit_json(detail.to_json())
         return
+    r, env = detail.run, detail.environment
     click.echo(f"run      {r.id}" + (f"  ({r.name})" if r.name else ""))
     status = r.status + (f": {r.reason}" if r.reason else "")
     click.echo(f"status   {status}")
@@ -218,12 +203,12 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
         f"seed     {r.seed if r.seed is not None else '-'}; script seeding: "
         + (", ".join(seeding) if seeding else "none seen")
     )
-    for source, kind, target, detail in edges:
-        verdict = f" ({detail['verdict']})" if detail.get("verdict") else ""
-        if source == r.id:
-            click.echo(f"{kind:<8} {target[:12]}{verdict}")
+    for link in detail.links:
+        verdict = f" ({link.detail['verdict']})" if link.detail.get("verdict") else ""
+        if link.source == r.id:
+            click.echo(f"{link.kind:<8} {link.target[:12]}{verdict}")
         else:
-            click.echo(f"{kind.removesuffix('s') + 'd by':<8} {source[:12]}{verdict}")
+            click.echo(f"{link.kind.removesuffix('s') + 'd by':<8} {link.source[:12]}{verdict}")
     code = r.code
     if code.get("kind") == "git":
         line = f"{code.get('commit') or '(no commit yet)'}"
@@ -309,26 +294,13 @@ def runs_compare(
 ) -> None:
     """Show RUNs side by side: only what differs (params, metrics, code, inputs,
     outputs, environment, packages) unless --all."""
-    from tether.errors import UsageError
-    from tether.runs.compare import compare_runs
-    from tether.runs.record import load_runs, resolve
+    from tether.api import runs
 
-    if len(run_refs) < 2:
-        raise UsageError("compare needs at least two runs", hint="tether runs compare RUN RUN")
-    ws = open_workspace(ctx)
-    ids = [resolve(ws.db, ref, on_ambiguous=warn) for ref in run_refs]
-    comparison = compare_runs(ws.db, load_runs(ws.db, ids))
-    rows = list(comparison.rows) if show_all else comparison.differing()
+    comparison = runs.compare(open_workspace(ctx), run_refs, on_note=warn)
     if as_json:
-        emit_json(
-            {
-                "runs": list(comparison.run_ids),
-                "rows": [
-                    {"section": r.section, "key": r.key, "values": list(r.values)} for r in rows
-                ],
-            }
-        )
+        emit_json(comparison.to_json(everything=show_all))
         return
+    rows = list(comparison.rows) if show_all else comparison.differing()
     if not rows:
         click.echo("the runs recorded the same params, metrics, code, data and environment")
         return
@@ -354,23 +326,16 @@ def _cell(value: str | None) -> str:
 @click.pass_context
 def runs_metrics(ctx: click.Context, run_ref: str, key: str | None, as_json: bool) -> None:
     """Print RUN's metric series (every step), or only KEY's, as CSV."""
-    from tether.runs.record import metric_series, resolve
+    from tether.api import runs
 
-    ws = open_workspace(ctx)
-    run_id = resolve(ws.db, run_ref, on_ambiguous=warn)
-    series = metric_series(ws.db, run_id, key)
+    found = runs.metrics(open_workspace(ctx), run_ref, key, on_note=warn)
     if as_json:
-        emit_json(
-            {
-                k: [{"step": s, "timestamp": t, "value": v} for s, t, v in points]
-                for k, points in series.items()
-            }
-        )
+        emit_json(found.to_json())
         return
     click.echo("key,step,timestamp,value")
-    for k, points in series.items():
-        for step, at, value in points:
-            click.echo(f"{k},{step},{at:.3f},{value!r}")
+    for k, points in found.series.items():
+        for p in points:
+            click.echo(f"{k},{p.step},{p.at:.3f},{p.value!r}")
 
 
 @runs.command("log")
@@ -378,22 +343,10 @@ def runs_metrics(ctx: click.Context, run_ref: str, key: str | None, as_json: boo
 @click.pass_context
 def runs_log(ctx: click.Context, run_ref: str) -> None:
     """Print what RUN wrote to stdout and stderr (as captured)."""
-    from tether.errors import RunError
-    from tether.hashing import Digest
-    from tether.runs.record import load_run
+    from tether.api import runs
 
-    ws = open_workspace(ctx)
-    r = load_run(ws.db, run_ref, on_ambiguous=warn)
-    if not r.log_digest:
-        raise RunError(
-            f"run {r.id[:12]} has no captured output",
-            hint="output is captured by 'tether run'; runs started from Python have none",
-        )
-    log = Digest.parse(r.log_digest)
-    ws.store.ensure_intact(log)  # checked before the first byte is shown
-    with ws.store.open(log) as f:
-        while chunk := f.read(1 << 20):
-            sys.stdout.buffer.write(chunk)
+    for chunk in runs.log(open_workspace(ctx), run_ref, on_note=warn):
+        sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
 
 
@@ -404,22 +357,10 @@ def runs_log(ctx: click.Context, run_ref: str) -> None:
 def runs_delete(ctx: click.Context, run_refs: tuple[str, ...], force: bool) -> None:
     """Delete RUNs and what was logged to them. Their stored files stay in the store
     until 'tether gc' (if nothing else uses them)."""
-    import socket
+    from tether.api import runs
 
-    from tether.errors import RunError
-    from tether.runs.record import delete_runs, load_runs, reap_stale, resolve
-
-    ws = open_workspace(ctx)
-    reap_stale(ws.db, socket.gethostname())
-    ids = list(dict.fromkeys(resolve(ws.db, ref, on_ambiguous=warn) for ref in run_refs))
-    running = [r.id[:12] for r in load_runs(ws.db, ids, full=False) if r.status == "running"]
-    if running and not force:
-        raise RunError(
-            f"run {', '.join(running)} is still running",
-            hint="wait for it to end, or pass --force",
-        )
-    n = delete_runs(ws.db, ids)
-    click.echo(f"deleted {n} run(s); 'tether gc' frees their stored files")
+    report = runs.delete(open_workspace(ctx), run_refs, force=force, on_note=warn)
+    click.echo(f"deleted {len(report.deleted)} run(s); 'tether gc' frees their stored files")
 
 
 @cli.group()
@@ -440,19 +381,12 @@ def env() -> None:
 def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_json: bool) -> None:
     """Show RUN's environment, or the current one: interpreter, packages, lock files,
     OS, CPU, memory, GPU and the variables that change results."""
+    from tether.api import runs
     from tether.envcapture.environment import capture, capture_current
-    from tether.errors import RunError
-    from tether.runs.record import load_environment, load_run
 
     ws = open_workspace(ctx)
     if run_ref:
-        r = load_run(ws.db, run_ref, on_ambiguous=warn)
-        environment = load_environment(ws.db, r.env_digest)
-        if environment is None:
-            raise RunError(
-                f"run {r.id[:12]} has no captured environment",
-                hint="see the warnings in 'tether runs show'",
-            )
+        environment = runs.environment(ws, run_ref, on_note=warn)
     elif python:
         environment = capture(python, ws.root)
     else:
@@ -497,31 +431,11 @@ def env_diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     """What differs between the environments of RUN_A and RUN_B: packages added,
     removed and changed (numerical libraries first), interpreter, lock files,
     variables, OS and hardware."""
-    from tether.envcapture.diff import diff_environments
-    from tether.errors import RunError
-    from tether.runs.record import load_environment, load_run
+    from tether.api import runs
 
-    ws = open_workspace(ctx)
-    envs = []
-    for ref in (run_a, run_b):
-        r = load_run(ws.db, ref, on_ambiguous=warn)
-        e = load_environment(ws.db, r.env_digest)
-        if e is None:
-            raise RunError(f"run {r.id[:12]} has no captured environment")
-        envs.append(e)
-    d = diff_environments(envs[0], envs[1])
+    d = runs.environment_diff(open_workspace(ctx), run_a, run_b, on_note=warn)
     if as_json:
-        emit_json(
-            {
-                "a": d.a,
-                "b": d.b,
-                "same": d.same,
-                "changes": [
-                    {"section": c.section, "name": c.name, "kind": c.kind, "a": c.old, "b": c.new}
-                    for c in d.changes
-                ],
-            }
-        )
+        emit_json(d.to_json())
         return
     if d.same:
         click.echo(f"same environment ({short_digest(d.a)})")

@@ -18,6 +18,7 @@ from tether.data import content, pointer
 from tether.errors import DataError, ObjectNotFound
 from tether.hashing import Digest, hash_file
 from tether.oci.manifest import ImageManifest
+from tether.repositories.runs import kept_blobs
 from tether.workspace import Workspace
 
 
@@ -102,9 +103,9 @@ def _references(ws: Workspace) -> list[Problem]:
         for desc in [manifest.config, *manifest.layers]:
             if not ws.store.has(desc.digest):
                 out.append(Problem(desc.digest, "missing", where))
-    for row in ws.db.query("SELECT DISTINCT digest FROM blob_refs"):
-        if Digest.is_valid(row["digest"]):
-            d = Digest.parse(row["digest"])
+    for digest in kept_blobs(ws.db):
+        if Digest.is_valid(digest):
+            d = Digest.parse(digest)
             if not ws.store.has(d):
                 out.append(Problem(d, "missing", "a run record"))
     return out

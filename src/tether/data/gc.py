@@ -16,6 +16,7 @@ from tether.data.pointer import Pointer
 from tether.errors import DataError, ObjectNotFound
 from tether.hashing import Digest
 from tether.oci.manifest import ImageManifest
+from tether.repositories.runs import kept_blobs
 from tether.store.gc import SweepReport, sweep
 from tether.workspace import Workspace
 
@@ -39,9 +40,9 @@ def roots(ws: Workspace, revisions: list[str]) -> tuple[set[Digest], list[Digest
             continue
         keep.add(manifest.config.digest)
         keep.update(layer.digest for layer in manifest.layers)
-    for row in ws.db.query("SELECT digest FROM blob_refs"):
-        if Digest.is_valid(row["digest"]):
-            keep.add(Digest.parse(row["digest"]))
+    for blob in kept_blobs(ws.db):
+        if Digest.is_valid(blob):
+            keep.add(Digest.parse(blob))
     pointers, used_revs = _pointers(ws, revisions)
     reader = content.store_reader(ws.store)
     for ptr in pointers:

@@ -55,7 +55,7 @@ COALESCE_GAP = 1 << 20  # fetch neighbouring blobs of a pack in one ranged read
 
 
 @dataclass(frozen=True)
-class TransferReport:
+class DataTransferReport:
     remote: str
     objects: int  # objects that travelled
     bytes: int
@@ -180,7 +180,7 @@ def push(
     jobs: int | None = None,
     on_wait: Callable[[str], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
-) -> TransferReport:
+) -> DataTransferReport:
     """Send the content of the named pointers (default: all) that the remote lacks."""
     pointers, cfg, backend, n, index = _session(ws, targets, remote, base, jobs)
     with contextlib.suppress(OSError):  # housekeeping must never fail a push
@@ -243,7 +243,7 @@ def push(
             futures += [pool.submit(send_pack, g) for g in groups]
             for fut in futures:
                 sent += fut.result()
-    return TransferReport(cfg.name, len(send), sent, len(groups), len(needed) - len(send))
+    return DataTransferReport(cfg.name, len(send), sent, len(groups), len(needed) - len(send))
 
 
 def sweep_remote(ws: Workspace, remote: str | None = None) -> tuple[str, tuple[str, ...]]:
@@ -282,7 +282,7 @@ def fetch(
     jobs: int | None = None,
     on_wait: Callable[[str], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
-) -> TransferReport:
+) -> DataTransferReport:
     """Download into the store what the named pointers need and the store lacks."""
     pointers, cfg, backend, n, index = _session(ws, targets, remote, base, jobs)
     with ws.lock("data", on_wait=on_wait), ws.lock("gc", shared=True, on_wait=on_wait):
@@ -311,7 +311,7 @@ def fetch(
             if got == 0:
                 break
         _refuse_corrupt(cfg, failed)
-    return TransferReport(cfg.name, objects, moved, packs, 0, failed)
+    return DataTransferReport(cfg.name, objects, moved, packs, 0, failed)
 
 
 def _download(
@@ -469,7 +469,7 @@ def pull(
     force: bool = False,
     on_wait: Callable[[str], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
-) -> tuple[TransferReport, CheckoutReport]:
+) -> tuple[DataTransferReport, CheckoutReport]:
     """Fetch, then check out the named pointers.
 
     A local blob that checkout finds corrupt is set aside (``.tether/quarantine/``) and

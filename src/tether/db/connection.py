@@ -134,14 +134,9 @@ class Database(ABC):
         """The driver's error as a DatabaseError, or None when it is not the driver's."""
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[Connection]:
-        """One write transaction: committed on success, rolled back on any exception.
-
-        Nested inside another on this thread it is a savepoint, so a library call that
-        writes (a tag move) can join a caller's transaction (an alias move)."""
+    def _mapped_errors(self) -> Iterator[None]:
         try:
-            with self._transaction(self._connection()) as conn:
-                yield conn
+            yield
         except Exception as exc:
             mapped = self._map_error(exc)
             if mapped is None:
@@ -149,27 +144,25 @@ class Database(ABC):
             raise mapped from exc
 
     @contextlib.contextmanager
+    def atomic(self) -> Iterator[Connection]:
+        """One write transaction: committed on success, rolled back on any exception.
+
+        Nested inside another on this thread it is a savepoint, so a library call that
+        writes (a tag move) can join a caller's transaction (an alias move)."""
+        with self._mapped_errors(), self._transaction(self._connection()) as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """Several reads that see one consistent state and take no write lock (inside
         ``atomic()`` they simply join it)."""
-        try:
-            with self._snapshot(self._connection()) as conn:
-                yield conn
-        except Exception as exc:
-            mapped = self._map_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        with self._mapped_errors(), self._snapshot(self._connection()) as conn:
+            yield conn
 
     def query(self, sql: str, params: Params = ()) -> list[Any]:
         """Rows of one read, outside any write transaction of another thread."""
-        try:
+        with self._mapped_errors():
             return self._read(self._connection(), sql, params)
-        except Exception as exc:
-            mapped = self._map_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
 
     def close(self) -> None:
         with self._all_lock:

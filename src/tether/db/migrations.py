@@ -84,8 +84,9 @@ def ensure_current(db: Database) -> None:
         )
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply pending migrations; returns the names applied now."""
+def migrate(db: Database, *, through: str | None = None) -> list[str]:
+    """Apply pending migrations (only up to ``through``, when named); returns the names
+    applied now."""
     now = state(db)
     if now.unknown:
         raise DatabaseError(
@@ -97,6 +98,8 @@ def migrate(db: Database) -> list[str]:
     for m in migrations_for(db):
         if m.name in now.applied:
             continue
+        if through is not None and m.name > through:
+            break
         with db.atomic() as conn:
             conn.execute(_LEDGER.format(time_type))
             # Re-check inside the write lock: another process may have applied it.

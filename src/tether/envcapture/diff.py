@@ -61,6 +61,17 @@ class EnvDiff:
     def section(self, name: str) -> list[Change]:
         return [c for c in self.changes if c.section == name]
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "same": self.same,
+            "changes": [
+                {"section": c.section, "name": c.name, "kind": c.kind, "a": c.old, "b": c.new}
+                for c in self.changes
+            ],
+        }
+
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
     if isinstance(value, Mapping):

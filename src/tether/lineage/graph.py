@@ -18,8 +18,7 @@ document instead.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,12 @@ from tether.errors import (
     UsageError,
 )
 from tether.hashing import Digest, hash_file
+from tether.repositories import lineage as read
+from tether.repositories import runs as runs_repo
 from tether.workspace import Workspace
 
 KINDS = ("run", "data", "code", "environment", "modelkit", "version", "alias")
 MAX_DEPTH = 1000
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class _Walker:
         return [self._kit(str(entry.digest))]
 
     def _run_roots(self, ref: str) -> list[str]:
-        from tether.runs.record import resolve
+        from tether.repositories.runs import resolve
 
         return [self._run_by_id(resolve(self.db, ref))]
 
@@ -173,17 +173,13 @@ class _Walker:
                 out.append(self._data(d, f.relative_to(self.ws.root).as_posix()))
             return out
         # Not on disk: every version of it the runs recorded.
-        rows = self.db.query(
-            "SELECT DISTINCT digest FROM run_files WHERE (path = ? OR path LIKE ? ESCAPE '\\')"
-            " AND digest IS NOT NULL",
-            (rel, _like_prefix(rel)),
-        )
-        if not rows:
+        digests = read.digests_recorded_at(self.db, rel, _like_prefix(rel))
+        if not digests:
             raise UsageError(
                 f"{rel} is not in the project and no run recorded it",
                 hint="give a file or folder that exists, or PATH@sha256:<hex>",
             )
-        return [self._data(r["digest"], rel) for r in rows]
+        return [self._data(d, rel) for d in digests]
 
     # -- the walk ---------------------------------------------------------------------
 
@@ -243,17 +239,11 @@ class _Walker:
     def _up_modelkit(self, keys: list[str]) -> list[str]:
         out = []
         linked: set[str] = set()
-        for rows in _chunks(
-            self.db, "SELECT kit_digest, run_id FROM kit_runs WHERE kit_digest IN", keys
-        ):
-            self._load_runs(r["run_id"] for r in rows)
-            for r in rows:
-                linked.add(r["kit_digest"])
-                out.append(
-                    self._link(
-                        self._run_by_id(r["run_id"]), f"modelkit:{r['kit_digest']}", "packed"
-                    )
-                )
+        made = read.kit_runs_by_kit(self.db, keys)
+        self._load_runs(run_id for _, run_id in made)
+        for kit, run_id in made:
+            linked.add(kit)
+            out.append(self._link(self._run_by_id(run_id), f"modelkit:{kit}", "packed"))
         for key in keys:
             if key not in linked:
                 out += self._from_provenance(key)
@@ -262,16 +252,9 @@ class _Walker:
     def _up_run(self, keys: list[str]) -> list[str]:
         out = []
         runs = {k: self.nodes[f"run:{k}"] for k in keys}
-        for rows in _chunks(
-            self.db,
-            "SELECT run_id, path, digest FROM run_files WHERE role = 'input' AND digest IS NOT NULL"
-            " AND run_id IN",
-            [k for k, n in runs.items() if not n.attrs.get("from_provenance")],
-        ):
-            for r in rows:
-                out.append(
-                    self._link(self._data(r["digest"], r["path"]), f"run:{r['run_id']}", "used")
-                )
+        recorded = [k for k, n in runs.items() if not n.attrs.get("from_provenance")]
+        for run_id, path, digest in read.files_of_runs(self.db, "input", recorded):
+            out.append(self._link(self._data(digest, path), f"run:{run_id}", "used"))
         for key, node in runs.items():
             if node.attrs.get("code"):
                 a = node.attrs
@@ -281,108 +264,60 @@ class _Walker:
                 out.append(self._link(code, f"run:{key}", "ran"))
             if node.attrs.get("environment"):
                 out.append(self._link(self._env(node.attrs["environment"]), f"run:{key}", "ran-in"))
-        for rows in _chunks(
-            self.db,
-            "SELECT run_id, target_id FROM run_links WHERE kind = 'reproduces' AND run_id IN",
-            keys,
-        ):
-            self._load_runs(r["target_id"] for r in rows)
-            for r in rows:
-                out.append(
-                    self._link(
-                        self._run_by_id(r["target_id"]), f"run:{r['run_id']}", "reproduced-by"
-                    )
-                )
+        pairs = read.reproductions(self.db, keys, of=False)
+        self._load_runs(target for _, target in pairs)
+        for run_id, target in pairs:
+            out.append(self._link(self._run_by_id(target), f"run:{run_id}", "reproduced-by"))
         return out
 
     def _up_data(self, keys: list[str]) -> list[str]:
         out = []
-        for rows in _chunks(
-            self.db,
-            "SELECT run_id, digest FROM run_files WHERE role = 'output' AND digest IN",
-            keys,
-        ):
-            self._load_runs(r["run_id"] for r in rows)
-            for r in rows:
-                out.append(
-                    self._link(self._run_by_id(r["run_id"]), f"data:{r['digest']}", "produced")
-                )
+        writers = read.runs_with_files(self.db, "output", keys)
+        self._load_runs(run_id for run_id, _ in writers)
+        for run_id, digest in writers:
+            out.append(self._link(self._run_by_id(run_id), f"data:{digest}", "produced"))
         return out
 
     # downstream: what used it
 
     def _down_data(self, keys: list[str]) -> list[str]:
         out = []
-        for rows in _chunks(
-            self.db, "SELECT run_id, digest FROM run_files WHERE role = 'input' AND digest IN", keys
-        ):
-            self._load_runs(r["run_id"] for r in rows)
-            for r in rows:
-                out.append(self._link(f"data:{r['digest']}", self._run_by_id(r["run_id"]), "used"))
+        readers = read.runs_with_files(self.db, "input", keys)
+        self._load_runs(run_id for run_id, _ in readers)
+        for run_id, digest in readers:
+            out.append(self._link(f"data:{digest}", self._run_by_id(run_id), "used"))
         return out
 
     def _down_run(self, keys: list[str]) -> list[str]:
         out = []
-        for rows in _chunks(
-            self.db,
-            "SELECT run_id, path, digest FROM run_files"
-            " WHERE role = 'output' AND digest IS NOT NULL AND run_id IN",
-            keys,
-        ):
-            for r in rows:
-                out.append(
-                    self._link(f"run:{r['run_id']}", self._data(r["digest"], r["path"]), "produced")
-                )
-        for rows in _chunks(
-            self.db, "SELECT kit_digest, run_id FROM kit_runs WHERE run_id IN", keys
-        ):
-            for r in rows:
-                out.append(self._link(f"run:{r['run_id']}", self._kit(r["kit_digest"]), "packed"))
-        for rows in _chunks(
-            self.db,
-            "SELECT run_id, target_id FROM run_links WHERE kind = 'reproduces' AND target_id IN",
-            keys,
-        ):
-            self._load_runs(r["run_id"] for r in rows)
-            for r in rows:
-                out.append(
-                    self._link(
-                        f"run:{r['target_id']}", self._run_by_id(r["run_id"]), "reproduced-by"
-                    )
-                )
+        for run_id, path, digest in read.files_of_runs(self.db, "output", keys):
+            out.append(self._link(f"run:{run_id}", self._data(digest, path), "produced"))
+        for kit, run_id in read.kit_runs_by_run(self.db, keys):
+            out.append(self._link(f"run:{run_id}", self._kit(kit), "packed"))
+        pairs = read.reproductions(self.db, keys, of=True)
+        self._load_runs(run_id for run_id, _ in pairs)
+        for run_id, target in pairs:
+            out.append(self._link(f"run:{target}", self._run_by_id(run_id), "reproduced-by"))
         return out
 
     def _down_modelkit(self, keys: list[str]) -> list[str]:
         out = []
-        for rows in _chunks(
-            self.db,
-            "SELECT model, version, digest, archived FROM model_versions WHERE digest IN",
-            keys,
-        ):
-            for r in rows:
-                out.append(
-                    self._link(
-                        f"modelkit:{r['digest']}",
-                        self._version(r["model"], r["version"], r["digest"], r["archived"]),
-                        "version",
-                    )
+        for model, version, digest, archived in read.versions_of_kits(self.db, keys):
+            out.append(
+                self._link(
+                    f"modelkit:{digest}", self._version(model, version, digest, archived), "version"
                 )
+            )
         return out
 
     def _down_version(self, keys: list[str]) -> list[str]:
         out = []
         for key in keys:
             node = self.nodes[f"version:{key}"]
-            for r in self.db.query(
-                "SELECT alias FROM model_aliases WHERE model = ? AND version = ?",
-                (node.attrs["model"], node.attrs["version"]),
-            ):
+            model, version = node.attrs["model"], node.attrs["version"]
+            for alias in read.aliases_of(self.db, model, version):
                 out.append(
-                    self._link(
-                        f"version:{key}",
-                        self._alias(node.attrs["model"], r["alias"], node.attrs["version"]),
-                        "alias",
-                    )
+                    self._link(f"version:{key}", self._alias(model, alias, version), "alias")
                 )
         return out
 
@@ -397,8 +332,7 @@ class _Walker:
             return []
         out = []
         for p in documents:
-            known = self.db.query("SELECT 1 FROM runs WHERE id = ?", (p.run_id,))
-            if known:
+            if runs_repo.exists(self.db, p.run_id):
                 out.append(self._link(self._run_by_id(p.run_id), f"modelkit:{kit}", "packed"))
                 continue
             run_id = f"run:{p.run_id}"
@@ -451,44 +385,31 @@ class _Walker:
         missing = [i for i in dict.fromkeys(ids) if f"run:{i}" not in self.nodes]
         if not missing:
             return
-        params: dict[str, dict[str, str]] = {}
-        found: dict[str, Any] = {}
-        for rows in _chunks(
-            self.db,
-            "SELECT id, name, status, started, seed, env_digest, code, command FROM runs"
-            " WHERE id IN",
-            missing,
-        ):
-            found.update({r["id"]: r for r in rows})
-        for rows in _chunks(
-            self.db, "SELECT run_id, key, value FROM run_params WHERE run_id IN", missing
-        ):
-            for p in rows:
-                params.setdefault(p["run_id"], {})[p["key"]] = p["value"]
+        found = read.run_nodes(self.db, missing)
         for run_id in missing:
             node_id = f"run:{run_id}"
             r = found.get(run_id)
             if r is None:
                 self._add(Node(node_id, "run", run_id, {"run": run_id, "deleted": True}))
                 continue
-            code = json.loads(r["code"] or "{}")
+            code = r.code
             self._add(
                 Node(
                     node_id,
                     "run",
-                    r["name"] or run_id,
+                    r.name or run_id,
                     {
                         "run": run_id,
-                        "name": r["name"],
-                        "status": r["status"],
-                        "started": r["started"],
-                        "seed": r["seed"],
-                        "params": params.get(run_id, {}),
-                        "command": json.loads(r["command"]),
+                        "name": r.name,
+                        "status": r.status,
+                        "started": r.started,
+                        "seed": r.seed,
+                        "params": r.params,
+                        "command": list(r.command),
                         "code": _code_key(code),
                         "code_remote": code.get("remote"),
                         "dirty": bool(code.get("dirty")),
-                        "environment": r["env_digest"],
+                        "environment": r.env_digest,
                     },
                 )
             )
@@ -509,14 +430,13 @@ class _Walker:
 
     def _env(self, digest: str) -> str:
         attrs: dict[str, Any] = {"digest": digest}
-        rows = self.db.query("SELECT body FROM environments WHERE digest = ?", (digest,))
-        if rows:
-            body = json.loads(rows[0]["body"])
-            python = body.get("python", {})
+        env = runs_repo.load_environment(self.db, digest)
+        if env is not None:
+            python = env.python
             attrs["python"] = (
                 f"{python.get('implementation', '')} {python.get('version', '')}".strip()
             )
-            attrs["packages"] = len(body.get("packages", {}))
+            attrs["packages"] = len(env.packages)
         label = digest[7:19] + (f" ({attrs['python']})" if attrs.get("python") else "")
         return self._add(Node(f"environment:{digest}", "environment", label, attrs))
 
@@ -543,10 +463,8 @@ class _Walker:
         return self._add(Node(f"version:{key}", "version", label, attrs))
 
     def _alias(self, model: str, alias: str, version: int) -> str:
-        rows = self.db.query(
-            "SELECT digest FROM model_versions WHERE model = ? AND version = ?", (model, version)
-        )
-        attrs = {"model": model, "alias": alias, "version": version, "digest": rows[0]["digest"]}
+        digest = read.version_digest(self.db, model, version)
+        attrs = {"model": model, "alias": alias, "version": version, "digest": digest}
         return self._add(Node(f"alias:{model}:{alias}", "alias", f"{model}:{alias}", attrs))
 
     def graph(self, roots: list[str]) -> Graph:
@@ -565,13 +483,6 @@ def _code_key(code: dict[str, Any]) -> str | None:
         return str(code["commit"]) + (f"+{str(diff)[7:19]}" if diff else "")
     snapshot = code.get("snapshot_digest")
     return str(snapshot) if snapshot else None
-
-
-def _chunks(db: Any, sql: str, keys: Sequence[str]) -> Iterable[list[Any]]:
-    unique = list(dict.fromkeys(keys))
-    for i in range(0, len(unique), _CHUNK):
-        chunk = unique[i : i + _CHUNK]
-        yield db.query(f"{sql} ({','.join('?' * len(chunk))})", tuple(chunk))
 
 
 def _project_path(root: Path, text: str) -> str:

@@ -8,7 +8,6 @@ layers both ModelKits share are not read at all.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from tether.hashing import hash_stream
 from tether.manifest.kitfile import Kitfile
 from tether.modelkit.load import Layer, load
 from tether.modelkit.tarread import Limits, iter_members
+from tether.repositories import kits
 from tether.workspace import Workspace
 
 
@@ -98,9 +98,9 @@ def diff(ws: Workspace, ref_a: str, ref_b: str) -> KitDiff:
 def layer_files(ws: Workspace, layer: Layer) -> list[FileInfo]:
     """The regular files of a layer, cached by layer digest."""
     key = str(layer.descriptor.digest)
-    rows = ws.db.query("SELECT files_json FROM layer_files WHERE layer_digest = ?", (key,))
-    if rows:
-        return [FileInfo(**f) for f in json.loads(rows[0]["files_json"])]
+    cached = kits.layer_listing(ws.db, key)
+    if cached is not None:
+        return [FileInfo(**f) for f in cached]
     limits = Limits.from_settings(ws.settings)
     files: list[FileInfo] = []
     with ws.store.open(layer.descriptor.digest) as raw:
@@ -110,12 +110,7 @@ def layer_files(ws: Workspace, layer: Layer) -> list[FileInfo]:
             assert member.stream is not None
             digest, size = hash_stream(member.stream)
             files.append(FileInfo(member.rel, size, str(digest), member.mode))
-    with ws.db.atomic() as conn:
-        conn.execute(
-            "INSERT INTO layer_files VALUES (?, ?)"
-            " ON CONFLICT (layer_digest) DO UPDATE SET files_json = excluded.files_json",
-            (key, json.dumps([asdict(f) for f in files])),
-        )
+    kits.save_layer_listing(ws.db, key, [asdict(f) for f in files])
     return files
 
 

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from tether.errors import KitfileError, UsageError
 from tether.hashing import Digest, hash_file
@@ -29,7 +29,7 @@ from tether.modelkit.tarwrite import FileEntry, LayerSink, collect, write_tar
 from tether.oci import mediatypes as mt
 from tether.oci.manifest import Descriptor, ImageManifest
 from tether.oci.reference import Reference
-from tether.runs.record import Run
+from tether.runs.record import RunRecord
 from tether.workspace import Workspace
 
 
@@ -80,7 +80,7 @@ def pack(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
     env: Mapping[str, str] | None = None,
-    run: Run | None = None,
+    run: RunRecord | None = None,
     detect_run: bool = True,
 ) -> PackResult:
     """Pack ``context`` (default: the project root) as described by its Kitfile.
@@ -170,8 +170,8 @@ MODEL_BASES = ("model", "modelpart")
 
 @dataclass(frozen=True)
 class _RunLink:
-    run: Run
-    how: str  # from-run | detected
+    run: RunRecord
+    how: Literal["from-run", "detected"]
     model_files: dict[str, str]  # context-relative path -> digest
 
 
@@ -179,7 +179,7 @@ def _link_run(
     ws: Workspace,
     context: Path,
     plans: list[tuple[LayerSpec, list[FileEntry]]],
-    run: Run | None,
+    run: RunRecord | None,
     note: Callable[[str], None],
 ) -> _RunLink | None:
     """Tie the pack to the run that made its model: substitute ``run``'s stored outputs
@@ -227,48 +227,39 @@ def _link_run(
 def _detect_run(ws: Workspace, candidates: list[tuple[FileEntry, str]]) -> _RunLink | None:
     if not candidates:
         return None
+    from tether.repositories.runs import finished_outputs_at, load_runs
+
     by_path = {p: e for e, p in candidates}
-    marks = ",".join("?" * len(by_path))
-    rows = ws.db.query(
-        "SELECT f.run_id, f.path, f.digest, r.started FROM run_files f JOIN runs r"
-        f" ON r.id = f.run_id WHERE f.role = 'output' AND f.path IN ({marks})"
-        " AND r.status = 'finished'",
-        tuple(by_path),
-    )
+    rows = finished_outputs_at(ws.db, list(by_path))
     if not rows:
         return None  # no run ever wrote these paths: nothing to hash
     found: dict[str, str] = {}
-    for path in {r["path"] for r in rows}:
+    for path in {r.path for r in rows}:
         source = by_path[path].source
         assert source is not None
         found[path] = str(hash_file(source)[0])
     score: dict[str, tuple[int, float]] = {}
     for r in rows:
-        if found.get(r["path"]) == r["digest"]:
-            n, _ = score.get(r["run_id"], (0, 0.0))
-            score[r["run_id"]] = (n + 1, r["started"])
+        if found.get(r.path) == r.digest:
+            n, _ = score.get(r.run_id, (0, 0.0))
+            score[r.run_id] = (n + 1, r.started)
     if not score:
         return None
     best = max(score, key=lambda k: score[k])
-    from tether.runs.record import load_runs
-
     (run,) = load_runs(ws.db, [best])
     matched = {
-        by_path[r["path"]].rel: r["digest"]
+        by_path[r.path].rel: str(r.digest)
         for r in rows
-        if r["run_id"] == best and found.get(r["path"]) == r["digest"]
+        if r.run_id == best and found.get(r.path) == r.digest
     }
     return _RunLink(run, "detected", matched)
 
 
 def _attach_provenance(ws: Workspace, desc: Descriptor, link: _RunLink) -> Digest:
     from tether.modelkit import provenance
+    from tether.repositories import kits
 
-    with ws.db.atomic() as conn:
-        conn.execute(
-            "INSERT INTO kit_runs VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            (str(desc.digest), link.run.id, link.how),
-        )
+    kits.link_run(ws.db, str(desc.digest), link.run.id, link.how)
     return provenance.attach(
         ws, desc, provenance.from_run(ws, link.run, desc.digest, link.model_files)
     )

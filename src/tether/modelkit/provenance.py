@@ -37,13 +37,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tether.db.connection import Instant
 from tether.errors import ModelKitError
 from tether.hashing import Digest
 from tether.oci import mediatypes as mt
 from tether.oci.layout import IndexEntry
 from tether.oci.manifest import Descriptor, ImageManifest
-from tether.runs.record import Run
+from tether.runs.record import RunRecord
 from tether.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -217,12 +216,12 @@ class Provenance:
 
 
 def from_run(
-    ws: Workspace, run: Run, kit_digest: Digest, model_files: Mapping[str, str]
+    ws: Workspace, run: RunRecord, kit_digest: Digest, model_files: Mapping[str, str]
 ) -> Provenance:
     """The provenance of a ModelKit packed from ``run``; ``model_files`` maps the paths
     of its model files to their digests."""
     from tether import __version__
-    from tether.runs.record import load_environment
+    from tether.repositories.runs import load_environment
 
     materials: list[Material] = []
     code = run.code
@@ -273,15 +272,11 @@ def _env_summary(env: Environment) -> dict[str, str]:
     return {k: v.strip() for k, v in out.items() if v.strip()}
 
 
-def _producer(ws: Workspace, run: Run, digest: str) -> str | None:
+def _producer(ws: Workspace, run: RunRecord, digest: str) -> str | None:
     """The latest run before ``run`` that wrote these bytes (the data's own run)."""
-    rows = ws.db.query(
-        "SELECT f.run_id FROM run_files f JOIN runs r ON r.id = f.run_id"
-        " WHERE f.digest = ? AND f.role = 'output' AND f.run_id != ? AND r.started <= ?"
-        " ORDER BY r.started DESC LIMIT 1",
-        (digest, run.id, Instant(run.started)),
-    )
-    return str(rows[0]["run_id"]) if rows else None
+    from tether.repositories.runs import producer
+
+    return producer(ws.db, digest, before=run)
 
 
 # -- storage as a referrer ---------------------------------------------------------------

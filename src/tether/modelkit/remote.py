@@ -16,22 +16,22 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tether.db.connection import Instant
 from tether.errors import AuthError, ModelKitError, ModelKitNotFound, RegistryError, UsageError
 from tether.hashing import Digest
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
 from tether.oci import credentials
 from tether.oci import mediatypes as mt
-from tether.oci.client import Connection, RegistryClient
+from tether.oci.client import RegistryClient
 from tether.oci.layout import IndexEntry
 from tether.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageManifest
 from tether.oci.reference import Reference, parse_reference
+from tether.oci.session import Connection
+from tether.repositories import kits
 from tether.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class ProgressSink(Protocol):
 
 
 @dataclass(frozen=True)
-class TransferReport:
+class RegistryTransferReport:
     ref: str  # registry/repository[:tag]@digest
     digest: Digest
     blobs: int  # blobs the ModelKit (or the filtered part of it) has
@@ -139,7 +139,7 @@ def push(
     client: RegistryClient,
     *,
     progress: ProgressSink | None = None,
-) -> TransferReport:
+) -> RegistryTransferReport:
     """Push the local ModelKit ``source`` to ``destination`` (default: ``source``,
     which must then name a registry)."""
     src = parse_reference(source)
@@ -198,7 +198,7 @@ def push(
         if now is not None and now.digest != entry.digest:
             overtaken = now.digest
     name = f"{dest.registry}/{repo}" + (f":{dest.tag}" if dest.tag and not dest.digest else "")
-    return TransferReport(
+    return RegistryTransferReport(
         f"{name}@{entry.digest}",
         entry.digest,
         len(blobs),
@@ -282,7 +282,7 @@ def pull(
     force: bool = False,
     tag: bool = True,
     progress: ProgressSink | None = None,
-) -> tuple[TransferReport, IndexEntry]:
+) -> tuple[RegistryTransferReport, IndexEntry]:
     """Fetch a ModelKit (or, with ``filters``, the layers they select) into the store.
 
     With ``tag`` the local copy is tagged ``registry/repository:tag``; without, nothing
@@ -332,7 +332,7 @@ def pull(
     refused: list[Digest] = []
     attached = pull_referrers(ws, client, repo, served.descriptor, refused) if tag else 0
     skipped = len(_unique(list(kit.manifest.layers))) - len(_unique(layers))
-    report = TransferReport(
+    report = RegistryTransferReport(
         f"{ref.name}" + (f":{ref.tag}" if ref.tag else "") + f"@{served.digest}",
         served.digest,
         len(blobs),
@@ -563,23 +563,11 @@ def _known_sources(
 ) -> dict[Digest, list[str]]:
     out: dict[Digest, list[str]] = {}
     wanted = {str(d.digest) for d in blobs}
-    rows = ws.db.query(
-        "SELECT digest, repository FROM registry_blobs WHERE registry = ? AND repository != ? "
-        "ORDER BY seen_at DESC",
-        (registry, repo),
-    )
-    for row in rows:
-        if row["digest"] in wanted:
-            out.setdefault(Digest.parse(row["digest"]), []).append(row["repository"])
+    for digest, repository in kits.blob_sightings(ws.db, registry, repo):
+        if digest in wanted:
+            out.setdefault(Digest.parse(digest), []).append(repository)
     return out
 
 
 def _remember(ws: Workspace, registry: str, repo: str, blobs: list[Descriptor]) -> None:
-    now = Instant(time.time())
-    with ws.db.atomic() as conn:
-        conn.executemany(
-            "INSERT INTO registry_blobs (registry, digest, repository, seen_at)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (registry, digest, repository)"
-            " DO UPDATE SET seen_at = excluded.seen_at",
-            [(registry, str(d.digest), repo, now) for d in blobs],
-        )
+    kits.saw_blobs(ws.db, registry, repo, [str(d.digest) for d in blobs])

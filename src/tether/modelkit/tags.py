@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
-from tether.db.connection import Instant
 from tether.errors import ModelKitNotFound, TagConflict, UsageError
 from tether.hashing import Digest
 from tether.oci.layout import IndexEntry
 from tether.oci.manifest import Descriptor
 from tether.oci.reference import Reference
+from tether.repositories import kits
+from tether.repositories.kits import TagEvent
 from tether.workspace import Workspace
 
 
 @dataclass(frozen=True)
 class TagChange:
     ref: str
-    action: str  # set | move | unchanged | remove
+    action: Literal["set", "move", "unchanged", "remove"]
     old: Digest | None
     new: Digest | None
 
@@ -110,49 +112,30 @@ def remove(ws: Workspace, ref: Reference) -> list[TagChange]:
     return changes
 
 
-def history(
-    ws: Workspace, repository: str, tag: str
-) -> list[tuple[float, str, str | None, str | None, str]]:
-    rows = ws.db.query(
-        'SELECT at, action, old_digest, new_digest, "user" FROM tag_events '
-        "WHERE repository = ? AND tag = ? ORDER BY id",
-        (repository, tag),
-    )
-    return [(r["at"], r["action"], r["old_digest"], r["new_digest"], r["user"]) for r in rows]
+def history(ws: Workspace, repository: str, tag: str) -> list[TagEvent]:
+    """Every set, move and removal of ``repository:tag``, oldest first."""
+    return kits.tag_history(ws.db, repository, tag)
 
 
 def _last_published(ws: Workspace, ref: Reference) -> Digest | None:
-    row = ws.db.query(
-        "SELECT new_digest FROM tag_events WHERE repository = ? AND tag = ? "
-        "AND new_digest IS NOT NULL ORDER BY id DESC LIMIT 1",
-        (ref.name, ref.tag or ""),
-    )
-    return Digest.parse(row[0]["new_digest"]) if row else None
+    digest = kits.last_tagged(ws.db, ref.name, ref.tag or "")
+    return Digest.parse(digest) if digest else None
 
 
 def _record(ws: Workspace, changes: list[TagChange]) -> None:
-    rows = []
-    now = Instant(time.time())
-    for c in changes:
-        if c.action == "unchanged":
-            continue
-        repo, _, tag = c.ref.rpartition(":")
-        rows.append(
-            (
-                repo,
-                tag,
-                c.action,
-                str(c.old) if c.old else None,
-                str(c.new) if c.new else None,
-                now,
-                ws.user,
-            )
+    now = time.time()
+    events = [
+        TagEvent(
+            c.ref.rpartition(":")[0],
+            c.ref.rpartition(":")[2],
+            c.action,  # "unchanged" is filtered out below
+            str(c.old) if c.old else None,
+            str(c.new) if c.new else None,
+            now,
+            ws.user,
         )
-    if rows:
-        with ws.db.atomic() as conn:
-            conn.executemany(
-                "INSERT INTO tag_events"
-                ' (repository, tag, action, old_digest, new_digest, at, "user")'
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        for c in changes
+        if c.action != "unchanged"
+    ]
+    if events:
+        kits.record_tag_events(ws.db, events)

@@ -19,12 +19,13 @@ import contextlib
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from tether.db.connection import Connection, Instant
+from tether.db.connection import Connection
 from tether.errors import (
     ModelError,
     ModelKitNotFound,
@@ -37,60 +38,16 @@ from tether.errors import (
 from tether.hashing import Digest
 from tether.oci.layout import IndexEntry
 from tether.oci.reference import Reference, parse_reference
-from tether.registry.events import ModelEvent, add_event, event_from_row
+from tether.registry.records import ModelAction, ModelEvent, ModelSummary, ModelVersion
+from tether.repositories import models as repo
 from tether.workspace import Workspace
 
 if TYPE_CHECKING:
     from tether.modelkit.unpack import UnpackReport
-    from tether.runs.record import Run
+    from tether.runs.record import RunRecord
 
 _VERSION = re.compile(r"^v?([1-9][0-9]{0,8})$")
 _ALIAS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    model: str
-    version: int
-    digest: Digest
-    run_id: str | None
-    source: str
-    created: float
-    user: str
-    description: str | None = None
-    archived: float | None = None
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return f"v{self.version}"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.model}:v{self.version}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "digest": str(self.digest),
-            "run": self.run_id,
-            "source": self.source,
-            "created": self.created,
-            "user": self.user,
-            "description": self.description,
-            "archived": self.archived,
-            "aliases": list(self.aliases),
-        }
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    versions: int
-    latest: int | None
-    aliases: dict[str, int] = field(default_factory=dict)
-    remote: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,25 +101,18 @@ def split_spec(spec: str) -> tuple[str, str | None, str | None]:
 
 
 def list_models(ws: Workspace) -> list[ModelSummary]:
-    rows = ws.db.query(
-        "SELECT m.name, m.remote, count(v.version) AS n,"
-        " max(CASE WHEN v.archived IS NULL THEN v.version END) AS latest"
-        " FROM models m LEFT JOIN model_versions v ON v.model = m.name"
-        " GROUP BY m.name ORDER BY m.name"
-    )
-    aliases: dict[str, dict[str, int]] = {}
-    for a in ws.db.query("SELECT model, alias, version FROM model_aliases ORDER BY alias"):
-        aliases.setdefault(a["model"], {})[a["alias"]] = a["version"]
+    with ws.db.snapshot() as conn:
+        rows = repo.summaries(conn)
+        aliases = repo.all_aliases(conn)
     return [
-        ModelSummary(r["name"], r["n"], r["latest"], aliases.get(r["name"], {}), r["remote"])
-        for r in rows
+        ModelSummary(r.name, r.versions, r.latest, aliases.get(r.name, {}), r.remote) for r in rows
     ]
 
 
 def versions(ws: Workspace, name: str) -> list[ModelVersion]:
     with ws.db.snapshot() as conn:
         _require_model(conn, check_name(name))
-        return _versions(conn, name)
+        return repo.versions(conn, name)
 
 
 def resolve(ws: Workspace, spec: str, version: str | None = None) -> ModelVersion:
@@ -184,12 +134,7 @@ def resolve(ws: Workspace, spec: str, version: str | None = None) -> ModelVersio
 def history(ws: Workspace, name: str, alias: str | None = None) -> list[ModelEvent]:
     with ws.db.snapshot() as conn:
         _require_model(conn, check_name(name))
-    sql = "SELECT * FROM model_events WHERE model = ?"
-    params: tuple[object, ...] = (name,)
-    if alias is not None:
-        sql += " AND alias = ?"
-        params += (alias,)
-    return [event_from_row(r) for r in ws.db.query(sql + " ORDER BY at, id", params)]
+        return repo.events(conn, name, alias)
 
 
 # -- changing ----------------------------------------------------------------------------
@@ -216,30 +161,17 @@ def register(
 
     entry, run_id, packed = _source(ws, source, note, model=name)
     with ws.db.atomic() as conn:
-        existing = conn.execute(
-            "SELECT version FROM model_versions WHERE model = ? AND digest = ?",
-            (name, str(entry.digest)),
-        ).fetchone()
+        existing = repo.version_of_digest(conn, name, str(entry.digest))
         if existing is not None:
-            return Registered(
-                _resolve(conn, f"{name}@v{existing['version']}"), False, packed, tuple(warnings)
-            )
-        now = time.time()
-        conn.execute(
-            'INSERT INTO models (name, created, "user") VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
-            (name, Instant(now), ws.user),
+            return Registered(_resolve(conn, f"{name}@v{existing}"), False, packed, tuple(warnings))
+        number = repo.next_number(conn, name)
+        repo.add_version(
+            conn,
+            ModelVersion(
+                name, number, entry.digest, run_id, source, time.time(), ws.user, description
+            ),
         )
-        row = conn.execute(
-            "SELECT coalesce(max(version), 0) + 1 AS n FROM model_versions WHERE model = ?",
-            (name,),
-        ).fetchone()
-        number = int(row["n"])
-        conn.execute(
-            "INSERT INTO model_versions (model, version, digest, run_id, source, created,"
-            ' "user", description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-            (name, number, str(entry.digest), run_id, source, Instant(now), ws.user, description),
-        )
-        add_event(conn, ws, name, None, "register", None, number, description)
+        _event(conn, ws, name, None, "register", None, number, description)
         _tag(ws, name, f"v{number}", entry, immutable=True)
         return Registered(_resolve(conn, f"{name}@v{number}"), True, packed, tuple(warnings))
 
@@ -280,17 +212,13 @@ def rollback(
         if to is not None:
             target = _resolve(conn, _qualified(name, to))
         else:
-            row = conn.execute(
-                "SELECT old_version FROM model_events WHERE model = ? AND alias = ?"
-                " AND action IN ('set', 'move', 'rollback') ORDER BY at DESC, id DESC LIMIT 1",
-                (name, alias),
-            ).fetchone()
-            if row is None or row["old_version"] is None:
+            previous = repo.previous_version(conn, name, alias)
+            if previous is None:
                 raise ModelError(
                     f"{name}:{alias} has pointed only at v{current}: nothing to roll back to",
                     hint=f"name the version: tether model rollback {name} {alias} --to vN",
                 )
-            target = _resolve(conn, f"{name}@v{row['old_version']}")
+            target = _resolve(conn, f"{name}@v{previous}")
         if target.version == current:
             raise ModelError(
                 f"{name}:{alias} already points at v{current}",
@@ -330,11 +258,8 @@ def archive(
                 )
             for a in target.aliases:
                 events.append(_drop_alias(conn, ws, name, a, target.version, reason))
-        conn.execute(
-            "UPDATE model_versions SET archived = ? WHERE model = ? AND version = ?",
-            (Instant(time.time()), name, target.version),
-        )
-        events.append(add_event(conn, ws, name, None, "archive", target.version, None, reason))
+        repo.archive(conn, name, target.version, time.time())
+        events.append(_event(conn, ws, name, None, "archive", target.version, None, reason))
         _untag(ws, name, f"v{target.version}")
         return _resolve(conn, f"{name}@v{target.version}"), events
 
@@ -342,7 +267,7 @@ def archive(
 def set_remote(ws: Workspace, name: str, remote: str) -> None:
     with ws.db.atomic() as conn:
         _require_model(conn, name)
-        conn.execute("UPDATE models SET remote = ? WHERE name = ?", (remote, name))
+        repo.set_remote(conn, name, remote)
 
 
 # -- internals ---------------------------------------------------------------------------
@@ -360,13 +285,12 @@ def _source(
     except (ModelKitNotFound, ReferenceFormatError) as exc:
         kit_error = exc
     else:
-        rows = ws.db.query(
-            "SELECT run_id FROM kit_runs WHERE kit_digest = ? ORDER BY how = 'from-run' DESC",
-            (str(entry.digest),),
-        )
-        return entry, (rows[0]["run_id"] if rows else None), False
+        from tether.repositories import kits
+
+        with ws.db.snapshot() as conn:
+            return entry, kits.maker(conn, str(entry.digest)), False
     from tether.modelkit.pack import pack
-    from tether.runs.record import load_run
+    from tether.repositories.runs import load_run
 
     try:
         run = load_run(ws.db, source)
@@ -382,18 +306,14 @@ def _source(
             hint="register a run that completed",
         )
     label = run.name or run.id[:12]
-    already = ws.db.query(
-        "SELECT v.version, v.digest FROM model_versions v JOIN kit_runs k"
-        " ON k.kit_digest = v.digest WHERE v.model = ? AND k.run_id = ? AND v.archived IS NULL"
-        " ORDER BY v.version DESC LIMIT 1",
-        (model, run.id),
-    )
+    with ws.db.snapshot() as conn:
+        already = repo.version_made_by_run(conn, model, run.id)
     if already:
         note(
-            f"run {label} already is {model}@v{already[0]['version']}; that version is "
+            f"run {label} already is {model}@v{already[0]}; that version is "
             "returned, not a duplicate (register a ModelKit explicitly to force one)"
         )
-        digest = Digest.parse(already[0]["digest"])
+        digest = Digest.parse(already[1])
         return ws.index.resolve(Reference(None, digest=digest)), run.id, False
     with _kitfile_of(ws, run, note) as kitfile:
         result = pack(ws, run=run, kitfile=kitfile, warn=note)
@@ -401,7 +321,9 @@ def _source(
 
 
 @contextlib.contextmanager
-def _kitfile_of(ws: Workspace, run: Run, note: Callable[[str], None]) -> Iterator[Path | None]:
+def _kitfile_of(
+    ws: Workspace, run: RunRecord, note: Callable[[str], None]
+) -> Iterator[Path | None]:
     """The Kitfile as ``run`` saw it (from its code record), in a scratch file; None (the
     current Kitfile) when the record does not hold one."""
     from tether.manifest import KITFILE_NAMES
@@ -441,26 +363,20 @@ def _resolve(conn: Connection, spec: str) -> ModelVersion:
     if alias is not None:
         number = _existing_alias(conn, name, alias)
     elif selector is None:
-        row = conn.execute(
-            "SELECT max(version) AS n FROM model_versions WHERE model = ? AND archived IS NULL",
-            (name,),
-        ).fetchone()
-        if row["n"] is None:
+        latest = repo.latest_in_use(conn, name)
+        if latest is None:
             raise ModelNotFound(
                 f"{name} has no version in use", hint=f"see 'tether model versions {name}'"
             )
-        number = int(row["n"])
+        number = latest
     elif selector.startswith("sha256:"):
-        row = conn.execute(
-            "SELECT version FROM model_versions WHERE model = ? AND digest = ?",
-            (name, selector),
-        ).fetchone()
-        if row is None:
+        found_number = repo.version_of_digest(conn, name, selector)
+        if found_number is None:
             raise ModelNotFound(
                 f"{selector[:19]}… is not a version of {name}",
                 hint=f"see 'tether model versions {name}'",
             )
-        number = int(row["version"])
+        number = found_number
     else:
         m = _VERSION.match(selector)
         if m is None:
@@ -468,7 +384,7 @@ def _resolve(conn: Connection, spec: str) -> ModelVersion:
                 f"{selector[:40]!r} is not a version", hint="write versions as v3 (or 3)"
             )
         number = int(m.group(1))
-    found = [v for v in _versions(conn, name, number) if v.version == number]
+    found = repo.versions(conn, name, number)
     if not found:
         raise ModelNotFound(
             f"{name} has no version v{number}", hint=f"see 'tether model versions {name}'"
@@ -476,37 +392,9 @@ def _resolve(conn: Connection, spec: str) -> ModelVersion:
     return found[0]
 
 
-def _versions(conn: Connection, name: str, number: int | None = None) -> list[ModelVersion]:
-    sql = "SELECT * FROM model_versions WHERE model = ?"
-    params: tuple[object, ...] = (name,)
-    if number is not None:
-        sql += " AND version = ?"
-        params += (number,)
-    aliases: dict[int, list[str]] = {}
-    for a in conn.execute(
-        "SELECT alias, version FROM model_aliases WHERE model = ? ORDER BY alias", (name,)
-    ):
-        aliases.setdefault(a["version"], []).append(a["alias"])
-    return [
-        ModelVersion(
-            r["model"],
-            r["version"],
-            Digest.parse(r["digest"]),
-            r["run_id"],
-            r["source"],
-            r["created"],
-            r["user"],
-            r["description"],
-            r["archived"],
-            tuple(aliases.get(r["version"], [])),
-        )
-        for r in conn.execute(sql + " ORDER BY version", params)
-    ]
-
-
 def _require_model(conn: Connection, name: str) -> None:
-    if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
-        known = [r["name"] for r in conn.execute("SELECT name FROM models ORDER BY name LIMIT 8")]
+    if not repo.exists(conn, name):
+        known = repo.names(conn, 8)
         raise ModelNotFound(
             f"no model {name!r}",
             hint=("models here: " + ", ".join(known))
@@ -515,15 +403,8 @@ def _require_model(conn: Connection, name: str) -> None:
         )
 
 
-def _alias_version(conn: Connection, name: str, alias: str) -> int | None:
-    row = conn.execute(
-        "SELECT version FROM model_aliases WHERE model = ? AND alias = ?", (name, alias)
-    ).fetchone()
-    return int(row["version"]) if row else None
-
-
 def _existing_alias(conn: Connection, name: str, alias: str) -> int:
-    number = _alias_version(conn, name, alias)
+    number = repo.alias_version(conn, name, alias)
     if number is None:
         raise ModelNotFound(f"{name} has no alias {alias!r}", hint=_aliases_hint(conn, name))
     return number
@@ -537,19 +418,14 @@ def _drop_alias(
     version: int,
     reason: str | None,
 ) -> ModelEvent:
-    conn.execute("DELETE FROM model_aliases WHERE model = ? AND alias = ?", (name, alias))
-    event = add_event(conn, ws, name, alias, "remove", version, None, reason)
+    repo.drop_alias(conn, name, alias)
+    event = _event(conn, ws, name, alias, "remove", version, None, reason)
     _untag(ws, name, alias)
     return event
 
 
 def _aliases_hint(conn: Connection, name: str) -> str:
-    names = [
-        r["alias"]
-        for r in conn.execute(
-            "SELECT alias FROM model_aliases WHERE model = ? ORDER BY alias", (name,)
-        )
-    ]
+    names = [alias for alias, _ in repo.aliases(conn, name)]
     return (
         ("its aliases: " + ", ".join(names))
         if names
@@ -562,7 +438,7 @@ def _move(
     ws: Workspace,
     target: ModelVersion,
     alias: str,
-    action: str,
+    action: ModelAction,
     reason: str | None,
 ) -> ModelEvent | None:
     if target.archived is not None:
@@ -570,17 +446,13 @@ def _move(
             f"{target.model} v{target.version} is archived",
             hint="an alias may only point at a version in use; register it again to revive it",
         )
-    current = _alias_version(conn, target.model, alias)
+    current = repo.alias_version(conn, target.model, alias)
     if current == target.version:
         return None
     if action == "set":
         action = "set" if current is None else "move"
-    conn.execute(
-        "INSERT INTO model_aliases VALUES (?, ?, ?) ON CONFLICT (model, alias)"
-        " DO UPDATE SET version = excluded.version",
-        (target.model, alias, target.version),
-    )
-    event = add_event(conn, ws, target.model, alias, action, current, target.version, reason)
+    repo.point_alias(conn, target.model, alias, target.version)
+    event = _event(conn, ws, target.model, alias, action, current, target.version, reason)
     entry = ws.index.resolve(Reference(None, digest=target.digest))
     _tag(ws, target.model, alias, entry, immutable=False)
     return event
@@ -605,3 +477,20 @@ def _untag(ws: Workspace, name: str, tag: str) -> None:
     # Already gone from the store (removed by hand): the record is what counts.
     with contextlib.suppress(ModelKitNotFound):
         remove(ws, Reference(name, tag))
+
+
+def _event(
+    conn: Connection,
+    ws: Workspace,
+    name: str,
+    alias: str | None,
+    action: ModelAction,
+    old: int | None,
+    new: int | None,
+    reason: str | None,
+) -> ModelEvent:
+    event = ModelEvent(
+        uuid.uuid4().hex, name, alias, action, old, new, time.time(), ws.user, reason
+    )
+    repo.add_event(conn, event)
+    return event

@@ -32,8 +32,7 @@ from tether.oci import mediatypes as mt
 from tether.oci.client import RegistryClient
 from tether.oci.manifest import Descriptor, ImageManifest
 from tether.oci.reference import Reference, parse_reference
-from tether.registry.events import ModelEvent
-from tether.registry.models import ModelVersion
+from tether.registry.records import ModelEvent, ModelVersion
 from tether.workspace import Workspace
 
 HISTORY_TAG = "tether.history"

@@ -21,8 +21,9 @@ from typing import Any
 from tether.determinism import GENERATORS
 from tether.envcapture.environment import LOCK_FILE_PATTERNS
 from tether.hashing import Digest
+from tether.repositories.runs import load_environment
 from tether.runs.code import git_text, is_source
-from tether.runs.record import Run, load_environment
+from tether.runs.record import RunRecord
 from tether.workspace import Workspace
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".sav", ".dill")
@@ -153,7 +154,7 @@ def _data_status(ws: Workspace) -> list[Finding]:
     ]
 
 
-def check_run(ws: Workspace, run: Run) -> list[Finding]:
+def check_run(ws: Workspace, run: RunRecord) -> list[Finding]:
     found: list[Finding] = []
 
     def add(code: str, message: str, fix: str) -> None:

@@ -19,9 +19,10 @@ from tether.determinism import GENERATORS
 from tether.envcapture.diff import ML_CRITICAL, diff_environments
 from tether.envcapture.environment import Environment
 from tether.hashing import Digest
+from tether.repositories.runs import load_environment
 from tether.repro.verify import MetricCheck, OutputCheck, compare_metrics, compare_outputs
 from tether.runs.code import git_text
-from tether.runs.record import Run, load_environment
+from tether.runs.record import RunRecord
 from tether.store.objects import ContentStore
 from tether.workspace import Workspace
 
@@ -65,8 +66,8 @@ class Cause:
 
 @dataclass(frozen=True)
 class Explanation:
-    a: Run
-    b: Run
+    a: RunRecord
+    b: RunRecord
     outputs: tuple[OutputCheck, ...]  # only those that differ
     metrics: tuple[MetricCheck, ...]  # only those that differ
     causes: tuple[Cause, ...]  # most likely first
@@ -99,7 +100,7 @@ class Explanation:
         }
 
 
-def explain(ws: Workspace, a: Run, b: Run) -> Explanation:
+def explain(ws: Workspace, a: RunRecord, b: RunRecord) -> Explanation:
     outputs = tuple(o for o in compare_outputs(a, b, ws.store) if o.status != "identical")
     metrics = tuple(m for m in compare_metrics(a, b, ()) if m.status != "equal")
     causes: list[Cause] = []
@@ -131,7 +132,7 @@ def explain(ws: Workspace, a: Run, b: Run) -> Explanation:
 # -- data ---------------------------------------------------------------------------------
 
 
-def _data(ws: Workspace, a: Run, b: Run) -> list[Cause]:
+def _data(ws: Workspace, a: RunRecord, b: RunRecord) -> list[Cause]:
     ins_a = {f.path: f for f in a.files if f.role == "input"}
     ins_b = {f.path: f for f in b.files if f.role == "input"}
     details: list[str] = []
@@ -234,7 +235,7 @@ def _rows_changed(ws: Workspace, a: str | None, b: str | None) -> int | None:
 # -- code ---------------------------------------------------------------------------------
 
 
-def _code(ws: Workspace, a: Run, b: Run) -> list[Cause]:
+def _code(ws: Workspace, a: RunRecord, b: RunRecord) -> list[Cause]:
     ca, cb = a.code, b.code
     details: list[str] = []
     if ca.get("commit") != cb.get("commit"):
@@ -347,7 +348,7 @@ def _snapshot(store: ContentStore, digest: str | None) -> dict[str, str]:
 # -- params, seed, environment ------------------------------------------------------------
 
 
-def _command(a: Run, b: Run) -> list[Cause]:
+def _command(a: RunRecord, b: RunRecord) -> list[Cause]:
     import shlex
 
     details = []
@@ -355,7 +356,7 @@ def _command(a: Run, b: Run) -> list[Cause]:
     # compared with the environment.
     from tether.repro.plan import PYTHON_NAMES
 
-    def args(run: Run) -> list[str]:
+    def args(run: RunRecord) -> list[str]:
         first = run.command[0].rsplit("/", 1)[-1] if run.command else ""
         return list(run.command[1:] if first.startswith(PYTHON_NAMES) else run.command)
 
@@ -370,7 +371,7 @@ def _command(a: Run, b: Run) -> list[Cause]:
     return [Cause("command", "the command's arguments differ", tuple(details))]
 
 
-def _params(a: Run, b: Run) -> list[Cause]:
+def _params(a: RunRecord, b: RunRecord) -> list[Cause]:
     keys = sorted(k for k in set(a.params) | set(b.params) if a.params.get(k) != b.params.get(k))
     if not keys:
         return []
@@ -378,7 +379,7 @@ def _params(a: Run, b: Run) -> list[Cause]:
     return [Cause("params", f"parameters differ: {', '.join(keys[:4])}", details)]
 
 
-def _seeding(run: Run) -> list[str]:
+def _seeding(run: RunRecord) -> list[str]:
     calls = [f"{s.get('call')}({s.get('seed')})" for s in run.capture.get("seeding", [])]
     everything = run.capture.get("seed_everything")
     if everything:
@@ -386,7 +387,7 @@ def _seeding(run: Run) -> list[str]:
     return calls
 
 
-def _seed(a: Run, b: Run) -> list[Cause]:
+def _seed(a: RunRecord, b: RunRecord) -> list[Cause]:
     causes = []
     if a.seed != b.seed:
         causes.append(Cause("seed", f"seed differs: {a.seed} -> {b.seed}"))
@@ -408,7 +409,7 @@ def _seed(a: Run, b: Run) -> list[Cause]:
 _MODULE_OF = {"scikit-learn": "sklearn", "jaxlib": "jax", "mkl": "numpy", "openblas": "numpy"}
 
 
-def _imported(a: Run, b: Run) -> set[str] | None:
+def _imported(a: RunRecord, b: RunRecord) -> set[str] | None:
     """Frameworks either run imported, when both runs recorded their imports."""
     lists = [r.capture.get("imports") for r in (a, b)]
     if any(x is None for x in lists):
@@ -481,7 +482,7 @@ def _environment(
 # -- nondeterminism -----------------------------------------------------------------------
 
 
-def _unseeded(run: Run) -> bool:
+def _unseeded(run: RunRecord) -> bool:
     """The script seeded nothing the hook could see. ``--seed`` alone does not count:
     it sets PYTHONHASHSEED and TETHER_SEED, which no numpy, scikit-learn or torch
     generator reads."""
@@ -490,7 +491,7 @@ def _unseeded(run: Run) -> bool:
     return bool((run.capture.get("audit") or {}).get("active")) or run.seed is None
 
 
-def _unseeded_generators(a: Run, b: Run, *, only_named: bool) -> list[Cause]:
+def _unseeded_generators(a: RunRecord, b: RunRecord, *, only_named: bool) -> list[Cause]:
     """Generators the runs used without seeding them. Beside another cause, only when a
     framework with a generator was imported (a script that imports none may not draw
     random numbers at all)."""
@@ -528,7 +529,7 @@ def _unrecorded() -> Cause:
 
 
 def _randomness(
-    a: Run, b: Run, env_a: Environment | None, env_b: Environment | None
+    a: RunRecord, b: RunRecord, env_a: Environment | None, env_b: Environment | None
 ) -> list[Cause]:
     hints: list[str] = []
     envs = [e for e in (env_a, env_b) if e is not None]

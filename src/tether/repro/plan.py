@@ -19,9 +19,10 @@ from tether.envcapture.environment import Environment, relevant_env_vars
 from tether.errors import ReproError
 from tether.hashing import Digest, hash_file
 from tether.redaction import WithheldArg
+from tether.repositories.runs import load_environment
 from tether.repro import venv
 from tether.runs.code import git_text
-from tether.runs.record import Run, load_environment
+from tether.runs.record import RunRecord
 from tether.store.objects import ContentStore
 from tether.workspace import Workspace
 
@@ -46,7 +47,7 @@ class PlannedInput:
 
 @dataclass(frozen=True)
 class Plan:
-    run: Run
+    run: RunRecord
     env_mode: str
     inputs: tuple[PlannedInput, ...]
     outputs: tuple[str, ...]  # project-relative outputs removed before the run
@@ -108,7 +109,9 @@ class Plan:
 PACKAGES = ("all", "imported")
 
 
-def make_plan(ws: Workspace, run: Run, env_mode: str = "current", packages: str = "all") -> Plan:
+def make_plan(
+    ws: Workspace, run: RunRecord, env_mode: str = "current", packages: str = "all"
+) -> Plan:
     if env_mode not in ENV_MODES or packages not in PACKAGES:
         from tether.errors import UsageError
 
@@ -189,7 +192,7 @@ def make_plan(ws: Workspace, run: Run, env_mode: str = "current", packages: str 
 
 
 def _check_code(
-    ws: Workspace, run: Run, problems: list[Problem], warnings: list[str]
+    ws: Workspace, run: RunRecord, problems: list[Problem], warnings: list[str]
 ) -> Path | None:
     code = run.code
     kind = code.get("kind")
@@ -253,7 +256,7 @@ def _check_code(
 
 def _plan_inputs(
     ws: Workspace,
-    run: Run,
+    run: RunRecord,
     git_top: Path | None,
     problems: list[Problem],
     warnings: list[str],
@@ -312,7 +315,7 @@ def _same_content(path: Path, digest: Digest) -> bool:
         return False
 
 
-def _in_code(ws: Workspace, run: Run, git_top: Path | None, path: str) -> bool:
+def _in_code(ws: Workspace, run: RunRecord, git_top: Path | None, path: str) -> bool:
     """Whether the rebuilt code holds ``path`` (its content is checked once rebuilt)."""
     code = run.code
     in_repo = os.path.normpath(os.path.join(code.get("project_in_repo", "."), path))

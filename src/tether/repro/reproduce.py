@@ -25,11 +25,11 @@ from typing import Any, BinaryIO
 from tether.envcapture.diff import EnvDiff, diff_environments
 from tether.errors import ReproError, UsageError
 from tether.redaction import restore_command
+from tether.repositories import runs as runs_repo
 from tether.repro import venv
 from tether.repro.materialize import materialize
 from tether.repro.plan import PYTHON_NAMES, Plan, make_plan, reproduction_env
 from tether.repro.verify import Tolerance, Verification, verify
-from tether.runs import record
 from tether.workspace import Workspace
 
 EXIT_NOT_REPRODUCED = 3
@@ -98,7 +98,7 @@ def prepare(
     """Load the run and plan its reproduction (problems are in the plan, not raised).
     ``packages``: with ``--env recreate``, ``all`` recorded distributions (fidelity) or
     only those the run ``imported`` and their dependencies."""
-    run = record.load_run(ws.db, ref, on_ambiguous=on_ambiguous)
+    run = runs_repo.load_run(ws.db, ref, on_ambiguous=on_ambiguous)
     return make_plan(ws, run, env_mode, packages)
 
 
@@ -172,9 +172,9 @@ def reproduce(
             stderr=stderr,
             on_info=say,
         )
-        new = record.load_run(ws.db, result.run_id)
+        new = runs_repo.load_run(ws.db, result.run_id)
         if plan.env_mode == "recreate" and plan.environment is not None:
-            recreated = record.load_environment(ws.db, new.env_digest)
+            recreated = runs_repo.load_environment(ws.db, new.env_digest)
             if recreated is not None:
                 drift = diff_environments(plan.environment, recreated)
         verification = verify(
@@ -192,13 +192,13 @@ def reproduce(
             "reason": verification.reason,
             "env_mode": plan.env_mode,
         }
-        record.link_runs(ws.db, new.id, "reproduces", plan.run.id, detail)
-        record.set_tags(
+        runs_repo.link_runs(ws.db, new.id, "reproduces", plan.run.id, detail)
+        runs_repo.set_tags(
             ws.db,
             new.id,
             {"tether.reproduces": plan.run.id, "tether.verdict": verification.verdict},
         )
-        record.merge_capture(ws.db, new.id, {"reproduction": {"of": plan.run.id, **detail}})
+        runs_repo.merge_capture(ws.db, new.id, {"reproduction": {"of": plan.run.id, **detail}})
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)

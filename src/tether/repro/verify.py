@@ -23,7 +23,8 @@ from typing import Any
 
 from tether.db.connection import Database
 from tether.errors import UsageError
-from tether.runs.record import Run, metric_series
+from tether.repositories.runs import metric_series
+from tether.runs.record import RunRecord
 from tether.store.objects import ContentStore
 
 REPRODUCED = "REPRODUCED"
@@ -154,8 +155,8 @@ class Verification:
 
 def verify(
     db: Database,
-    original: Run,
-    reproduction: Run,
+    original: RunRecord,
+    reproduction: RunRecord,
     *,
     tolerances: Sequence[Tolerance] = (),
     exact: bool = False,
@@ -237,7 +238,11 @@ def verify(
 
 
 def compare_outputs(
-    original: Run, reproduction: Run, store: ContentStore | None = None, *, outside: bool = False
+    original: RunRecord,
+    reproduction: RunRecord,
+    store: ContentStore | None = None,
+    *,
+    outside: bool = False,
 ) -> tuple[OutputCheck, ...]:
     """Outputs by digest; with the store, outputs that differ are compared again with
     their formats' embedded timestamps left out (``normalize.py``). ``outside`` adds the
@@ -286,7 +291,7 @@ def _judge(key: str, expected: float, actual: float, tol: Tolerance | None) -> s
 
 
 def compare_metrics(
-    original: Run, reproduction: Run, tolerances: Sequence[Tolerance]
+    original: RunRecord, reproduction: RunRecord, tolerances: Sequence[Tolerance]
 ) -> tuple[MetricCheck, ...]:
     checks = []
     for key in sorted(set(original.metrics) | set(reproduction.metrics)):
@@ -305,7 +310,7 @@ def compare_metrics(
 
 
 def _series(
-    db: Database, original: Run, reproduction: Run, tolerances: Sequence[Tolerance]
+    db: Database, original: RunRecord, reproduction: RunRecord, tolerances: Sequence[Tolerance]
 ) -> tuple[MetricCheck, ...]:
     want = metric_series(db, original.id)
     got = metric_series(db, reproduction.id)

@@ -23,12 +23,14 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tether.errors import ParamConflict, RunNotFound, UsageError
+from tether.repositories import runs as runs_repo
 from tether.runs import record
 from tether.runs.capture import AuditLog, classify, expand, record_files, relative_to_project
 from tether.workspace import Workspace
@@ -39,7 +41,11 @@ if TYPE_CHECKING:
 BATCH = 10_000
 FLUSH_SECONDS = 2.0
 
-_active: list[Run] = []  # innermost last
+# The runs open in this context (a thread or an asyncio task that started its own),
+# innermost last; and every run open in the process, for SIGTERM and for threads that
+# log to a run another thread started (a data loader, a framework callback).
+_context_runs: ContextVar[tuple[Run, ...]] = ContextVar("tether_runs", default=())
+_process_runs: list[Run] = []
 
 
 class _FileWatch:
@@ -135,21 +141,23 @@ class Run:
         on its command line (``-p``) never stops the training: it is reported on stderr
         and kept as the tag ``tether.param_conflict.KEY``; the first value stays."""
         if not self.joined:
-            record.log_params(self.workspace.db, self.id, params)
+            runs_repo.log_params(self.workspace.db, self.id, params)
             return
         for key, value in params.items():
             try:
-                record.log_params(self.workspace.db, self.id, {key: value})
+                runs_repo.log_params(self.workspace.db, self.id, {key: value})
             except ParamConflict as exc:
                 sys.stderr.write(f"tether: warning: {exc.message}; the training goes on\n")
                 text, _ = record.value_text(value)
-                record.set_tags(self.workspace.db, self.id, {f"tether.param_conflict.{key}": text})
+                runs_repo.set_tags(
+                    self.workspace.db, self.id, {f"tether.param_conflict.{key}": text}
+                )
 
     def set_tag(self, key: str, value: object) -> None:
-        record.set_tags(self.workspace.db, self.id, {key: value})
+        runs_repo.set_tags(self.workspace.db, self.id, {key: value})
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
-        record.set_tags(self.workspace.db, self.id, tags)
+        runs_repo.set_tags(self.workspace.db, self.id, tags)
 
     # -- metrics -----------------------------------------------------------------------
 
@@ -194,14 +202,14 @@ class Run:
         batch, self._buffer = self._buffer, []
         self._last_flush = time.monotonic()
         if batch:
-            record.insert_metrics(self.workspace.db, self.id, batch)
+            runs_repo.insert_metrics(self.workspace.db, self.id, batch)
 
     # -- files -------------------------------------------------------------------------
 
     def log_artifact(self, path: str | os.PathLike[str]) -> list[record.RunFile]:
         """Store a file (or every file under a directory) as an artifact of this run."""
         files = self._files(path, "artifact", store=True)
-        record.add_files(self.workspace.db, self.id, files)
+        runs_repo.add_files(self.workspace.db, self.id, files)
         return files
 
     def log_input(
@@ -210,7 +218,7 @@ class Run:
         """Record a file (or a directory's files) the run used, by digest; ``store=True``
         also keeps a copy in the store."""
         files = self._files(path, "input", store=store)
-        record.add_files(self.workspace.db, self.id, files)
+        runs_repo.add_files(self.workspace.db, self.id, files)
         return files
 
     def _files(
@@ -245,7 +253,8 @@ class Run:
             return
         self._ended = True
         with contextlib.suppress(ValueError):
-            _active.remove(self)
+            _process_runs.remove(self)
+        _context_runs.set(tuple(r for r in _context_runs.get() if r is not self))
         ws = self.workspace
         files: list[record.RunFile] = []
         if self._watch is not None:
@@ -258,9 +267,9 @@ class Run:
         with self._lock, ws.db.atomic():
             self._flush_locked()
             if files:
-                record.add_files(ws.db, self.id, files)
+                runs_repo.add_files(ws.db, self.id, files)
             if not self.joined:
-                record.finish_run(ws.db, self.id, status, reason=reason)
+                runs_repo.finish_run(ws.db, self.id, status, reason=reason)
 
     def _at_exit(self) -> None:
         if not self._ended:
@@ -287,8 +296,11 @@ class Run:
 
 
 def active_run() -> Run | None:
-    """The innermost run started in this process, if any."""
-    return _active[-1] if _active else None
+    """The innermost run open in this context (thread or task), else in this process."""
+    for run in reversed(_context_runs.get()):
+        if not run._ended:
+            return run
+    return _process_runs[-1] if _process_runs else None
 
 
 def start_run(
@@ -311,7 +323,7 @@ def start_run(
     joined_id = os.environ.get("TETHER_RUN_ID")
     if joined_id and os.environ.get("TETHER_PROJECT"):
         ws = Workspace.open(os.environ["TETHER_PROJECT"])
-        if not ws.db.query("SELECT 1 FROM runs WHERE id = ?", (joined_id,)):
+        if not runs_repo.exists(ws.db, joined_id):
             raise RunNotFound(
                 f"TETHER_RUN_ID={joined_id} names no run in {ws.root}",
                 hint="unset TETHER_RUN_ID, or start the script with 'tether run'",
@@ -319,10 +331,7 @@ def start_run(
         run = Run(ws, joined_id, joined=True, watch=None)
         if name:
             record.check_name(name)
-            with ws.db.atomic() as conn:
-                conn.execute(
-                    "UPDATE runs SET name = ? WHERE id = ? AND name IS NULL", (name, joined_id)
-                )
+            runs_repo.name_if_unnamed(ws.db, joined_id, name)
         run._store_inputs = store_inputs
         if params:
             run.log_params(params)
@@ -332,7 +341,8 @@ def start_run(
         root = None if project is None else Path(project)
         run = _start_standalone(name, seed, root, watch_files, params or {}, tags or {})
         run._store_inputs = store_inputs
-    _active.append(run)
+    _process_runs.append(run)
+    _context_runs.set((*_context_runs.get(), run))
     _install_sigterm_flush()
     return run
 
@@ -388,7 +398,7 @@ def _start_standalone(
     state = _ProjectState.for_start(Path(project or os.getcwd()).resolve())
     ws = state.ws
     if state.code is None:
-        state.code = capture_code(ws.store, ws.root, record.output_paths(ws.db))
+        state.code = capture_code(ws.store, ws.root, runs_repo.output_paths(ws.db))
     code = state.code
     environment = capture_current(ws.root)
     shown = redact_command([sys.executable, *sys.argv], Withholder.for_project(ws.dot))
@@ -396,25 +406,27 @@ def _start_standalone(
     # one commit to start a run, and bad params leave no run behind.
     with ws.db.atomic():
         if environment.digest not in state.saved_envs:
-            record.save_environment(ws.db, environment.digest, environment.canonical)
-        run_id = record.create_run(
+            runs_repo.save_environment(ws.db, environment.digest, environment.canonical)
+        run_id = runs_repo.create_run(
             ws.db,
-            name=name,
-            command=shown.argv,
-            cwd=relative_to_project(os.getcwd(), ws.root),
-            host=socket.gethostname(),
-            user=ws.user,
-            pid=os.getpid(),
-            seed=seed,
-            env_digest=environment.digest,
-            code=code.to_json(),
-            capture={"interpreter": {"path": sys.executable, "source": "api"}, **shown.capture},
+            record.NewRun(
+                name=name,
+                command=shown.argv,
+                cwd=relative_to_project(os.getcwd(), ws.root),
+                host=socket.gethostname(),
+                user=ws.user,
+                pid=os.getpid(),
+                seed=seed,
+                env_digest=environment.digest,
+                code=code.to_json(),
+                capture={"interpreter": {"path": sys.executable, "source": "api"}, **shown.capture},
+            ),
         )
-        record.add_blobs(ws.db, run_id, code.blobs)
+        runs_repo.add_blobs(ws.db, run_id, code.blobs)
         if params:
-            record.log_params(ws.db, run_id, params)
+            runs_repo.log_params(ws.db, run_id, params)
         if tags:
-            record.set_tags(ws.db, run_id, tags)
+            runs_repo.set_tags(ws.db, run_id, tags)
     state.saved_envs.add(environment.digest)  # committed: known from now on
     log = _FileWatch.start([ws.dot]) if watch else None
     return Run(ws, run_id, joined=False, watch=log)
@@ -433,7 +445,7 @@ def _install_sigterm_flush() -> None:
         return
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        for run in reversed(list(_active)):
+        for run in reversed(list(_process_runs)):
             with contextlib.suppress(Exception):
                 run.end("killed", reason="SIGTERM")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -447,14 +459,14 @@ def note_on_active_run(key: str, value: Any) -> bool:
     """Attach a fact to the run this process logs to (used by ``seed_everything``)."""
     run = active_run()
     if run is not None:
-        record.merge_capture(run.workspace.db, run.id, {key: value})
+        runs_repo.merge_capture(run.workspace.db, run.id, {key: value})
         return True
     joined_id = os.environ.get("TETHER_RUN_ID")
     project = os.environ.get("TETHER_PROJECT")
     if joined_id and project:
         ws = Workspace.open(project)
         try:
-            record.merge_capture(ws.db, joined_id, {key: value})
+            runs_repo.merge_capture(ws.db, joined_id, {key: value})
         finally:
             ws.close()
         return True

@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tether.db.connection import Database
-from tether.runs.record import Run, load_environment
+from tether.repositories.runs import load_environment
+from tether.runs.record import RunRecord
 
 SECTIONS = ("run", "params", "metrics", "code", "inputs", "outputs", "environment", "packages")
 
@@ -32,12 +34,20 @@ class Comparison:
     def differing(self) -> list[Row]:
         return [r for r in self.rows if r.differs]
 
+    def to_json(self, *, everything: bool = False) -> dict[str, Any]:
+        """Only the rows that differ, unless ``everything``."""
+        rows = self.rows if everything else self.differing()
+        return {
+            "runs": list(self.run_ids),
+            "rows": [{"section": r.section, "key": r.key, "values": list(r.values)} for r in rows],
+        }
+
 
 def _metric(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.6g}"
 
 
-def compare_runs(db: Database, runs: Sequence[Run]) -> Comparison:
+def compare_runs(db: Database, runs: Sequence[RunRecord]) -> Comparison:
     facts: dict[tuple[str, str], list[str | None]] = {}
 
     def put(section: str, key: str, i: int, value: str | None) -> None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from tether.errors import UsageError
 from tether.redaction import Withholder, redact_command
+from tether.repositories import runs as runs_repo
 from tether.runs import record
 from tether.runs.capture import (
     HOOK_DIR,
@@ -116,7 +117,7 @@ def run_command(
     err = stderr if stderr is not None else sys.stderr.buffer
 
     started = time.time()
-    code = capture_code(ws.store, ws.root, record.output_paths(ws.db))
+    code = capture_code(ws.store, ws.root, runs_repo.output_paths(ws.db))
     # The command runs as given; what is stored has secret flag values withheld.
     shown = redact_command(argv, Withholder.for_project(ws.dot))
     extra = shown.capture
@@ -127,26 +128,28 @@ def run_command(
         epoch = str(int(started)) if ws.settings.run_source_date_epoch else None
     if epoch is not None:
         extra["source_date_epoch"] = epoch
-    run_id = record.create_run(
+    run_id = runs_repo.create_run(
         ws.db,
-        name=name,
-        command=shown.argv,
-        capture=extra or None,
-        cwd=relative_to_project(run_cwd, ws.root),
-        host=socket.gethostname(),
-        user=ws.user,
-        pid=os.getpid(),
-        seed=seed,
-        code=code.to_json(),
-        started=started,
+        record.NewRun(
+            name=name,
+            command=shown.argv,
+            capture=extra or None,
+            cwd=relative_to_project(run_cwd, ws.root),
+            host=socket.gethostname(),
+            user=ws.user,
+            pid=os.getpid(),
+            seed=seed,
+            code=code.to_json(),
+            started=started,
+        ),
     )
     work = ws.dot / "tmp" / f"run-{run_id}"
     try:
-        record.add_blobs(ws.db, run_id, code.blobs)
+        runs_repo.add_blobs(ws.db, run_id, code.blobs)
         if params:
-            record.log_params(ws.db, run_id, params)
+            runs_repo.log_params(ws.db, run_id, params)
         if tags:
-            record.set_tags(ws.db, run_id, tags)
+            runs_repo.set_tags(ws.db, run_id, tags)
         work.mkdir(parents=True)
         child_env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out), base=env)
         if epoch is not None:
@@ -162,7 +165,7 @@ def run_command(
         finally:
             pool.shutdown(wait=False)
     except BaseException as exc:
-        record.finish_run(ws.db, run_id, "failed", reason=f"tether could not run it: {exc}")
+        runs_repo.finish_run(ws.db, run_id, "failed", reason=f"tether could not run it: {exc}")
         shutil.rmtree(work, ignore_errors=True)
         raise
     ended = time.time()
@@ -172,7 +175,7 @@ def run_command(
             ws, run_id, argv, run_cwd, work, outputs, store_inputs, on_info, prefetch, scan_since
         )
     except BaseException as exc:
-        record.finish_run(
+        runs_repo.finish_run(
             ws.db,
             run_id,
             status if status != "finished" else "failed",
@@ -183,7 +186,7 @@ def run_command(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    record.finish_run(ws.db, run_id, status, exit_code=exit_code, reason=reason, ended=ended)
+    runs_repo.finish_run(ws.db, run_id, status, exit_code=exit_code, reason=reason, ended=ended)
     files, env_digest, audit, warnings = result
     return RunResult(
         run_id,
@@ -473,10 +476,10 @@ def _record_after(
         scanned=changed_since(ws.root, scan_since),
     )
     files = record_files(ws.store, ws.root, sets, store_inputs=store_inputs, on_progress=on_info)
-    record.add_files(ws.db, run_id, files)
+    runs_repo.add_files(ws.db, run_id, files)
 
     log_digest, _ = ws.store.add_file(work / "output.log")
-    record.add_blobs(ws.db, run_id, [(str(log_digest), "log")])
+    runs_repo.add_blobs(ws.db, run_id, [(str(log_digest), "log")])
 
     executable, source = _interpreter(audit, argv, prefetch.env)
     env_digest = None
@@ -487,7 +490,7 @@ def _record_after(
         warnings.append(f"environment not captured: {exc.message}")
     else:
         env_digest = environment.digest
-        record.save_environment(ws.db, env_digest, environment.canonical)
+        runs_repo.save_environment(ws.db, env_digest, environment.canonical)
         if audit.active and environment.modules:
             imported = environment.distributions_of(audit.imports)
         lock_blobs = []
@@ -495,14 +498,14 @@ def _record_after(
             path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
             with contextlib.suppress(OSError):
                 lock_blobs.append((str(ws.store.add_file(path)[0]), "lock-file"))
-        record.add_blobs(ws.db, run_id, lock_blobs)
+        runs_repo.add_blobs(ws.db, run_id, lock_blobs)
     if not audit.active:
         warnings.append(
             "no Python process reported the files it opened (not a Python command, or "
             "python -I/-E ignores PYTHONPATH); declare outputs with -o"
         )
-    record.set_env_and_log(ws.db, run_id, env_digest, str(log_digest))
-    record.merge_capture(
+    runs_repo.set_env_and_log(ws.db, run_id, env_digest, str(log_digest))
+    runs_repo.merge_capture(
         ws.db,
         run_id,
         {

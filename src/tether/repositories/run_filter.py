@@ -32,7 +32,8 @@ from datetime import datetime
 from tether.db.connection import Database, Dialect, Instant
 from tether.db.sqlite import DIALECT as SQLITE
 from tether.errors import FilterError
-from tether.runs.record import STATUSES, Run, load_runs
+from tether.repositories.runs import load_runs
+from tether.runs.record import STATUSES, RunRecord
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 50
@@ -370,7 +371,7 @@ def compile_sort(text: str, dialect: Dialect = SQLITE) -> tuple[str, list[object
 
 @dataclass(frozen=True)
 class RunList:
-    runs: list[Run]
+    runs: list[RunRecord]
     matched: int  # before the limit
 
 

@@ -1,19 +1,17 @@
-"""Model events: registrations, archives and alias moves, each with who, when, from,
-to and why. Stored in ``model_events``; a ``uid`` per event lets histories read back
-from a registry merge without duplicates."""
+"""The model registry's records: versions, model summaries and events (who moved which
+alias from where to where, when and why). Values only; stored by
+``repositories/models.py``."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
-from tether.db.connection import Connection, Instant, Row
 from tether.errors import ModelError
-from tether.workspace import Workspace
+from tether.hashing import Digest
 
-ACTIONS = ("register", "archive", "set", "move", "rollback", "remove")
+ModelAction = Literal["register", "archive", "set", "move", "rollback", "remove"]
+ACTIONS: tuple[ModelAction, ...] = get_args(ModelAction)
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class ModelEvent:
     uid: str
     model: str
     alias: str | None
-    action: str
+    action: ModelAction
     old_version: int | None
     new_version: int | None
     at: float
@@ -57,7 +55,7 @@ class ModelEvent:
             uid=str(data["uid"])[:64],
             model=str(data.get("model", ""))[:255],
             alias=str(alias)[:128] if alias is not None else None,
-            action=str(action),
+            action=action,
             old_version=version(data.get("from")),
             new_version=version(data.get("to")),
             at=float(data.get("at", 0.0)),
@@ -66,39 +64,46 @@ class ModelEvent:
         )
 
 
-ACTIONS = ("register", "archive", "set", "move", "rollback", "remove")
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    digest: Digest
+    run_id: str | None
+    source: str
+    created: float
+    user: str
+    description: str | None = None
+    archived: float | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}:v{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "digest": str(self.digest),
+            "run": self.run_id,
+            "source": self.source,
+            "created": self.created,
+            "user": self.user,
+            "description": self.description,
+            "archived": self.archived,
+            "aliases": list(self.aliases),
+        }
 
 
-def add_event(
-    conn: Connection,
-    ws: Workspace,
-    name: str,
-    alias: str | None,
-    action: str,
-    old: int | None,
-    new: int | None,
-    reason: str | None,
-) -> ModelEvent:
-    event = ModelEvent(
-        uuid.uuid4().hex, name, alias, action, old, new, time.time(), ws.user, reason
-    )
-    conn.execute(
-        "INSERT INTO model_events (uid, model, alias, action, old_version, new_version, at,"
-        ' "user", reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        (event.uid, name, alias, action, old, new, Instant(event.at), event.user, reason),
-    )
-    return event
-
-
-def event_from_row(row: Row) -> ModelEvent:
-    return ModelEvent(
-        row["uid"],
-        row["model"],
-        row["alias"],
-        row["action"],
-        row["old_version"],
-        row["new_version"],
-        row["at"],
-        row["user"],
-        row["reason"],
-    )
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int | None
+    aliases: dict[str, int] = field(default_factory=dict)
+    remote: str | None = None
