@@ -244,11 +244,13 @@ def mlflow(points: int, runs: int, uri: str) -> dict[str, float]:
         )
     out = subprocess.run(
         [str(python), "-c", MLFLOW_SCRIPT, str(points), str(runs), uri, MLFLOW_FILTER],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
+    if out.returncode:
+        raise RuntimeError(f"MLflow failed on {uri}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -287,7 +289,8 @@ def main() -> None:
                 if engine.pg is None:
                     uri = f"sqlite:///{(fresh('mlflow') / 'mlflow.db').resolve()}"
                 else:
-                    uri = str(engine.new_url())
+                    # MLflow's SQLAlchemy reads the driver from the scheme.
+                    uri = str(engine.new_url()).replace("postgresql://", "postgresql+psycopg2://")
                 m = mlflow(args.mlflow_points, mlflow_runs, uri)
                 r.update({f"mlflow_{k}": v for k, v in m.items() if k != "version"})
                 print(f"  (mlflow {m['version']} on {engine.name} measured)", file=sys.stderr)

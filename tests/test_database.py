@@ -257,3 +257,34 @@ def test_reading_runs_writes_nothing(project: Workspace) -> None:
     res = _cli(project.root, "runs", "delete", "ghost")
     assert res.exit_code == 0, res.output  # not running any more: no --force needed
     assert not project.db.query("SELECT 1 FROM runs WHERE id = ?", (run_id,))
+
+
+def test_records_round_trip_through_their_json(project: Workspace) -> None:
+    """What a face sends (to_json) reads back as the same record (from_json)."""
+    from tether.api import runs
+    from tether.modelkit.tags import history
+    from tether.registry.records import ModelEvent, ModelVersion
+    from tether.repositories.kits import TagEvent
+    from tether.runs.api import start_run
+    from tether.runs.record import RunRecord
+
+    (project.root / "out.txt").write_text("result\n")
+    with start_run(name="r", params={"k": 3}, tags={"team": "x"}, project=project.root) as run:
+        run.log_metric("loss", 0.5, step=1)
+        run.log_artifact(project.root / "out.txt")
+    record = runs.show(project, "r").run
+    assert record.files and record.metrics and record.code.kind != "none"
+    assert RunRecord.from_json(record.to_json()) == record
+    assert RunRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["-C", str(project.root), "pack", "-t", "demo:v1"]).exit_code == 0
+    res = runner.invoke(cli, ["-C", str(project.root), "model", "register", "demo", "--from", "r"])
+    assert res.exit_code == 0, res.output
+    runner.invoke(cli, ["-C", str(project.root), "model", "alias", "demo", "prod", "v1"])
+    (version,) = models.versions(project, "demo")
+    assert ModelVersion.from_json(json.loads(json.dumps(version.to_json()))) == version
+    for event in models.history(project, "demo"):
+        assert ModelEvent.from_json(json.loads(json.dumps(event.to_json()))) == event
+    for tag_event in history(project, "demo", "v1"):
+        assert TagEvent.from_json(json.loads(json.dumps(tag_event.to_json()))) == tag_event

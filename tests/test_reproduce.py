@@ -303,7 +303,7 @@ def test_recreate_refuses_an_interpreter_this_machine_lacks(tmp_path: Path) -> N
     ws = Workspace.open(root)
     digest = ws.db.query("SELECT env_digest FROM runs")[0]["env_digest"]
     sql = "SELECT body FROM environments WHERE digest = ?"
-    body = json.loads(ws.db.query(sql, (digest,))[0][0])
+    body = json.loads(ws.db.query(sql, (digest,))[0]["body"])
     body["python"]["version"] = "3.99.1"
     with ws.db.atomic() as conn:
         sql = "UPDATE environments SET body = ? WHERE digest = ?"

@@ -48,19 +48,9 @@ def network_options(fn: F) -> F:
 
 def client_for(registry: str, opts: dict[str, Any], ws: Workspace | None = None) -> RegistryClient:
     """A registry client for ``registry`` from the command's network options."""
-    from tether import config
-    from tether.modelkit.remote import connection_for, open_client
+    from tether.api.kits import NetworkOptions
 
-    settings = ws.settings if ws is not None else config.load(None)
-    connection = connection_for(
-        settings,
-        registry,
-        plain_http=opts.get("plain_http", False),
-        insecure=opts.get("insecure", False),
-        ca_file=opts.get("ca_file"),
-        concurrency=opts.get("concurrency"),
-    )
-    return open_client(registry, connection, ws=ws)
+    return NetworkOptions(**opts).client(registry, ws)
 
 
 def network(kwargs: dict[str, Any]) -> dict[str, Any]:

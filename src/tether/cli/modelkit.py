@@ -200,42 +200,25 @@ def inspect(
     A REF on a registry (REGISTRY/REPO:TAG) that the store does not hold is read from
     the registry: its manifest and Kitfile only, no layers.
     """
-    from tether.errors import ModelKitNotFound
-    from tether.modelkit.catalog import describe
-    from tether.modelkit.catalog import inspect as do_inspect
+    from tether.api import kits
     from tether.oci.reference import parse_reference
 
     on_registry = parse_reference(ref).registry is not None
     ws = open_workspace(ctx, required=not on_registry)
-    doc = None
-    statements = None
-    if ws is not None and not (remote and on_registry):
-        try:
-            doc = do_inspect(ws, ref)
-        except ModelKitNotFound:
-            if not on_registry:
-                raise
-        else:
-            if provenance:
-                from tether.hashing import Digest
-                from tether.modelkit.provenance import read_local
-
-                statements = read_local(ws, Digest.parse(doc["digest"]))
-    if doc is None:
-        from tether.modelkit.remote import fetch_provenance, remote_kit, remote_ref
-
-        with client_for(remote_ref(ref).registry or "", network(kwargs), ws) as client:
-            kit = remote_kit(client, ref)
-            if provenance:
-                found = fetch_provenance(client, remote_ref(ref).repository or "", kit.digest)
-                statements = [parsed for _, _, parsed in found]
-        doc = describe(kit, [ref])
-    if statements is not None:
-        _print_provenance(doc["digest"], statements, as_json)
+    found = kits.describe(
+        ws,
+        ref,
+        remote=remote,
+        provenance=provenance,
+        network=kits.NetworkOptions(**network(kwargs)),
+    )
+    if found.provenance is not None:
+        _print_provenance(found.digest, list(found.provenance), as_json)
         return
     if as_json:
-        emit_json(doc)
+        emit_json(found.to_json())
         return
+    doc = found.document
     import yaml
 
     click.echo(f"Digest:     {doc['digest']}")

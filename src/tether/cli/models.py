@@ -12,7 +12,7 @@ from tether.cli._output import emit_json, short_digest, table, timestamp, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
-    from tether.registry.records import ModelEvent, ModelVersion
+    from tether.registry.records import ModelEvent
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _reason = click.option("-m", "--message", "reason", help="Why: recorded in the history.")
@@ -141,14 +141,13 @@ def show(ctx: click.Context, spec: str, version: str | None, as_json: bool) -> N
 
     The version may also follow the name: 'tether model show recs v2' (or an alias).
     """
-    from tether.registry.models import resolve
+    from tether.api import models
 
-    ws = open_workspace(ctx)
-    v = resolve(ws, spec, version)
-    run = _run_summary(ws, v)
+    detail = models.show(open_workspace(ctx), spec, version)
     if as_json:
-        emit_json({**v.to_json(), "run_detail": run})
+        emit_json(detail.to_json())
         return
+    v, run = detail.version, detail.run
     click.echo(f"{v.model} {v.label}" + ("  (archived)" if v.archived else ""))
     click.echo(f"digest      {v.digest}")
     click.echo(f"aliases     {', '.join(v.aliases) or '-'}")
@@ -156,30 +155,13 @@ def show(ctx: click.Context, spec: str, version: str | None, as_json: bool) -> N
     if v.description:
         click.echo(f"note        {v.description}")
     if run:
-        params = " ".join(f"{k}={val}" for k, val in sorted(run["params"].items()))
-        click.echo(f"run         {run['name'] or run['id']} ({run['id']}), seed {run['seed']}")
+        params = " ".join(f"{k}={val}" for k, val in sorted(run.params.items()))
+        click.echo(f"run         {run.name or run.id} ({run.id}), seed {run.seed}")
         if params:
             click.echo(f"params      {params}")
-        for key, value in sorted(run["metrics"].items()):
+        for key, value in sorted(run.metrics.items()):
             click.echo(f"metric      {key} = {value:g}")
     click.echo(f"unpack      tether unpack {v.model}@{v.digest} -d DIR")
-
-
-def _run_summary(ws: Any, v: ModelVersion) -> dict[str, Any] | None:
-    if not v.run_id:
-        return None
-    from tether.api import runs
-
-    r = runs.find(ws, v.run_id)
-    if r is None:
-        return {"id": v.run_id, "name": None, "seed": None, "params": {}, "metrics": {}}
-    return {
-        "id": r.id,
-        "name": r.name,
-        "seed": r.seed,
-        "params": dict(r.params),
-        "metrics": {k: m.last for k, m in r.metrics.items()},
-    }
 
 
 @model.command()

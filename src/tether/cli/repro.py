@@ -22,17 +22,15 @@ def _show_plan(plan: Plan) -> None:
     run = plan.run
     code = plan.code
     info(f"plan: reproduce run {run.id[:12]}" + (f" ({run.name})" if run.name else ""))
-    if code.get("kind") == "git":
-        line = f"  code      commit {str(code.get('commit') or '(none)')[:12]}"
-        if code.get("diff_digest"):
-            line += f" + uncommitted diff ({code.get('diff_stat') or 'binary'})"
-        if code.get("untracked"):
-            line += f" + {len(code['untracked'])} untracked source file(s)"
+    if code.kind == "git":
+        line = f"  code      commit {str(code.commit or '(none)')[:12]}"
+        if code.diff_digest:
+            line += f" + uncommitted diff ({code.diff_stat or 'binary'})"
+        if code.untracked:
+            line += f" + {len(code.untracked)} untracked source file(s)"
         info(line)
     else:
-        info(
-            f"  code      snapshot {short_digest(code.get('snapshot_digest'))} (not a git project)"
-        )
+        info(f"  code      snapshot {short_digest(code.snapshot_digest)} (not a git project)")
     for item in plan.inputs:
         where = item.source + (f" {item.remote}" if item.remote else "")
         digest = short_digest(item.digest)

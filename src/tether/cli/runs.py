@@ -196,9 +196,9 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     click.echo(
         f"started  {timestamp(r.started)}, took {_duration(r.duration)}, by {r.user}@{r.host}"
     )
-    seeding = [f"{s['call']}({s['seed']})" for s in r.capture.get("seeding", [])]
-    if r.capture.get("seed_everything"):
-        seeding.append(f"tether.seed_everything({r.capture['seed_everything'].get('seed')})")
+    seeding = [f"{s.call}({s.seed})" for s in r.capture.seeding]
+    if r.capture.seed_everything:
+        seeding.append(f"tether.seed_everything({r.capture.seed_everything.get('seed')})")
     click.echo(
         f"seed     {r.seed if r.seed is not None else '-'}; script seeding: "
         + (", ".join(seeding) if seeding else "none seen")
@@ -210,21 +210,19 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
         else:
             click.echo(f"{link.kind.removesuffix('s') + 'd by':<8} {link.source[:12]}{verdict}")
     code = r.code
-    if code.get("kind") == "git":
-        line = f"{code.get('commit') or '(no commit yet)'}"
-        if code.get("branch"):
-            line += f" on {code['branch']}"
-        if code.get("dirty"):
-            line += f", uncommitted changes ({code.get('diff_stat') or 'untracked files'})"
+    if code.kind == "git":
+        line = f"{code.commit or '(no commit yet)'}"
+        if code.branch:
+            line += f" on {code.branch}"
+        if code.dirty:
+            line += f", uncommitted changes ({code.diff_stat or 'untracked files'})"
         click.echo(f"code     git {line}")
-        if code.get("remote"):
-            click.echo(f"         remote {code['remote']}")
-        for path in code.get("untracked", [])[:10]:
+        if code.remote:
+            click.echo(f"         remote {code.remote}")
+        for path in code.untracked[:10]:
             click.echo(f"         untracked {path}")
-    elif code:
-        click.echo(
-            f"code     not in git; source snapshot {short_digest(code.get('snapshot_digest'))}"
-        )
+    elif code.kind == "files":
+        click.echo(f"code     not in git; source snapshot {short_digest(code.snapshot_digest)}")
     if r.params:
         click.echo("params")
         for k, v in r.params.items():
@@ -280,7 +278,7 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
         )
         if env.env_vars:
             click.echo("         " + " ".join(f"{k}={v}" for k, v in env.env_vars.items()))
-    for message in r.capture.get("warnings", []):
+    for message in r.capture.warnings:
         warn(message)
 
 

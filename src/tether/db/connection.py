@@ -36,7 +36,8 @@ class Instant(float):
 
 
 class Row(Protocol):
-    """A result row, read by column name or position."""
+    """A result row, read by column name (``sqlite3.Row`` on SQLite, a dict on
+    PostgreSQL)."""
 
     def __getitem__(self, key: str | int, /) -> Any: ...
 
@@ -80,6 +81,13 @@ class Dialect:
     def json_text(self, column: str, key: str) -> str:
         """The text of ``column``'s top-level ``key`` (a JSON document)."""
         return f"json_extract({column}, '$.{key}')"
+
+    def any_of(self, column: str, values: Sequence[object]) -> Iterator[tuple[str, Params]]:
+        """``column`` (text) is one of ``values``, as (condition, parameters) pieces to run
+        one query each: IN lists of at most 500 (SQLite's variable limit)."""
+        for i in range(0, len(values), 500):
+            chunk = tuple(values[i : i + 500])
+            yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
 
 class Database(ABC):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,16 @@ class _PgDialect(Dialect):
     def json_text(self, column: str, key: str) -> str:
         return f"({column} ->> '{key}')"
 
+    def any_of(self, column: str, values: Sequence[object]) -> Iterator[tuple[str, Params]]:
+        # One array parameter: one statement to parse and plan, whatever the count. The
+        # array literal is built here: psycopg's list dumper inspects every element.
+        if values:
+            items = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+            yield (
+                f"{column} = ANY(CAST(? AS text[]))",
+                ("{" + ",".join(f'"{i}"' for i in items) + "}",),
+            )
+
 
 DIALECT = _PgDialect(name="postgresql", insertion_order="seq", like="ILIKE")
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|%")
@@ -51,33 +62,6 @@ def _translate(sql: str) -> str:
         return "%s" if token == "?" else "%%" if token == "%" else token
 
     return _TOKENS.sub(swap, sql)
-
-
-class _Row:
-    """A row readable by column name or position, as ``sqlite3.Row`` is."""
-
-    __slots__ = ("_index", "_values")
-
-    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
-        self._values = values
-        self._index = index
-
-    def __getitem__(self, key: str | int) -> Any:
-        return self._values[key if isinstance(key, int) else self._index[key]]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def keys(self) -> list[str]:
-        return list(self._index)
-
-
-def _rows(cursor: Any) -> Any:
-    index = {c.name: i for i, c in enumerate(cursor.description or ())}
-    return lambda values: _Row(values, index)
 
 
 class _Conn:
@@ -102,10 +86,16 @@ class _Conn:
                 copy.write_row(row)
 
 
+# timestamptz on the wire (binary): microseconds since 2000-01-01 UTC.
+_PG_EPOCH = 946_684_800
+_MICROS = struct.Struct("!q")
+
+
 @functools.cache
-def _adapter_classes() -> tuple[type[Any], type[Any]]:
+def _adapter_classes() -> dict[str, type[Any]]:
     import psycopg
     from psycopg.adapt import Dumper, Loader
+    from psycopg.pq import Format
 
     class InstantDumper(Dumper):
         oid = psycopg.postgres.types["timestamptz"].oid
@@ -117,18 +107,46 @@ def _adapter_classes() -> tuple[type[Any], type[Any]]:
         def load(self, data: Any) -> float:
             return datetime.fromisoformat(bytes(data).decode()).timestamp()
 
-    return InstantDumper, SecondsLoader
+    class SecondsBinaryLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> float:
+            return float(_MICROS.unpack(data)[0] / 1_000_000 + _PG_EPOCH)
+
+    class JsonTextBinaryLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> str:
+            return bytes(data).decode()
+
+    class JsonbTextBinaryLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> str:
+            return bytes(data[1:]).decode()  # a version byte, then the text
+
+    return {
+        "instant": InstantDumper,
+        "seconds": SecondsLoader,
+        "seconds-binary": SecondsBinaryLoader,
+        "json-binary": JsonTextBinaryLoader,
+        "jsonb-binary": JsonbTextBinaryLoader,
+    }
 
 
 def _register(adapters: Any) -> None:
-    """Instant → timestamptz; timestamptz → seconds; json/jsonb → their text."""
+    """Instant → timestamptz; timestamptz → seconds; json/jsonb → their text (reads
+    come back in binary, writes' results in text)."""
     from psycopg.types.string import TextLoader
 
-    dumper, loader = _adapter_classes()
-    adapters.register_dumper(Instant, dumper)
-    adapters.register_loader("timestamptz", loader)
+    found = _adapter_classes()
+    adapters.register_dumper(Instant, found["instant"])
+    adapters.register_loader("timestamptz", found["seconds"])
+    adapters.register_loader("timestamptz", found["seconds-binary"])
     adapters.register_loader("json", TextLoader)
     adapters.register_loader("jsonb", TextLoader)
+    adapters.register_loader("json", found["json-binary"])
+    adapters.register_loader("jsonb", found["jsonb-binary"])
 
 
 class PostgresDatabase(Database):
@@ -137,6 +155,7 @@ class PostgresDatabase(Database):
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             import psycopg
+            from psycopg.rows import dict_row
         except ImportError:
             raise DatabaseError(
                 "PostgreSQL support is not installed",
@@ -145,7 +164,7 @@ class PostgresDatabase(Database):
         conn = psycopg.connect(
             self.url.url,
             autocommit=True,
-            row_factory=_rows,
+            row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT_S,
             options="-c TimeZone=UTC",
             application_name="tether",
@@ -178,7 +197,8 @@ class PostgresDatabase(Database):
             yield _Conn(raw)
 
     def _read(self, raw: psycopg.Connection[Any], sql: str, params: Params) -> list[Any]:
-        return raw.execute(_translate(sql), tuple(params)).fetchall()
+        # Binary results: numbers and times arrive without text to parse.
+        return raw.execute(_translate(sql), tuple(params), binary=True).fetchall()
 
     def _map_error(self, exc: BaseException) -> DatabaseError | None:
         try:

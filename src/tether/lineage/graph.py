@@ -35,6 +35,7 @@ from tether.errors import (
 from tether.hashing import Digest, hash_file
 from tether.repositories import lineage as read
 from tether.repositories import runs as runs_repo
+from tether.runs.code import CodeState
 from tether.workspace import Workspace
 
 KINDS = ("run", "data", "code", "environment", "modelkit", "version", "alias")
@@ -407,8 +408,8 @@ class _Walker:
                         "params": r.params,
                         "command": list(r.command),
                         "code": _code_key(code),
-                        "code_remote": code.get("remote"),
-                        "dirty": bool(code.get("dirty")),
+                        "code_remote": code.remote,
+                        "dirty": code.dirty,
                         "environment": r.env_digest,
                     },
                 )
@@ -477,12 +478,11 @@ class _Walker:
         )
 
 
-def _code_key(code: dict[str, Any]) -> str | None:
-    if code.get("commit"):
-        diff = code.get("diff_digest")
-        return str(code["commit"]) + (f"+{str(diff)[7:19]}" if diff else "")
-    snapshot = code.get("snapshot_digest")
-    return str(snapshot) if snapshot else None
+def _code_key(code: CodeState) -> str | None:
+    if code.commit:
+        diff = code.diff_digest
+        return code.commit + (f"+{diff[7:19]}" if diff else "")
+    return code.snapshot_digest
 
 
 def _project_path(root: Path, text: str) -> str:

@@ -225,12 +225,10 @@ def from_run(
 
     materials: list[Material] = []
     code = run.code
-    if code.get("commit"):
-        materials.append(
-            Material("code", str(code["commit"]), str(code["commit"]), None, code.get("remote"))
-        )
-    elif code.get("snapshot_digest"):
-        materials.append(Material("code", "source snapshot", str(code["snapshot_digest"])))
+    if code.commit:
+        materials.append(Material("code", str(code.commit), str(code.commit), None, code.remote))
+    elif code.snapshot_digest:
+        materials.append(Material("code", "source snapshot", str(code.snapshot_digest)))
     for f in run.files_with_role("input"):
         if f.digest:
             materials.append(Material("data", f.path, f.digest, _producer(ws, run, f.digest)))
@@ -253,7 +251,7 @@ def from_run(
         subjects=tuple(subjects),
         materials=tuple(materials),
         metrics={k: m.last for k, m in run.metrics.items() if math.isfinite(m.last)},
-        dirty=bool(code.get("dirty")),
+        dirty=bool(code.dirty),
         environment=environment,
     )
 

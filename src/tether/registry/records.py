@@ -99,6 +99,21 @@ class ModelVersion:
             "aliases": list(self.aliases),
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelVersion:
+        return cls(
+            model=str(data["model"]),
+            version=int(data["version"]),
+            digest=Digest.parse(str(data["digest"])),
+            run_id=data.get("run"),
+            source=str(data.get("source", "")),
+            created=float(data.get("created", 0.0)),
+            user=str(data.get("user", "")),
+            description=data.get("description"),
+            archived=data.get("archived"),
+            aliases=tuple(data.get("aliases", ())),
+        )
+
 
 @dataclass(frozen=True)
 class ModelSummary:

@@ -34,6 +34,29 @@ class TagEvent:
     at: float
     user: str
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            "tag": self.tag,
+            "action": self.action,
+            "from": self.old_digest,
+            "to": self.new_digest,
+            "at": self.at,
+            "user": self.user,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TagEvent:
+        return cls(
+            str(data["repository"]),
+            str(data["tag"]),
+            data["action"],
+            data.get("from"),
+            data.get("to"),
+            float(data["at"]),
+            str(data.get("user", "")),
+        )
+
 
 def record_tag_events(db: Database, events: Sequence[TagEvent]) -> None:
     with db.atomic() as conn:

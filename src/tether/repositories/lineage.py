@@ -2,8 +2,9 @@
 
 Edges come from ``run_files`` (by digest and by run), ``kit_runs`` (both ways),
 ``run_links`` ('reproduces', both ways), ``model_versions`` (by digest) and
-``model_aliases`` (by version). Every lookup takes many keys at once and asks in
-chunks, so a walk over thousands of runs costs a few queries per step, not one per node.
+``model_aliases`` (by version). Every lookup takes many keys at once (one
+array parameter on PostgreSQL, IN lists of 500 on SQLite), so a walk over thousands of
+runs costs a few queries per step, not one per node.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tether.db.connection import Database
+from tether.runs.code import CodeState
 
-_CHUNK = 500
 FileRole = Literal["input", "output"]
 
 
@@ -27,16 +28,16 @@ class RunNode:
     started: float
     seed: int | None
     env_digest: str | None
-    code: dict[str, Any]
+    code: CodeState
     command: tuple[str, ...]
     params: dict[str, str]
 
 
 def _chunks(db: Database, sql: str, keys: Sequence[str]) -> Iterator[list[Any]]:
-    unique = list(dict.fromkeys(keys))
-    for i in range(0, len(unique), _CHUNK):
-        chunk = unique[i : i + _CHUNK]
-        yield db.query(f"{sql} ({','.join('?' * len(chunk))})", tuple(chunk))
+    """``sql`` ends with "COLUMN IN": run it for every key, a few statements at most."""
+    head, column = sql.removesuffix(" IN").rsplit(" ", 1)
+    for where, params in db.dialect.any_of(column, list(dict.fromkeys(keys))):
+        yield db.query(f"{head} {where}", params)
 
 
 def digests_recorded_at(db: Database, path: str, under_pattern: str) -> list[str]:
@@ -128,7 +129,7 @@ def run_nodes(db: Database, ids: Sequence[str]) -> dict[str, RunNode]:
             r["started"],
             r["seed"],
             r["env_digest"],
-            json.loads(r["code"] or "{}"),
+            CodeState.from_json(json.loads(r["code"] or "{}")),
             tuple(json.loads(r["command"])),
             params.get(run_id, {}),
         )

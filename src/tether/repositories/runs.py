@@ -30,14 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 from tether.db.connection import Database, Instant
 from tether.errors import ParamConflict, RunNotFound
+from tether.runs.code import NO_CODE, CodeState
 from tether.runs.record import (
     HOST,
     ID_ALPHABET,
     STATUSES,
     MetricSummary,
     NewRun,
+    RunCapture,
     RunFile,
     RunRecord,
+    RunStatus,
     check_key,
     check_name,
     new_run_id,
@@ -72,7 +75,7 @@ def create_run(db: Database, new: NewRun) -> str:
                 process_start_token(new.pid),
                 new.seed,
                 new.env_digest,
-                json.dumps(dict(new.code or {}), sort_keys=True),
+                json.dumps(new.code.to_json(), sort_keys=True),
                 json.dumps(dict(new.capture or {}), sort_keys=True),
             ),
         )
@@ -107,7 +110,7 @@ def merge_capture(db: Database, run_id: str, extra: Mapping[str, Any]) -> None:
 def finish_run(
     db: Database,
     run_id: str,
-    status: str,
+    status: RunStatus,
     *,
     exit_code: int | None = None,
     reason: str | None = None,
@@ -305,6 +308,11 @@ def resolve(db: Database, ref: str, *, on_ambiguous: Callable[[str], None] | Non
 _BACK = re.compile(r"^(.+)~(\d{1,6})$")
 
 
+_RUN_COLUMNS = (
+    "id", "name", "status", "command", "cwd", "started", "ended", "exit_code", "reason",
+    "host", '"user"', "pid", "pid_started", "seed", "env_digest", "code", "log_digest", "capture",
+)  # fmt: skip
+
 VANISHED = "its process vanished without reporting (SIGKILL or crash)"
 
 
@@ -332,9 +340,9 @@ def _row_to_run(row: Any, *, full: bool = True, **extra: Any) -> RunRecord:
         pid=row["pid"],
         seed=row["seed"],
         env_digest=row["env_digest"],
-        code=json.loads(row["code"] or "{}") if full else {},
+        code=CodeState.from_json(json.loads(row["code"] or "{}")) if full else NO_CODE,
         log_digest=row["log_digest"],
-        capture=json.loads(row["capture"] or "{}") if full else {},
+        capture=RunCapture(json.loads(row["capture"] or "{}") if full else {}),
         **extra,
     )
 
@@ -344,24 +352,18 @@ def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Ru
     adds files, code and capture (what listings do not show)."""
     out: dict[str, dict[str, Any]] = {}
     rows_by_id: dict[str, Any] = {}
-    # Chunks keep the IN list under SQLite's variable limit.
-    for i in range(0, len(ids), 500):
-        chunk = list(ids[i : i + 500])
-        marks = ",".join("?" * len(chunk))
-        for row in db.query(f"SELECT * FROM runs WHERE id IN ({marks})", tuple(chunk)):
+    # A listing leaves out the JSON documents (code, capture): often most of the bytes.
+    columns = "*" if full else ", ".join(c for c in _RUN_COLUMNS if c not in ("code", "capture"))
+    for where, params in db.dialect.any_of("id", list(ids)):
+        for row in db.query(f"SELECT {columns} FROM runs WHERE {where}", params):
             rows_by_id[row["id"]] = row
             out[row["id"]] = {"params": {}, "tags": {}, "metrics": {}, "files": []}
-        for row in db.query(
-            f"SELECT run_id, key, value FROM run_params WHERE run_id IN ({marks})", tuple(chunk)
-        ):
+    for where, params in db.dialect.any_of("run_id", list(ids)):
+        for row in db.query(f"SELECT run_id, key, value FROM run_params WHERE {where}", params):
             out[row["run_id"]]["params"][row["key"]] = row["value"]
-        for row in db.query(
-            f"SELECT run_id, key, value FROM run_tags WHERE run_id IN ({marks})", tuple(chunk)
-        ):
+        for row in db.query(f"SELECT run_id, key, value FROM run_tags WHERE {where}", params):
             out[row["run_id"]]["tags"][row["key"]] = row["value"]
-        for row in db.query(
-            f"SELECT * FROM run_metric_summary WHERE run_id IN ({marks})", tuple(chunk)
-        ):
+        for row in db.query(f"SELECT * FROM run_metric_summary WHERE {where}", params):
             out[row["run_id"]]["metrics"][row["key"]] = MetricSummary(
                 row["key"],
                 math.nan if row["last"] is None else row["last"],
@@ -373,8 +375,7 @@ def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Ru
             )
         if full:
             for row in db.query(
-                f"SELECT * FROM run_files WHERE run_id IN ({marks}) ORDER BY role, path",
-                tuple(chunk),
+                f"SELECT * FROM run_files WHERE {where} ORDER BY role, path", params
             ):
                 out[row["run_id"]]["files"].append(
                     RunFile(
@@ -508,14 +509,12 @@ class OutputSighting:
 def finished_outputs_at(db: Database, paths: Sequence[str]) -> list[OutputSighting]:
     """Outputs that finished runs wrote at any of ``paths`` (project-relative)."""
     out: list[OutputSighting] = []
-    for i in range(0, len(paths), 500):
-        chunk = tuple(paths[i : i + 500])
-        marks = ",".join("?" * len(chunk))
+    for where, params in db.dialect.any_of("f.path", list(paths)):
         rows = db.query(
             "SELECT f.run_id, f.path, f.digest, r.started FROM run_files f JOIN runs r"
-            f" ON r.id = f.run_id WHERE f.role = 'output' AND f.path IN ({marks})"
+            f" ON r.id = f.run_id WHERE f.role = 'output' AND {where}"
             " AND r.status = 'finished'",
-            chunk,
+            params,
         )
         out += [OutputSighting(r["run_id"], r["path"], r["digest"], r["started"]) for r in rows]
     return out

@@ -184,16 +184,16 @@ def check_run(ws: Workspace, run: RunRecord) -> list[Finding]:
             + ", ".join(absolute[:5]),
             "copy the data into the project, 'tether add' it and read it by relative path",
         )
-    urls = run.capture.get("urls") or []
+    urls = run.capture.urls
     if urls:
         add(
             "url-input",
             f"the run fetched {len(urls)} URL(s): " + ", ".join(urls[:3]),
             "download once, 'tether add' the file and read it from disk",
         )
-    seeded = bool(run.capture.get("seeding") or run.capture.get("seed_everything"))
-    watched = bool((run.capture.get("audit") or {}).get("active"))
-    random_users = sorted(set(run.capture.get("imports") or ()) & set(GENERATORS))
+    seeded = run.capture.seeded
+    watched = run.capture.audit_active
+    random_users = sorted(set(run.capture.imports or ()) & set(GENERATORS))
     if not seeded and (watched or run.seed is None):
         # Judged from what the script did: --seed sets only PYTHONHASHSEED and
         # TETHER_SEED, which no numpy, scikit-learn or torch generator reads.
@@ -226,8 +226,8 @@ def check_run(ws: Workspace, run: RunRecord) -> list[Finding]:
                 "PYTHONHASHSEED was random: the order of sets of strings changes per process",
                 "tether run --seed N sets it (or export PYTHONHASHSEED=0)",
             )
-        report = run.capture.get("seed_everything") or {}
-        imports = run.capture.get("imports")
+        report = run.capture.seed_everything or {}
+        imports = run.capture.imports
         uses_torch = "torch" in imports if imports is not None else "torch" in env.packages
         if uses_torch and not report.get("deterministic"):
             add(
@@ -244,8 +244,8 @@ def check_run(ws: Workspace, run: RunRecord) -> list[Finding]:
             + ", ".join(pickles[:5]),
             "save weights with safetensors (torch), skops (scikit-learn) or ONNX",
         )
-    if run.code.get("not_stored"):
-        missing = list(run.code["not_stored"])
+    if run.code.not_stored:
+        missing = list(run.code.not_stored)
         add(
             "source-not-snapshotted",
             f"{len(missing)} source file(s) were too big or too many to snapshot: "

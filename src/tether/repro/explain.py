@@ -238,18 +238,18 @@ def _rows_changed(ws: Workspace, a: str | None, b: str | None) -> int | None:
 def _code(ws: Workspace, a: RunRecord, b: RunRecord) -> list[Cause]:
     ca, cb = a.code, b.code
     details: list[str] = []
-    if ca.get("commit") != cb.get("commit"):
+    if ca.commit != cb.commit:
         stat = None
-        if ca.get("commit") and cb.get("commit"):
+        if ca.commit and cb.commit:
             # Pointer files are data, reported (by content) with the inputs.
-            stat = git_text(ws.root, "diff", "--stat=100", ca["commit"], cb["commit"],
+            stat = git_text(ws.root, "diff", "--stat=100", ca.commit, cb.commit,
                             "--", ".", ":(exclude)*.tether")  # fmt: skip
         if stat is None or stat.strip():
-            details.append(f"commit {str(ca.get('commit'))[:12]} -> {str(cb.get('commit'))[:12]}")
+            details.append(f"commit {str(ca.commit)[:12]} -> {str(cb.commit)[:12]}")
             details += [ln.strip() for ln in (stat or "").strip().splitlines()]
-    if ca.get("diff_digest") != cb.get("diff_digest"):
-        patches_a = _patches(ws.store, ca.get("diff_digest"))
-        patches_b = _patches(ws.store, cb.get("diff_digest"))
+    if ca.diff_digest != cb.diff_digest:
+        patches_a = _patches(ws.store, ca.diff_digest)
+        patches_b = _patches(ws.store, cb.diff_digest)
         for path in sorted(set(patches_a) | set(patches_b)):
             if patches_a.get(path) != patches_b.get(path):
                 plus, minus = _count(patches_b.get(path, "")), _count(patches_a.get(path, ""))
@@ -257,9 +257,9 @@ def _code(ws: Workspace, a: RunRecord, b: RunRecord) -> list[Cause]:
                     f"{path}: uncommitted changes differ (A: +{minus[0]} -{minus[1]}, "
                     f"B: +{plus[0]} -{plus[1]} lines against the commit)"
                 )
-    if ca.get("snapshot_digest") != cb.get("snapshot_digest"):
-        files_a = _snapshot(ws.store, ca.get("snapshot_digest"))
-        files_b = _snapshot(ws.store, cb.get("snapshot_digest"))
+    if ca.snapshot_digest != cb.snapshot_digest:
+        files_a = _snapshot(ws.store, ca.snapshot_digest)
+        files_b = _snapshot(ws.store, cb.snapshot_digest)
         for path in sorted(set(files_a) | set(files_b)):
             if files_a.get(path) != files_b.get(path):
                 what = (
@@ -380,8 +380,8 @@ def _params(a: RunRecord, b: RunRecord) -> list[Cause]:
 
 
 def _seeding(run: RunRecord) -> list[str]:
-    calls = [f"{s.get('call')}({s.get('seed')})" for s in run.capture.get("seeding", [])]
-    everything = run.capture.get("seed_everything")
+    calls = [f"{s.call}({s.seed})" for s in run.capture.seeding]
+    everything = run.capture.seed_everything
     if everything:
         calls.append(f"seed_everything({everything.get('seed')})")
     return calls
@@ -411,7 +411,7 @@ _MODULE_OF = {"scikit-learn": "sklearn", "jaxlib": "jax", "mkl": "numpy", "openb
 
 def _imported(a: RunRecord, b: RunRecord) -> set[str] | None:
     """Frameworks either run imported, when both runs recorded their imports."""
-    lists = [r.capture.get("imports") for r in (a, b)]
+    lists = [r.capture.imports for r in (a, b)]
     if any(x is None for x in lists):
         return None
     return {m for x in lists for m in x or ()}
@@ -488,7 +488,7 @@ def _unseeded(run: RunRecord) -> bool:
     generator reads."""
     if _seeding(run):
         return False
-    return bool((run.capture.get("audit") or {}).get("active")) or run.seed is None
+    return run.capture.audit_active or run.seed is None
 
 
 def _unseeded_generators(a: RunRecord, b: RunRecord, *, only_named: bool) -> list[Cause]:
@@ -498,7 +498,7 @@ def _unseeded_generators(a: RunRecord, b: RunRecord, *, only_named: bool) -> lis
     unseeded = [r for r in (a, b) if _unseeded(r)]
     if not unseeded:
         return []
-    imported = {name for r in unseeded for name in (r.capture.get("imports") or ())}
+    imported = {name for r in unseeded for name in r.capture.imports or ()}
     used = sorted(imported & set(GENERATORS))
     if only_named and not used:
         return []
@@ -539,7 +539,7 @@ def _randomness(
             "processes (fix: tether run --seed N sets it)"
         )
     if any(e.body.get("gpu") for e in envs) and not any(
-        (r.capture.get("seed_everything") or {}).get("deterministic") for r in (a, b)
+        (r.capture.seed_everything or {}).get("deterministic") for r in (a, b)
     ):
         hints.append(
             "GPU kernels may be nondeterministic (atomics in reductions, cuDNN autotuning) "

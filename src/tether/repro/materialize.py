@@ -58,14 +58,14 @@ def materialize(
     say = on_info or (lambda _msg: None)
     workdir.mkdir(parents=True, exist_ok=True)
     code = plan.code
-    if code.get("kind") == "git":
+    if code.kind == "git":
         assert plan.git_top is not None
-        diff = f" + diff ({code.get('diff_stat')})" if code.get("diff_digest") else ""
-        say(f"code: commit {str(code.get('commit') or '(none)')[:12]}{diff}")
-        _clone(plan.git_top, workdir, code.get("commit"), code.get("remote"))
-        if code.get("diff_digest"):
-            _apply_diff(ws.store, workdir, code["diff_digest"])
-        project = workdir / code.get("project_in_repo", ".")
+        diff = f" + diff ({code.diff_stat})" if code.diff_digest else ""
+        say(f"code: commit {str(code.commit or '(none)')[:12]}{diff}")
+        _clone(plan.git_top, workdir, code.commit, code.remote)
+        if code.diff_digest:
+            _apply_diff(ws.store, workdir, code.diff_digest)
+        project = workdir / code.project_in_repo
         untracked_root = workdir  # untracked paths are repository-relative
     else:
         say("code: the recorded snapshot of the project's source files")
@@ -73,12 +73,12 @@ def materialize(
         untracked_root = workdir
     project = Path(os.path.normpath(project))
     project.mkdir(parents=True, exist_ok=True)
-    if code.get("snapshot_digest"):
-        for rel, digest in snapshot_files(ws.store, code["snapshot_digest"]).items():
+    if code.snapshot_digest:
+        for rel, digest in snapshot_files(ws.store, code.snapshot_digest).items():
             _copy_blob(ws.store, Digest.parse(digest), untracked_root / rel)
-    for rel in code.get("not_stored", ()):
+    for rel in code.not_stored:
         _check_relative(rel)
-        source = (plan.git_top or ws.root) / rel if code.get("kind") == "git" else ws.root / rel
+        source = (plan.git_top or ws.root) / rel if code.kind == "git" else ws.root / rel
         if source.is_file():
             dest = untracked_root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

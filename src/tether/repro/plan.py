@@ -21,7 +21,7 @@ from tether.hashing import Digest, hash_file
 from tether.redaction import WithheldArg
 from tether.repositories.runs import load_environment
 from tether.repro import venv
-from tether.runs.code import git_text
+from tether.runs.code import CodeState, git_text
 from tether.runs.record import RunRecord
 from tether.store.objects import ContentStore
 from tether.workspace import Workspace
@@ -64,7 +64,7 @@ class Plan:
     warnings: tuple[str, ...] = field(default=())
 
     @property
-    def code(self) -> Mapping[str, Any]:
+    def code(self) -> CodeState:
         return self.run.code
 
     def check(self) -> None:
@@ -82,7 +82,7 @@ class Plan:
         return {
             "run": self.run.id,
             "env_mode": self.env_mode,
-            "code": dict(self.code),
+            "code": self.code.to_json(),
             "inputs": [
                 {
                     "path": i.path,
@@ -127,7 +127,7 @@ def make_plan(
         )
     if not run.command:
         problems.append(Problem("the run recorded no command", "it was started from Python"))
-    withheld = tuple(WithheldArg.from_json(w) for w in run.capture.get("withheld_args", ()))
+    withheld = tuple(WithheldArg.from_json(w) for w in run.capture.withheld_args)
     missing = sorted({w.env for w in withheld if w.env not in os.environ})
     if missing:
         problems.append(
@@ -158,7 +158,7 @@ def make_plan(
     elif env_mode == "recreate":
         only = None
         if packages == "imported":
-            only = run.capture.get("imported_distributions")
+            only = run.capture.imported_distributions
             if only is None:
                 problems.append(
                     Problem(
@@ -195,10 +195,10 @@ def _check_code(
     ws: Workspace, run: RunRecord, problems: list[Problem], warnings: list[str]
 ) -> Path | None:
     code = run.code
-    kind = code.get("kind")
+    kind = code.kind
     missing_blobs = [
         d
-        for d in (code.get("diff_digest"), code.get("snapshot_digest"))
+        for d in (code.diff_digest, code.snapshot_digest)
         if d and not ws.store.has(Digest.parse(d))
     ]
     if missing_blobs:
@@ -209,11 +209,11 @@ def _check_code(
                 "reproduce it where it was recorded",
             )
         )
-    elif code.get("snapshot_digest"):
+    elif code.snapshot_digest:
         from tether.repro.materialize import snapshot_files
 
         absent = [
-            p for p, d in snapshot_files(ws.store, code["snapshot_digest"]).items()
+            p for p, d in snapshot_files(ws.store, code.snapshot_digest).items()
             if not ws.store.has(Digest.parse(d))
         ]  # fmt: skip
         if absent:
@@ -223,12 +223,12 @@ def _check_code(
                     "run 'tether fsck' to see what damaged the store",
                 )
             )
-    for rel in code.get("not_stored", ()):
+    for rel in code.not_stored:
         warnings.append(
             f"{rel} was too big to snapshot; it is copied from the project as it is now"
         )
     if kind != "git":
-        if not code.get("snapshot_digest"):
+        if not code.snapshot_digest:
             problems.append(
                 Problem("the run recorded no code", "it was recorded before code capture existed")
             )
@@ -243,7 +243,7 @@ def _check_code(
         )
         return None
     top = Path(top_text.strip())
-    commit = code.get("commit")
+    commit = code.commit
     if commit and git_text(top, "cat-file", "-e", f"{commit}^{{commit}}") is None:
         problems.append(
             Problem(
@@ -318,16 +318,16 @@ def _same_content(path: Path, digest: Digest) -> bool:
 def _in_code(ws: Workspace, run: RunRecord, git_top: Path | None, path: str) -> bool:
     """Whether the rebuilt code holds ``path`` (its content is checked once rebuilt)."""
     code = run.code
-    in_repo = os.path.normpath(os.path.join(code.get("project_in_repo", "."), path))
-    if code.get("snapshot_digest"):
+    in_repo = os.path.normpath(os.path.join(code.project_in_repo, path))
+    if code.snapshot_digest:
         from tether.repro.materialize import snapshot_files
 
-        key = in_repo if code.get("kind") == "git" else path
-        if key in snapshot_files(ws.store, code["snapshot_digest"]):
+        key = in_repo if code.kind == "git" else path
+        if key in snapshot_files(ws.store, code.snapshot_digest):
             return True
-    if git_top is None or not code.get("commit"):
+    if git_top is None or not code.commit:
         return False
-    return git_text(git_top, "cat-file", "-e", f"{code['commit']}:{in_repo}") is not None
+    return git_text(git_top, "cat-file", "-e", f"{code.commit}:{in_repo}") is not None
 
 
 def _check_recreate(
@@ -363,7 +363,7 @@ def reproduction_env(plan: Plan, current: Mapping[str, str]) -> dict[str, str | 
     the ones the run did not have unset, and the run's ``SOURCE_DATE_EPOCH``."""
     changes: dict[str, str | None] = {k: None for k in relevant_env_vars(current)}
     changes.update(plan.env_vars)
-    epoch = plan.run.capture.get("source_date_epoch")
+    epoch = plan.run.capture.source_date_epoch
     if epoch is not None:
         changes["SOURCE_DATE_EPOCH"] = str(epoch)  # the dates the run embedded
     return changes

@@ -222,7 +222,7 @@ class Run:
         return files
 
     def _files(
-        self, path: str | os.PathLike[str], role: str, *, store: bool
+        self, path: str | os.PathLike[str], role: record.FileRole, *, store: bool
     ) -> list[record.RunFile]:
         from tether.hashing import hash_file
 
@@ -246,7 +246,7 @@ class Run:
 
     # -- ending ------------------------------------------------------------------------
 
-    def end(self, status: str = "finished", *, reason: str | None = None) -> None:
+    def end(self, status: record.RunStatus = "finished", *, reason: str | None = None) -> None:
         """Flush, record the files watched, and close the run (a joined run is closed
         by ``tether run``, so only flushed)."""
         if self._ended:
@@ -418,7 +418,7 @@ def _start_standalone(
                 pid=os.getpid(),
                 seed=seed,
                 env_digest=environment.digest,
-                code=code.to_json(),
+                code=code,
                 capture={"interpreter": {"path": sys.executable, "source": "api"}, **shown.capture},
             ),
         )

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from tether.hashing import Digest
@@ -42,7 +42,9 @@ GIT_TIMEOUT = 120
 
 @dataclass(frozen=True)
 class CodeState:
-    kind: str  # git | files
+    """The code a run ran. ``kind`` "none": nothing recorded (or not loaded)."""
+
+    kind: Literal["git", "files", "none"]
     commit: str | None = None
     branch: str | None = None
     remote: str | None = None
@@ -56,9 +58,39 @@ class CodeState:
     blobs: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
+        if self.kind == "none":
+            return {}
         data = asdict(self)
         data.pop("blobs")
         return {k: v for k, v in data.items() if v not in (None, (), "")}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CodeState:
+        """The record as ``to_json`` wrote it (``{}``: nothing recorded)."""
+        kind = data.get("kind")
+        if kind not in ("git", "files"):
+            return NO_CODE
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return None if value is None else str(value)
+
+        return cls(
+            kind=kind,
+            commit=text("commit"),
+            branch=text("branch"),
+            remote=text("remote"),
+            project_in_repo=str(data.get("project_in_repo", ".")),
+            dirty=bool(data.get("dirty", False)),
+            diff_digest=text("diff_digest"),
+            diff_stat=str(data.get("diff_stat", "")),
+            untracked=tuple(str(p) for p in data.get("untracked", ())),
+            snapshot_digest=text("snapshot_digest"),
+            not_stored=tuple(str(p) for p in data.get("not_stored", ())),
+        )
+
+
+NO_CODE = CodeState("none")
 
 
 def is_source(path: str) -> bool:
@@ -222,27 +254,27 @@ def _snapshot(
 
 
 def file_as_recorded(
-    store: ContentStore, code: Mapping[str, Any], project_root: Path, rel: str
+    store: ContentStore, code: CodeState, project_root: Path, rel: str
 ) -> bytes | None:
     """The bytes project file ``rel`` had when a run recorded ``code``: from its source
     snapshot, else its commit with the recorded uncommitted diff applied. None when the
     record does not hold the file (or the repository lost the commit)."""
-    git = code.get("kind") == "git"
-    repo_rel = posixpath.normpath(f"{code.get('project_in_repo', '.')}/{rel}") if git else rel
-    if code.get("snapshot_digest"):
-        doc = json.loads(store.read_bytes(Digest.parse(code["snapshot_digest"])))
+    git = code.kind == "git"
+    repo_rel = posixpath.normpath(f"{code.project_in_repo}/{rel}") if git else rel
+    if code.snapshot_digest:
+        doc = json.loads(store.read_bytes(Digest.parse(code.snapshot_digest)))
         found = doc.get("files", {}).get(repo_rel)
         if found:
             return store.read_bytes(Digest.parse(found), max_size=SNAPSHOT_FILE_LIMIT)
-    if not git or not code.get("commit"):
+    if not git or not code.commit:
         return None
     top = git_text(project_root, "rev-parse", "--show-toplevel")
     if top is None:
         return None
-    base = git_bytes(Path(top.strip()), "show", f"{code['commit']}:{repo_rel}")
+    base = git_bytes(Path(top.strip()), "show", f"{code.commit}:{repo_rel}")
     diff = (
-        store.read_bytes(Digest.parse(code["diff_digest"]), max_size=64 << 20)
-        if code.get("diff_digest")
+        store.read_bytes(Digest.parse(code.diff_digest), max_size=64 << 20)
+        if code.diff_digest
         else b""
     )
     if f" b/{repo_rel}\n".encode() not in diff and f" a/{repo_rel}\n".encode() not in diff:

@@ -58,14 +58,14 @@ def compare_runs(db: Database, runs: Sequence[RunRecord]) -> Comparison:
         put("run", "status", i, run.status)
         put("run", "command", i, " ".join(run.command))
         put("run", "seed", i, None if run.seed is None else str(run.seed))
-        seeded = bool(run.capture.get("seeding") or run.capture.get("seed_everything"))
+        seeded = run.capture.seeded
         put("run", "seeded by script", i, "yes" if seeded else "no")
         for key, value in run.params.items():
             put("params", key, i, value)
         for key, summary in run.metrics.items():
             put("metrics", key, i, _metric(summary.last))
         for key in ("kind", "commit", "branch", "dirty", "diff_digest", "snapshot_digest"):
-            code_value = run.code.get(key)
+            code_value = run.code.to_json().get(key)
             put("code", key, i, None if code_value is None else str(code_value))
         for f in run.files:
             if f.role in ("input", "output"):

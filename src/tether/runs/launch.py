@@ -58,7 +58,7 @@ PYTHON_NAMES = ("python", "python3", "pypy", "pypy3")
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    status: str
+    status: record.RunStatus
     exit_code: int | None  # the command's, or 128+N when a signal ended it
     reason: str | None
     files: tuple[record.RunFile, ...]
@@ -139,7 +139,7 @@ def run_command(
             user=ws.user,
             pid=os.getpid(),
             seed=seed,
-            code=code.to_json(),
+            code=code,
             started=started,
         ),
     )
@@ -260,7 +260,7 @@ def _user_env(env: Mapping[str, str]) -> dict[str, str]:
     return clean
 
 
-def _verdict(returncode: int, received: list[int]) -> tuple[str, int, str | None]:
+def _verdict(returncode: int, received: list[int]) -> tuple[record.RunStatus, int, str | None]:
     if returncode < 0:
         sig = signal.Signals(-returncode).name
         reason = "interrupted (Ctrl-C)" if -returncode == signal.SIGINT else f"killed by {sig}"

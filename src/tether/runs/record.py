@@ -11,15 +11,18 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from tether.errors import UsageError
+from tether.runs.code import NO_CODE, CodeState
 from tether.safetext import is_safe
 
 if TYPE_CHECKING:
     pass
 
-STATUSES = ("running", "finished", "failed", "killed")
+RunStatus = Literal["running", "finished", "failed", "killed"]
+STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+FileRole = Literal["input", "output", "artifact", "side-effect"]
 ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 MAX_KEY_LENGTH = 250
 HOST = socket.gethostname()
@@ -109,6 +112,89 @@ def value_text(value: object) -> tuple[str, float | None]:
 
 
 @dataclass(frozen=True)
+class SeedCall:
+    """A seeding call the run made (``random.seed``, ``torch.manual_seed``, …)."""
+
+    call: str
+    seed: str
+
+
+@dataclass(frozen=True)
+class RunCapture:
+    """What tether saw while the run ran, read through typed properties; the JSON
+    document (``runs.capture``) is kept whole, so keys a newer tether adds survive."""
+
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def _list(self, key: str) -> tuple[Any, ...]:
+        value = self.data.get(key)
+        return tuple(value) if isinstance(value, list | tuple) else ()
+
+    def _mapping(self, key: str) -> Mapping[str, Any]:
+        value = self.data.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    @property
+    def seeding(self) -> tuple[SeedCall, ...]:
+        return tuple(
+            SeedCall(str(s.get("call", "")), str(s.get("seed", "")))
+            for s in self._list("seeding")
+            if isinstance(s, Mapping)
+        )
+
+    @property
+    def seed_everything(self) -> Mapping[str, Any] | None:
+        """``tether.seed_everything``'s report, when the run called it."""
+        return self._mapping("seed_everything") or None
+
+    @property
+    def seeded(self) -> bool:
+        return bool(self.seeding or self.seed_everything)
+
+    @property
+    def audit_active(self) -> bool:
+        """A Python process of the run reported the files it opened."""
+        return bool(self._mapping("audit").get("active"))
+
+    @property
+    def imports(self) -> tuple[str, ...] | None:
+        """Top-level modules the run imported (None: not recorded, as for a run that
+        was not watched)."""
+        value = self.data.get("imports")
+        return None if value is None else tuple(str(m) for m in value)
+
+    @property
+    def imported_distributions(self) -> tuple[str, ...] | None:
+        """What ``--packages imported`` installs (None: not recorded)."""
+        value = self.data.get("imported_distributions")
+        return None if value is None else tuple(str(d) for d in value)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(str(u) for u in self._list("urls"))
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(str(w) for w in self._list("warnings"))
+
+    @property
+    def withheld_args(self) -> tuple[Mapping[str, Any], ...]:
+        return tuple(w for w in self._list("withheld_args") if isinstance(w, Mapping))
+
+    @property
+    def source_date_epoch(self) -> str | None:
+        value = self.data.get("source_date_epoch")
+        return None if value is None else str(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.data)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunCapture:
+        return cls(dict(data))
+
+
+@dataclass(frozen=True)
 class NewRun:
     """What a run is started with (``repositories.runs.create_run``)."""
 
@@ -120,7 +206,7 @@ class NewRun:
     pid: int
     seed: int | None = None
     env_digest: str | None = None
-    code: Mapping[str, Any] | None = None
+    code: CodeState = NO_CODE
     capture: Mapping[str, Any] | None = None
     started: float | None = None  # default: now
     run_id: str | None = None  # default: a new id from ``started``
@@ -128,23 +214,64 @@ class NewRun:
 
 @dataclass(frozen=True)
 class RunFile:
-    role: str  # input | output | artifact | side-effect
+    role: FileRole
     path: str  # relative to the project root when inside it, else absolute
     digest: str | None  # None: gone before it could be hashed
     size: int | None
-    source: str  # audit | hook | scan | declared | kitfile | api
+    source: str  # how it was seen: audit | hook | scan | declared | kitfile | api
     stored: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunFile:
+        return cls(
+            data["role"],
+            str(data["path"]),
+            data.get("digest"),
+            data.get("size"),
+            str(data.get("source", "")),
+            bool(data.get("stored", False)),
+        )
 
 
 @dataclass(frozen=True)
 class MetricSummary:
     key: str
-    last: float
+    last: float  # NaN: not a number was logged last
     step: int
     at: float
     min: float
     max: float
     count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "last": _number(self.last),
+            "step": self.step,
+            "at": self.at,
+            "min": _number(self.min),
+            "max": _number(self.max),
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_json(cls, key: str, data: Mapping[str, Any]) -> MetricSummary:
+        def nan(value: Any) -> float:
+            return math.nan if value is None else float(value)
+
+        return cls(
+            key,
+            nan(data.get("last")),
+            int(data["step"]),
+            float(data.get("at", 0.0)),
+            nan(data.get("min")),
+            nan(data.get("max")),
+            int(data["count"]),
+        )
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN: it is written as null."""
+    return None if math.isnan(x) else x
 
 
 @dataclass(frozen=True)
@@ -153,7 +280,7 @@ class RunRecord:
 
     id: str
     name: str | None
-    status: str
+    status: RunStatus
     command: tuple[str, ...]
     cwd: str
     started: float
@@ -165,9 +292,9 @@ class RunRecord:
     pid: int
     seed: int | None
     env_digest: str | None
-    code: Mapping[str, Any]
+    code: CodeState
     log_digest: str | None
-    capture: Mapping[str, Any]
+    capture: RunCapture
     params: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, MetricSummary] = field(default_factory=dict)
@@ -181,9 +308,6 @@ class RunRecord:
         return [f for f in self.files if f.role == role]
 
     def to_json(self) -> dict[str, Any]:
-        def number(x: float) -> float | None:
-            return None if math.isnan(x) else x
-
         return {
             "id": self.id,
             "name": self.name,
@@ -201,19 +325,39 @@ class RunRecord:
             "seed": self.seed,
             "env_digest": self.env_digest,
             "log_digest": self.log_digest,
-            "code": dict(self.code),
-            "capture": dict(self.capture),
+            "code": self.code.to_json(),
+            "capture": self.capture.to_json(),
             "params": dict(self.params),
             "tags": dict(self.tags),
-            "metrics": {
-                k: {
-                    "last": number(m.last),
-                    "step": m.step,
-                    "min": number(m.min),
-                    "max": number(m.max),
-                    "count": m.count,
-                }
-                for k, m in self.metrics.items()
-            },
+            "metrics": {k: m.to_json() for k, m in self.metrics.items()},
             "files": [asdict(f) for f in self.files],
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
+        """The record ``to_json`` wrote (``duration`` is derived, so ignored)."""
+        return cls(
+            id=str(data["id"]),
+            name=data.get("name"),
+            status=data["status"],
+            command=tuple(data.get("command", ())),
+            cwd=str(data.get("cwd", ".")),
+            started=float(data["started"]),
+            ended=data.get("ended"),
+            exit_code=data.get("exit_code"),
+            reason=data.get("reason"),
+            host=str(data.get("host", "")),
+            user=str(data.get("user", "")),
+            pid=int(data.get("pid", 0)),
+            seed=data.get("seed"),
+            env_digest=data.get("env_digest"),
+            code=CodeState.from_json(data.get("code") or {}),
+            log_digest=data.get("log_digest"),
+            capture=RunCapture.from_json(data.get("capture") or {}),
+            params=dict(data.get("params") or {}),
+            tags=dict(data.get("tags") or {}),
+            metrics={
+                k: MetricSummary.from_json(k, m) for k, m in (data.get("metrics") or {}).items()
+            },
+            files=tuple(RunFile.from_json(f) for f in data.get("files") or ()),
+        )
