@@ -255,12 +255,14 @@ def mlflow(points: int, runs: int, uri: str) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def engines(with_postgres: bool) -> Iterator[list[Engine]]:
-    if not with_postgres:
-        yield [Engine("sqlite")]
+def engine(name: str) -> Iterator[Engine]:
+    """SQLite, or a durable PostgreSQL cluster that lives only while it is measured (its
+    background workers would otherwise share the cores with the SQLite figures)."""
+    if name == "sqlite":
+        yield Engine("sqlite")
         return
     with cluster(Path(tempfile.mkdtemp(prefix="tether-bench-pg-")), durable=True) as pg:
-        yield [Engine("sqlite"), Engine("postgresql", pg)]
+        yield Engine("postgresql", pg)
 
 
 def main() -> None:
@@ -276,24 +278,24 @@ def main() -> None:
     mlflow_runs = args.mlflow_runs or args.runs
 
     rows: dict[str, dict[str, float]] = {}
-    with engines(not args.skip_postgres) as found:
-        for engine in found:
-            r = rows.setdefault(engine.name, {})
-            r["floor"] = max(floor(engine, args.points) for _ in range(args.repeat))
-            r["log"] = max(tether_logging(engine, args.points) for _ in range(args.repeat))
-            ws = tether_runs(engine, args.runs)
+    for name in ("sqlite",) if args.skip_postgres else ("sqlite", "postgresql"):
+        with engine(name) as measured:
+            r = rows.setdefault(name, {})
+            r["floor"] = max(floor(measured, args.points) for _ in range(args.repeat))
+            r["log"] = max(tether_logging(measured, args.points) for _ in range(args.repeat))
+            ws = tether_runs(measured, args.runs)
             r["q_all"], r["hits"] = time_query(ws, None)
             r["q_50"], _ = time_query(ws, 50)
             ws.close()
             if not args.skip_mlflow:
-                if engine.pg is None:
+                if measured.pg is None:
                     uri = f"sqlite:///{(fresh('mlflow') / 'mlflow.db').resolve()}"
                 else:
                     # MLflow's SQLAlchemy reads the driver from the scheme.
-                    uri = str(engine.new_url()).replace("postgresql://", "postgresql+psycopg2://")
+                    uri = str(measured.new_url()).replace("postgresql://", "postgresql+psycopg2://")
                 m = mlflow(args.mlflow_points, mlflow_runs, uri)
                 r.update({f"mlflow_{k}": v for k, v in m.items() if k != "version"})
-                print(f"  (mlflow {m['version']} on {engine.name} measured)", file=sys.stderr)
+                print(f"  (mlflow {m['version']} on {measured.name} measured)", file=sys.stderr)
 
     names = list(rows)
     print(f"tracking benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")

@@ -288,3 +288,32 @@ def test_records_round_trip_through_their_json(project: Workspace) -> None:
         assert ModelEvent.from_json(json.loads(json.dumps(event.to_json()))) == event
     for tag_event in history(project, "demo", "v1"):
         assert TagEvent.from_json(json.loads(json.dumps(tag_event.to_json()))) == tag_event
+
+
+def test_init_with_a_postgresql_url_records_there(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """'tether init --db postgresql://…' writes the URL (no password) to the committed
+    settings and the project's runs land in that database, not in .tether/tether.db."""
+    from tests.pgcluster import pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    cluster = request.getfixturevalue("pg_cluster")
+    cluster.admin("CREATE DATABASE init_here")
+    url = cluster.url("init_here")
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "train.py").write_text("import tether\nwith tether.start_run(name='pg'):\n    pass\n")
+    res = _cli(root, "init", "--db", url)
+    assert res.exit_code == 0, res.output
+    config = (root / ".tether" / "config.toml").read_text()
+    assert f'url = "{url}"' in config
+    res = _cli(root, "run", "--", sys.executable, "train.py")
+    assert res.exit_code == 0, res.output
+    assert not (root / ".tether" / "tether.db").exists()
+    ws = Workspace.open(root)
+    assert ws.db.dialect.name == "postgresql"
+    assert [r.name for r in list_runs(ws.db).runs] == ["pg"]
+    ws.close()
+    cluster.admin("DROP DATABASE init_here WITH (FORCE)")

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 # 'tether' in ASCII: the advisory lock every write transaction takes.
 WRITE_LOCK = 0x746574686572
 CONNECT_TIMEOUT_S = 10
+# How long a writer waits for another's transaction before it gives up with a hint
+# (SQLite's busy timeout plays this part there).
+LOCK_TIMEOUT_MS = 60_000
 
 
 class _PgDialect(Dialect):
@@ -166,7 +169,7 @@ class PostgresDatabase(Database):
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT_S,
-            options="-c TimeZone=UTC",
+            options=f"-c TimeZone=UTC -c lock_timeout={LOCK_TIMEOUT_MS}",
             application_name="tether",
         )
         _register(conn.adapters)
@@ -210,6 +213,8 @@ class PostgresDatabase(Database):
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, psycopg.OperationalError):
             hint = f"check that PostgreSQL at {self.url.display} is running and reachable"
+        elif isinstance(exc, psycopg.errors.LockNotAvailable):
+            hint = "another tether process holds the database's write lock; try again"
         elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
             hint = "grant the database user the rights on tether's tables"
         else:
