@@ -16,6 +16,7 @@ from tether.modelkit.pack import pack
 from tether.modelkit.unpack import unpack
 from tether.oci import mediatypes as mt
 from tether.oci.reference import parse_tag_list
+from tether.reporting import Callbacks
 from tether.workspace import Workspace, init_workspace
 
 from .conftest import demo_tree, write_tree
@@ -103,7 +104,7 @@ def test_kitignore_symlinks_and_special_files(project: Workspace) -> None:
     os.mkfifo(root / "src" / "pipe")
     (root / "src" / ".DS_Store").write_text("junk")
     warnings: list[str] = []
-    result = pack(project, warn=warnings.append)
+    result = pack(project, report=Callbacks(on_warn=warnings.append))
     names = _layer_names(project, str(result.manifest.layers[1].digest))
     assert "src/keep.log" in names
     assert not {"src/debug.log", "src/link.py", "src/pipe", "src/.DS_Store"} & set(names)

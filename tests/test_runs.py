@@ -20,7 +20,7 @@ from tether.errors import ParamConflict, UsageError
 from tether.hashing import Digest, hash_file
 from tether.repositories import runs as runs_repo
 from tether.runs.code import strip_credentials
-from tether.runs.launch import run_command
+from tether.runs.launch import RunSpec, run_command
 from tether.workspace import Workspace
 
 GIT_ENV = {
@@ -447,9 +447,8 @@ def test_run_command_library_api(project: Workspace, tmp_path: Path) -> None:
 
     script(project.root, "hello.py", "print('hello from child')\n")
     out, err = io.BytesIO(), io.BytesIO()
-    result = run_command(
-        project, [sys.executable, "hello.py"], cwd=project.root, stdout=out, stderr=err
-    )
+    spec = RunSpec([sys.executable, "hello.py"], cwd=project.root)
+    result = run_command(project, spec, stdout=out, stderr=err)
     assert result.status == "finished"
     assert out.getvalue() == b"hello from child\n"
     assert result.env_digest and result.audit_active

@@ -5,11 +5,12 @@ and the server call. Each returns a typed result that owns its JSON form; the ru
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import RunError, UsageError
+from tether.reporting import SILENT, Reporter
 from tether.repositories import run_filter
 from tether.repositories import runs as repo
 from tether.runs.record import HOST, RunRecord
@@ -19,12 +20,6 @@ if TYPE_CHECKING:
     from tether.envcapture.environment import Environment
     from tether.runs.compare import Comparison
     from tether.workspace import Workspace
-
-Note = Callable[[str], None]
-
-
-def _quiet(_message: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -84,9 +79,9 @@ class RunDetail:
         return data
 
 
-def get(ws: Workspace, ref: str, *, on_note: Note = _quiet) -> RunRecord:
+def get(ws: Workspace, ref: str, *, report: Reporter = SILENT) -> RunRecord:
     """The run ``ref`` names (id, unique prefix, name, ``NAME~N``, ``latest``)."""
-    return repo.load_run(ws.db, ref, on_ambiguous=on_note)
+    return repo.load_run(ws.db, ref, on_ambiguous=report.warn)
 
 
 def find(ws: Workspace, run_id: str) -> RunRecord | None:
@@ -95,8 +90,8 @@ def find(ws: Workspace, run_id: str) -> RunRecord | None:
     return found[0] if found else None
 
 
-def show(ws: Workspace, ref: str, *, on_note: Note = _quiet) -> RunDetail:
-    run = get(ws, ref, on_note=on_note)
+def show(ws: Workspace, ref: str, *, report: Reporter = SILENT) -> RunDetail:
+    run = get(ws, ref, report=report)
     edges = tuple(RunLink(a, kind, b, detail) for a, kind, b, detail in repo.links(ws.db, run.id))
     return RunDetail(run, repo.load_environment(ws.db, run.env_digest), edges)
 
@@ -110,12 +105,12 @@ class DeleteReport:
 
 
 def delete(
-    ws: Workspace, refs: Sequence[str], *, force: bool = False, on_note: Note = _quiet
+    ws: Workspace, refs: Sequence[str], *, force: bool = False, report: Reporter = SILENT
 ) -> DeleteReport:
     """Delete runs and what was logged to them; refused for a run still running unless
     ``force``. Their stored files stay in the store until gc."""
     repo.reap_stale(ws.db, HOST)
-    ids = list(dict.fromkeys(repo.resolve(ws.db, ref, on_ambiguous=on_note) for ref in refs))
+    ids = list(dict.fromkeys(repo.resolve(ws.db, ref, on_ambiguous=report.warn) for ref in refs))
     running = [r.id[:12] for r in repo.load_runs(ws.db, ids, full=False) if r.status == "running"]
     if running and not force:
         raise RunError(
@@ -126,12 +121,12 @@ def delete(
     return DeleteReport(tuple(ids))
 
 
-def compare(ws: Workspace, refs: Sequence[str], *, on_note: Note = _quiet) -> Comparison:
+def compare(ws: Workspace, refs: Sequence[str], *, report: Reporter = SILENT) -> Comparison:
     from tether.runs.compare import compare_runs
 
     if len(refs) < 2:
         raise UsageError("compare needs at least two runs", hint="tether runs compare RUN RUN")
-    ids = [repo.resolve(ws.db, ref, on_ambiguous=on_note) for ref in refs]
+    ids = [repo.resolve(ws.db, ref, on_ambiguous=report.warn) for ref in refs]
     return compare_runs(ws.db, repo.load_runs(ws.db, ids))
 
 
@@ -155,9 +150,9 @@ class MetricSeries:
 
 
 def metrics(
-    ws: Workspace, ref: str, key: str | None = None, *, on_note: Note = _quiet
+    ws: Workspace, ref: str, key: str | None = None, *, report: Reporter = SILENT
 ) -> MetricSeries:
-    run_id = repo.resolve(ws.db, ref, on_ambiguous=on_note)
+    run_id = repo.resolve(ws.db, ref, on_ambiguous=report.warn)
     series = repo.metric_series(ws.db, run_id, key)
     return MetricSeries(
         run_id,
@@ -165,12 +160,12 @@ def metrics(
     )
 
 
-def log(ws: Workspace, ref: str, *, on_note: Note = _quiet) -> Iterator[bytes]:
+def log(ws: Workspace, ref: str, *, report: Reporter = SILENT) -> Iterator[bytes]:
     """What the run wrote to stdout and stderr, in chunks; the blob is verified before
     the first byte comes."""
     from tether.hashing import Digest
 
-    run = get(ws, ref, on_note=on_note)
+    run = get(ws, ref, report=report)
     if not run.log_digest:
         raise RunError(
             f"run {run.id[:12]} has no captured output",
@@ -187,8 +182,8 @@ def log(ws: Workspace, ref: str, *, on_note: Note = _quiet) -> Iterator[bytes]:
     return chunks()
 
 
-def environment(ws: Workspace, ref: str, *, on_note: Note = _quiet) -> Environment:
-    run = get(ws, ref, on_note=on_note)
+def environment(ws: Workspace, ref: str, *, report: Reporter = SILENT) -> Environment:
+    run = get(ws, ref, report=report)
     found = repo.load_environment(ws.db, run.env_digest)
     if found is None:
         raise RunError(
@@ -198,9 +193,11 @@ def environment(ws: Workspace, ref: str, *, on_note: Note = _quiet) -> Environme
     return found
 
 
-def environment_diff(ws: Workspace, ref_a: str, ref_b: str, *, on_note: Note = _quiet) -> EnvDiff:
+def environment_diff(
+    ws: Workspace, ref_a: str, ref_b: str, *, report: Reporter = SILENT
+) -> EnvDiff:
     from tether.envcapture.diff import diff_environments
 
     return diff_environments(
-        environment(ws, ref_a, on_note=on_note), environment(ws, ref_b, on_note=on_note)
+        environment(ws, ref_a, report=report), environment(ws, ref_b, report=report)
     )

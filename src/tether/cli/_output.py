@@ -179,3 +179,22 @@ class ByteProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class CliReporter(ByteProgress):
+    """The reporting protocol on a terminal: a byte bar, notes and waits as info
+    lines, warnings as warnings (all on stderr)."""
+
+    def note(self, message: str) -> None:
+        info(message)
+
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    def waiting(self, message: str) -> None:
+        info(message)
+
+
+def lines() -> CliReporter:
+    """A reporter for commands without a byte count: notes, waits and warnings only."""
+    return CliReporter("")

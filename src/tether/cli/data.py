@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from tether.cli import cli
-from tether.cli._output import ByteProgress, emit_json, human_size, info, warn
+from tether.cli._output import CliReporter, emit_json, human_size, info, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
     from tether.data.transfer import DataTransferReport
+    from tether.reporting import Reporter
 
 T = TypeVar("T")
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -22,12 +23,12 @@ _jobs = click.option(
 )
 
 
-def _progressing(label: str, call: Callable[[Callable[[int], None]], T]) -> T:
-    """Run ``call(on_bytes)`` under a byte progress bar (shown on a terminal only)."""
-    progress = ByteProgress(label)
+def _progressing(label: str, call: Callable[[Reporter], T]) -> T:
+    """Run ``call(report)`` under a byte progress bar (shown on a terminal only)."""
+    progress = CliReporter(label)
     progress.start(None)
     try:
-        return call(progress.advance)
+        return call(progress)
     finally:
         progress.stop()
 
@@ -57,9 +58,7 @@ def add(ctx: click.Context, paths: tuple[str, ...], jobs: int | None, as_json: b
     ws = open_workspace(ctx)
     report = _progressing(
         "hashing",
-        lambda on_bytes: do_add(
-            ws, list(paths), base=_base(ctx), jobs=jobs, on_wait=info, on_bytes=on_bytes
-        ),
+        lambda report: do_add(ws, list(paths), base=_base(ctx), jobs=jobs, report=report),
     )
     if as_json:
         emit_json(
@@ -164,8 +163,8 @@ def checkout(ctx: click.Context, paths: tuple[str, ...], force: bool, as_json: b
     ws = open_workspace(ctx)
     report = _progressing(
         "checkout",
-        lambda on_bytes: do_checkout(
-            ws, list(paths) or None, base=_base(ctx), force=force, on_wait=info, on_bytes=on_bytes
+        lambda report: do_checkout(
+            ws, list(paths) or None, base=_base(ctx), force=force, report=report
         ),
     )
     if as_json:
@@ -207,9 +206,7 @@ def fsck(ctx: click.Context, jobs: int | None, as_json: bool) -> None:
     from tether.data.fsck import fsck as do_fsck
 
     ws = open_workspace(ctx)
-    report = _progressing(
-        "checking", lambda on_bytes: do_fsck(ws, jobs=jobs, on_bytes=on_bytes, on_wait=info)
-    )
+    report = _progressing("checking", lambda report: do_fsck(ws, jobs=jobs, report=report))
     if as_json:
         emit_json(
             {
@@ -299,14 +296,13 @@ def data_push(
     ws = open_workspace(ctx)
     report = _progressing(
         "pushing",
-        lambda on_bytes: push(
+        lambda report: push(
             ws,
             list(paths) or None,
             remote=remote,
             base=_base(ctx),
             jobs=jobs,
-            on_wait=info,
-            on_bytes=on_bytes,
+            report=report,
         ),
     )
     _emit_transfer(report, as_json, "pushed")
@@ -333,14 +329,13 @@ def data_fetch(
     ws = open_workspace(ctx)
     report = _progressing(
         "fetching",
-        lambda on_bytes: fetch(
+        lambda report: fetch(
             ws,
             list(paths) or None,
             remote=remote,
             base=_base(ctx),
             jobs=jobs,
-            on_wait=info,
-            on_bytes=on_bytes,
+            report=report,
         ),
     )
     _emit_transfer(report, as_json, "fetched")
@@ -368,15 +363,14 @@ def data_pull(
     ws = open_workspace(ctx)
     report, done = _progressing(
         "pulling",
-        lambda on_bytes: pull(
+        lambda report: pull(
             ws,
             list(paths) or None,
             remote=remote,
             base=_base(ctx),
             jobs=jobs,
             force=force,
-            on_wait=info,
-            on_bytes=on_bytes,
+            report=report,
         ),
     )
     _emit_transfer(report, as_json, "fetched")

@@ -9,7 +9,7 @@ import click
 
 from tether.cli import cli
 from tether.cli._network import client_for, network, network_options
-from tether.cli._output import ByteProgress, emit_json, human_size, info, secho, table, warn
+from tether.cli._output import CliReporter, emit_json, human_size, info, lines, secho, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
@@ -79,9 +79,9 @@ def pack(
     if from_run is not None:
         from tether.api import runs
 
-        run = runs.get(ws, from_run, on_note=warn)
+        run = runs.get(ws, from_run, report=lines())
     refs = parse_tag_list(tag) if tag else None
-    progress = ByteProgress("packing")
+    progress = CliReporter("packing")
     try:
         result = do_pack(
             ws,
@@ -90,8 +90,7 @@ def pack(
             tags=refs,
             compression=compression,
             force=force,
-            progress=progress,
-            warn=warn,
+            report=progress,
             run=run,
         )
     finally:

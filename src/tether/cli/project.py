@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, human_size, info, warn
+from tether.cli._output import CliReporter, emit_json, human_size, info, warn
 from tether.cli._workspace import open_workspace
 
 
@@ -122,7 +122,9 @@ def gc(
             click.echo(f"removed {len(removed)} stale temporary file(s) from remote {name}")
         return
     delete = force and not dry_run
-    report = collect_garbage(ws, revisions=list(revisions), dry_run=not delete, on_wait=info)
+    report = collect_garbage(
+        ws, revisions=list(revisions), dry_run=not delete, report=CliReporter("collecting")
+    )
     sweep = report.sweep
     if as_json:
         emit_json(

@@ -9,7 +9,7 @@ import click
 
 from tether.cli import cli
 from tether.cli._network import client_for, json_option, network, network_options
-from tether.cli._output import ByteProgress, emit_json, human_size, info, warn
+from tether.cli._output import CliReporter, emit_json, human_size, info, warn
 from tether.cli._workspace import open_workspace
 
 
@@ -97,10 +97,10 @@ def push(
 
     ws = open_workspace(ctx)
     dest = remote_ref(destination or source)
-    progress = ByteProgress(f"push {dest.name}")
+    progress = CliReporter(f"push {dest.name}")
     with client_for(dest.registry or "", network(kwargs), ws) as client:
         try:
-            report = do_push(ws, source, destination, client, progress=progress)
+            report = do_push(ws, source, destination, client, report=progress)
         finally:
             progress.stop()
     if as_json:
@@ -151,11 +151,11 @@ def pull(
 
     ws = open_workspace(ctx)
     target = remote_ref(ref)
-    progress = ByteProgress(f"pull {target.name}")
+    progress = CliReporter(f"pull {target.name}")
     with client_for(target.registry or "", network(kwargs), ws) as client:
         try:
             report, _ = do_pull(
-                ws, ref, client, filters=list(filters), force=force, progress=progress
+                ws, ref, client, filters=list(filters), force=force, report=progress
             )
         finally:
             progress.stop()

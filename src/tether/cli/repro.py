@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, human_size, info, secho, short_digest, table, warn
+from tether.cli._output import emit_json, human_size, info, lines, secho, short_digest, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def reproduce(
 
     parsed = tuple(parse_tolerance(t) for t in tolerances)
     ws = open_workspace(ctx)
-    plan = prepare(ws, run_ref, env_mode, packages=packages, on_ambiguous=warn)
+    plan = prepare(ws, run_ref, env_mode, packages=packages, report=lines())
     _show_plan(plan)
     plan.check()
     if plan_only:
@@ -210,7 +210,7 @@ def reproduce(
     )
     # With --json, stdout carries only the report: the command's output goes to stderr.
     out = sys.stderr.buffer if as_json else None
-    result = run_reproduction(ws, plan, options, on_info=info, stdout=out)
+    result = run_reproduction(ws, plan, options, report=lines(), stdout=out)
     if junit is not None:
         from tether.repro.report import junit_xml
         from tether.store.atomic import write_atomic
@@ -242,7 +242,7 @@ def explain(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     from tether.repro.explain import explain as explain_runs
 
     ws = open_workspace(ctx)
-    a, b = runs.get(ws, run_a, on_note=warn), runs.get(ws, run_b, on_note=warn)
+    a, b = runs.get(ws, run_a, report=lines()), runs.get(ws, run_b, report=lines())
     result = explain_runs(ws, a, b)
     if as_json:
         emit_json(result.to_json())
@@ -299,7 +299,7 @@ def doctor(ctx: click.Context, run_ref: str | None, as_json: bool) -> None:
     ws = open_workspace(ctx)
     findings = check_project(ws)
     if run_ref is not None:
-        findings += check_run(ws, runs.get(ws, run_ref, on_note=warn))
+        findings += check_run(ws, runs.get(ws, run_ref, report=lines()))
     if as_json:
         emit_json({"ok": not findings, "findings": [f.to_json() for f in findings]})
     elif not findings:

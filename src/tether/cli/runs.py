@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, human_size, info, short_digest, table, timestamp, warn
+from tether.cli._output import (
+    emit_json,
+    human_size,
+    info,
+    lines,
+    short_digest,
+    table,
+    timestamp,
+    warn,
+)
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
@@ -85,14 +94,13 @@ def run(
     or SIGTERM is recorded as failed or killed. Scripts can log metrics with
     tether.start_run(), which joins this run.
     """
-    from tether.runs.launch import run_command
+    from tether.runs.launch import RunSpec, run_command
 
     ws = open_workspace(ctx)
     argv = list(command)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    result = run_command(
-        ws,
+    spec = RunSpec(
         argv,
         name=name,
         seed=seed,
@@ -102,6 +110,7 @@ def run(
         store_inputs=store_inputs,
         cwd=ctx.find_root().obj.get("project"),  # -C DIR: as if started there
     )
+    result = run_command(ws, spec, report=lines())
     for message in result.warnings:
         warn(message)
     inputs = sum(1 for f in result.files if f.role == "input")
@@ -184,7 +193,7 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
     """
     from tether.api import runs
 
-    detail = runs.show(open_workspace(ctx), run_ref, on_note=warn)
+    detail = runs.show(open_workspace(ctx), run_ref, report=lines())
     if as_json:
         emit_json(detail.to_json())
         return
@@ -294,7 +303,7 @@ def runs_compare(
     outputs, environment, packages) unless --all."""
     from tether.api import runs
 
-    comparison = runs.compare(open_workspace(ctx), run_refs, on_note=warn)
+    comparison = runs.compare(open_workspace(ctx), run_refs, report=lines())
     if as_json:
         emit_json(comparison.to_json(everything=show_all))
         return
@@ -326,7 +335,7 @@ def runs_metrics(ctx: click.Context, run_ref: str, key: str | None, as_json: boo
     """Print RUN's metric series (every step), or only KEY's, as CSV."""
     from tether.api import runs
 
-    found = runs.metrics(open_workspace(ctx), run_ref, key, on_note=warn)
+    found = runs.metrics(open_workspace(ctx), run_ref, key, report=lines())
     if as_json:
         emit_json(found.to_json())
         return
@@ -343,7 +352,7 @@ def runs_log(ctx: click.Context, run_ref: str) -> None:
     """Print what RUN wrote to stdout and stderr (as captured)."""
     from tether.api import runs
 
-    for chunk in runs.log(open_workspace(ctx), run_ref, on_note=warn):
+    for chunk in runs.log(open_workspace(ctx), run_ref, report=lines()):
         sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
 
@@ -357,7 +366,7 @@ def runs_delete(ctx: click.Context, run_refs: tuple[str, ...], force: bool) -> N
     until 'tether gc' (if nothing else uses them)."""
     from tether.api import runs
 
-    report = runs.delete(open_workspace(ctx), run_refs, force=force, on_note=warn)
+    report = runs.delete(open_workspace(ctx), run_refs, force=force, report=lines())
     click.echo(f"deleted {len(report.deleted)} run(s); 'tether gc' frees their stored files")
 
 
@@ -384,7 +393,7 @@ def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_jso
 
     ws = open_workspace(ctx)
     if run_ref:
-        environment = runs.environment(ws, run_ref, on_note=warn)
+        environment = runs.environment(ws, run_ref, report=lines())
     elif python:
         environment = capture(python, ws.root)
     else:
@@ -431,7 +440,7 @@ def env_diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     variables, OS and hardware."""
     from tether.api import runs
 
-    d = runs.environment_diff(open_workspace(ctx), run_a, run_b, on_note=warn)
+    d = runs.environment_diff(open_workspace(ctx), run_a, run_b, report=lines())
     if as_json:
         emit_json(d.to_json())
         return

@@ -27,6 +27,7 @@ from tether.data.pointer import Pointer
 from tether.data.worktree import Hasher, WorkFile, scan_dir
 from tether.errors import DataError, ObjectCorrupted
 from tether.hashing import Digest
+from tether.reporting import SILENT, Reporter
 from tether.store.objects import syncfs
 from tether.store.statcache import Stamp
 from tether.workspace import Workspace
@@ -55,11 +56,10 @@ def checkout(
     *,
     base: Path | None = None,
     force: bool = False,
-    on_wait: Callable[[str], None] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    report: Reporter = SILENT,
 ) -> CheckoutReport:
     pointers = paths.select_pointers(ws.root, targets, base=base)
-    with ws.lock("data", on_wait=on_wait):
+    with ws.lock("data", on_wait=report.waiting):
         for ptr in pointers:
             missing = content.missing_locally(ws.store, ws.stat_cache, ptr)
             if missing:
@@ -67,7 +67,7 @@ def checkout(
                     f"{ptr.path}: {len(missing)} object(s) are not in the local store",
                     hint=f"fetch them first: tether data pull {ptr.path}",
                 )
-        placer = _Placer(ws, on_bytes)
+        placer = _Placer(ws, report.advance)
         results = [_one(ws, placer, ptr, force) for ptr in pointers]
         placer.finish()
     return CheckoutReport(results, dict(placer.methods))
@@ -165,7 +165,7 @@ class _Placer:
     """Puts store blobs at working paths by the configured methods, falling back when
     the filesystem refuses one (remembered, so a refusal is paid once)."""
 
-    def __init__(self, ws: Workspace, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(self, ws: Workspace, on_bytes: Callable[[int], None]) -> None:
         self.ws = ws
         self.order = list(ws.settings.link_order)
         self.on_bytes = on_bytes
@@ -236,8 +236,7 @@ class _Placer:
                 raise
             self.methods[method] = self.methods.get(method, 0) + 1
             self.placed.append((key, dest, digest))
-            if self.on_bytes is not None:
-                self.on_bytes(os.path.getsize(dest))
+            self.on_bytes(os.path.getsize(dest))
             return
         raise DataError(
             f"could not place {dest}: no method of checkout.link worked",

@@ -10,7 +10,6 @@ ModelKits in the index, and the blobs the database names.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ from tether.data import content, pointer
 from tether.errors import DataError, ObjectNotFound
 from tether.hashing import Digest, hash_file
 from tether.oci.manifest import ImageManifest
+from tether.reporting import SILENT, Reporter
 from tether.repositories.runs import kept_blobs
 from tether.workspace import Workspace
 
@@ -48,14 +48,13 @@ def fsck(
     ws: Workspace,
     *,
     jobs: int | None = None,
-    on_bytes: Callable[[int], None] | None = None,
-    on_wait: Callable[[str], None] | None = None,
+    report: Reporter = SILENT,
 ) -> FsckReport:
     quarantine = ws.dot / "quarantine"
     problems: list[Problem] = []
     quarantined: list[Digest] = []
     # Exclusive gc lock: nothing writes or deletes blobs while we judge them.
-    with ws.lock("gc", on_wait=on_wait):
+    with ws.lock("gc", on_wait=report.waiting):
         ws.stat_cache.forget_complete()  # fsck trusts no summary: everything is re-checked
         digests = list(ws.store)
 
@@ -64,8 +63,7 @@ def fsck(
                 actual, size = hash_file(ws.store.path(d))
             except FileNotFoundError:
                 return d, True, 0  # removed meanwhile: not corrupt
-            if on_bytes is not None:
-                on_bytes(size)
+            report.advance(size)
             return d, actual == d, size
 
         total = 0

@@ -8,7 +8,6 @@ walked down to the file blobs). The default is a dry run: deleting is never a su
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.data import content, pointer
@@ -16,6 +15,7 @@ from tether.data.pointer import Pointer
 from tether.errors import DataError, ObjectNotFound
 from tether.hashing import Digest
 from tether.oci.manifest import ImageManifest
+from tether.reporting import SILENT, Reporter
 from tether.repositories.runs import kept_blobs
 from tether.store.gc import SweepReport, sweep
 from tether.workspace import Workspace
@@ -78,11 +78,11 @@ def collect_garbage(
     *,
     revisions: list[str] | None = None,
     dry_run: bool = True,
-    on_wait: Callable[[str], None] | None = None,
+    report: Reporter = SILENT,
 ) -> GcReport:
-    with ws.lock("gc", on_wait=on_wait):
+    with ws.lock("gc", on_wait=report.waiting):
         keep, missing, used = roots(ws, list(revisions or []))
-        report = sweep(ws.store, keep, dry_run=dry_run)
-        if report.removed and not dry_run:
+        swept = sweep(ws.store, keep, dry_run=dry_run)
+        if swept.removed and not dry_run:
             ws.stat_cache.forget_complete()
-    return GcReport(report, missing, used)
+    return GcReport(swept, missing, used)

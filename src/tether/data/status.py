@@ -8,7 +8,6 @@ stored trees read, and then only the subtrees whose digests differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from tether.data.pointer import Pointer
 from tether.data.worktree import Hasher, fingerprint, quick_fingerprint, scan_dir, stat_file
 from tether.errors import ObjectNotFound
 from tether.hashing import Digest
+from tether.reporting import SILENT, Reporter
 from tether.workspace import Workspace
 
 State = Literal["clean", "modified", "missing"]
@@ -50,10 +50,10 @@ def status(
     targets: list[str | Path] | None = None,
     *,
     base: Path | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    report: Reporter = SILENT,
 ) -> list[PathStatus]:
     pointers = paths.select_pointers(ws.root, targets, base=base)
-    hasher = Hasher(ws.stat_cache, on_bytes=on_bytes)
+    hasher = Hasher(ws.stat_cache, on_bytes=report.advance)
     out = [_one(ws, hasher, p) for p in pointers]
     hasher.commit()  # what was hashed now need not be hashed next time
     return out

@@ -9,7 +9,6 @@ content the store lacks, and an interrupted add leaves only unreferenced temp fi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tether.data import content, paths, pointer, tree
 from tether.data.pointer import Pointer
 from tether.data.worktree import Hasher, fingerprint, scan_dir, stat_file
 from tether.errors import DataError
+from tether.reporting import SILENT, Reporter
 from tether.workspace import Workspace
 
 
@@ -45,8 +45,7 @@ def add(
     *,
     base: Path | None = None,
     jobs: int | None = None,
-    on_wait: Callable[[str], None] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    report: Reporter = SILENT,
 ) -> AddReport:
     """Track ``targets`` (files or folders, relative to ``base``)."""
     rels = list(dict.fromkeys(paths.relative(ws.root, t, base=base) for t in targets))
@@ -62,8 +61,11 @@ def add(
                 f"{rel} is inside {outer}, which is added too",
                 hint=f"add the folder alone: tether add {outer}",
             )
-    with ws.lock("data", on_wait=on_wait), ws.lock("gc", shared=True, on_wait=on_wait):
-        hasher = Hasher(ws.stat_cache, store=ws.store, jobs=jobs, on_bytes=on_bytes)
+    with (
+        ws.lock("data", on_wait=report.waiting),
+        ws.lock("gc", shared=True, on_wait=report.waiting),
+    ):
+        hasher = Hasher(ws.stat_cache, store=ws.store, jobs=jobs, on_bytes=report.advance)
         made: list[Pointer] = []
         try:
             for rel in rels:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +44,7 @@ from tether.data.remote import (
 )
 from tether.errors import ObjectCorrupted, RemoteError
 from tether.hashing import Digest
+from tether.reporting import SILENT, Reporter
 from tether.store.atomic import write_atomic
 from tether.workspace import Workspace
 
@@ -178,14 +179,13 @@ def push(
     remote: str | None = None,
     base: Path | None = None,
     jobs: int | None = None,
-    on_wait: Callable[[str], None] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    report: Reporter = SILENT,
 ) -> DataTransferReport:
     """Send the content of the named pointers (default: all) that the remote lacks."""
     pointers, cfg, backend, n, index = _session(ws, targets, remote, base, jobs)
     with contextlib.suppress(OSError):  # housekeeping must never fail a push
         backend.sweep_temps(TEMP_GRACE_S)
-    with ws.lock("data", shared=True, on_wait=on_wait):
+    with ws.lock("data", shared=True, on_wait=report.waiting):
         needed = _local_objects(ws, pointers)
         index.load()
         send = {d: s for d, s in needed.items() if d not in index.where}
@@ -221,8 +221,7 @@ def push(
             backend.write_bytes(f"packs/{pack_hex}.pack", pack)
             backend.write_bytes(f"packs/{pack_hex}.idx", idx)  # last: names a whole pack
             index.record_pack(pack_hex, idx)
-            if on_bytes is not None:
-                on_bytes(len(pack))
+            report.advance(len(pack))
             return len(pack)
 
         def send_large(item: tuple[Digest, int]) -> int:
@@ -233,8 +232,7 @@ def push(
                     hint="run 'tether fsck', then restore the file and 'tether add' it",
                 )
             backend.write_file(f"blobs/sha256/{d.hex}", ws.store.path(d))
-            if on_bytes is not None:
-                on_bytes(s)
+            report.advance(s)
             return s
 
         sent = 0
@@ -280,12 +278,14 @@ def fetch(
     remote: str | None = None,
     base: Path | None = None,
     jobs: int | None = None,
-    on_wait: Callable[[str], None] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    report: Reporter = SILENT,
 ) -> DataTransferReport:
     """Download into the store what the named pointers need and the store lacks."""
     pointers, cfg, backend, n, index = _session(ws, targets, remote, base, jobs)
-    with ws.lock("data", on_wait=on_wait), ws.lock("gc", shared=True, on_wait=on_wait):
+    with (
+        ws.lock("data", on_wait=report.waiting),
+        ws.lock("gc", shared=True, on_wait=report.waiting),
+    ):
         index_loaded = False
         moved = objects = packs = 0
         failed: list[str] = []
@@ -301,7 +301,7 @@ def fetch(
                 index.load()
                 index_loaded = True
             _refuse_absent(cfg, index, missing)
-            got, nbytes, npacks, bad = _download(ws, backend, index, missing, n, on_bytes)
+            got, nbytes, npacks, bad = _download(ws, backend, index, missing, n, report)
             moved += nbytes
             objects += got
             packs += npacks
@@ -320,7 +320,7 @@ def _download(
     index: RemoteIndex,
     wanted: set[Digest],
     jobs: int,
-    on_bytes: Callable[[int], None] | None,
+    report: Reporter,
 ) -> tuple[int, int, int, list[Digest]]:
     by_pack: dict[str, list[tuple[Digest, _Located]]] = defaultdict(list)
     loose: list[Digest] = []
@@ -355,8 +355,7 @@ def _download(
                     continue
                 batch.add(blob, d)
                 got += 1
-            if on_bytes is not None:
-                on_bytes(len(data))
+            report.advance(len(data))
         return got, nbytes
 
     def get_loose(d: Digest) -> tuple[int, int]:
@@ -367,8 +366,7 @@ def _download(
             ):
                 while chunk := src.read(4 << 20):
                     w.write(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
+                    report.advance(len(chunk))
         except ObjectCorrupted:
             bad.append(d)
             return 0, 0
@@ -422,7 +420,7 @@ def fetch_objects(
     digests: Iterable[Digest],
     *,
     remote: str,
-    on_bytes: Callable[[int], None] | None = None,
+    report: Reporter = SILENT,
 ) -> int:
     """Download the named blobs from one remote into the store, each verified; returns
     how many travelled. A blob that fails verification is refused (RemoteError)."""
@@ -435,7 +433,7 @@ def fetch_objects(
             return 0
         index.load()
         _refuse_absent(cfg, index, wanted)
-        got, _, _, bad = _download(ws, backend, index, wanted, n, on_bytes)
+        got, _, _, bad = _download(ws, backend, index, wanted, n, report)
     _refuse_corrupt(cfg, [str(d) for d in bad])
     return got
 
@@ -467,28 +465,25 @@ def pull(
     base: Path | None = None,
     jobs: int | None = None,
     force: bool = False,
-    on_wait: Callable[[str], None] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    report: Reporter = SILENT,
 ) -> tuple[DataTransferReport, CheckoutReport]:
     """Fetch, then check out the named pointers.
 
     A local blob that checkout finds corrupt is set aside (``.tether/quarantine/``) and
     fetched again from the remote, so pulling is also how rotten local data is repaired."""
-    report = fetch(
-        ws, targets, remote=remote, base=base, jobs=jobs, on_wait=on_wait, on_bytes=on_bytes
-    )
+    fetched = fetch(ws, targets, remote=remote, base=base, jobs=jobs, report=report)
     repaired: set[str] = set()
     while True:
         try:
-            done = checkout(ws, targets, base=base, force=force, on_wait=on_wait)
+            done = checkout(ws, targets, base=base, force=force, report=report)
         except ObjectCorrupted as exc:
             if exc.digest is None or exc.digest in repaired:
                 raise
             repaired.add(exc.digest)
             digest = Digest.parse(exc.digest)
             ws.store.quarantine(digest, ws.dot / "quarantine")
-            fetch_objects(ws, [digest], remote=report.remote, on_bytes=on_bytes)
+            fetch_objects(ws, [digest], remote=fetched.remote, report=report)
             continue
         if repaired:
-            report = replace(report, repaired=len(repaired))
-        return report, done
+            fetched = replace(fetched, repaired=len(repaired))
+        return fetched, done

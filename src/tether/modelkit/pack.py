@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from tether.errors import KitfileError, UsageError
 from tether.hashing import Digest, hash_file
@@ -29,13 +29,9 @@ from tether.modelkit.tarwrite import FileEntry, LayerSink, collect, write_tar
 from tether.oci import mediatypes as mt
 from tether.oci.manifest import Descriptor, ImageManifest
 from tether.oci.reference import Reference
+from tether.reporting import SILENT, Reporter
 from tether.runs.record import RunRecord
 from tether.workspace import Workspace
-
-
-class Progress(Protocol):
-    def start(self, total: int) -> None: ...
-    def advance(self, n: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -77,8 +73,7 @@ def pack(
     tags: list[Reference] | None = None,
     compression: str | None = None,
     force: bool = False,
-    progress: Progress | None = None,
-    warn: Callable[[str], None] | None = None,
+    report: Reporter = SILENT,
     env: Mapping[str, str] | None = None,
     run: RunRecord | None = None,
     detect_run: bool = True,
@@ -101,8 +96,7 @@ def pack(
 
     def note(message: str) -> None:
         warnings.append(message)
-        if warn is not None:
-            warn(message)
+        report.warn(message)
 
     kf, kf_warnings = load_kitfile(find_kitfile(context, kitfile))
     for w in kf_warnings:
@@ -124,9 +118,8 @@ def pack(
             plans.append((spec, collect(context, spec.path, inner, rules, note, key=spec.key)))
     link = _link_run(ws, context, plans, run, note) if run is not None or detect_run else None
     total = sum(e.size for _, entries in plans for e in entries)
-    if progress is not None:
-        progress.start(total)
-    advance = progress.advance if progress is not None else None
+    report.start(total)
+    advance = report.advance
 
     # Shared gc lock: a concurrent 'tether gc' must not delete blobs we wrote but have
     # not yet referenced from index.json.

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import AuthError, ModelKitError, ModelKitNotFound, RegistryError, UsageError
 from tether.hashing import Digest
@@ -31,6 +31,7 @@ from tether.oci.layout import IndexEntry
 from tether.oci.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageManifest
 from tether.oci.reference import Reference, parse_reference
 from tether.oci.session import Connection
+from tether.reporting import SILENT, Reporter
 from tether.repositories import kits
 from tether.workspace import Workspace
 
@@ -41,11 +42,6 @@ if TYPE_CHECKING:
     from tether.modelkit.unpack import UnpackReport
 
 MAX_CONFIG_BYTES = 4 << 20
-
-
-class ProgressSink(Protocol):
-    def start(self, total: int | None) -> None: ...
-    def advance(self, n: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -138,7 +134,7 @@ def push(
     destination: str | None,
     client: RegistryClient,
     *,
-    progress: ProgressSink | None = None,
+    report: Reporter = SILENT,
 ) -> RegistryTransferReport:
     """Push the local ModelKit ``source`` to ``destination`` (default: ``source``,
     which must then name a registry)."""
@@ -166,24 +162,21 @@ def push(
             hint="it was pulled with --filter; pull it whole before pushing it",
         )
     sources = _known_sources(ws, client.registry, repo, blobs)
-    if progress:
-        progress.start(sum(d.size for d in blobs))
+    report.start(sum(d.size for d in blobs))
     counts = _Counts()
 
     def one(desc: Descriptor) -> None:
         size = client.blob_size(repo, desc.digest)
         if size is not None:
             counts.add("present")
-            _advance(progress, desc.size)
+            report.advance(desc.size)
             return
         for other in sources.get(desc.digest, []):
             if client.mount_blob(repo, desc.digest, other):
                 counts.add("mounted")
-                _advance(progress, desc.size)
+                report.advance(desc.size)
                 return
-        sent = client.upload_blob(
-            repo, desc, lambda: ws.store.open(desc.digest), progress.advance if progress else None
-        )
+        sent = client.upload_blob(repo, desc, lambda: ws.store.open(desc.digest), report.advance)
         counts.add("moved", sent)
 
     _parallel(one, blobs, client.connection.concurrency)
@@ -281,7 +274,7 @@ def pull(
     filters: list[str] | None = None,
     force: bool = False,
     tag: bool = True,
-    progress: ProgressSink | None = None,
+    report: Reporter = SILENT,
 ) -> tuple[RegistryTransferReport, IndexEntry]:
     """Fetch a ModelKit (or, with ``filters``, the layers they select) into the store.
 
@@ -314,11 +307,10 @@ def pull(
     blobs = _unique([kit.manifest.config, *layers])
     todo = [d for d in blobs if not ws.store.has(d.digest)]
     fetched = [kit.manifest.config] if config_fetched else []
-    if progress:
-        progress.start(sum(d.size for d in todo))
+    report.start(sum(d.size for d in todo))
 
     def one(desc: Descriptor) -> None:
-        client.download_blob(repo, desc, ws.store, progress.advance if progress else None)
+        client.download_blob(repo, desc, ws.store, report.advance)
 
     _parallel(one, sorted(todo, key=lambda d: -d.size), client.connection.concurrency)
     ws.store.put_bytes(served.data)
@@ -332,7 +324,7 @@ def pull(
     refused: list[Digest] = []
     attached = pull_referrers(ws, client, repo, served.descriptor, refused) if tag else 0
     skipped = len(_unique(list(kit.manifest.layers))) - len(_unique(layers))
-    report = RegistryTransferReport(
+    moved = RegistryTransferReport(
         f"{ref.name}" + (f":{ref.tag}" if ref.tag else "") + f"@{served.digest}",
         served.digest,
         len(blobs),
@@ -345,7 +337,7 @@ def pull(
         provenance=attached,
         provenance_refused=len(refused),
     )
-    return report, entry
+    return moved, entry
 
 
 def _config(
@@ -532,11 +524,6 @@ def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
     for d in descs:
         seen.setdefault(d.digest, d)
     return list(seen.values())
-
-
-def _advance(progress: ProgressSink | None, n: int) -> None:
-    if progress is not None:
-        progress.advance(n)
 
 
 def _parallel(fn: Callable[[Any], None], items: list[Any], workers: int) -> None:

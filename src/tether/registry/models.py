@@ -39,6 +39,7 @@ from tether.hashing import Digest
 from tether.oci.layout import IndexEntry
 from tether.oci.reference import Reference, parse_reference
 from tether.registry.records import ModelAction, ModelEvent, ModelSummary, ModelVersion
+from tether.reporting import Callbacks
 from tether.repositories import models as repo
 from tether.workspace import Workspace
 
@@ -316,7 +317,7 @@ def _source(
         digest = Digest.parse(already[1])
         return ws.index.resolve(Reference(None, digest=digest)), run.id, False
     with _kitfile_of(ws, run, note) as kitfile:
-        result = pack(ws, run=run, kitfile=kitfile, warn=note)
+        result = pack(ws, run=run, kitfile=kitfile, report=Callbacks(on_warn=note))
     return ws.index.resolve(Reference(None, digest=result.digest)), run.id, True
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tether.errors import ReproError
 from tether.hashing import Digest, hash_file
+from tether.reporting import SILENT, Reporter
 from tether.repro.plan import Plan
 from tether.store.objects import ContentStore
 from tether.workspace import Workspace
@@ -51,11 +52,9 @@ def _check_relative(rel: str) -> None:
         )
 
 
-def materialize(
-    ws: Workspace, plan: Plan, workdir: Path, *, on_info: Callable[[str], None] | None = None
-) -> Path:
+def materialize(ws: Workspace, plan: Plan, workdir: Path, *, report: Reporter = SILENT) -> Path:
     """Build the project in ``workdir`` (empty or absent); returns the project folder."""
-    say = on_info or (lambda _msg: None)
+    say = report.note
     workdir.mkdir(parents=True, exist_ok=True)
     code = plan.code
     if code.kind == "git":

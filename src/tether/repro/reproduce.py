@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 from tether.envcapture.diff import EnvDiff, diff_environments
 from tether.errors import ReproError, UsageError
 from tether.redaction import restore_command
+from tether.reporting import SILENT, Reporter
 from tether.repositories import runs as runs_repo
 from tether.repro import venv
 from tether.repro.materialize import materialize
@@ -93,12 +94,12 @@ def prepare(
     env_mode: str = "current",
     *,
     packages: str = "all",
-    on_ambiguous: Callable[[str], None] | None = None,
+    report: Reporter = SILENT,
 ) -> Plan:
     """Load the run and plan its reproduction (problems are in the plan, not raised).
     ``packages``: with ``--env recreate``, ``all`` recorded distributions (fidelity) or
     only those the run ``imported`` and their dependencies."""
-    run = runs_repo.load_run(ws.db, ref, on_ambiguous=on_ambiguous)
+    run = runs_repo.load_run(ws.db, ref, on_ambiguous=report.warn)
     return make_plan(ws, run, env_mode, packages)
 
 
@@ -107,12 +108,12 @@ def reproduce(
     plan: Plan,
     options: Options = Options(),
     *,
-    on_info: Callable[[str], None] | None = None,
+    report: Reporter = SILENT,
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
 ) -> Reproduction:
     plan.check()
-    say = on_info or (lambda _msg: None)
+    say = report.note
     started = time.time()
     warnings = list(plan.warnings)
     keep = options.keep or options.workdir is not None
@@ -138,7 +139,7 @@ def reproduce(
                 interpreter=plan.interpreter,
                 uv=uv,
                 root=venv.cache_root(os.environ),
-                on_info=say,
+                report=report,
                 show_progress=options.show_progress,
             )
             say(f"environment: {venv_dir}" + (" (cached)" if env_cached else " (built)"))
@@ -155,22 +156,18 @@ def reproduce(
                 drift = _current_drift(ws, plan, argv[0], changes)
                 if drift is not None:
                     say(_drift_line(drift))
-        project = materialize(ws, plan, workdir, on_info=say)
+        project = materialize(ws, plan, workdir, report=report)
         cwd = _run_cwd(project, plan.cwd)
         label = plan.run.name or plan.run.id[:12]
         say("running: " + " ".join(argv))
-        from tether.runs.launch import run_command
+        from tether.runs.launch import RunSpec, run_command
 
         result = run_command(
             ws.rooted_at(project),
-            argv,
-            name=f"{label}.repro",
-            seed=plan.seed,
-            cwd=cwd,
-            env=changes,
+            RunSpec(argv, name=f"{label}.repro", seed=plan.seed, cwd=cwd, env=changes),
             stdout=stdout,
             stderr=stderr,
-            on_info=say,
+            report=report,
         )
         new = runs_repo.load_run(ws.db, result.run_id)
         if plan.env_mode == "recreate" and plan.environment is not None:

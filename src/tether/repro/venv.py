@@ -26,7 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 from tether.envcapture.environment import Environment
 from tether.errors import ReproError, TetherError
 from tether.hashing import Digest
+from tether.reporting import SILENT, Reporter
 from tether.store.atomic import write_atomic
 from tether.store.locks import file_lock
 from tether.store.objects import ContentStore
@@ -276,13 +277,13 @@ def ensure_venv(
     interpreter: str,
     uv: str,
     root: Path,
-    on_info: Callable[[str], None] | None = None,
+    report: Reporter = SILENT,
     show_progress: bool = False,
 ) -> tuple[Path, bool]:
     """The virtualenv for ``spec`` (built now, or found in the cache): (path, cached).
     ``show_progress`` lets uv draw its own progress on the caller's terminal while it
     downloads and installs (a minute or two for a hundred packages)."""
-    say = on_info or (lambda _msg: None)
+    say = report.note
     root.mkdir(parents=True, exist_ok=True)
     venv = root / spec.key
     with file_lock(root / f"{spec.key}.lock", timeout=UV_TIMEOUT):

@@ -23,14 +23,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from tether.errors import UsageError
 from tether.redaction import Withholder, redact_command
+from tether.reporting import SILENT, Reporter
 from tether.repositories import runs as runs_repo
 from tether.runs import record
 from tether.runs.capture import (
@@ -77,29 +78,40 @@ def check_seed(seed: int | None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What ``tether run`` is asked to run and how to record it."""
+
+    argv: Sequence[str]
+    name: str | None = None
+    seed: int | None = None
+    params: Mapping[str, object] = field(default_factory=dict)
+    tags: Mapping[str, object] = field(default_factory=dict)
+    outputs: Sequence[str | Path] = ()  # declared outputs, stored even if not seen
+    store_inputs: bool = False
+    cwd: str | Path | None = None  # default: the current directory
+    env: Mapping[str, str | None] | None = None  # changes to the environment (None: unset)
+
+
 def run_command(
     ws: Workspace,
-    argv: Sequence[str],
+    spec: RunSpec,
     *,
-    name: str | None = None,
-    seed: int | None = None,
-    params: Mapping[str, object] | None = None,
-    tags: Mapping[str, object] | None = None,
-    outputs: Sequence[str | Path] = (),
-    store_inputs: bool = False,
-    cwd: str | Path | None = None,
-    env: Mapping[str, str | None] | None = None,
     stdout: BinaryIO | None = None,
     stderr: BinaryIO | None = None,
-    on_info: Callable[[str], None] | None = None,
+    report: Reporter = SILENT,
 ) -> RunResult:
-    argv = list(argv)
+    """Run ``spec.argv`` as a recorded run; output goes to ``stdout``/``stderr`` (default:
+    this process's) and into the run's log."""
+    argv = list(spec.argv)
+    name, seed, outputs, cwd, env = spec.name, spec.seed, spec.outputs, spec.cwd, spec.env
+    store_inputs = spec.store_inputs
     if not argv:
         raise UsageError("no command to run", hint="tether run [OPTIONS] -- CMD [ARGS...]")
     check_seed(seed)
     record.check_name(name)
-    params = dict(params or {})
-    tags = dict(tags or {})
+    params = dict(spec.params)
+    tags = dict(spec.tags)
     for key, value in params.items():
         record.check_key("param", key)
         record.value_text(value)
@@ -172,7 +184,7 @@ def run_command(
     status, exit_code, reason = _verdict(returncode, received)
     try:
         result = _record_after(
-            ws, run_id, argv, run_cwd, work, outputs, store_inputs, on_info, prefetch, scan_since
+            ws, run_id, argv, run_cwd, work, outputs, store_inputs, report, prefetch, scan_since
         )
     except BaseException as exc:
         runs_repo.finish_run(
@@ -457,7 +469,7 @@ def _record_after(
     work: Path,
     outputs: Sequence[str | Path],
     store_inputs: bool,
-    on_info: Callable[[str], None] | None,
+    report: Reporter,
     prefetch: _Prefetch,
     scan_since: int,
 ) -> tuple[list[record.RunFile], str | None, AuditLog, list[str]]:
@@ -475,7 +487,9 @@ def _record_after(
         project_root=ws.root,
         scanned=changed_since(ws.root, scan_since),
     )
-    files = record_files(ws.store, ws.root, sets, store_inputs=store_inputs, on_progress=on_info)
+    files = record_files(
+        ws.store, ws.root, sets, store_inputs=store_inputs, on_progress=report.note
+    )
     runs_repo.add_files(ws.db, run_id, files)
 
     log_digest, _ = ws.store.add_file(work / "output.log")
