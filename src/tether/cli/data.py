@@ -61,24 +61,7 @@ def add(ctx: click.Context, paths: tuple[str, ...], jobs: int | None, as_json: b
         lambda report: do_add(ws, list(paths), base=_base(ctx), jobs=jobs, report=report),
     )
     if as_json:
-        emit_json(
-            {
-                "added": [
-                    {
-                        "path": r.pointer.path,
-                        "pointer": r.pointer.pointer_path,
-                        "type": r.pointer.type,
-                        "digest": str(r.pointer.digest),
-                        "size": r.pointer.size,
-                        "files": r.pointer.files,
-                        "changed": r.changed,
-                    }
-                    for r in report.results
-                ],
-                "hashed_files": report.hashed_files,
-                "hashed_bytes": report.hashed_bytes,
-            }
-        )
+        emit_json(report.to_json())
         return
     for r in report.results:
         p = r.pointer
@@ -168,20 +151,7 @@ def checkout(ctx: click.Context, paths: tuple[str, ...], force: bool, as_json: b
         ),
     )
     if as_json:
-        emit_json(
-            {
-                "paths": [
-                    {
-                        "path": r.pointer.path,
-                        "written": r.written,
-                        "unchanged": r.unchanged,
-                        "extra": r.extra,
-                    }
-                    for r in report.results
-                ],
-                "methods": report.methods,
-            }
-        )
+        emit_json(report.to_json())
         return
     for r in report.results:
         click.echo(f"{r.pointer.path}: {r.written} written, {r.unchanged} unchanged")
@@ -208,15 +178,7 @@ def fsck(ctx: click.Context, jobs: int | None, as_json: bool) -> None:
     ws = open_workspace(ctx)
     report = _progressing("checking", lambda report: do_fsck(ws, jobs=jobs, report=report))
     if as_json:
-        emit_json(
-            {
-                "checked": report.checked,
-                "bytes": report.bytes,
-                "ok": report.ok,
-                "problems": [p.to_json() for p in report.problems],
-                "quarantined": [str(d) for d in report.quarantined],
-            }
-        )
+        emit_json(report.to_json())
     else:
         click.echo(f"checked {report.checked} blob(s), {human_size(report.bytes)}")
         for p in report.problems[:20]:
@@ -254,16 +216,7 @@ def _transfer_options(f: Callable[..., None]) -> Callable[..., None]:
 
 def _emit_transfer(report: DataTransferReport, as_json: bool, verb: str) -> None:
     if as_json:
-        emit_json(
-            {
-                "remote": report.remote,
-                "objects": report.objects,
-                "bytes": report.bytes,
-                "packs": report.packs,
-                "already_there": report.skipped,
-                "repaired": report.repaired,
-            }
-        )
+        emit_json(report.to_json())
         return
     there = f"; {report.skipped} already there" if verb == "pushed" else ""
     click.echo(

@@ -96,20 +96,7 @@ def pack(
     finally:
         progress.stop()
     if as_json:
-        emit_json(
-            {
-                "digest": str(result.digest),
-                "size": result.manifest.total_size,
-                "tags": [
-                    {"ref": c.ref, "action": c.action, "previous": str(c.old) if c.old else None}
-                    for c in result.tags
-                ],
-                "warnings": result.warnings,
-                "run": result.run_id,
-                "run_link": result.run_link,
-                "provenance": str(result.provenance) if result.provenance else None,
-            }
-        )
+        emit_json(result.to_json())
         return
     for change in result.tags:
         if change.action == "move":

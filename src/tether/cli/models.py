@@ -42,18 +42,7 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
 
     found = do_list(open_workspace(ctx))
     if as_json:
-        emit_json(
-            [
-                {
-                    "name": m.name,
-                    "versions": m.versions,
-                    "latest": m.latest,
-                    "aliases": m.aliases,
-                    "remote": m.remote,
-                }
-                for m in found
-            ]
-        )
+        emit_json([m.to_json() for m in found])
         return
     if not found:
         click.echo("No models yet: tether model register NAME --from REF|RUN")

@@ -127,16 +127,7 @@ def gc(
     )
     sweep = report.sweep
     if as_json:
-        emit_json(
-            {
-                "removed": [str(d) for d in sweep.removed],
-                "freed_bytes": sweep.freed_bytes,
-                "kept": sweep.kept,
-                "missing": [str(d) for d in report.missing],
-                "revisions": report.revisions,
-                "dry_run": not delete,
-            }
-        )
+        emit_json(report.to_json())
         return
     for digest in report.missing:
         warn(f"{digest} is referenced but missing from the store")

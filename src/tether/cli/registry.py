@@ -104,7 +104,7 @@ def push(
         finally:
             progress.stop()
     if as_json:
-        emit_json(_report_json(report))
+        emit_json(report.to_json())
         return
     click.echo(
         f"Pushed {report.ref}: {report.moved} blob(s) sent ({human_size(report.bytes_moved)}), "
@@ -160,7 +160,7 @@ def pull(
         finally:
             progress.stop()
     if as_json:
-        emit_json(_report_json(report))
+        emit_json(report.to_json())
         return
     skipped = f", {report.skipped} layer(s) left out by --filter" if report.skipped else ""
     click.echo(
@@ -176,22 +176,6 @@ def pull(
     for change in report.tag_changes:
         if change.action == "move" and change.old is not None:
             info(f"{change.ref} moved: {change.old.short} -> {report.digest.short}")
-
-
-def _report_json(report: Any) -> dict[str, Any]:
-    return {
-        "ref": report.ref,
-        "digest": str(report.digest),
-        "blobs": report.blobs,
-        "moved": report.moved,
-        "mounted": report.mounted,
-        "present": report.present,
-        "bytes_moved": report.bytes_moved,
-        "skipped_layers": report.skipped,
-        "tag_overtaken": str(report.tag_overtaken) if report.tag_overtaken else None,
-        "provenance": report.provenance,
-        "provenance_refused": report.provenance_refused,
-    }
 
 
 def _registry_name(text: str) -> str:

@@ -21,6 +21,7 @@ import stat as statmod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tether.data import content, paths
 from tether.data.pointer import Pointer
@@ -48,6 +49,20 @@ class CheckoutResult:
 class CheckoutReport:
     results: list[CheckoutResult]
     methods: dict[str, int]  # how many files each link method placed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "paths": [
+                {
+                    "path": r.pointer.path,
+                    "written": r.written,
+                    "unchanged": r.unchanged,
+                    "extra": r.extra,
+                }
+                for r in self.results
+            ],
+            "methods": self.methods,
+        }
 
 
 def checkout(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from tether.data import content, pointer
 from tether.errors import DataError, ObjectNotFound
@@ -42,6 +43,15 @@ class FsckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "bytes": self.bytes,
+            "ok": self.ok,
+            "problems": [p.to_json() for p in self.problems],
+            "quarantined": [str(d) for d in self.quarantined],
+        }
 
 
 def fsck(

@@ -9,6 +9,7 @@ walked down to the file blobs). The default is a dry run: deleting is never a su
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from tether.data import content, pointer
 from tether.data.pointer import Pointer
@@ -26,6 +27,17 @@ class GcReport:
     sweep: SweepReport
     missing: list[Digest] = field(default_factory=list)  # referenced but absent
     revisions: list[str] = field(default_factory=list)  # git revisions whose pointers count
+    dry_run: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "removed": [str(d) for d in self.sweep.removed],
+            "freed_bytes": self.sweep.freed_bytes,
+            "kept": self.sweep.kept,
+            "missing": [str(d) for d in self.missing],
+            "revisions": self.revisions,
+            "dry_run": self.dry_run,
+        }
 
 
 def roots(ws: Workspace, revisions: list[str]) -> tuple[set[Digest], list[Digest], list[str]]:
@@ -85,4 +97,4 @@ def collect_garbage(
         swept = sweep(ws.store, keep, dry_run=dry_run)
         if swept.removed and not dry_run:
             ws.stat_cache.forget_complete()
-    return GcReport(swept, missing, used)
+    return GcReport(swept, missing, used, dry_run)

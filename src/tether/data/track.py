@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tether.data import content, paths, pointer, tree
 from tether.data.pointer import Pointer
@@ -37,6 +38,24 @@ class AddReport:
     hashed_files: int
     hashed_bytes: int
     stored_small_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": [
+                {
+                    "path": r.pointer.path,
+                    "pointer": r.pointer.pointer_path,
+                    "type": r.pointer.type,
+                    "digest": str(r.pointer.digest),
+                    "size": r.pointer.size,
+                    "files": r.pointer.files,
+                    "changed": r.changed,
+                }
+                for r in self.results
+            ],
+            "hashed_files": self.hashed_files,
+            "hashed_bytes": self.hashed_bytes,
+        }
 
 
 def add(

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tether.data import content, paths
 from tether.data.checkout import CheckoutReport, checkout
@@ -64,6 +65,16 @@ class DataTransferReport:
     skipped: int  # objects the other side already had
     failed: list[str] = field(default_factory=list)
     repaired: int = 0  # corrupt local objects set aside and fetched again (pull)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "packs": self.packs,
+            "already_there": self.skipped,
+            "repaired": self.repaired,
+        }
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tether.errors import KitfileError, UsageError
 from tether.hashing import Digest, hash_file
@@ -45,6 +45,20 @@ class PackResult:
     run_id: str | None = None  # the run that made it, when known
     run_link: str | None = None  # from-run | detected
     provenance: Digest | None = None  # the referrer holding its provenance Statement
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": str(self.digest),
+            "size": self.manifest.total_size,
+            "tags": [
+                {"ref": c.ref, "action": c.action, "previous": str(c.old) if c.old else None}
+                for c in self.tags
+            ],
+            "warnings": self.warnings,
+            "run": self.run_id,
+            "run_link": self.run_link,
+            "provenance": str(self.provenance) if self.provenance else None,
+        }
 
 
 def find_kitfile(context: Path, kitfile: str | Path | None) -> Path:

@@ -59,6 +59,21 @@ class RegistryTransferReport:
     provenance: int = 0  # provenance documents that travelled with it
     provenance_refused: int = 0  # referrers that claimed to be provenance and were not
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "digest": str(self.digest),
+            "blobs": self.blobs,
+            "moved": self.moved,
+            "mounted": self.mounted,
+            "present": self.present,
+            "bytes_moved": self.bytes_moved,
+            "skipped_layers": self.skipped,
+            "tag_overtaken": str(self.tag_overtaken) if self.tag_overtaken else None,
+            "provenance": self.provenance,
+            "provenance_refused": self.provenance_refused,
+        }
+
 
 @dataclass(frozen=True)
 class RemoteTag:

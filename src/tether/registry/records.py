@@ -122,3 +122,12 @@ class ModelSummary:
     latest: int | None
     aliases: dict[str, int] = field(default_factory=dict)
     remote: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": self.versions,
+            "latest": self.latest,
+            "aliases": self.aliases,
+            "remote": self.remote,
+        }
