@@ -98,14 +98,6 @@ def alias_version(conn: Connection, name: str, alias: str) -> int | None:
     return int(row["version"]) if row else None
 
 
-def aliases_of_version(conn: Connection, name: str, version: int) -> list[str]:
-    rows = conn.execute(
-        "SELECT alias FROM model_aliases WHERE model = ? AND version = ? ORDER BY alias",
-        (name, version),
-    )
-    return [r["alias"] for r in rows]
-
-
 def latest_in_use(conn: Connection, name: str) -> int | None:
     row = conn.execute(
         "SELECT max(version) AS n FROM model_versions WHERE model = ? AND archived IS NULL",
@@ -121,13 +113,6 @@ def version_of_digest(conn: Connection, name: str, digest: str) -> int | None:
     return None if row is None else int(row["version"])
 
 
-def digest_of(conn: Connection, name: str, version: int) -> str | None:
-    row = conn.execute(
-        "SELECT digest FROM model_versions WHERE model = ? AND version = ?", (name, version)
-    ).fetchone()
-    return None if row is None else str(row["digest"])
-
-
 def version_made_by_run(conn: Connection, name: str, run_id: str) -> tuple[int, str] | None:
     """The newest version in use of ``name`` whose ModelKit ``run_id`` made."""
     row = conn.execute(
@@ -137,15 +122,6 @@ def version_made_by_run(conn: Connection, name: str, run_id: str) -> tuple[int, 
         (name, run_id),
     ).fetchone()
     return None if row is None else (int(row["version"]), str(row["digest"]))
-
-
-def versions_of_digest(conn: Connection, digest: str) -> list[ModelVersion]:
-    """Every version, of any model, whose ModelKit is ``digest``."""
-    rows = conn.execute(
-        "SELECT model, version FROM model_versions WHERE digest = ? ORDER BY model, version",
-        (digest,),
-    )
-    return [v for r in rows for v in versions(conn, r["model"], int(r["version"]))]
 
 
 def add_version(conn: Connection, version: ModelVersion) -> None:
@@ -226,10 +202,6 @@ def events(conn: Connection, name: str, alias: str | None = None) -> list[ModelE
         sql += " AND alias = ?"
         params += (alias,)
     return [_event(r) for r in conn.execute(sql + " ORDER BY at, id", params)]
-
-
-def event_uids(conn: Connection, name: str) -> set[str]:
-    return {r["uid"] for r in conn.execute("SELECT uid FROM model_events WHERE model = ?", (name,))}
 
 
 def previous_version(conn: Connection, name: str, alias: str) -> int | None:
