@@ -155,3 +155,47 @@ def test_env_show_current(project: Workspace, tether: Callable[..., Result]) -> 
     result = tether("env", "show")
     assert result.exit_code == 0
     assert "python      cpython" in result.output and "click==" in result.output
+
+
+def test_env_show_json_is_the_record_with_its_digest(
+    project: Workspace, tether: Callable[..., Result]
+) -> None:
+    result = tether("env", "show", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{") :])
+    digest = data.pop("digest")
+    assert Environment(data).digest == digest
+    assert data["packages"]["click"]
+
+
+def test_typed_facts_read_an_old_record_with_sections_missing() -> None:
+    # A record of an older release: no cpu flags, no os distro, no gpu, no sources.
+    old = Environment(
+        {
+            "format": 1,
+            "python": {"implementation": "cpython", "version": "3.10.4"},
+            "packages": {"numpy": "1.26.4", "torch": "2.1.0"},
+            "os": {"system": "Linux", "release": "5.15.0", "machine": "x86_64"},
+            "cpu": {"count": 8},
+            "package_sources": {"torch": {"vcs": "git", "commit": "abc123"}},
+        }
+    )
+    assert old.python.label == "cpython 3.10.4" and not old.python.virtualenv
+    assert old.os.label == "Linux 5.15.0 x86_64"
+    assert old.cpu.count == 8 and old.cpu.flags == () and old.cpu.model == ""
+    assert old.gpu is None and old.memory_bytes == 0 and dict(old.cuda_libraries) == {}
+    assert old.package_sources["torch"].vcs == "git"
+    assert not old.package_sources["torch"].editable
+    # The typed view never changes what the digest is taken of.
+    assert Environment(json.loads(old.canonical)).digest == old.digest
+    with_gpu = Environment(
+        {
+            **old.body,
+            "gpu": {
+                "devices": [{"name": "H200", "driver": "560.35", "memory_mib": "143771"}],
+                "cuda_driver_api": "12.6",
+            },
+        }
+    )
+    assert with_gpu.gpu is not None and with_gpu.gpu.devices[0].name == "H200"
+    assert with_gpu.gpu.cuda_driver_api == "12.6"

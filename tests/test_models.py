@@ -100,6 +100,8 @@ def test_refused_changes_change_nothing(project: Workspace, tether: Tether) -> N
         (("model", "register", "recs", "--from", "no-such-thing"), "neither a ModelKit"),
         (("model", "rollback", "recs", "production"), "nothing to roll back to"),
         (("model", "show", "recs@v0"), "is not a version"),
+        (("model", "push", "recs"), "recs has not been pushed to a registry"),
+        (("model", "history", "recs", "--remote"), "recs has not been pushed to a registry"),
     ]:
         r = tether(*bad)
         assert r.exit_code in (1, 2) and message in r.output, (bad, r.output)

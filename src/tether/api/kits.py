@@ -1,44 +1,26 @@
 """Use cases on ModelKits that the CLI, the web UI and the server share: describing a
-ModelKit wherever it is (the local store first, else its registry)."""
+ModelKit wherever it is (the local store first, else its registry), listing a registry
+repository's tags, tagging and removing in the store or on a registry, and unpacking
+from either."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tether.api.registry import DEFAULT_NETWORK, NetworkOptions
 from tether.errors import ModelKitNotFound, UsageError
 from tether.oci.reference import parse_reference
 
 if TYPE_CHECKING:
     from tether.modelkit.provenance import Provenance
-    from tether.oci.client import RegistryClient
+    from tether.modelkit.remote import RemoteTag
+    from tether.modelkit.tags import TagChange
+    from tether.modelkit.unpack import UnpackReport
     from tether.workspace import Workspace
 
-
-@dataclass(frozen=True)
-class NetworkOptions:
-    """How to reach registries, as the command line gives it; unset values come from
-    the settings (``registry.plain_http``, ``registry.concurrency``)."""
-
-    plain_http: bool = False
-    insecure: bool = False
-    ca_file: str | None = None
-    concurrency: int | None = None
-
-    def client(self, registry: str, ws: Workspace | None = None) -> RegistryClient:
-        from tether import config
-        from tether.modelkit.remote import connection_for, open_client
-
-        settings = ws.settings if ws is not None else config.load(None)
-        connection = connection_for(
-            settings,
-            registry,
-            plain_http=self.plain_http,
-            insecure=self.insecure,
-            ca_file=self.ca_file,
-            concurrency=self.concurrency,
-        )
-        return open_client(registry, connection, ws=ws)
+__all__ = ["NetworkOptions"]  # re-exported: kits.NetworkOptions is what most callers want
 
 
 @dataclass(frozen=True)
@@ -64,7 +46,7 @@ def describe(
     *,
     remote: bool = False,
     provenance: bool = False,
-    network: NetworkOptions = NetworkOptions(),
+    network: NetworkOptions = DEFAULT_NETWORK,
 ) -> KitDescription:
     """The ModelKit ``ref`` names: from the local store, else (a REF with a registry)
     from the registry, manifest and Kitfile only. ``remote`` skips the store."""
@@ -103,3 +85,132 @@ def describe(
                 for _, _, parsed in fetch_provenance(client, where.repository or "", kit.digest)
             )
     return KitDescription(describe_kit(kit, [ref]), "registry", found)
+
+
+@dataclass(frozen=True)
+class RegistryTags:
+    repository: str
+    tags: tuple[RemoteTag, ...]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {"repository": self.repository, "tag": t.tag, "digest": str(t.digest)}
+            for t in self.tags
+        ]
+
+
+def registry_tags(
+    ws: Workspace | None, repository: str, network: NetworkOptions = DEFAULT_NETWORK
+) -> RegistryTags:
+    """Every tag of REGISTRY/REPO with the digest it points at."""
+    from tether.modelkit.remote import remote_ref, remote_tags
+
+    ref = remote_ref(repository)
+    with network.client(ref.registry or "", ws) as client:
+        return RegistryTags(ref.name, tuple(remote_tags(client, repository)))
+
+
+@dataclass(frozen=True)
+class TagRequest:
+    source: str  # a ModelKit: REPO:TAG, sha256:… (with remote: REGISTRY/REPO:TAG)
+    target: str  # REPO:TAG (with remote: REGISTRY/REPO:TAG on the same registry)
+    force: bool = False  # move a version tag that points elsewhere
+    remote: bool = False  # tag on the registry, downloading nothing
+
+
+def tag(
+    ws: Workspace | None, request: TagRequest, network: NetworkOptions = DEFAULT_NETWORK
+) -> TagChange:
+    """Give a ModelKit another tag, in the store or (``remote``) on its registry."""
+    from tether.modelkit.tags import TagChange, set_tags
+
+    if request.remote:
+        from tether import config
+        from tether.modelkit.remote import remote_ref, tag_remote
+
+        settings = ws.settings if ws is not None else config.load(None)
+        with network.client(remote_ref(request.target).registry or "", ws) as client:
+            digest, old = tag_remote(
+                client,
+                request.source,
+                request.target,
+                force=request.force,
+                is_version_tag=settings.is_version_tag,
+            )
+        action: Literal["set", "move", "unchanged"] = (
+            "unchanged" if old == digest else "set" if old is None else "move"
+        )
+        return TagChange(request.target, action, old, digest)
+    if ws is None:
+        raise UsageError("tagging in the store needs a project", hint="run it in a project")
+    entry = ws.index.resolve(parse_reference(request.source))
+    (change,) = set_tags(
+        ws, [parse_reference(request.target)], entry.descriptor, force=request.force
+    )
+    return change
+
+
+def remove(
+    ws: Workspace | None,
+    ref: str,
+    *,
+    remote: bool = False,
+    force: bool = False,
+    network: NetworkOptions = DEFAULT_NETWORK,
+) -> tuple[str, ...]:
+    """Remove a tag or, by digest, a ModelKit with all its tags: in the store (blobs
+    stay until gc) or on the registry. Returns what was removed."""
+    if remote:
+        from tether.modelkit.remote import remote_ref, remove_remote
+
+        with network.client(remote_ref(ref).registry or "", ws) as client:
+            return tuple(remove_remote(client, ref, force=force))
+    from tether.modelkit.tags import remove as remove_tags
+
+    if ws is None:
+        raise UsageError("removing from the store needs a project", hint="run it in a project")
+    return tuple(change.ref for change in remove_tags(ws, parse_reference(ref)))
+
+
+@dataclass(frozen=True)
+class UnpackRequest:
+    ref: str
+    directory: Path
+    filters: tuple[str, ...] = ()  # kitfile, model, code, datasets[:NAME], …
+    overwrite: bool = False  # replace files that differ
+    dry_run: bool = False
+
+
+def unpack(
+    ws: Workspace, request: UnpackRequest, network: NetworkOptions = DEFAULT_NETWORK
+) -> UnpackReport:
+    """Unpack a ModelKit from the store; one on a registry that the store lacks is
+    fetched first (only the layers the filters select)."""
+    from tether.modelkit.unpack import unpack as unpack_local
+
+    r = request
+    try:
+        return unpack_local(
+            ws,
+            r.ref,
+            r.directory,
+            filters=list(r.filters),
+            overwrite=r.overwrite,
+            dry_run=r.dry_run,
+        )
+    except ModelKitNotFound:
+        registry = parse_reference(request.ref).registry
+        if registry is None:
+            raise
+    from tether.modelkit.remote import unpack_remote
+
+    with network.client(registry, ws) as client:
+        return unpack_remote(
+            ws,
+            r.ref,
+            client,
+            r.directory,
+            filters=list(r.filters),
+            overwrite=r.overwrite,
+            dry_run=r.dry_run,
+        )

@@ -74,7 +74,7 @@ class RunDetail:
 
     def to_json(self) -> dict[str, Any]:
         data = self.run.to_json()
-        data["environment"] = None if self.environment is None else dict(self.environment.body)
+        data["environment"] = None if self.environment is None else self.environment.to_json()
         data["links"] = [link.to_json() for link in self.links]
         return data
 
@@ -191,6 +191,14 @@ def environment(ws: Workspace, ref: str, *, report: Reporter = SILENT) -> Enviro
             hint="see the warnings in 'tether runs show'",
         )
     return found
+
+
+def current_environment(ws: Workspace, python: str | None = None) -> Environment:
+    """The environment a run started now would record: tether's own interpreter, or
+    the one at ``python``."""
+    from tether.envcapture.environment import capture, capture_current
+
+    return capture_current(ws.root) if python is None else capture(python, ws.root)
 
 
 def environment_diff(

@@ -1,5 +1,4 @@
-"""The connection options of every command that talks to a registry, and the client
-built from them."""
+"""The connection options of every command that talks to a registry."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from tether.oci.client import RegistryClient
-    from tether.workspace import Workspace
+    from tether.api.registry import NetworkOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -46,13 +44,10 @@ def network_options(fn: F) -> F:
     return fn
 
 
-def client_for(registry: str, opts: dict[str, Any], ws: Workspace | None = None) -> RegistryClient:
-    """A registry client for ``registry`` from the command's network options."""
-    from tether.api.kits import NetworkOptions
+def network(kwargs: dict[str, Any]) -> NetworkOptions:
+    """Take the network options off a command's keyword arguments."""
+    from tether.api.registry import NetworkOptions
 
-    return NetworkOptions(**opts).client(registry, ws)
-
-
-def network(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Split the network options off a command's keyword arguments."""
-    return {k: kwargs.pop(k) for k in ("plain_http", "insecure", "ca_file", "concurrency")}
+    return NetworkOptions(
+        **{k: kwargs.pop(k) for k in ("plain_http", "insecure", "ca_file", "concurrency")}
+    )

@@ -403,28 +403,16 @@ def remote_add(
 @click.pass_context
 def remote_list(ctx: click.Context, as_json: bool) -> None:
     """List the configured data remotes."""
-    from tether.data.remote import default_remote, list_remotes
+    from tether.data.remote import remotes
 
-    ws = open_workspace(ctx)
-    remotes = list_remotes(ws)
-    default = default_remote(ws)
+    found = remotes(open_workspace(ctx))
     if as_json:
-        emit_json(
-            [
-                {
-                    "name": r.name,
-                    "url": r.url,
-                    "endpoint_url": r.endpoint_url,
-                    "default": r.name == default,
-                }
-                for r in remotes
-            ]
-        )
+        emit_json(found.to_json())
         return
-    if not remotes:
+    if not found.remotes:
         click.echo("no remotes (add one with 'tether remote add NAME URL --default')")
-    for r in remotes:
-        click.echo(f"{r.name}{' *' if r.name == default else ''}  {r.url}")
+    for r in found.remotes:
+        click.echo(f"{r.name}{' *' if r.name == found.default else ''}  {r.url}")
 
 
 @remote.command("remove")

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tether.cli import cli
-from tether.cli._network import client_for, network, network_options
+from tether.cli._network import network, network_options
 from tether.cli._output import CliReporter, emit_json, human_size, info, lines, secho, table, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
+    from tether.api.registry import NetworkOptions
     from tether.modelkit.provenance import Provenance
     from tether.modelkit.unpack import UnpackReport
     from tether.workspace import Workspace
@@ -150,20 +151,21 @@ def list_(ctx: click.Context, /, repository: str | None, as_json: bool, **kwargs
 
 
 def _list_remote(
-    ws: Workspace | None, repository: str, opts: dict[str, Any], as_json: bool
+    ws: Workspace | None, repository: str, opts: NetworkOptions, as_json: bool
 ) -> None:
-    from tether.modelkit.remote import remote_ref, remote_tags
+    from tether.api import kits
 
-    ref = remote_ref(repository)
-    with client_for(ref.registry or "", opts, ws) as client:
-        tags = remote_tags(client, repository)
+    found = kits.registry_tags(ws, repository, opts)
     if as_json:
-        emit_json([{"repository": ref.name, "tag": t.tag, "digest": str(t.digest)} for t in tags])
+        emit_json(found.to_json())
         return
-    if not tags:
-        info(f"{ref.name} has no tags")
+    if not found.tags:
+        info(f"{found.repository} has no tags")
         return
-    table(["repository", "tag", "digest"], [[ref.name, t.tag, t.digest.short] for t in tags])
+    table(
+        ["repository", "tag", "digest"],
+        [[found.repository, t.tag, t.digest.short] for t in found.tags],
+    )
 
 
 @cli.command()
@@ -196,7 +198,7 @@ def inspect(
         ref,
         remote=remote,
         provenance=provenance,
-        network=kits.NetworkOptions(**network(kwargs)),
+        network=network(kwargs),
     )
     if found.provenance is not None:
         _print_provenance(found.digest, list(found.provenance), as_json)
@@ -336,42 +338,17 @@ def tag(
 ) -> None:
     """Give the ModelKit SOURCE another tag, REPO:TAG (with --remote, on the registry,
     without downloading anything)."""
-    from tether.modelkit.tags import set_tags
-    from tether.oci.reference import parse_reference
+    from tether.api import kits
 
-    if remote:
-        from tether.modelkit.remote import remote_ref, tag_remote
-
-        ws = open_workspace(ctx, required=False)
-        from tether import config
-
-        settings = ws.settings if ws is not None else config.load(None)
-        with client_for(remote_ref(target).registry or "", network(kwargs), ws) as client:
-            digest, old = tag_remote(
-                client,
-                source,
-                target,
-                force=force,
-                is_version_tag=settings.is_version_tag,
-            )
-        if old == digest:
-            click.echo(f"{target} already points at {digest.short}")
-        elif old is not None:
-            click.echo(f"Moved {target}: {old.short} -> {digest.short}")
-        else:
-            click.echo(f"Tagged {target} -> {digest.short}")
-        return
-    ws = open_workspace(ctx)
-    entry = ws.index.resolve(parse_reference(source))
-    (change,) = set_tags(ws, [parse_reference(target)], entry.descriptor, force=force)
+    ws = open_workspace(ctx, required=not remote)
+    change = kits.tag(ws, kits.TagRequest(source, target, force, remote), network(kwargs))
+    new = change.new.short if change.new else "-"
     if change.action == "unchanged":
-        click.echo(f"{change.ref} already points at {entry.digest.short}")
+        click.echo(f"{change.ref} already points at {new}")
     elif change.action == "move":
-        click.echo(
-            f"Moved {change.ref}: {change.old.short if change.old else '-'} -> {entry.digest.short}"
-        )
+        click.echo(f"Moved {change.ref}: {change.old.short if change.old else '-'} -> {new}")
     else:
-        click.echo(f"Tagged {change.ref} -> {entry.digest.short}")
+        click.echo(f"Tagged {change.ref} -> {new}")
 
 
 @cli.command()
@@ -396,19 +373,14 @@ def remove(ctx: click.Context, /, ref: str, remote: bool, force: bool, **kwargs:
     The blobs stay in the store until 'tether gc'. With --remote the tag or manifest is
     deleted on the registry, where it allows deletes.
     """
-    from tether.modelkit.tags import remove as do_remove
-    from tether.oci.reference import parse_reference
+    from tether.api import kits
 
+    ws = open_workspace(ctx, required=not remote)
+    removed = kits.remove(ws, ref, remote=remote, force=force, network=network(kwargs))
+    for gone in removed:
+        click.echo(f"Removed {gone}" + (" from the registry" if remote else ""))
     if remote:
-        from tether.modelkit.remote import remote_ref, remove_remote
-
-        ws = open_workspace(ctx, required=False)
-        with client_for(remote_ref(ref).registry or "", network(kwargs), ws) as client:
-            for gone in remove_remote(client, ref, force=force):
-                click.echo(f"Removed {gone} from the registry")
         return
-    for change in do_remove(open_workspace(ctx), parse_reference(ref)):
-        click.echo(f"Removed {change.ref}")
     info("run 'tether gc' to free the space of blobs nothing references any more")
 
 
@@ -454,31 +426,10 @@ def unpack(
     registry that the store does not hold is fetched first: only the layers the
     filters select.
     """
-    from tether.errors import ModelKitNotFound
-    from tether.modelkit.unpack import unpack as do_unpack
-    from tether.oci.reference import parse_reference
+    from tether.api import kits
 
-    ws = open_workspace(ctx)
-    try:
-        report = do_unpack(
-            ws, ref, Path(directory), filters=list(filters), overwrite=overwrite, dry_run=dry_run
-        )
-    except ModelKitNotFound:
-        registry = parse_reference(ref).registry
-        if registry is None:
-            raise
-        from tether.modelkit.remote import unpack_remote
-
-        with client_for(registry, network(kwargs), ws) as client:
-            report = unpack_remote(
-                ws,
-                ref,
-                client,
-                Path(directory),
-                filters=list(filters),
-                overwrite=overwrite,
-                dry_run=dry_run,
-            )
+    request = kits.UnpackRequest(ref, Path(directory), filters, overwrite, dry_run)
+    report = kits.unpack(open_workspace(ctx), request, network(kwargs))
     _print_report(report, as_json, "Unpacked")
 
 
@@ -506,18 +457,7 @@ def rollback(ctx: click.Context, ref: str, dry_run: bool, clean: bool, as_json: 
 
 def _print_report(report: UnpackReport, as_json: bool, verb: str) -> None:
     if as_json:
-        emit_json(
-            {
-                "digest": report.digest,
-                "target": str(report.target),
-                "written": report.written,
-                "replaced": report.replaced,
-                "unchanged": report.unchanged,
-                "extra": report.extra,
-                "removed": report.removed,
-                "dry_run": report.dry_run,
-            }
-        )
+        emit_json(report.to_json())
         return
     prefix = "would " if report.dry_run else ""
     for rel in report.written:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tether.cli import cli
-from tether.cli._network import client_for, network, network_options
+from tether.cli._network import network, network_options
 from tether.cli._output import emit_json, short_digest, table, timestamp, warn
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
-    from tether.registry.records import ModelEvent
+    pass
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _reason = click.option("-m", "--message", "reason", help="Why: recorded in the history.")
@@ -210,7 +210,10 @@ def history(
     NAME may be REGISTRY/REPOSITORY: the history is then read from the registry alone,
     with no project needed.
     """
-    events = _history(ctx, name, alias, remote, kwargs)
+    from tether.api import models
+
+    query = models.HistoryQuery(name, alias, remote)
+    events = models.history(open_workspace(ctx, required=False), query, network(kwargs))
     if as_json:
         emit_json([e.to_json() for e in events])
         return
@@ -230,37 +233,6 @@ def history(
         for e in events
     ]
     table(["when", "alias", "action", "from", "to", "who", "reason"], rows)
-
-
-def _history(
-    ctx: click.Context, name: str, alias: str | None, remote: bool, kwargs: dict[str, Any]
-) -> list[ModelEvent]:
-    from tether.registry.models import history as local_history
-
-    ws = open_workspace(ctx, required=False)
-    from tether.oci.reference import parse_reference
-
-    if remote or parse_reference(name, default_tag=False).registry is not None:
-        from tether.registry.remote import remote_history
-
-        target = name
-        if remote:
-            from tether.registry.models import list_models
-
-            if ws is None:
-                raise click.UsageError("--remote needs a project, or give REGISTRY/REPO")
-            found = {m.name: m.remote for m in list_models(ws)}
-            if not found.get(name):
-                raise click.UsageError(f"{name} has not been pushed (tether model push)")
-            target = str(found[name])
-        from tether.modelkit.remote import remote_ref
-
-        with client_for(remote_ref(target).registry or "", network(kwargs), ws) as client:
-            events = remote_history(client, target)
-        return [e for e in events if alias is None or e.alias == alias]
-    if ws is None:
-        ws = open_workspace(ctx)
-    return local_history(ws, name, alias)
 
 
 @model.command()
@@ -286,19 +258,15 @@ def rollback(
 ) -> None:
     """Move ALIAS of model NAME back: by default to the version it pointed at before
     its last move; --to names one. Recorded like any move."""
-    from tether.registry.models import resolve
-    from tether.registry.models import restore as restore_files
-    from tether.registry.models import rollback as do_rollback
+    from tether.api import models
 
-    ws = open_workspace(ctx)
-    event = do_rollback(ws, name, alias, to=to, reason=reason)
-    report = restore_files(ws, resolve(ws, f"{name}@v{event.new_version}")) if restore else None
+    result = models.rollback(
+        open_workspace(ctx), models.RollbackRequest(name, alias, to, reason, restore)
+    )
     if as_json:
-        out = event.to_json()
-        if report is not None:
-            out["restored"] = {"written": report.written, "replaced": report.replaced}
-        emit_json(out)
+        emit_json(result.to_json())
         return
+    event, report = result.event, result.restored
     click.echo(f"{name}:{alias} -> v{event.new_version} (was v{event.old_version})")
     if report is not None:
         changed = len(report.written) + len(report.replaced)
@@ -341,22 +309,14 @@ def push(
 
     The destination is remembered; later pushes may leave it out.
     """
-    from tether.modelkit.remote import remote_ref
-    from tether.registry.models import list_models
-    from tether.registry.remote import push_model
+    from tether.api import models
 
-    ws = open_workspace(ctx)
-    if destination is None:
-        destination = next((m.remote for m in list_models(ws) if m.name == name), None)
-        if destination is None:
-            raise click.UsageError(f"where to? tether model push {name} REGISTRY/REPO")
-    with client_for(remote_ref(destination).registry or "", network(kwargs), ws) as client:
-        report = push_model(ws, client, name, destination)
+    report = models.push(open_workspace(ctx), name, destination, network(kwargs))
     if as_json:
         emit_json(report.to_json())
         return
     click.echo(
-        f"Pushed {name} to {destination}: {len(report.versions)} versions, "
+        f"Pushed {name} to {report.destination}: {len(report.versions)} versions, "
         f"aliases {', '.join(report.aliases) or '-'}, {report.events} history events"
     )
 

@@ -115,11 +115,13 @@ def gc(
     if remote is not None:
         from tether.data.transfer import sweep_remote
 
-        name, removed = sweep_remote(ws, remote)
+        swept = sweep_remote(ws, remote)
         if as_json:
-            emit_json({"remote": name, "removed_temp_files": list(removed)})
+            emit_json(swept.to_json())
         else:
-            click.echo(f"removed {len(removed)} stale temporary file(s) from remote {name}")
+            click.echo(
+                f"removed {len(swept.removed)} stale temporary file(s) from remote {swept.remote}"
+            )
         return
     delete = force and not dry_run
     report = collect_garbage(

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from tether.cli import cli
-from tether.cli._network import client_for, json_option, network, network_options
+from tether.cli._network import json_option, network, network_options
 from tether.cli._output import CliReporter, emit_json, human_size, info, warn
 from tether.cli._workspace import open_workspace
 
@@ -29,10 +29,8 @@ def login(registry: str, username: str | None, password_stdin: bool, **kwargs: A
     ~/.docker/config.json (mode 0600; $DOCKER_CONFIG moves it) or in the credential
     helper configured there, where docker, podman, skopeo and kit find it too.
     """
-    from tether import config
+    from tether.api import registry as api
     from tether.errors import UsageError
-    from tether.modelkit.remote import connection_for
-    from tether.modelkit.remote import login as do_login
     from tether.oci.credentials import Credential
 
     registry = _registry_name(registry)
@@ -52,14 +50,7 @@ def login(registry: str, username: str | None, password_stdin: bool, **kwargs: A
         )
     if not secret:
         raise UsageError("empty password", hint="give the password or an access token")
-    connection = connection_for(
-        config.load(None),
-        registry,
-        plain_http=opts["plain_http"],
-        insecure=opts["insecure"],
-        ca_file=opts["ca_file"],
-    )
-    where = do_login(registry, connection, Credential(username, secret))
+    where = api.login(registry, Credential(username, secret), opts)
     click.echo(f"Login to {registry} succeeded; credential stored in {where}")
 
 
@@ -92,17 +83,14 @@ def push(
     holds is mounted, not sent); big blobs go up in chunks, so an interrupted push
     resumes where it stopped. The manifest goes last, then the tag.
     """
-    from tether.modelkit.remote import push as do_push
-    from tether.modelkit.remote import remote_ref
+    from tether.api import registry as api
 
     ws = open_workspace(ctx)
-    dest = remote_ref(destination or source)
-    progress = CliReporter(f"push {dest.name}")
-    with client_for(dest.registry or "", network(kwargs), ws) as client:
-        try:
-            report = do_push(ws, source, destination, client, report=progress)
-        finally:
-            progress.stop()
+    progress = CliReporter(f"push {destination or source}")
+    try:
+        report = api.push(ws, source, destination, network=network(kwargs), report=progress)
+    finally:
+        progress.stop()
     if as_json:
         emit_json(report.to_json())
         return
@@ -146,19 +134,15 @@ def pull(
     Every blob is checked against its digest and size while it streams; nothing that
     fails is kept. The local copy is tagged REGISTRY/REPO:TAG.
     """
-    from tether.modelkit.remote import pull as do_pull
-    from tether.modelkit.remote import remote_ref
+    from tether.api import registry as api
 
     ws = open_workspace(ctx)
-    target = remote_ref(ref)
-    progress = CliReporter(f"pull {target.name}")
-    with client_for(target.registry or "", network(kwargs), ws) as client:
-        try:
-            report, _ = do_pull(
-                ws, ref, client, filters=list(filters), force=force, report=progress
-            )
-        finally:
-            progress.stop()
+    progress = CliReporter(f"pull {ref}")
+    try:
+        request = api.PullRequest(ref, filters, force)
+        report = api.pull(ws, request, network=network(kwargs), report=progress)
+    finally:
+        progress.stop()
     if as_json:
         emit_json(report.to_json())
         return

@@ -38,10 +38,9 @@ def _show_plan(plan: Plan) -> None:
     for path in plan.outputs:
         info(f"  output    {path}  (removed, then verified)")
     if plan.environment is not None:
-        py = plan.environment.python
         info(
-            f"  env       {plan.env_mode}: recorded {py.get('implementation')} "
-            f"{py.get('version')}, {len(plan.environment.packages)} package(s)"
+            f"  env       {plan.env_mode}: recorded {plan.environment.python.label}, "
+            f"{len(plan.environment.packages)} package(s)"
             + (
                 f", installing the {len(plan.spec.install)} imported and their dependencies"
                 if plan.spec and plan.spec.install

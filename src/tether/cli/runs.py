@@ -278,12 +278,9 @@ def runs_show(ctx: click.Context, run_ref: str, as_json: bool) -> None:
                 ],
             )
     if env is not None:
-        py = env.python
         click.echo(
-            f"env      {short_digest(r.env_digest)}: "
-            f"{py.get('implementation')} {py.get('version')}, "
-            f"{len(env.packages)} packages, {env.body.get('os', {}).get('distro') or ''} "
-            f"{env.body.get('os', {}).get('release', '')}".rstrip()
+            f"env      {short_digest(r.env_digest)}: {env.python.label}, "
+            f"{len(env.packages)} packages, {env.os.distro or env.os.system} {env.os.release}"
         )
         if env.env_vars:
             click.echo("         " + " ".join(f"{k}={v}" for k, v in env.env_vars.items()))
@@ -389,36 +386,26 @@ def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_jso
     """Show RUN's environment, or the current one: interpreter, packages, lock files,
     OS, CPU, memory, GPU and the variables that change results."""
     from tether.api import runs
-    from tether.envcapture.environment import capture, capture_current
 
     ws = open_workspace(ctx)
     if run_ref:
         environment = runs.environment(ws, run_ref, report=lines())
-    elif python:
-        environment = capture(python, ws.root)
     else:
-        environment = capture_current(ws.root)
+        environment = runs.current_environment(ws, python)
     if as_json:
-        emit_json({"digest": environment.digest, **environment.body})
+        emit_json(environment.to_json())
         return
-    body = environment.body
-    py = environment.python
+    py, os_, cpu, gpu = environment.python, environment.os, environment.cpu, environment.gpu
     click.echo(f"environment {environment.digest}")
-    click.echo(f"python      {py.get('implementation')} {py.get('version')}"
-               + (" (virtualenv)" if py.get("virtualenv") else ""))  # fmt: skip
-    os_ = body.get("os", {})
-    click.echo(f"os          {os_.get('distro') or os_.get('system')} {os_.get('release')} "
-               f"{os_.get('machine')} {os_.get('libc', '')}".rstrip())  # fmt: skip
-    cpu = body.get("cpu", {})
-    click.echo(f"cpu         {cpu.get('model')} x{cpu.get('count')}, "
-               f"{len(cpu.get('flags', []))} flags")  # fmt: skip
-    click.echo(f"memory      {human_size(body.get('memory_bytes'))}")
-    for device in body.get("gpu", {}).get("devices", []):
-        click.echo(f"gpu         {device['name']}, driver {device['driver']}, "
-                   f"{device['memory_mib']} MiB")  # fmt: skip
-    if body.get("gpu", {}).get("cuda_driver_api"):
-        click.echo(f"cuda        {body['gpu']['cuda_driver_api']} (driver API)")
-    for name, version in body.get("cuda_libraries", {}).items():
+    click.echo(f"python      {py.label}" + (" (virtualenv)" if py.virtualenv else ""))
+    click.echo(f"os          {os_.label} {os_.libc}".rstrip())
+    click.echo(f"cpu         {cpu.model} x{cpu.count}, {len(cpu.flags)} flags")
+    click.echo(f"memory      {human_size(environment.memory_bytes)}")
+    for device in gpu.devices if gpu else ():
+        click.echo(f"gpu         {device.name}, driver {device.driver}, {device.memory_mib} MiB")
+    if gpu and gpu.cuda_driver_api:
+        click.echo(f"cuda        {gpu.cuda_driver_api} (driver API)")
+    for name, version in environment.cuda_libraries.items():
         click.echo(f"{name:<11} {version}")
     for var, value in environment.env_vars.items():
         click.echo(f"env         {var}={value}")

@@ -104,6 +104,28 @@ def default_remote(ws: Workspace) -> str | None:
     return ws.settings.data_remote or None
 
 
+@dataclass(frozen=True)
+class RemoteListing:
+    remotes: tuple[RemoteConfig, ...]
+    default: str | None
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r.name,
+                "url": r.url,
+                "endpoint_url": r.endpoint_url,
+                "default": r.name == self.default,
+            }
+            for r in self.remotes
+        ]
+
+
+def remotes(ws: Workspace) -> RemoteListing:
+    """The configured data remotes and which one is the default."""
+    return RemoteListing(tuple(list_remotes(ws)), default_remote(ws))
+
+
 def add_remote(
     ws: Workspace,
     name: str,

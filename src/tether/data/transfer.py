@@ -255,11 +255,20 @@ def push(
     return DataTransferReport(cfg.name, len(send), sent, len(groups), len(needed) - len(send))
 
 
-def sweep_remote(ws: Workspace, remote: str | None = None) -> tuple[str, tuple[str, ...]]:
+@dataclass(frozen=True)
+class RemoteSweep:
+    remote: str
+    removed: tuple[str, ...]  # temporary files of interrupted pushes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"remote": self.remote, "removed_temp_files": list(self.removed)}
+
+
+def sweep_remote(ws: Workspace, remote: str | None = None) -> RemoteSweep:
     """Remove what interrupted pushes left on a remote (temp files untouched for
-    ``TEMP_GRACE_S``); returns the remote's name and the removed paths."""
+    ``TEMP_GRACE_S``)."""
     cfg, backend = _open(ws, remote)
-    return cfg.name, backend.sweep_temps(TEMP_GRACE_S)
+    return RemoteSweep(cfg.name, tuple(backend.sweep_temps(TEMP_GRACE_S)))
 
 
 def _local_objects(ws: Workspace, pointers: list[Pointer]) -> dict[Digest, int]:

@@ -106,24 +106,16 @@ def _package_order(change: Change) -> tuple[int, str]:
 
 def diff_environments(a: Environment, b: Environment) -> EnvDiff:
     changes: list[Change] = []
-    changes += _compare("python", _flatten(a.python), _flatten(b.python))
+    changes += _compare("python", _flatten(a.section("python")), _flatten(b.section("python")))
     changes += sorted(_compare("packages", a.packages, b.packages), key=_package_order)
     changes += _compare("lock_files", a.lock_files, b.lock_files)
     changes += _compare("env_vars", a.env_vars, b.env_vars)
-    for c in _compare(
-        "env_vars", a.body.get("env_vars_withheld", {}), b.body.get("env_vars_withheld", {})
-    ):
+    for c in _compare("env_vars", a.env_vars_withheld, b.env_vars_withheld):
         # Keyed digests only, the values were never stored: say that it changed.
         new = "(another secret value)" if c.old and c.new else c.new and "(secret value)"
         changes.append(replace(c, old=c.old and "(secret value)", new=new))
     for section in ("os", "cpu", "gpu", "cuda_libraries", "package_sources"):
-        changes += _compare(
-            section, _flatten(a.body.get(section, {})), _flatten(b.body.get(section, {}))
-        )
-    if a.body.get("memory_bytes") != b.body.get("memory_bytes"):
-        changes.append(
-            Change(
-                "memory", "bytes", str(a.body.get("memory_bytes")), str(b.body.get("memory_bytes"))
-            )
-        )
+        changes += _compare(section, _flatten(a.section(section)), _flatten(b.section(section)))
+    if a.memory_bytes != b.memory_bytes:
+        changes.append(Change("memory", "bytes", str(a.memory_bytes), str(b.memory_bytes)))
     return EnvDiff(a.digest, b.digest, tuple(changes))

@@ -23,6 +23,13 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+from tether.envcapture.facts import (
+    CpuFacts,
+    GpuFacts,
+    Interpreter,
+    OsFacts,
+    PackageSource,
+)
 from tether.errors import TetherError
 from tether.hashing import Digest, hash_file
 from tether.redaction import Withholder, split_env
@@ -108,21 +115,61 @@ class Environment:
     def from_json(cls, text: str) -> Environment:
         return cls(json.loads(text))
 
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, **self.body}
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """One section of the record as recorded (what a generic diff compares)."""
+        value = self.body.get(name)
+        return value if isinstance(value, Mapping) else {}
+
+    @cached_property
+    def python(self) -> Interpreter:
+        return Interpreter.from_section(self.section("python"))
+
+    @cached_property
+    def os(self) -> OsFacts:
+        return OsFacts.from_section(self.section("os"))
+
+    @cached_property
+    def cpu(self) -> CpuFacts:
+        return CpuFacts.from_section(self.section("cpu"))
+
+    @cached_property
+    def gpu(self) -> GpuFacts | None:
+        return GpuFacts.from_section(self.section("gpu"))
+
     @property
-    def python(self) -> Mapping[str, Any]:
-        return self.body.get("python", {})  # type: ignore[no-any-return]
+    def memory_bytes(self) -> int:
+        return int(self.body.get("memory_bytes") or 0)
 
     @property
     def packages(self) -> Mapping[str, str]:
-        return self.body.get("packages", {})  # type: ignore[no-any-return]
+        return self.section("packages")
+
+    @cached_property
+    def package_sources(self) -> Mapping[str, PackageSource]:
+        return {
+            name: PackageSource.from_section(source)
+            for name, source in self.section("package_sources").items()
+        }
+
+    @property
+    def cuda_libraries(self) -> Mapping[str, str]:
+        return self.section("cuda_libraries")
 
     @property
     def env_vars(self) -> Mapping[str, str]:
-        return self.body.get("env_vars", {})  # type: ignore[no-any-return]
+        return self.section("env_vars")
+
+    @property
+    def env_vars_withheld(self) -> Mapping[str, str]:
+        """Variables whose values were withheld as secrets: name -> keyed digest."""
+        return self.section("env_vars_withheld")
 
     @property
     def lock_files(self) -> Mapping[str, str]:
-        return self.body.get("lock_files", {})  # type: ignore[no-any-return]
+        return self.section("lock_files")
 
 
 def _selected(env: Mapping[str, str]) -> dict[str, str]:

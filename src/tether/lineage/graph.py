@@ -433,10 +433,7 @@ class _Walker:
         attrs: dict[str, Any] = {"digest": digest}
         env = runs_repo.load_environment(self.db, digest)
         if env is not None:
-            python = env.python
-            attrs["python"] = (
-                f"{python.get('implementation', '')} {python.get('version', '')}".strip()
-            )
+            attrs["python"] = env.python.label
             attrs["packages"] = len(env.packages)
         label = digest[7:19] + (f" ({attrs['python']})" if attrs.get("python") else "")
         return self._add(Node(f"environment:{digest}", "environment", label, attrs))

@@ -259,15 +259,13 @@ def from_run(
 def _env_summary(env: Environment) -> dict[str, str]:
     """What a reader needs at a glance; the full record is in tether's database under
     the digest listed among the dependencies."""
-    python = env.python
-    system = env.body.get("os", {})
+    system = env.os
     out = {
-        "python": f"{python.get('implementation', '')} {python.get('version', '')}".strip(),
+        "python": env.python.label,
         "packages": str(len(env.packages)),
+        "os": " ".join(p for p in (system.system, system.release, system.machine) if p),
     }
-    if isinstance(system, Mapping):
-        out["os"] = " ".join(str(system.get(k, "")) for k in ("system", "release", "machine"))
-    return {k: v.strip() for k, v in out.items() if v.strip()}
+    return {k: v for k, v in out.items() if v}
 
 
 def _producer(ws: Workspace, run: RunRecord, digest: str) -> str | None:

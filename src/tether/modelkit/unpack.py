@@ -21,6 +21,7 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tether.errors import UnpackConflict, UnsafeArchive, UsageError
 from tether.modelkit.load import (
@@ -49,6 +50,18 @@ class UnpackReport:
     extra: list[str] = field(default_factory=list)  # rollback: files not in the version
     removed: list[str] = field(default_factory=list)  # rollback --clean
     dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "target": str(self.target),
+            "written": self.written,
+            "replaced": self.replaced,
+            "unchanged": self.unchanged,
+            "extra": self.extra,
+            "removed": self.removed,
+            "dry_run": self.dry_run,
+        }
 
 
 def unpack(

@@ -538,7 +538,7 @@ def _randomness(
             "PYTHONHASHSEED was random: iteration over sets of strings changes between "
             "processes (fix: tether run --seed N sets it)"
         )
-    if any(e.body.get("gpu") for e in envs) and not any(
+    if any(e.gpu for e in envs) and not any(
         (r.capture.seed_everything or {}).get("deterministic") for r in (a, b)
     ):
         hints.append(
@@ -557,7 +557,7 @@ def _randomness(
 
 def _threads_unpinned(env: Environment) -> bool:
     pinned = any(THREAD_VARS.match(k) for k in env.env_vars)
-    return not pinned and int(env.body.get("cpu", {}).get("count", 1)) > 1
+    return not pinned and env.cpu.count > 1
 
 
 def _output_format(store: ContentStore, outputs: tuple[OutputCheck, ...]) -> list[Cause]:

@@ -99,7 +99,7 @@ class Plan:
             "command": list(self.command),
             "cwd": self.cwd,
             "environment": self.run.env_digest,
-            "python": self.environment.python.get("version") if self.environment else None,
+            "python": self.environment.python.version if self.environment else None,
             "recreate": self.spec.to_json() if self.spec else None,
             "problems": [{"message": p.message, "hint": p.hint} for p in self.problems],
             "warnings": list(self.warnings),

@@ -95,7 +95,7 @@ def spec_for(environment: Environment, only: Collection[str] | None = None) -> E
     """The installable part of a recorded environment; with ``only`` (the distributions
     a run imported), just those, their dependencies resolved by uv within the recorded
     versions."""
-    sources: Mapping[str, Mapping[str, Any]] = environment.body.get("package_sources", {})
+    sources = environment.package_sources
     requirements: list[str] = []
     skipped: list[str] = []
     with_tether = False
@@ -103,11 +103,11 @@ def spec_for(environment: Environment, only: Collection[str] | None = None) -> E
         if name == SELF:
             with_tether = True
             continue
-        source = sources.get(name, {})
-        if source.get("editable"):
+        source = sources.get(name)
+        if source is not None and source.editable:
             skipped.append(f"{name} {version} (installed editable from a local folder)")
-        elif source.get("vcs"):
-            skipped.append(f"{name} {version} (installed from {source['vcs']})")
+        elif source is not None and source.vcs:
+            skipped.append(f"{name} {version} (installed from {source.vcs})")
         else:
             requirements.append(f"{name}=={version}")
     install: tuple[str, ...] = ()
@@ -116,8 +116,8 @@ def spec_for(environment: Environment, only: Collection[str] | None = None) -> E
         install = tuple(r for r in requirements if r.split("==", 1)[0] in wanted)
         with_tether = with_tether and SELF in wanted
     return EnvSpec(
-        implementation=str(environment.python.get("implementation", "cpython")),
-        python_version=str(environment.python.get("version", "")),
+        implementation=environment.python.implementation or "cpython",
+        python_version=environment.python.version,
         requirements=tuple(requirements),
         with_tether=with_tether,
         skipped=tuple(skipped),

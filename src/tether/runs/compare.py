@@ -73,12 +73,11 @@ def compare_runs(db: Database, runs: Sequence[RunRecord]) -> Comparison:
         put("environment", "digest", i, run.env_digest)
         env = load_environment(db, run.env_digest)
         if env is not None:
-            put("environment", "python", i, f"{env.python.get('implementation')} "
-                f"{env.python.get('version')}")  # fmt: skip
-            put("environment", "os", i, env.body.get("os", {}).get("release"))
-            put("environment", "cpu", i, env.body.get("cpu", {}).get("model"))
-            gpu = env.body.get("gpu", {}).get("devices", [])
-            put("environment", "gpu", i, ", ".join(d["name"] for d in gpu) or None)
+            put("environment", "python", i, env.python.label)
+            put("environment", "os", i, env.os.release)
+            put("environment", "cpu", i, env.cpu.model)
+            gpu = env.gpu
+            put("environment", "gpu", i, ", ".join(d.name for d in gpu.devices) if gpu else None)
             for var, value in env.env_vars.items():
                 put("environment", f"${var}", i, value)
             for name, version in env.packages.items():
