@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.repositories.run_filter import list_runs
 from tether.runs import record
@@ -184,7 +185,7 @@ def tether_logging(engine: Engine, points: int) -> float:
         elapsed = time.perf_counter() - start
         run_id = run.id
     ws = Workspace.open(root)
-    stored = len(runs_repo.metric_series(ws.db, run_id)["loss"])
+    stored = len(metrics_repo.metric_series(ws.db, run_id)["loss"])
     assert stored == points, (stored, points)
     ws.close()
     return points / elapsed
@@ -212,7 +213,7 @@ def tether_runs(engine: Engine, n: int) -> Workspace:
                 ws.db, run_id, {"lr": rng.choice(["0.1", "0.01", "0.001"]), "k": str(i % 50)}
             )
             runs_repo.set_tags(ws.db, run_id, {"team": rng.choice(["recs", "search"])})
-            runs_repo.insert_metrics(
+            metrics_repo.insert_metrics(
                 ws.db, run_id, [("acc", 0, now, rng.random()), ("loss", 0, now, rng.random())]
             )
             runs_repo.finish_run(ws.db, run_id, "finished", ended=started + 5)

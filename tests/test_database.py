@@ -22,6 +22,7 @@ from tether.db.connection import open_database
 from tether.db.url import DatabaseURL
 from tether.errors import ConfigError
 from tether.registry import models
+from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.repositories.run_filter import list_runs
 from tether.runs.record import NewRun
@@ -112,7 +113,7 @@ def test_a_database_from_release_0_1_0_opens_after_migrate(tmp_path: Path) -> No
     points = sorted(
         [i, key, step, value]
         for i in runs
-        for key, series in runs_repo.metric_series(ws.db, i).items()
+        for key, series in metrics_repo.metric_series(ws.db, i).items()
         for step, _at, value in series
     )
     assert points == facts["metrics"]
@@ -221,7 +222,7 @@ def test_eight_processes_log_and_move_aliases_at_once(project: Workspace, tmp_pa
     runs = list_runs(project.db, limit=None).runs
     assert sorted(r.name or "" for r in runs) == [f"w{i}" for i in range(8)]
     for run in runs:
-        series = runs_repo.metric_series(project.db, run.id)["loss"]
+        series = metrics_repo.metric_series(project.db, run.id)["loss"]
         assert [s for s, _at, _v in series] == list(range(10_000))
         assert run.status == "finished" and run.metrics["loss"].count == 10_000
     events = models.history(project, "recs")

@@ -9,6 +9,7 @@ import pytest
 from click.testing import Result
 
 from tether.errors import FilterError
+from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.repositories.run_filter import compile_filter, list_runs
 from tether.runs.record import NewRun
@@ -30,7 +31,7 @@ def runs(project: Workspace) -> Workspace:
         runs_repo.log_params(db, run_id, {"model": model, "k": 10 * (i + 1)})
         runs_repo.set_tags(db, run_id, {"team": team})
         if rmse is not None:
-            runs_repo.insert_metrics(
+            metrics_repo.insert_metrics(
                 db, run_id, [("rmse", 0, 0.0, rmse + 1), ("rmse", 1, 0.0, rmse)]
             )
         status = "failed" if i == 3 else "finished"

@@ -18,6 +18,7 @@ from click.testing import Result
 
 from tether.errors import ParamConflict, UsageError
 from tether.hashing import Digest, hash_file
+from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.runs.code import strip_credentials
 from tether.runs.launch import RunSpec, run_command
@@ -220,7 +221,7 @@ def test_sigterm_to_tether_records_killed(project: Workspace) -> None:
     [row] = project.db.query("SELECT status, reason FROM runs")
     assert row["status"] == "killed"
     assert "SIGTERM" in row["reason"]
-    series = runs_repo.metric_series(project.db, runs_repo.resolve(project.db, "latest"))
+    series = metrics_repo.metric_series(project.db, runs_repo.resolve(project.db, "latest"))
     assert series["progress"][0][2] == 1.0
 
 
@@ -353,7 +354,7 @@ def test_params_are_write_once_and_metrics_are_series(project: Workspace) -> Non
     loss = loaded.metrics["loss"]
     assert loss.step == 10 and loss.last != loss.last  # NaN at the last step
     assert loss.min == pytest.approx(0.2) and loss.max == 1.0 and loss.count == 6
-    series = runs_repo.metric_series(project.db, run.id, "acc")["acc"]
+    series = metrics_repo.metric_series(project.db, run.id, "acc")["acc"]
     assert [s for s, _, _ in series] == [0, 1, 2, 3, 4]
     [artifact] = loaded.files_with_role("artifact")
     assert artifact.stored and artifact.path == "artifact.txt"

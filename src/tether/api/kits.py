@@ -14,6 +14,7 @@ from tether.errors import ModelKitNotFound, UsageError
 from tether.oci.reference import parse_reference
 
 if TYPE_CHECKING:
+    from tether.modelkit.diff import FileInfo, KitDiff
     from tether.modelkit.provenance import Provenance
     from tether.modelkit.remote import RemoteTag
     from tether.modelkit.tags import TagChange
@@ -214,3 +215,37 @@ def unpack(
             overwrite=r.overwrite,
             dry_run=r.dry_run,
         )
+
+
+@dataclass(frozen=True)
+class KitContents:
+    """A ModelKit in the store with the files of each layer."""
+
+    description: KitDescription
+    files: tuple[FileInfo, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.description.to_json(),
+            "files": [
+                {"path": f.path, "size": f.size, "digest": f.digest, "mode": f.mode}
+                for f in self.files
+            ],
+        }
+
+
+def contents(ws: Workspace, ref: str) -> KitContents:
+    from tether.modelkit.diff import layer_files
+    from tether.modelkit.load import load
+
+    described = describe(ws, ref)
+    kit = load(ws, described.digest)
+    files = tuple(f for layer in kit.layers for f in layer_files(ws, layer))
+    return KitContents(described, files)
+
+
+def diff(ws: Workspace, ref_a: str, ref_b: str) -> KitDiff:
+    """What changed between two ModelKits in the store: Kitfile fields and files."""
+    from tether.modelkit.diff import diff as diff_kits
+
+    return diff_kits(ws, ref_a, ref_b)

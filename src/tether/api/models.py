@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from tether.api.registry import DEFAULT_NETWORK, NetworkOptions
 from tether.errors import UsageError
-from tether.registry.records import ModelEvent, ModelVersion
+from tether.registry.records import ModelEvent, ModelSummary, ModelVersion
 
 if TYPE_CHECKING:
+    from tether.modelkit.catalog import KitSummary
     from tether.modelkit.unpack import UnpackReport
     from tether.registry.remote import ModelPushReport
     from tether.workspace import Workspace
@@ -162,3 +163,64 @@ def push(
     target = destination or _pushed_to(ws, name)
     with network.client(remote_ref(target).registry or "", ws) as client:
         return push_model(ws, client, name, target)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The registered models and the ModelKits in the store."""
+
+    models: tuple[ModelSummary, ...]
+    kits: tuple[KitSummary, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": [m.to_json() for m in self.models],
+            "kits": [k.to_json() for k in self.kits],
+        }
+
+
+def catalog(ws: Workspace) -> Catalog:
+    from tether.modelkit.catalog import list_kits
+    from tether.registry.models import list_models
+
+    return Catalog(tuple(list_models(ws)), tuple(list_kits(ws)))
+
+
+@dataclass(frozen=True)
+class ModelOverview:
+    name: str
+    versions: tuple[ModelVersion, ...]
+    history: tuple[ModelEvent, ...]  # newest first
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [v.to_json() for v in self.versions],
+            "history": [e.to_json() for e in self.history],
+        }
+
+
+def overview(ws: Workspace, name: str) -> ModelOverview:
+    """Every version of a model (archived too) and its whole history."""
+    from tether.registry import models
+
+    with ws.db.snapshot():
+        versions = tuple(models.versions(ws, name))
+        events = tuple(reversed(models.history(ws, name)))
+    return ModelOverview(name, versions, events)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    name: str
+    alias: str
+    version: str  # v2, 2, sha256:…, or another alias
+    reason: str | None = None
+
+
+def set_alias(ws: Workspace, move: AliasMove) -> ModelEvent | None:
+    """Point an alias at a version, recorded with who and why; None when it already
+    points there."""
+    from tether.registry import models
+
+    return models.set_alias(ws, move.name, move.alias, move.version, reason=move.reason)

@@ -9,15 +9,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import RunError, UsageError
+from tether.errors import RunError, RunNotFound, UsageError
 from tether.reporting import SILENT, Reporter
+from tether.repositories import metrics as metrics_repo
 from tether.repositories import run_filter
 from tether.repositories import runs as repo
+from tether.repositories.metrics import ChartQuery as ChartQuery
+from tether.repositories.metrics import ChartSeries as ChartSeries
 from tether.runs.record import HOST, RunRecord
 
 if TYPE_CHECKING:
     from tether.envcapture.diff import EnvDiff
     from tether.envcapture.environment import Environment
+    from tether.repro.explain import Explanation
     from tether.runs.compare import Comparison
     from tether.workspace import Workspace
 
@@ -29,6 +33,7 @@ class RunQuery:
     where: str | None = None
     sort: str | None = None
     limit: int | None = 50
+    offset: int = 0  # matches skipped (a page's start)
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,39 @@ def summary_json(run: RunRecord) -> dict[str, Any]:
 
 
 def list_runs(ws: Workspace, query: RunQuery = RunQuery()) -> RunListing:
-    found = run_filter.list_runs(ws.db, where=query.where, sort=query.sort, limit=query.limit)
+    found = run_filter.list_runs(
+        ws.db, where=query.where, sort=query.sort, limit=query.limit, offset=query.offset
+    )
     return RunListing(tuple(found.runs), found.matched)
+
+
+@dataclass(frozen=True)
+class RunColumns:
+    """Every param, metric and tag key any run has: what a runs table can show."""
+
+    params: tuple[str, ...]
+    metrics: tuple[str, ...]
+    tags: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"params": list(self.params), "metrics": list(self.metrics), "tags": list(self.tags)}
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """As the filter grammar names them: metrics.KEY, params.KEY, tags.KEY."""
+        return (
+            *(f"metrics.{k}" for k in self.metrics),
+            *(f"params.{k}" for k in self.params),
+            *(f"tags.{k}" for k in self.tags),
+        )
+
+
+def columns(ws: Workspace) -> RunColumns:
+    return RunColumns(
+        tuple(repo.distinct_keys(ws.db, "run_params")),
+        tuple(repo.distinct_keys(ws.db, "run_metric_summary")),
+        tuple(repo.distinct_keys(ws.db, "run_tags")),
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +189,7 @@ def metrics(
     ws: Workspace, ref: str, key: str | None = None, *, report: Reporter = SILENT
 ) -> MetricSeries:
     run_id = repo.resolve(ws.db, ref, on_ambiguous=report.warn)
-    series = repo.metric_series(ws.db, run_id, key)
+    series = metrics_repo.metric_series(ws.db, run_id, key)
     return MetricSeries(
         run_id,
         {k: tuple(MetricPoint(s, t, v) for s, t, v in points) for k, points in series.items()},
@@ -209,3 +245,85 @@ def environment_diff(
     return diff_environments(
         environment(ws, ref_a, report=report), environment(ws, ref_b, report=report)
     )
+
+
+def chart(ws: Workspace, ref: str, query: ChartQuery) -> ChartSeries:
+    """One metric of a run as a chart ``query.width`` columns wide draws it: every point
+    when the range holds few, else min/max/mean buckets (never more than ``width``)."""
+    run_id = repo.resolve(ws.db, ref)
+    found = metrics_repo.chart(ws.db, run_id, query)
+    if found is None:
+        raise RunNotFound(
+            f"run {run_id[:12]} has no metric {query.key!r}",
+            hint="its metrics are listed by 'tether runs show'",
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class LogTail:
+    text: str  # the end of the log, decoded (undecodable bytes replaced)
+    size: int  # of the whole log, in bytes
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a run's page shows: its detail, the uncommitted diff it ran with and the end
+    of its log."""
+
+    detail: RunDetail
+    code_diff: str | None
+    log: LogTail | None
+
+
+MAX_DIFF_SHOWN = 1 << 20
+
+
+def view(ws: Workspace, ref: str, *, log_tail: int = 64 << 10) -> RunView:
+    from tether.hashing import Digest
+
+    detail = show(ws, ref)
+    run = detail.run
+    diff = None
+    if run.code.diff_digest and ws.store.has(Digest.parse(run.code.diff_digest)):
+        with ws.store.open(Digest.parse(run.code.diff_digest)) as f:
+            diff = f.read(MAX_DIFF_SHOWN).decode("utf-8", "replace")
+    tail = None
+    if run.log_digest and ws.store.has(Digest.parse(run.log_digest)):
+        digest = Digest.parse(run.log_digest)
+        with ws.store.open(digest) as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - log_tail))
+            tail = LogTail(f.read().decode("utf-8", "replace"), size, size > log_tail)
+    return RunView(detail, diff, tail)
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    """A comparison with what a page draws next to it: the runs, the metrics they
+    share, and for two runs the ``explain`` ranking of why their results differ."""
+
+    runs: tuple[RunRecord, ...]
+    comparison: Comparison
+    metric_keys: tuple[str, ...]
+    explanation: Explanation | None
+
+    def to_json(self, *, everything: bool = False) -> dict[str, Any]:
+        out = self.comparison.to_json(everything=everything)
+        out["metric_keys"] = list(self.metric_keys)
+        out["explanation"] = None if self.explanation is None else self.explanation.to_json()
+        return out
+
+
+def compare_view(ws: Workspace, refs: Sequence[str]) -> ComparisonView:
+    from tether.repro.explain import explain
+    from tether.runs.compare import compare_runs
+
+    ids = list(dict.fromkeys(repo.resolve(ws.db, r) for r in refs))
+    if len(ids) < 2:
+        raise UsageError("compare needs at least two different runs", hint="name another run")
+    records = tuple(repo.load_runs(ws.db, ids))
+    keys = sorted(set().union(*(set(r.metrics) for r in records)))
+    why = explain(ws, records[0], records[1]) if len(records) == 2 else None
+    return ComparisonView(records, compare_runs(ws.db, records), tuple(keys), why)

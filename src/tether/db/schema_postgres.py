@@ -10,6 +10,7 @@ filters use their numeric value, or the run's primary key.
 
 from __future__ import annotations
 
+from tether.db import backfill
 from tether.db.connection import Connection
 from tether.db.migrations import Migration
 
@@ -185,4 +186,32 @@ def _0007_schema(conn: Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("0007_side_effects", _0007_schema),)
+def _0008_metric_buckets(conn: Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE run_metric_buckets (
+            run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key text NOT NULL,
+            width integer NOT NULL,
+            bucket bigint NOT NULL,
+            count bigint NOT NULL,
+            finite bigint NOT NULL,
+            min_step bigint NOT NULL,
+            max_step bigint NOT NULL,
+            min_at timestamptz NOT NULL,
+            max_at timestamptz NOT NULL,
+            min double precision,
+            max double precision,
+            sum double precision,
+            last double precision,
+            PRIMARY KEY (run_id, key, width, bucket)
+        )
+        """
+    )
+    backfill.metric_buckets(conn, "seq")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0007_side_effects", _0007_schema),
+    Migration("0008_metric_buckets", _0008_metric_buckets),
+)

@@ -7,6 +7,7 @@ ROWID``. A migration runs inside the runner's transaction (``migrations.py``).
 
 from __future__ import annotations
 
+from tether.db import backfill
 from tether.db.connection import Connection
 from tether.db.migrations import Migration
 
@@ -269,6 +270,34 @@ def _0007_side_effects(conn: Connection) -> None:
     )
 
 
+def _0008_metric_buckets(conn: Connection) -> None:
+    # Min/max buckets of 64 and 4,096 points per series (repositories/metrics.py): a
+    # chart of a million points reads a few thousand rows instead of the series.
+    _script(
+        conn,
+        """
+        CREATE TABLE run_metric_buckets (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            finite INTEGER NOT NULL,
+            min_step INTEGER NOT NULL,
+            max_step INTEGER NOT NULL,
+            min_at REAL NOT NULL,
+            max_at REAL NOT NULL,
+            min REAL,
+            max REAL,
+            sum REAL,
+            last REAL,
+            PRIMARY KEY (run_id, key, width, bucket)
+        ) WITHOUT ROWID
+        """,
+    )
+    backfill.metric_buckets(conn, "rowid")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
@@ -277,4 +306,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0005_registry_blobs", _0005_registry_blobs),
     Migration("0006_models", _0006_models),
     Migration("0007_side_effects", _0007_side_effects),
+    Migration("0008_metric_buckets", _0008_metric_buckets),
 )

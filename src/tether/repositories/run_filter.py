@@ -381,10 +381,11 @@ def list_runs(
     where: str | None = None,
     sort: str | None = None,
     limit: int | None = 50,
+    offset: int = 0,
 ) -> RunList:
     clause, params = compile_filter(where or "", db.dialect)
     order, order_params = compile_sort(sort, db.dialect) if sort else ("r.started DESC", [])
     sql = f"SELECT r.id FROM runs r WHERE {clause} ORDER BY {order}, r.id DESC"
     ids = [row["id"] for row in db.query(sql, tuple(params + order_params))]
-    shown = ids if limit is None else ids[:limit]
+    shown = ids[offset:] if limit is None else ids[offset : offset + limit]
     return RunList(load_runs(db, shown, full=False), len(ids))

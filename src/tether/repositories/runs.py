@@ -6,8 +6,8 @@ Tables (``db/schema_*.py``)::
                         env_digest → environments, code (JSON), log_digest, capture (JSON)
     run_params          (run_id, key) → value, write-once
     run_tags            (run_id, key) → value, last write wins
-    run_metrics         the series: (run_id, key, step, at, value), bulk-inserted
     run_metric_summary  (run_id, key) → last/min/max/count, what filters and lists read
+                        (written with the series by ``repositories/metrics.py``)
     run_files           (run_id, role, path) → digest, size, source, stored
     run_blobs           blobs a run keeps alive; gc reads them through the blob_refs view
     run_links           edges between runs ('reproduces')
@@ -152,58 +152,6 @@ def set_tags(db: Database, run_id: str, tags: Mapping[str, object]) -> None:
             "INSERT INTO run_tags VALUES (?, ?, ?, ?)"
             " ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, num = excluded.num",
             rows,
-        )
-
-
-_METRIC_COLUMNS = ("run_id", "key", "step", "at", "value")
-
-# Summary upsert: keep the point with the highest step (ties: the later write) as "last".
-_SUMMARY_UPSERT = """
-INSERT INTO run_metric_summary AS s (run_id, key, last, last_step, last_at, min, max, count)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, key) DO UPDATE SET
-    last = CASE WHEN excluded.last_step >= s.last_step THEN excluded.last ELSE s.last END,
-    last_at = CASE WHEN excluded.last_step >= s.last_step THEN excluded.last_at ELSE s.last_at END,
-    last_step = CASE WHEN excluded.last_step > s.last_step THEN excluded.last_step
-                     ELSE s.last_step END,
-    min = CASE WHEN s.min IS NULL OR excluded.min < s.min THEN excluded.min ELSE s.min END,
-    max = CASE WHEN s.max IS NULL OR excluded.max > s.max THEN excluded.max ELSE s.max END,
-    count = s.count + excluded.count
-"""
-
-
-def insert_metrics(
-    db: Database, run_id: str, points: Sequence[tuple[str, int, float, float]]
-) -> None:
-    """Write a batch of (key, step, at, value) points and their summaries in one
-    transaction. NaN is stored as NULL and left out of min/max."""
-    if not points:
-        return
-    summary: dict[str, list[Any]] = {}
-    rows = []
-    for key, step, at, value in points:
-        finite = value == value  # not NaN
-        rows.append((run_id, key, step, Instant(at), value if finite else None))
-        s = summary.get(key)
-        if s is None:
-            summary[key] = (
-                [value, step, at, value, value, 1] if finite else [None, step, at, None, None, 1]
-            )
-            continue
-        if step >= s[1]:
-            s[0], s[1], s[2] = (value if finite else None), step, at
-        if finite:
-            s[3] = value if s[3] is None else min(s[3], value)
-            s[4] = value if s[4] is None else max(s[4], value)
-        s[5] += 1
-    with db.atomic() as conn:
-        conn.insert_many("run_metrics", _METRIC_COLUMNS, rows)
-        conn.executemany(
-            _SUMMARY_UPSERT,
-            [
-                (run_id, k, last, step, Instant(at), lo, hi, n)
-                for k, (last, step, at, lo, hi, n) in summary.items()
-            ],
         )
 
 
@@ -420,20 +368,19 @@ def load_run(
     return runs[0]
 
 
-def metric_series(
-    db: Database, run_id: str, key: str | None = None
-) -> dict[str, list[tuple[int, float, float]]]:
-    """Every point of a run's metrics (or of one): key → [(step, at, value)] by step."""
-    sql = "SELECT key, step, at, value FROM run_metrics WHERE run_id = ?"
-    params: tuple[object, ...] = (run_id,)
-    if key is not None:
-        sql += " AND key = ?"
-        params += (key,)
-    series: dict[str, list[tuple[int, float, float]]] = {}
-    for row in db.query(sql + f" ORDER BY key, step, {db.dialect.insertion_order}", params):
-        value = math.nan if row["value"] is None else row["value"]
-        series.setdefault(row["key"], []).append((row["step"], row["at"], value))
-    return series
+def distinct_keys(db: Database, table: str) -> list[str]:
+    """Every key of ``run_params``, ``run_tags`` or ``run_metric_summary``, sorted.
+
+    A loose index scan (one index probe per distinct key), so a table of 200,000 rows
+    with 20 keys costs 20 probes rather than a scan."""
+    if table not in ("run_params", "run_tags", "run_metric_summary"):
+        raise ValueError(table)
+    sql = (
+        f"WITH RECURSIVE k(key) AS (SELECT min(key) FROM {table} UNION ALL"
+        f" SELECT (SELECT min(key) FROM {table} WHERE key > k.key) FROM k"
+        f" WHERE k.key IS NOT NULL) SELECT key FROM k WHERE key IS NOT NULL"
+    )
+    return [row["key"] for row in db.query(sql)]
 
 
 def reap_stale(db: Database, host: str) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from tether.db.connection import Database
 from tether.errors import UsageError
-from tether.repositories.runs import metric_series
+from tether.repositories.metrics import metric_series
 from tether.runs.record import RunRecord
 from tether.store.objects import ContentStore
 

@@ -30,6 +30,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tether.errors import ParamConflict, RunNotFound, UsageError
+from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.runs import record
 from tether.runs.capture import AuditLog, classify, expand, record_files, relative_to_project
@@ -202,7 +203,7 @@ class Run:
         batch, self._buffer = self._buffer, []
         self._last_flush = time.monotonic()
         if batch:
-            runs_repo.insert_metrics(self.workspace.db, self.id, batch)
+            metrics_repo.insert_metrics(self.workspace.db, self.id, batch)
 
     # -- files -------------------------------------------------------------------------
 

@@ -1,0 +1,147 @@
+"""The ASGI app: routes, the error mapping and the site's settings.
+
+One Workspace serves every request; Starlette runs the (synchronous) handlers in its
+thread pool and the database gives each thread its own connection. Errors from the
+library become a status and a message (JSON under ``/api``, a page elsewhere); anything
+else is a 500 that says to look at the server's log, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tether.errors import (
+    DatabaseError,
+    FilterError,
+    LineageError,
+    LockTimeout,
+    ModelError,
+    RunError,
+    TagConflict,
+    TetherError,
+    UsageError,
+)
+from tether.web import api, pages
+from tether.web.csrf import Csrf, CsrfRefused
+from tether.workspace import Workspace
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("tether.web")
+
+
+class ReadOnly(TetherError):
+    code = "read-only"
+
+
+@dataclass(frozen=True)
+class Site:
+    """What every handler needs besides the request."""
+
+    workspace: Workspace
+    writable: bool = False  # actions that change state (alias moves, deletes) allowed
+    csrf: Csrf = field(default_factory=Csrf)
+
+    @property
+    def project(self) -> str:
+        return str(self.workspace.root)
+
+    def require_writable(self) -> None:
+        if not self.writable:
+            raise ReadOnly(
+                "this UI was started read-only",
+                hint="restart it with 'tether ui --writable' to move aliases or delete runs",
+            )
+
+
+def status_of(error: TetherError) -> int:
+    if isinstance(error, LookupError | LineageError | FileNotFoundError):
+        return 404
+    if isinstance(error, CsrfRefused | ReadOnly):
+        return 403
+    if isinstance(error, DatabaseError | LockTimeout):
+        return 503
+    if isinstance(error, UsageError | FilterError):
+        return 400
+    if isinstance(error, TagConflict | ModelError | RunError):
+        return 409  # refused by a rule: an alias that points there, a running run
+    return 400
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+async def _tether_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TetherError)
+    status = status_of(exc)
+    if _wants_json(request):
+        body = {"error": exc.code, "message": exc.message, "hint": exc.hint}
+        return JSONResponse(body, status_code=status)
+    return pages.error_page(request, status, exc.message, exc.hint)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = "no such page" if exc.status_code == 404 else str(exc.detail)
+    if _wants_json(request):
+        return JSONResponse(
+            {"error": "http", "message": message, "hint": None}, status_code=exc.status_code
+        )
+    return pages.error_page(request, exc.status_code, message, "see the Runs page")
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error serving %s", request.url.path, exc_info=exc)
+    message = "tether failed on this request"
+    hint = "the details are in the terminal that runs 'tether ui'"
+    if _wants_json(request):
+        return JSONResponse({"error": "internal", "message": message, "hint": hint}, 500)
+    return pages.error_page(request, 500, message, hint)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/", pages.home, name="home"),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/runs", pages.runs_page, name="runs"),
+        Route("/runs/{ref}", pages.run_page, name="run"),
+        Route("/runs/{ref}/env-diff", pages.env_diff_page, name="env_diff"),
+        Route("/runs/{ref}/delete", pages.run_delete, methods=["POST"], name="run_delete"),
+        Route("/compare", pages.compare_page, name="compare"),
+        Route("/models", pages.models_page, name="models"),
+        Route("/models/{name}", pages.model_page, name="model"),
+        Route("/models/{name}/aliases", pages.alias_set, methods=["POST"], name="alias_set"),
+        Route(
+            "/models/{name}/aliases/{alias}/rollback",
+            pages.alias_rollback,
+            methods=["POST"],
+            name="alias_rollback",
+        ),
+        Route("/kits/diff", pages.kit_diff_page, name="kit_diff"),
+        Route("/kits/{ref:path}", pages.kit_page, name="kit"),
+        Route("/lineage", pages.lineage_page, name="lineage"),
+        Mount("/api", routes=api.routes(), name="api"),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+
+def create_app(site: Site) -> Starlette:
+    app = Starlette(
+        routes=routes(),
+        exception_handlers={
+            TetherError: _tether_error,
+            HTTPException: _http_error,
+            Exception: _crash,
+        },
+    )
+    app.state.site = site
+    return app
