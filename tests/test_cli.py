@@ -23,7 +23,7 @@ COMMANDS = [
     "data fetch", "data pull", "remote add", "remote list", "remote remove", "reproduce",
     "explain", "doctor", "login", "logout", "push", "pull", "model list", "model register",
     "model versions", "model show", "model alias", "model unalias", "model history",
-    "model rollback", "model delete", "model push", "lineage",
+    "model rollback", "model delete", "model push", "lineage", "migrate", "ui", "completion",
 ]  # fmt: skip
 
 
@@ -164,6 +164,19 @@ def test_init_proposes_a_kitfile(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
 
 
+def test_the_list_above_is_every_command() -> None:
+    import click
+
+    def leaves(group: click.Group, prefix: str = "") -> list[str]:
+        out = []
+        for name, command in group.commands.items():
+            path = f"{prefix} {name}".strip()
+            out += leaves(command, path) if isinstance(command, click.Group) else [path]
+        return out
+
+    assert sorted(leaves(cli)) == sorted(COMMANDS)
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_and_docs(command: str) -> None:
     r = CliRunner().invoke(cli, [*command.split(), "--help"])
@@ -179,7 +192,8 @@ def test_python_dash_m_and_import_is_light() -> None:
     assert "tether, version" in r.stdout
     code = (
         "import sys, tether.cli; "
-        "heavy = {'pydantic', 'rich', 'yaml', 'sqlite3', 'zstandard'} & set(sys.modules); "
+        "heavy = {'pydantic', 'rich', 'yaml', 'sqlite3', 'zstandard', 'starlette', 'uvicorn', "
+        "'jinja2', 'httpx'} & set(sys.modules); "
         "print(sorted(heavy))"
     )
     out = subprocess.run(

@@ -142,6 +142,8 @@ def test_a_read_only_ui_refuses_changes(story: Workspace) -> None:
 @pytest.mark.slow
 def test_the_pages_in_a_real_browser(served: str, story: Workspace) -> None:
     if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI; .ci/run must install it")
         pytest.skip("needs Debian's chromium (.ci/run installs it)")
     playwright = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -220,3 +222,10 @@ def test_the_pages_in_a_real_browser(served: str, story: Workspace) -> None:
         browser.close()
     assert dialogs == [] and errors == []
     os.sync()
+
+
+def test_only_loopback_counts_as_private() -> None:
+    from tether.web.serve import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "localhost", "::1", "[::1]", "127.1.2.3"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.com"]))
