@@ -92,14 +92,9 @@ def emit_json(data: Any) -> None:
 
 
 def human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    from tether import units
+
+    return "-" if n is None else units.size(n)
 
 
 def timestamp(ts: float | None) -> str:

@@ -40,13 +40,9 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+    from tether import units
+
+    return "-" if seconds is None else units.duration(seconds)
 
 
 @cli.command(

@@ -263,10 +263,7 @@ def compare_page(request: Request) -> Response:
 
 
 async def run_delete(request: Request) -> Response:
-    site = request.app.state.site
-    form = await _form(request)
-    site.require_writable()
-    site.csrf.check(request, form.get("csrf"))
+    site, _ = await _action(request)
     ref = request.path_params["ref"]
     await run_in_threadpool(runs.delete, site.workspace, [ref])
     return RedirectResponse(request.url_for("runs").path, status_code=303)
@@ -304,10 +301,7 @@ def model_page(request: Request) -> Response:
 
 
 async def alias_set(request: Request) -> Response:
-    site = request.app.state.site
-    form = await _form(request)
-    site.require_writable()
-    site.csrf.check(request, form.get("csrf"))
+    site, form = await _action(request)
     name = request.path_params["name"]
     move = models.AliasMove(
         name,
@@ -320,10 +314,7 @@ async def alias_set(request: Request) -> Response:
 
 
 async def alias_rollback(request: Request) -> Response:
-    site = request.app.state.site
-    form = await _form(request)
-    site.require_writable()
-    site.csrf.check(request, form.get("csrf"))
+    site, form = await _action(request)
     name, alias = request.path_params["name"], request.path_params["alias"]
     rollback = models.RollbackRequest(name, alias, reason=form.get("reason") or None)
     await run_in_threadpool(models.rollback, site.workspace, rollback)
@@ -402,6 +393,16 @@ def _node_href(request: Request, node: dict[str, Any]) -> str | None:
 
 
 # -- shared -------------------------------------------------------------------------------
+
+
+async def _action(request: Request) -> tuple[Any, dict[str, str]]:
+    """The site and the form of a POST that changes state, once it is allowed: the UI
+    is writable and the form carries this browser's CSRF token."""
+    site = request.app.state.site
+    form = await _form(request)
+    site.require_writable()
+    site.csrf.check(request, form.get("csrf"))
+    return site, form
 
 
 async def _form(request: Request) -> dict[str, str]:
