@@ -202,6 +202,12 @@ def test_the_pages_in_a_real_browser(served: str, story: Workspace) -> None:
         assert XSS in page.inner_text("h1") and page.locator("main img").count() == 0
         # Models: versions and the alias history; then move an alias (CSRF form).
         page.goto(served + "/models")
+        assert "demo" in page.locator("#kits").inner_text()
+        shot("models")
+        page.click("#kits a:text('v1.0.0')")
+        assert "Kitfile" in page.inner_text("main") and page.locator("#layers tbody tr").count() > 0
+        shot("kit")
+        page.goto(served + "/models")
         page.click("#models a:text('recs')")
         history = page.locator("#history").inner_text()
         assert "better rmse" in history and "first release" in history
