@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -120,6 +121,14 @@ def test_json_api_speaks_the_clis_json_and_refuses_bad_input(served: str, tether
             response = http.get(path)
             assert response.status_code in (400, 404), path
             assert "root:" not in response.text
+        # A page never makes the server reach out to a registry it names.
+        with socket.create_server(("127.0.0.1", 0)) as trap:
+            port = trap.getsockname()[1]
+            for path in (f"/kits/127.0.0.1:{port}/x:y", f"/api/kits/127.0.0.1:{port}/x:y"):
+                assert http.get(path).status_code == 404, path
+            trap.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                trap.accept()
         # State changes: POST only, with the page's token.
         refused = http.post("/models/recs/aliases", data={"alias": "staging", "version": "v1"})
         assert refused.status_code == 403 and "token" in refused.text

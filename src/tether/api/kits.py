@@ -235,13 +235,16 @@ class KitContents:
 
 
 def contents(ws: Workspace, ref: str) -> KitContents:
+    """A ModelKit of the store with its files. The store only: a page naming a
+    registry must not make the server fetch from it."""
+    from tether.modelkit.catalog import describe as describe_kit
     from tether.modelkit.diff import layer_files
     from tether.modelkit.load import load
 
-    described = describe(ws, ref)
-    kit = load(ws, described.digest)
+    kit = load(ws, ref)
+    references = [e.ref() for e in ws.index.kits() if e.digest == kit.digest]
     files = tuple(f for layer in kit.layers for f in layer_files(ws, layer))
-    return KitContents(described, files)
+    return KitContents(KitDescription(describe_kit(kit, references), "store"), files)
 
 
 def diff(ws: Workspace, ref_a: str, ref_b: str) -> KitDiff:
