@@ -14,7 +14,7 @@ in batches of 10,000 as a training loop would; then starts ``tether ui`` and tim
 - all runs through the API (``/api/runs?limit=all``);
 - the big metric's chart data (``/api/runs/RUN/metrics/big/chart?width=1000``), and its
   size in bytes;
-- the big run's page (HTML).
+- the big run's page (HTML), and the run through the API (``/api/runs/RUN``).
 
 The baseline is the machine's limit for the same questions: plain ``sqlite3`` on the same
 file (50 newest runs with their params, metrics and tags; the filtered ids; every run with
@@ -22,7 +22,7 @@ everything; and 1,000 min/max buckets of the big series by GROUP BY). With --mlf
 MLflow 3.17.2 (``bench-work/mlflow-venv``) gets the same shape through its client into a
 SQLite store, then its server answers the equivalents: ``runs/search`` for 50, filtered
 and all (paged by 1,000), ``metrics/get-history-bulk-interval`` for the big metric (320
-points, its UI's default), and ``runs/get``.
+points, its UI's default), and ``runs/get`` (next to the run through the API).
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ def measure_tether(url: str, big: str, repeat: int) -> dict[str, float]:
         out["chart_bytes"] = len(get(chart, width=1000).content)
         out["zoom"] = timed(lambda: get(chart, width=1000, lo=400_000, hi=401_000), repeat)
         out["run_page"] = timed(lambda: get(f"/runs/{big}"), repeat)
+        out["run_api"] = timed(lambda: get(f"/api/runs/{big}"), repeat)
     return out
 
 
@@ -260,7 +261,7 @@ try:
     out["chart"] = timed(chart, 1)
     out["chart_bytes"] = len(chart().content)
     get_run = lambda: http.get("/api/2.0/mlflow/runs/get", params={"run_id": big})
-    out["run_page"] = timed(get_run, repeat)
+    out["run_api"] = timed(get_run, repeat)
     print(json.dumps(out))
 finally:
     server.terminate(); server.wait()
@@ -329,7 +330,8 @@ def main() -> None:
         "all_runs": f"all {args.runs:,} runs via API (ms)",
         "chart": f"{args.points:,}-point chart data (ms)",
         "zoom": "  zoom into 1,000 steps (ms)",
-        "run_page": "run page (ms)",
+        "run_page": "run page, HTML (ms)",
+        "run_api": "one run via API (ms)",
     }
     for key, label in labels.items():
         t = tether[key]

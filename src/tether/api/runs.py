@@ -47,10 +47,7 @@ class RunListing:
 
 def summary_json(run: RunRecord) -> dict[str, Any]:
     """A run as a listing shows it: without files, capture, code and pid."""
-    data = run.to_json()
-    for key in ("files", "capture", "code", "pid"):
-        data.pop(key, None)
-    return data
+    return run.to_json(summary=True)
 
 
 def list_runs(ws: Workspace, query: RunQuery = RunQuery()) -> RunListing:

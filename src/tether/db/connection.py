@@ -82,6 +82,10 @@ class Dialect:
         """The text of ``column``'s top-level ``key`` (a JSON document)."""
         return f"json_extract({column}, '$.{key}')"
 
+    def object_agg(self, key: str, value: str) -> str:
+        """Aggregate: a JSON object (as text) of ``key`` → ``value`` over a group."""
+        return f"json_group_object({key}, {value})"
+
     def any_of(self, column: str, values: Sequence[object]) -> Iterator[tuple[str, Params]]:
         """``column`` (text) is one of ``values``, as (condition, parameters) pieces to run
         one query each: IN lists of at most 500 (SQLite's variable limit)."""

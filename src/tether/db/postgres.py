@@ -41,6 +41,9 @@ class _PgDialect(Dialect):
     def json_text(self, column: str, key: str) -> str:
         return f"({column} ->> '{key}')"
 
+    def object_agg(self, key: str, value: str) -> str:
+        return f"json_object_agg({key}, {value})"
+
     def any_of(self, column: str, values: Sequence[object]) -> Iterator[tuple[str, Params]]:
         # One array parameter: one statement to parse and plan, whatever the count. The
         # array literal is built here: psycopg's list dumper inspects every element.

@@ -307,10 +307,15 @@ def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Ru
             rows_by_id[row["id"]] = row
             out[row["id"]] = {"params": {}, "tags": {}, "metrics": {}, "files": []}
     for where, params in db.dialect.any_of("run_id", list(ids)):
-        for row in db.query(f"SELECT run_id, key, value FROM run_params WHERE {where}", params):
-            out[row["run_id"]]["params"][row["key"]] = row["value"]
-        for row in db.query(f"SELECT run_id, key, value FROM run_tags WHERE {where}", params):
-            out[row["run_id"]]["tags"][row["key"]] = row["value"]
+        # One row per run, its params (tags) as one JSON object built by the engine: a
+        # listing of 10,000 runs with 20 params reads 10,000 rows, not 200,000.
+        for table, field in (("run_params", "params"), ("run_tags", "tags")):
+            for row in db.query(
+                f"SELECT run_id, {db.dialect.object_agg('key', 'value')} AS doc FROM {table}"
+                f" WHERE {where} GROUP BY run_id",
+                params,
+            ):
+                out[row["run_id"]][field] = dict(sorted(json.loads(row["doc"]).items()))
         for row in db.query(f"SELECT * FROM run_metric_summary WHERE {where}", params):
             out[row["run_id"]]["metrics"][row["key"]] = MetricSummary(
                 row["key"],

@@ -17,6 +17,25 @@ from tether.workspace import Workspace
 MAX_LIMIT = 100_000
 
 
+class FastJSON(JSONResponse):
+    """JSON written by orjson: every run of a 10,000-run listing in a fraction of the
+    standard library's time. Same JSON (shortest float repr, UTF-8); the library's
+    serializers already turn NaN into null."""
+
+    def render(self, content: object) -> bytes:
+        import orjson
+
+        return orjson.dumps(content, default=_plain)
+
+
+def _plain(value: object) -> object:
+    # orjson takes exact floats only; a time read back from the database may be a
+    # float subclass.
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _ws(request: Request) -> Workspace:
     return request.app.state.site.workspace  # type: ignore[no-any-return]
 
@@ -44,15 +63,15 @@ def run_list(request: Request) -> Response:
         limit=limit,
         offset=int(_number(request, "offset", 0) or 0),
     )
-    return JSONResponse(runs.list_runs(_ws(request), query).to_json())
+    return FastJSON(runs.list_runs(_ws(request), query).to_json())
 
 
 def run_columns(request: Request) -> Response:
-    return JSONResponse(runs.columns(_ws(request)).to_json())
+    return FastJSON(runs.columns(_ws(request)).to_json())
 
 
 def run_detail(request: Request) -> Response:
-    return JSONResponse(runs.show(_ws(request), request.path_params["ref"]).to_json())
+    return FastJSON(runs.show(_ws(request), request.path_params["ref"]).to_json())
 
 
 def run_chart(request: Request) -> Response:
@@ -67,12 +86,12 @@ def run_chart(request: Request) -> Response:
         width=int(_number(request, "width", 1000) or 1000),
     )
     series = runs.chart(_ws(request), request.path_params["ref"], query)
-    return JSONResponse(series.to_json())
+    return FastJSON(series.to_json())
 
 
 def run_metrics(request: Request) -> Response:
     key = request.query_params.get("key") or None
-    return JSONResponse(runs.metrics(_ws(request), request.path_params["ref"], key).to_json())
+    return FastJSON(runs.metrics(_ws(request), request.path_params["ref"], key).to_json())
 
 
 def run_log(request: Request) -> Response:
@@ -88,32 +107,32 @@ def run_log(request: Request) -> Response:
 def compare(request: Request) -> Response:
     refs = request.query_params.getlist("run")
     everything = request.query_params.get("all") == "1"
-    return JSONResponse(runs.compare_view(_ws(request), refs).to_json(everything=everything))
+    return FastJSON(runs.compare_view(_ws(request), refs).to_json(everything=everything))
 
 
 def env_diff(request: Request) -> Response:
     ws = _ws(request)
     found = runs.environment_diff(ws, request.path_params["ref"], request.path_params["other"])
-    return JSONResponse(found.to_json())
+    return FastJSON(found.to_json())
 
 
 def model_catalog(request: Request) -> Response:
-    return JSONResponse(models.catalog(_ws(request)).to_json())
+    return FastJSON(models.catalog(_ws(request)).to_json())
 
 
 def model_overview(request: Request) -> Response:
-    return JSONResponse(models.overview(_ws(request), request.path_params["name"]).to_json())
+    return FastJSON(models.overview(_ws(request), request.path_params["name"]).to_json())
 
 
 def kit_detail(request: Request) -> Response:
-    return JSONResponse(kits.contents(_ws(request), request.path_params["ref"]).to_json())
+    return FastJSON(kits.contents(_ws(request), request.path_params["ref"]).to_json())
 
 
 def kit_diff(request: Request) -> Response:
     a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
     if not a or not b:
         raise UsageError("name two ModelKits", hint="?a=REPO:TAG&b=REPO:TAG")
-    return JSONResponse(kits.diff(_ws(request), a, b).to_json())
+    return FastJSON(kits.diff(_ws(request), a, b).to_json())
 
 
 def lineage_graph(request: Request) -> Response:
@@ -126,11 +145,11 @@ def lineage_graph(request: Request) -> Response:
         request.query_params.get("downstream") == "1",
         None if depth is None else int(depth),
     )
-    return JSONResponse(lineage.trace(_ws(request), trace).to_json())
+    return FastJSON(lineage.trace(_ws(request), trace).to_json())
 
 
 async def not_found(request: Request) -> Response:
-    return JSONResponse(
+    return FastJSON(
         {"error": "http", "message": f"no API route {request.url.path}", "hint": "see docs/ui.md"},
         status_code=404,
     )

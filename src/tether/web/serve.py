@@ -31,6 +31,10 @@ def bind(options: UiOptions) -> tuple[socket.socket, str]:
     """A listening socket and the URL it answers at."""
     host = options.host.strip("[]")
     sock = socket.create_server((host, options.port), reuse_port=False)
+    # Accepted sockets inherit this. Without it a response written as headers then body
+    # waits out the client's delayed ACK (40 ms) on a kept-alive connection: asyncio
+    # sets it only on sockets whose protocol number says TCP, and create_server's is 0.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     return sock, f"http://{shown}:{bound_port}/"
