@@ -24,6 +24,9 @@ COMMANDS = [
     "explain", "doctor", "login", "logout", "push", "pull", "model list", "model register",
     "model versions", "model show", "model alias", "model unalias", "model history",
     "model rollback", "model delete", "model push", "lineage", "migrate", "ui", "completion",
+    "server user add", "server user list", "server token create", "server token revoke",
+    "server token list", "server project add", "server project list", "server grant",
+    "server audit",
 ]  # fmt: skip
 
 

@@ -31,7 +31,12 @@ what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
     │   └── AuthError              no, wrong or expired credentials; a token that is refused
     ├── ModelError                 the model registry: versions, aliases and their rules
     │   └── ModelNotFound          (also LookupError)
-    └── LineageError               a lineage subject that cannot be found
+    ├── LineageError               a lineage subject that cannot be found
+    └── TeamError                  the team server: users, tokens, projects, grants
+        ├── Unauthenticated        no token, or one that is unknown, expired or revoked
+        ├── Forbidden              a grant too weak for the action
+        └── ProjectNotFound        (also LookupError) a project that does not exist, or
+                                   that the user was not granted
 """
 
 from __future__ import annotations
@@ -231,3 +236,21 @@ class LineageError(TetherError):
     """A lineage question tether cannot answer: an unknown subject or a bad depth."""
 
     code = "lineage"
+
+
+class TeamError(TetherError):
+    """The team server: its users, tokens, projects and grants."""
+
+    code = "team"
+
+
+class Unauthenticated(TeamError):
+    code = "unauthenticated"
+
+
+class Forbidden(TeamError):
+    code = "forbidden"
+
+
+class ProjectNotFound(TeamError, LookupError):
+    code = "project-not-found"

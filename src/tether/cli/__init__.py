@@ -106,3 +106,6 @@ from tether.cli import repro as _repro  # noqa: E402, F401
 # isort: split
 from tether.cli import models as _models  # noqa: E402, F401
 from tether.cli import ui as _ui  # noqa: E402, F401
+
+# isort: split
+from tether.cli import server as _server  # noqa: E402, F401

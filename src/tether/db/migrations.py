@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from tether.db.connection import Connection, Database, Instant
 from tether.errors import DatabaseError
 
+TEAM_SCHEMA = "tether_team"
 _LEDGER = "CREATE TABLE IF NOT EXISTS _tether_migrations (name TEXT PRIMARY KEY, applied_at {})"
 
 
@@ -48,6 +49,16 @@ def migrations_for(db: Database) -> tuple[Migration, ...]:
     return MIGRATIONS
 
 
+def migrations(db: Database) -> tuple[Migration, ...]:
+    """The migrations of what this database holds: a project's tables, or (the team
+    server's own schema, ``tether_team``) users, tokens, projects, grants and audit."""
+    if db.url.schema == TEAM_SCHEMA:
+        from tether.db.schema_team import MIGRATIONS
+
+        return MIGRATIONS
+    return migrations_for(db)
+
+
 def state(db: Database) -> SchemaState:
     """Where the database stands against this tether's migrations (reads only)."""
     if db.dialect.name == "sqlite":
@@ -57,7 +68,7 @@ def state(db: Database) -> SchemaState:
     names: list[str] = []
     if db.query(exists, ("_tether_migrations",)):
         names = [r["name"] for r in db.query("SELECT name FROM _tether_migrations ORDER BY name")]
-    known = [m.name for m in migrations_for(db)]
+    known = [m.name for m in migrations(db)]
     return SchemaState(
         applied=tuple(names),
         pending=tuple(n for n in known if n not in names),
@@ -94,8 +105,12 @@ def migrate(db: Database, *, through: str | None = None) -> list[str]:
             hint="upgrade tether (pip install -U tether-ml)",
         )
     time_type = "REAL" if db.dialect.name == "sqlite" else "timestamptz"
+    if db.url.schema is not None and now.pending:
+        with db.atomic() as conn:
+            # The name was checked against SCHEMA_NAME when the URL was parsed.
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {db.url.schema}")
     done: list[str] = []
-    for m in migrations_for(db):
+    for m in migrations(db):
         if m.name in now.applied:
             continue
         if through is not None and m.name > through:

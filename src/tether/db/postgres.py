@@ -172,7 +172,8 @@ class PostgresDatabase(Database):
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT_S,
-            options=f"-c TimeZone=UTC -c lock_timeout={LOCK_TIMEOUT_MS}",
+            options=f"-c TimeZone=UTC -c lock_timeout={LOCK_TIMEOUT_MS}"
+            + (f" -c search_path={self.url.schema}" if self.url.schema else ""),
             application_name="tether",
         )
         _register(conn.adapters)
@@ -188,7 +189,12 @@ class PostgresDatabase(Database):
         outermost = raw.info.transaction_status == pq.TransactionStatus.IDLE
         with raw.transaction():
             if outermost:
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                # One writer per schema: projects sharing a database do not wait on
+                # each other.
+                raw.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(current_schema(), %s))",
+                    (WRITE_LOCK,),
+                )
             yield _Conn(raw)
 
     @contextlib.contextmanager

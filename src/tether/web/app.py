@@ -22,12 +22,14 @@ from starlette.staticfiles import StaticFiles
 from tether.errors import (
     DatabaseError,
     FilterError,
+    Forbidden,
     LineageError,
     LockTimeout,
     ModelError,
     RunError,
     TagConflict,
     TetherError,
+    Unauthenticated,
     UsageError,
 )
 from tether.web import api, pages
@@ -49,10 +51,11 @@ class Site:
     workspace: Workspace
     writable: bool = False  # actions that change state (alias moves, deletes) allowed
     csrf: Csrf = field(default_factory=Csrf)
+    label: str | None = None  # how the header names the project (default: its folder)
 
     @property
     def project(self) -> str:
-        return str(self.workspace.root)
+        return self.label or str(self.workspace.root)
 
     def require_writable(self) -> None:
         if not self.writable:
@@ -65,7 +68,9 @@ class Site:
 def status_of(error: TetherError) -> int:
     if isinstance(error, LookupError | LineageError | FileNotFoundError):
         return 404
-    if isinstance(error, CsrfRefused | ReadOnly):
+    if isinstance(error, Unauthenticated):
+        return 401
+    if isinstance(error, CsrfRefused | ReadOnly | Forbidden):
         return 403
     if isinstance(error, DatabaseError | LockTimeout):
         return 503

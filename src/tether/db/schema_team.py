@@ -1,0 +1,58 @@
+"""The team server's own tables, in the schema ``tether_team`` of its PostgreSQL
+database (each project's runs, data and models live in a schema of their own, ``p_NAME``).
+
+A token is stored as the SHA-256 of its secret part only; its id (the part before the
+secret) finds the row. The audit table is append-only: who did what, when, from where.
+"""
+
+from __future__ import annotations
+
+from tether.db.connection import Connection
+from tether.db.migrations import Migration
+
+_SCHEMA = """
+CREATE TABLE users (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    admin boolean NOT NULL DEFAULT false,
+    created timestamptz NOT NULL
+);
+CREATE TABLE tokens (
+    id text PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    secret_sha256 text NOT NULL,
+    created timestamptz NOT NULL,
+    expires timestamptz,
+    revoked timestamptz
+);
+CREATE INDEX tokens_by_user ON tokens (user_id);
+CREATE TABLE projects (
+    name text PRIMARY KEY,
+    created timestamptz NOT NULL
+);
+CREATE TABLE grants (
+    user_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project text NOT NULL REFERENCES projects (name) ON DELETE CASCADE,
+    role text NOT NULL CHECK (role IN ('read', 'write', 'admin')),
+    PRIMARY KEY (user_id, project)
+);
+CREATE TABLE audit (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    object text NOT NULL,
+    detail jsonb NOT NULL,
+    remote text NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (at)
+"""
+
+
+def _0001_team(conn: Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration("team_0001", _0001_team),)

@@ -1,0 +1,259 @@
+"""The team server on real components: a PostgreSQL cluster on 127.0.0.1, a blob folder,
+'tether server' in its own process. Two users, grants, tokens that expire or are
+revoked, the audit trail, and a walk of every route without a token."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from tether.cli import cli
+from tether.repositories import metrics as metrics_repo
+from tether.repositories import runs as runs_repo
+from tether.runs.record import NewRun
+from tether.team.deployment import Deployment
+
+from . import conftest
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    cluster = request.getfixturevalue("pg_cluster")
+    name = f"srv{next(conftest._names)}"
+    cluster.admin(f"CREATE DATABASE {name}")
+    conftest._test_databases.append(name)
+    yield cluster.url(name), tmp_path / "blobs"
+
+
+def admin(deployment: tuple[str, Path], *args: str) -> str:
+    url, blobs = deployment
+    result = CliRunner().invoke(
+        cli, ["server", "--db", url, "--blobs", str(blobs), *args], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def token_of(deployment: tuple[str, Path], user: str, *extra: str) -> str:
+    out = admin(deployment, "token", "create", user, "--json", *extra)
+    return str(json.loads(out[out.index("{") :])["token"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def team(deployment: tuple[str, Path]) -> Iterator[dict[str, Any]]:
+    """ada (write on recs), bob (no grant), root (server admin); a run in recs; the
+    server running."""
+    admin(deployment, "user", "add", "ada")
+    admin(deployment, "user", "add", "bob")
+    admin(deployment, "user", "add", "root", "--admin")
+    admin(deployment, "project", "add", "recs")
+    admin(deployment, "project", "add", "other")
+    admin(deployment, "grant", "ada", "recs", "write")
+    tokens = {u: token_of(deployment, u) for u in ("ada", "bob", "root")}
+    # A run in the project, as a sync would leave it.
+    url, blobs = deployment
+    dep = Deployment(url, blobs)
+    ws = dep.project("recs")
+    run_id = runs_repo.create_run(ws.db, NewRun(
+        name="<b>shared</b>", command=["python", "train.py"], cwd=".", host="h", user="ada",
+        pid=1, seed=1, started=time.time(),
+    ))  # fmt: skip
+    runs_repo.log_params(ws.db, run_id, {"lr": "0.1"})
+    metrics_repo.insert_metrics(ws.db, run_id, [("rmse", 0, time.time(), 0.9)])
+    runs_repo.finish_run(ws.db, run_id, "finished", ended=time.time())
+    dep.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "server", "--db", url, "--blobs", str(blobs),
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield {"base": base, "tokens": tokens, "run": run_id, "proc": proc}
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        for secret in tokens.values():
+            assert secret not in (out or ""), "a token reached the server's output"
+
+
+def client(team: dict[str, Any], user: str | None) -> httpx.Client:
+    headers = {} if user is None else {"Authorization": f"Bearer {team['tokens'][user]}"}
+    return httpx.Client(base_url=team["base"], headers=headers, timeout=30)
+
+
+def test_grants_decide_what_each_user_sees(team: dict[str, Any], deployment: Any) -> None:
+    with client(team, "ada") as ada, client(team, "bob") as bob, client(team, "root") as root:
+        assert ada.get("/api/projects").json()["projects"] == [{"name": "recs", "role": "write"}]
+        runs = ada.get("/p/recs/api/runs").json()
+        assert [r["name"] for r in runs["runs"]] == ["<b>shared</b>"]
+        page = ada.get("/p/recs/runs")
+        assert page.status_code == 200 and "&lt;b&gt;shared&lt;/b&gt;" in page.text
+        assert "/p/recs/runs/" in page.text  # links stay inside the project
+        assert ada.get(f"/p/recs/api/runs/{team['run']}/metrics/rmse/chart").status_code == 200
+        # Another project, granted to nobody here: as if it did not exist.
+        for path in ("/p/other/api/runs", "/p/nope/api/runs", "/p/other/runs"):
+            response = ada.get(path)
+            assert response.status_code == 404, path
+            assert "other" not in response.json()["hint"]
+        # bob has no grant: nothing of recs.
+        assert bob.get("/api/projects").json()["projects"] == []
+        assert bob.get("/p/recs/api/runs").status_code == 404
+        assert bob.get(f"/p/recs/api/runs/{team['run']}").status_code == 404
+        # A read grant lets bob read, not write.
+        admin(deployment, "grant", "bob", "recs", "read")
+        assert bob.get("/p/recs/api/runs").status_code == 200
+        refused = bob.post(f"/p/recs/runs/{team['run']}/delete", data={"csrf": "x"})
+        assert refused.status_code == 403 and "write" in refused.json()["hint"]
+        # The server admin sees every project.
+        names = {p["name"] for p in root.get("/api/projects").json()["projects"]}
+        assert names == {"recs", "other"}
+
+
+def test_no_route_answers_without_a_valid_token(team: dict[str, Any], deployment: Any) -> None:
+    from tether.server.app import create_server_app
+    from tether.web.app import routes as ui_routes
+
+    url, blobs = deployment
+    app = create_server_app(Deployment(url, blobs)).app
+    paths = [getattr(r, "path", "") for r in app.routes]
+    paths += ["/p/recs" + getattr(r, "path", "") for r in ui_routes()]
+    public = {"/healthz", "/readyz", "/login", "/static"}
+    with client(team, None) as anonymous:
+        for raw in paths:
+            path = raw.replace("{project}", "recs").replace("{ref}", team["run"])
+            path = path.replace("{name}", "recs").replace("{alias}", "production")
+            path = path.replace("{ref:path}", "x:y")
+            if path in public:
+                continue
+            for method in ("GET", "POST"):
+                response = anonymous.request(method, path)
+                assert response.status_code == 401, (method, path, response.status_code)
+                assert response.headers["www-authenticate"].startswith("Bearer")
+        # Public ones answer without a token.
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        assert anonymous.get("/readyz").json() == {"status": "ready"}
+        # A browser is sent to the login page instead.
+        page = anonymous.get("/p/recs/runs", headers={"Accept": "text/html"})
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        # Malformed, unknown and forged tokens: the same refusal.
+        ada = team["tokens"]["ada"]
+        forged = ada[:-4] + ("AAAA" if not ada.endswith("AAAA") else "BBBB")
+        for bad in ("nonsense", "tt1.0123456789abcdef." + "x" * 43, forged):
+            response = anonymous.get("/api/projects", headers={"Authorization": f"Bearer {bad}"})
+            assert response.status_code == 401
+            assert response.json()["message"] == "the token is unknown, expired or revoked"
+
+
+def test_revoked_and_expired_tokens_are_refused(team: dict[str, Any], deployment: Any) -> None:
+    from tether.team import accounts
+    from tether.team.audit import Actor
+
+    url, blobs = deployment
+    dep = Deployment(url, blobs)
+    short = accounts.create_token(dep, "ada", expires_in=0.5, actor=Actor("test"))
+    spare = token_of(deployment, "ada")
+    headers = {"Authorization": f"Bearer {short.secret}"}
+    with httpx.Client(base_url=team["base"]) as http:
+        assert http.get("/api/projects", headers=headers).status_code == 200
+        time.sleep(0.6)
+        assert http.get("/api/projects", headers=headers).status_code == 401
+        spare_headers = {"Authorization": f"Bearer {spare}"}
+        assert http.get("/api/projects", headers=spare_headers).status_code == 200
+        admin(deployment, "token", "revoke", spare.split(".")[1])
+        assert http.get("/api/projects", headers=spare_headers).status_code == 401
+    dep.close()
+
+
+def test_browser_session_and_the_audit_trail(team: dict[str, Any], deployment: Any) -> None:
+    with httpx.Client(base_url=team["base"]) as browser:
+        page = browser.get("/login")
+        assert page.status_code == 200 and "access token" in page.text
+        wrong = browser.post("/login", data={"token": "tt1.nope"})
+        assert wrong.status_code == 401 and "tt1.nope" not in wrong.text
+        signed_in = browser.post("/login", data={"token": team["tokens"]["ada"]})
+        assert signed_in.status_code == 303
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        home = browser.get("/")
+        assert home.status_code == 200 and "/p/recs/runs" in home.text
+        # A change through the UI (a form with its CSRF token) is audited.
+        run_page = browser.get(f"/p/recs/runs/{team['run']}")
+        csrf = browser.cookies.get("tether_csrf")
+        assert run_page.status_code == 200 and csrf
+        deleted = browser.post(f"/p/recs/runs/{team['run']}/delete", data={"csrf": csrf})
+        assert deleted.status_code == 303
+        assert browser.get("/p/recs/api/runs").json()["matched"] == 0
+        browser.post("/logout")
+        assert browser.get("/api/projects").status_code == 401
+    out = admin(deployment, "audit", "--json", "-n", "100")
+    entries = json.loads(out[out.index("[") :])
+    actions = [(e["actor"], e["action"]) for e in entries]
+    assert ("ada", "ui.post") in actions
+    assert {a for _, a in actions} >= {"user.add", "token.create", "project.add", "grant.set"}
+    ui = next(e for e in entries if e["action"] == "ui.post")
+    assert ui["object"] == f"recs:/p/recs/runs/{team['run']}/delete"
+    assert ui["remote"] == "127.0.0.1"
+    flat = json.dumps(entries)
+    assert not any(secret in flat for secret in team["tokens"].values())
+    # The hash is stored, never the secret.
+    secret = team["tokens"]["ada"].split(".")[2]
+    url, blobs = deployment
+    dep = Deployment(url, blobs)
+    stored = [r["secret_sha256"] for r in dep.team.query("SELECT secret_sha256 FROM tokens")]
+    assert secret not in stored and all(len(s) == 64 for s in stored)
+    dep.close()
+
+
+def test_bad_input_to_the_admin_commands(deployment: tuple[str, Path]) -> None:
+    url, blobs = deployment
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, ["server", "--db", url, "--blobs", str(blobs), *args])
+
+    assert run("user", "add", "ada").exit_code == 0
+    for args, message in [
+        (("user", "add", "ada"), "user ada exists"),
+        (("user", "add", "bad name"), "is not a user name"),
+        (("project", "add", "Bad-Name"), "is not a project name"),
+        (("grant", "ada", "nope", "read"), "no project 'nope'"),
+        (("grant", "nobody", "nope", "read"), "no user 'nobody'"),
+        (("token", "create", "ada", "--expires", "soon"), "is not a duration"),
+        (("token", "revoke", "feedbeef"), "no live token"),
+    ]:
+        result = run(*args)
+        assert result.exit_code != 0 and message in result.output, (args, result.output)
+        assert "hint:" in result.output
+    with_password = url.replace("://", "://u:secret@", 1)
+    result = runner.invoke(
+        cli, ["server", "--db", with_password, "--blobs", str(blobs), "user", "list"]
+    )
+    assert result.exit_code != 0 and "password" in result.output and "secret" not in result.output
+    sqlite = runner.invoke(
+        cli, ["server", "--db", "sqlite:///x.db", "--blobs", str(blobs), "user", "list"]
+    )
+    assert sqlite.exit_code != 0 and "PostgreSQL" in sqlite.output
