@@ -5,6 +5,7 @@ revoked, the audit trail, and a walk of every route without a token."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -257,3 +258,64 @@ def test_bad_input_to_the_admin_commands(deployment: tuple[str, Path]) -> None:
         cli, ["server", "--db", "sqlite:///x.db", "--blobs", str(blobs), "user", "list"]
     )
     assert sqlite.exit_code != 0 and "PostgreSQL" in sqlite.output
+
+
+def test_sync_pushes_runs_once_and_teammates_see_them(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any
+) -> None:
+    from tests.conftest import train
+
+    v1 = train(tether, project, "v1", "alpha")
+    points = [("loss", i, 1_700_000_000.0 + i, 1 / (1 + i)) for i in range(3000)]
+    metrics_repo.insert_metrics(project.db, v1, points)
+    # Not connected yet: a clear refusal.
+    refused = tether("sync")
+    assert refused.exit_code != 0 and "tether connect" in refused.output
+    # A wrong token is refused before anything is written.
+    bad = tether("connect", team["base"], "--project", "recs", "--token-stdin", input="tt1.x")
+    assert bad.exit_code != 0 and not (project.dot / "server.toml").exists()
+    ok = tether(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["ada"]
+    )
+    assert ok.exit_code == 0, ok.output
+    secret = team["tokens"]["ada"]
+    for path in project.dot.rglob("*"):
+        if path.is_file() and path.suffix in (".toml", ".json", ""):
+            assert secret not in path.read_text(errors="replace"), path
+    creds = Path(os.environ["XDG_CONFIG_HOME"]) / "tether" / "credentials.toml"
+    assert creds.stat().st_mode & 0o777 == 0o600
+    first = tether("sync", "--json")
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.output[first.output.index("{") :])
+    assert report["sent"] == [v1] and report["project"] == "recs"
+    second = tether("sync", "--json")
+    assert json.loads(second.output[second.output.index("{") :])["sent"] == []
+    # More logged: only that run goes again.
+    metrics_repo.insert_metrics(project.db, v1, [("loss", 3000, 1_700_003_000.0, 0.0)])
+    third = tether("sync", "--json")
+    assert json.loads(third.output[third.output.index("{") :])["sent"] == [v1]
+    # bob, with a read grant, sees ada's run, every point, and who sent it.
+    admin(deployment, "grant", "bob", "recs", "read")
+    with client(team, "bob") as bob:
+        shown = bob.get(f"/p/recs/api/runs/{v1}").json()
+        assert shown["name"] == "v1" and shown["tags"]["tether.synced_by"] == "ada"
+        assert shown["metrics"]["loss"]["count"] == 3001
+        assert shown["environment"]["digest"] == shown["env_digest"]
+        series = bob.get(f"/p/recs/api/runs/{v1}/metrics", params={"key": "loss"}).json()
+        assert len(series["loss"]) == 3001
+        chart = bob.get(f"/p/recs/api/runs/{v1}/metrics/loss/chart", params={"width": 100})
+        assert chart.json()["kind"] == "buckets"
+    # A read grant cannot push.
+    bob_token = team["tokens"]["bob"]
+    assert tether("disconnect").exit_code == 0
+    assert (
+        tether(
+            "connect", team["base"], "--project", "recs", "--token-stdin", input=bob_token
+        ).exit_code
+        == 0
+    )
+    pushed = tether("sync")
+    assert pushed.exit_code != 0 and "may only read" in pushed.output
+    out = admin(deployment, "audit", "--json", "-n", "100")
+    entries = json.loads(out[out.index("[") :])
+    assert sum(1 for e in entries if e["action"] == "sync.push" and e["actor"] == "ada") >= 3

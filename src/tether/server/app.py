@@ -32,10 +32,12 @@ from starlette.staticfiles import StaticFiles
 
 from tether.errors import TetherError, Unauthenticated
 from tether.server.auth import SESSION, Authenticate, Scope
+from tether.server.sync import create_sync_app
 from tether.team import accounts, projects
 from tether.team.audit import Actor, record
 from tether.team.deployment import Deployment
 from tether.team.records import Role, User
+from tether.web.app import ERROR_HANDLERS as _ERRORS
 from tether.web.app import STATIC, Site, create_app, status_of
 
 log = logging.getLogger("tether.server")
@@ -136,6 +138,7 @@ class Projects:
         self.team = team
         self._apps: dict[str, Starlette] = {}
         self._lock = threading.Lock()
+        self._sync = create_sync_app(team, _ERRORS)
 
     def _app(self, name: str) -> Starlette:
         with self._lock:
@@ -159,7 +162,9 @@ class Projects:
             )
             await response(scope, receive, send)
             return
-        app = self._app(name)
+        scope["state"]["project"] = name
+        route = scope.get("path", "")[len(scope.get("root_path", "")) :]
+        app = self._sync if route.startswith("/sync/") else self._app(name)
         # Links are the project app's own: url_for looks names up in scope["router"]
         # (which the outer app set first) and prefixes app_root_path (the outer app's).
         scope = {**scope, "router": app.router, "app_root_path": scope.get("root_path", "")}
@@ -177,9 +182,8 @@ class Projects:
         if status and status[0] < 400:
             actor = Actor(user.name, _remote(scope))
             path = scope.get("path", "")
-            await run_in_threadpool(
-                record, self.team, actor, f"ui.{method.lower()}", f"{name}:{path}", {}
-            )
+            action = "sync.push" if app is self._sync else f"ui.{method.lower()}"
+            await run_in_threadpool(record, self.team, actor, action, f"{name}:{path}", {})
 
 
 def _lifespan(team: Deployment) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -82,7 +83,9 @@ def status_of(error: TetherError) -> int:
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    # The path inside this app: under the team server it is mounted at /p/NAME.
+    route = request.url.path[len(request.scope.get("root_path", "")) :]
+    return route.startswith(("/api/", "/sync/"))
 
 
 async def _tether_error(request: Request, exc: Exception) -> Response:
@@ -139,14 +142,14 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+ERROR_HANDLERS: dict[Any, Any] = {
+    TetherError: _tether_error,
+    HTTPException: _http_error,
+    Exception: _crash,
+}
+
+
 def create_app(site: Site) -> Starlette:
-    app = Starlette(
-        routes=routes(),
-        exception_handlers={
-            TetherError: _tether_error,
-            HTTPException: _http_error,
-            Exception: _crash,
-        },
-    )
+    app = Starlette(routes=routes(), exception_handlers=ERROR_HANDLERS)
     app.state.site = site
     return app

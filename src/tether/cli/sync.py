@@ -1,0 +1,73 @@
+"""tether connect, sync, disconnect: a project's link to a team server."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tether.cli import cli
+from tether.cli._output import emit_json, info
+from tether.cli._workspace import open_workspace
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--project", "project", required=True, help="The project on the server.")
+@click.option(
+    "--token-stdin",
+    is_flag=True,
+    help="Read the token from standard input (else it is asked for, hidden).",
+)
+@click.pass_context
+def connect(ctx: click.Context, url: str, project: str, token_stdin: bool) -> None:
+    """Link this project to a team server's PROJECT, checking the token first.
+
+    The token goes to ~/.config/tether/credentials.toml (mode 0600), never into the
+    project; the link (URL and project) to .tether/server.toml. Then 'tether sync'.
+    """
+    from tether.errors import UsageError
+    from tether.team import client
+
+    if token_stdin:
+        token = sys.stdin.read().strip()
+    elif sys.stdin.isatty():
+        token = click.prompt("Token", hide_input=True).strip()
+    else:
+        raise UsageError("no terminal to ask for the token", hint="pipe it in with --token-stdin")
+    if not token:
+        raise UsageError("empty token", hint="an admin makes one: tether server token create USER")
+    link = client.connect(open_workspace(ctx), url, project, token)
+    click.echo(f"connected to {link.url}, project {link.project}")
+
+
+@cli.command()
+@click.pass_context
+def disconnect(ctx: click.Context) -> None:
+    """Forget this project's team server (nothing on the server changes)."""
+    from tether.team import client
+
+    link = client.disconnect(open_workspace(ctx))
+    if link is None:
+        info("this project was not connected")
+        return
+    click.echo(f"disconnected from {link.url} ({link.project})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def sync(ctx: click.Context, as_json: bool) -> None:
+    """Send the connected server every run it lacks or holds in an older state (records,
+    params, tags, every metric point, environments). Safe to repeat: a second sync sends
+    nothing. Blobs (logs, stored outputs) are not sent yet."""
+    from tether.team import client
+
+    result = client.sync(open_workspace(ctx))
+    if as_json:
+        emit_json(result.to_json())
+        return
+    click.echo(
+        f"synced with {result.server.url} ({result.server.project}): "
+        f"{len(result.sent)} run(s) sent, {result.up_to_date} already there"
+    )

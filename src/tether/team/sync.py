@@ -1,0 +1,149 @@
+"""What a client sends to the server, and how the server takes it in.
+
+A run travels whole: its record (params, tags, metric summaries, files, code, capture),
+every metric point and its environment. Run ids are global, so sending a run again
+replaces the server's copy with the same content: sync is idempotent. Which runs to
+send is settled in one round trip: the client offers (id, fingerprint) for every run,
+the server answers the ids it lacks or holds in another state (a run that was still
+running, or logged more since).
+
+This first version moves run records and series; blobs (logs, stored outputs, code
+snapshots) follow with the blob protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tether.errors import UsageError
+from tether.repositories import metrics as metrics_repo
+from tether.repositories import runs as runs_repo
+from tether.runs.record import NewRun, RunFile, RunRecord
+from tether.workspace import Workspace
+
+MAX_POINTS_PER_BATCH = 50_000
+SYNCED_BY = "tether.synced_by"  # tag: the server user who sent the run
+
+
+def fingerprint(run: RunRecord) -> str:
+    """What changes when a run changes: status, end, and the count of everything
+    logged to it."""
+    points = sum(m.count for m in run.metrics.values())
+    # Milliseconds: PostgreSQL keeps times to the microsecond, SQLite as a double.
+    ended = None if run.ended is None else round(run.ended, 3)
+    return (
+        f"{run.status}|{ended}|{run.exit_code}|{len(run.params)}|"
+        f"{len([k for k in run.tags if k != SYNCED_BY])}|{points}|{len(run.files)}|"
+        f"{run.env_digest}|{run.log_digest}"
+    )
+
+
+@dataclass(frozen=True)
+class RunUpload:
+    run: RunRecord
+    points: tuple[tuple[str, int, float, float], ...]  # (key, step, at, value)
+    environment: str | None  # the environment record's canonical JSON
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run.to_json(),
+            "points": [[k, s, a, None if v != v else v] for k, s, a, v in self.points],
+            "environment": self.environment,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunUpload:
+        try:
+            run = RunRecord.from_json(data["run"])
+            points = tuple(
+                (str(k), int(s), float(a), math.nan if v is None else float(v))
+                for k, s, a, v in data.get("points", ())
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(
+                f"a run upload does not parse: {type(e).__name__}", hint="upgrade the client"
+            ) from None
+        environment = data.get("environment")
+        return cls(run, points, environment if isinstance(environment, str) else None)
+
+
+def upload_of(ws: Workspace, run: RunRecord) -> RunUpload:
+    series = metrics_repo.metric_series(ws.db, run.id)
+    points = tuple((k, s, a, v) for k, pts in series.items() for s, a, v in pts)
+    environment = runs_repo.load_environment(ws.db, run.env_digest)
+    return RunUpload(run, points, None if environment is None else environment.canonical)
+
+
+def stale(ws: Workspace, offers: Mapping[str, str]) -> list[str]:
+    """The offered run ids this project lacks or holds with another fingerprint."""
+    ids = list(offers)
+    held = {r.id: fingerprint(r) for r in runs_repo.load_runs(ws.db, ids)}
+    return [i for i in ids if held.get(i) != offers[i]]
+
+
+def receive(ws: Workspace, upload: RunUpload, by: str) -> None:
+    """Replace the project's copy of the run with the uploaded one, in one transaction."""
+    from tether.envcapture.environment import Environment
+
+    run = upload.run
+    environment = None
+    if upload.environment is not None:
+        environment = Environment.from_json(upload.environment)
+        if environment.digest != run.env_digest:
+            raise UsageError(
+                f"run {run.id[:12]}: its environment does not match its digest",
+                hint="the upload was damaged; sync again",
+            )
+    with ws.db.atomic():
+        runs_repo.delete_runs(ws.db, [run.id])
+        if environment is not None:
+            runs_repo.save_environment(ws.db, environment.digest, environment.canonical)
+        runs_repo.create_run(
+            ws.db,
+            NewRun(
+                name=run.name,
+                command=run.command,
+                cwd=run.cwd,
+                host=run.host,
+                user=run.user,
+                pid=run.pid,
+                seed=run.seed,
+                env_digest=run.env_digest if environment is not None else None,
+                code=run.code,
+                capture=run.capture.to_json(),
+                started=run.started,
+                run_id=run.id,
+            ),
+        )
+        runs_repo.set_env_and_log(
+            ws.db, run.id, run.env_digest if environment is not None else None, run.log_digest
+        )
+        runs_repo.log_params(ws.db, run.id, dict(run.params))
+        runs_repo.set_tags(ws.db, run.id, {**run.tags, SYNCED_BY: by})
+        for batch in _batches(upload.points, MAX_POINTS_PER_BATCH):
+            metrics_repo.insert_metrics(ws.db, run.id, batch)
+        runs_repo.add_files(ws.db, run.id, _files_without_blobs(run.files))
+        if run.status != "running":
+            runs_repo.finish_run(
+                ws.db,
+                run.id,
+                run.status,
+                exit_code=run.exit_code,
+                reason=run.reason,
+                ended=run.ended,
+            )
+
+
+def _files_without_blobs(files: Iterable[RunFile]) -> list[RunFile]:
+    # The blobs themselves are not on the server yet: the files are listed, not kept.
+    return [RunFile(f.role, f.path, f.digest, f.size, f.source, False) for f in files]
+
+
+def _batches(
+    points: Sequence[tuple[str, int, float, float]], size: int
+) -> Iterable[Sequence[tuple[str, int, float, float]]]:
+    for i in range(0, len(points), size):
+        yield points[i : i + size]
