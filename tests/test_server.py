@@ -18,6 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from tether.api import runs as api_runs
 from tether.cli import cli
 from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
@@ -288,6 +289,7 @@ def test_sync_pushes_runs_once_and_teammates_see_them(
     assert first.exit_code == 0, first.output
     report = json.loads(first.output[first.output.index("{") :])
     assert report["sent"] == [v1] and report["project"] == "recs"
+    assert report["blobs_sent"] >= 2  # at least the log and the stored output
     second = tether("sync", "--json")
     assert json.loads(second.output[second.output.index("{") :])["sent"] == []
     # More logged: only that run goes again.
@@ -305,6 +307,19 @@ def test_sync_pushes_runs_once_and_teammates_see_them(
         assert len(series["loss"]) == 3001
         chart = bob.get(f"/p/recs/api/runs/{v1}/metrics/loss/chart", params={"width": 100})
         assert chart.json()["kind"] == "buckets"
+        # The run's blobs came too: its log, and its output stored by digest.
+        local = runs_repo.load_run(project.db, v1)
+        log = bob.get(f"/p/recs/api/runs/{v1}/log")
+        assert log.status_code == 200 and log.content == b"".join(api_runs.log(project, v1))
+        stored = {f["path"]: f["stored"] for f in shown["files"]}
+        assert stored == {f.path: f.stored for f in local.files}
+        # Bytes that do not hash to the digest they claim are refused, and not kept.
+        claimed = "sha256:" + "ab" * 32
+        with client(team, "ada") as ada:
+            forged = ada.put(f"/p/recs/sync/blobs/{claimed}", content=b"not those bytes")
+            assert forged.status_code == 400 and "expected" in forged.json()["message"]
+            missing = ada.post("/p/recs/sync/blobs/missing", json={"digests": [claimed]})
+            assert missing.json()["missing"] == [claimed]
     # A read grant cannot push.
     bob_token = team["tokens"]["bob"]
     assert tether("disconnect").exit_code == 0

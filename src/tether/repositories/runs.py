@@ -206,6 +206,16 @@ def add_blobs(db: Database, run_id: str, blobs: Iterable[tuple[str, str]]) -> No
 # -- reading -----------------------------------------------------------------------
 
 
+def blobs_of(db: Database, run_id: str) -> list[tuple[str, str]]:
+    """The (digest, purpose) blobs this run keeps alive."""
+    return [
+        (r["digest"], r["purpose"])
+        for r in db.query(
+            "SELECT digest, purpose FROM run_blobs WHERE run_id = ? ORDER BY digest", (run_id,)
+        )
+    ]
+
+
 def resolve(db: Database, ref: str, *, on_ambiguous: Callable[[str], None] | None = None) -> str:
     """A run id, a unique id prefix (4+ characters), a run name (its latest run),
     ``NAME~N`` (the Nth run of that name before the latest) or ``latest``.

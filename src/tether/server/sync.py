@@ -1,7 +1,9 @@
 """``/p/NAME/sync/…``: where clients push their runs (``tether sync``).
 
-    POST /sync/runs/stale   {"offers": {run_id: fingerprint}} → {"stale": [run_id…]}
-    POST /sync/runs         one run upload (team.sync.RunUpload) → {"run": run_id}
+    POST /sync/runs/stale     {"offers": {run_id: fingerprint}} → {"stale": [run_id…]}
+    POST /sync/blobs/missing  {"digests": […]} → {"missing": […]}
+    PUT  /sync/blobs/DIGEST   the bytes; refused (400) unless they hash to DIGEST
+    POST /sync/runs           one run upload (team.sync.RunUpload) → {"run": run_id}
 
 Both need a write grant (checked before the request gets here); an upload is audited.
 """
@@ -63,6 +65,34 @@ async def stale(request: Request) -> Response:
     return FastJSON({"stale": found})
 
 
+async def missing_blobs(request: Request) -> Response:
+    team, project, _ = _context(request)
+    body = await _body(request)
+    digests = body.get("digests") if isinstance(body, dict) else None
+    if not isinstance(digests, list) or len(digests) > MAX_OFFERS:
+        raise UsageError("digests must be a list", hint="upgrade the client")
+    found = await run_in_threadpool(
+        sync.missing_blobs, team.project(project), [str(d) for d in digests]
+    )
+    return FastJSON({"missing": found})
+
+
+async def put_blob(request: Request) -> Response:
+    team, project, _ = _context(request)
+    intake = await run_in_threadpool(
+        sync.BlobIntake, team.project(project), request.path_params["digest"]
+    )
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                await run_in_threadpool(intake.write, chunk)
+        size = await run_in_threadpool(intake.commit)
+    except BaseException:
+        await run_in_threadpool(intake.abort)
+        raise
+    return FastJSON({"digest": request.path_params["digest"], "size": size})
+
+
 async def upload(request: Request) -> Response:
     team, project, user = _context(request)
     body = await _body(request)
@@ -77,6 +107,8 @@ def create_sync_app(team: Deployment, error_handlers: dict[Any, Any]) -> Starlet
     app = Starlette(
         routes=[
             Route("/sync/runs/stale", stale, methods=["POST"]),
+            Route("/sync/blobs/missing", missing_blobs, methods=["POST"]),
+            Route("/sync/blobs/{digest}", put_blob, methods=["PUT"]),
             Route("/sync/runs", upload, methods=["POST"]),
         ],
         exception_handlers=error_handlers,

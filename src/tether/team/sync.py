@@ -7,8 +7,10 @@ send is settled in one round trip: the client offers (id, fingerprint) for every
 the server answers the ids it lacks or holds in another state (a run that was still
 running, or logged more since).
 
-This first version moves run records and series; blobs (logs, stored outputs, code
-snapshots) follow with the blob protocol.
+The blobs a run keeps (its log, diff, code snapshot, stored outputs) go first, only
+those the server lacks, each verified against its digest as it is written. A run's
+upload names its blobs; the server keeps the ones it holds and lists the others as not
+stored, so a run whose blobs did not all arrive stays stale and goes again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.errors import UsageError
+from tether.hashing import Digest
 from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.runs.record import NewRun, RunFile, RunRecord
@@ -32,12 +35,13 @@ def fingerprint(run: RunRecord) -> str:
     """What changes when a run changes: status, end, and the count of everything
     logged to it."""
     points = sum(m.count for m in run.metrics.values())
+    stored = sum(1 for f in run.files if f.stored)
     # Milliseconds: PostgreSQL keeps times to the microsecond, SQLite as a double.
     ended = None if run.ended is None else round(run.ended, 3)
     return (
         f"{run.status}|{ended}|{run.exit_code}|{len(run.params)}|"
         f"{len([k for k in run.tags if k != SYNCED_BY])}|{points}|{len(run.files)}|"
-        f"{run.env_digest}|{run.log_digest}"
+        f"{stored}|{run.env_digest}|{run.log_digest}"
     )
 
 
@@ -46,12 +50,14 @@ class RunUpload:
     run: RunRecord
     points: tuple[tuple[str, int, float, float], ...]  # (key, step, at, value)
     environment: str | None  # the environment record's canonical JSON
+    blobs: tuple[tuple[str, str], ...] = ()  # (digest, purpose) the run keeps
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run": self.run.to_json(),
             "points": [[k, s, a, None if v != v else v] for k, s, a, v in self.points],
             "environment": self.environment,
+            "blobs": [list(b) for b in self.blobs],
         }
 
     @classmethod
@@ -62,19 +68,50 @@ class RunUpload:
                 (str(k), int(s), float(a), math.nan if v is None else float(v))
                 for k, s, a, v in data.get("points", ())
             )
+            blobs = tuple((str(Digest.parse(d)), str(p)[:64]) for d, p in data.get("blobs", ()))
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(
                 f"a run upload does not parse: {type(e).__name__}", hint="upgrade the client"
             ) from None
         environment = data.get("environment")
-        return cls(run, points, environment if isinstance(environment, str) else None)
+        return cls(run, points, environment if isinstance(environment, str) else None, blobs)
 
 
 def upload_of(ws: Workspace, run: RunRecord) -> RunUpload:
     series = metrics_repo.metric_series(ws.db, run.id)
     points = tuple((k, s, a, v) for k, pts in series.items() for s, a, v in pts)
     environment = runs_repo.load_environment(ws.db, run.env_digest)
-    return RunUpload(run, points, None if environment is None else environment.canonical)
+    blobs = tuple(
+        (d, p) for d, p in runs_repo.blobs_of(ws.db, run.id) if ws.store.has(Digest.parse(d))
+    )
+    return RunUpload(run, points, None if environment is None else environment.canonical, blobs)
+
+
+def missing_blobs(ws: Workspace, digests: Iterable[str]) -> list[str]:
+    """The digests this project's store lacks."""
+    return [d for d in dict.fromkeys(digests) if not ws.store.has(Digest.parse(d))]
+
+
+class BlobIntake:
+    """A blob arriving in pieces: kept only if the whole hashes to its digest, so a blob
+    damaged in transit is refused and nothing of it stays."""
+
+    def __init__(self, ws: Workspace, digest: str) -> None:
+        self._writer = ws.store.writer(expected=Digest.parse(digest))
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        self._writer.write(chunk)
+
+    def commit(self) -> int:
+        self._done = True  # a failed commit cleans up after itself
+        self._writer.__exit__(None, None, None)
+        return self._writer.size
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._writer.__exit__(RuntimeError, None, None)
 
 
 def stale(ws: Workspace, offers: Mapping[str, str]) -> list[str]:
@@ -97,6 +134,8 @@ def receive(ws: Workspace, upload: RunUpload, by: str) -> None:
                 f"run {run.id[:12]}: its environment does not match its digest",
                 hint="the upload was damaged; sync again",
             )
+    held = {d for d, _ in upload.blobs if ws.store.has(Digest.parse(d))}
+    log_digest = run.log_digest if run.log_digest in held else None
     with ws.db.atomic():
         runs_repo.delete_runs(ws.db, [run.id])
         if environment is not None:
@@ -119,13 +158,14 @@ def receive(ws: Workspace, upload: RunUpload, by: str) -> None:
             ),
         )
         runs_repo.set_env_and_log(
-            ws.db, run.id, run.env_digest if environment is not None else None, run.log_digest
+            ws.db, run.id, run.env_digest if environment is not None else None, log_digest
         )
+        runs_repo.add_blobs(ws.db, run.id, [(d, p) for d, p in upload.blobs if d in held])
         runs_repo.log_params(ws.db, run.id, dict(run.params))
         runs_repo.set_tags(ws.db, run.id, {**run.tags, SYNCED_BY: by})
         for batch in _batches(upload.points, MAX_POINTS_PER_BATCH):
             metrics_repo.insert_metrics(ws.db, run.id, batch)
-        runs_repo.add_files(ws.db, run.id, _files_without_blobs(run.files))
+        runs_repo.add_files(ws.db, run.id, _files_held(run.files, held))
         if run.status != "running":
             runs_repo.finish_run(
                 ws.db,
@@ -137,9 +177,12 @@ def receive(ws: Workspace, upload: RunUpload, by: str) -> None:
             )
 
 
-def _files_without_blobs(files: Iterable[RunFile]) -> list[RunFile]:
-    # The blobs themselves are not on the server yet: the files are listed, not kept.
-    return [RunFile(f.role, f.path, f.digest, f.size, f.source, False) for f in files]
+def _files_held(files: Iterable[RunFile], held: set[str]) -> list[RunFile]:
+    # A file is stored here only if its blob arrived; otherwise it is listed.
+    return [
+        RunFile(f.role, f.path, f.digest, f.size, f.source, f.stored and f.digest in held)
+        for f in files
+    ]
 
 
 def _batches(
