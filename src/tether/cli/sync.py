@@ -58,9 +58,10 @@ def disconnect(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def sync(ctx: click.Context, as_json: bool) -> None:
-    """Send the connected server every run it lacks or holds in an older state (records,
-    params, tags, every metric point, environments). Safe to repeat: a second sync sends
-    nothing. Blobs (logs, stored outputs) are not sent yet."""
+    """Send the connected server every run it lacks or holds in an older state: records,
+    params, tags, every metric point, environments, and the blobs each run keeps (log,
+    diff, code snapshot, stored outputs; only those it lacks). Safe to repeat: a second
+    sync sends nothing."""
     from tether.team import client
 
     result = client.sync(open_workspace(ctx))
@@ -69,5 +70,6 @@ def sync(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(
         f"synced with {result.server.url} ({result.server.project}): "
-        f"{len(result.sent)} run(s) sent, {result.up_to_date} already there"
+        f"{len(result.sent)} run(s) sent with {result.blobs_sent} blob(s), "
+        f"{result.up_to_date} already there"
     )
