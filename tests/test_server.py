@@ -24,6 +24,7 @@ from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.runs.record import NewRun
 from tether.team.deployment import Deployment
+from tether.workspace import Workspace, init_workspace
 
 from . import conftest
 
@@ -262,7 +263,11 @@ def test_bad_input_to_the_admin_commands(deployment: tuple[str, Path]) -> None:
 
 
 def test_sync_pushes_runs_once_and_teammates_see_them(
-    team: dict[str, Any], deployment: Any, project: Any, tether: Any
+    team: dict[str, Any],
+    deployment: Any,
+    project: Any,
+    tether: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
     from tests.conftest import train
 
@@ -320,17 +325,38 @@ def test_sync_pushes_runs_once_and_teammates_see_them(
             assert forged.status_code == 400 and "expected" in forged.json()["message"]
             missing = ada.post("/p/recs/sync/blobs/missing", json={"digests": [claimed]})
             assert missing.json()["missing"] == [claimed]
-    # A read grant cannot push.
-    bob_token = team["tokens"]["bob"]
-    assert tether("disconnect").exit_code == 0
-    assert (
-        tether(
-            "connect", team["base"], "--project", "recs", "--token-stdin", input=bob_token
-        ).exit_code
-        == 0
+    # bob, read-only, in a checkout of his own: sync brings ada's run, blobs included,
+    # and holds back his own runs (a read grant may not send).
+    bob_root = project.root.parent / "bob"
+    bob_root.mkdir()
+    init_workspace(bob_root, propose_kitfile=False)
+    conftest.separate_database(request, bob_root)
+    bob_ws = Workspace.open(bob_root)
+    mine = runs_repo.create_run(bob_ws.db, NewRun(
+        name="bobs", command=["true"], cwd=".", host="h", user="bob", pid=1,
+        started=time.time(),
+    ))  # fmt: skip
+    runs_repo.finish_run(bob_ws.db, mine, "finished")
+
+    def as_bob(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
+
+    connected = as_bob(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["bob"]
     )
-    pushed = tether("sync")
-    assert pushed.exit_code != 0 and "may only read" in pushed.output
+    assert connected.exit_code == 0, connected.output
+    pulled = as_bob("sync", "--json")
+    assert pulled.exit_code == 0, pulled.output
+    got = json.loads(pulled.output[pulled.output.index("{") :])
+    assert sorted(got["pulled"]) == sorted([v1, team["run"]])  # ada's, and the fixture's
+    assert got["sent"] == [] and got["held_back"] == 1
+    copy = runs_repo.load_run(bob_ws.db, v1)
+    assert copy.tags["tether.synced_by"] == "ada" and copy.metrics["loss"].count == 3001
+    assert b"".join(api_runs.log(bob_ws, v1)) == b"".join(api_runs.log(project, v1))
+    assert len(metrics_repo.metric_series(bob_ws.db, v1)["loss"]) == 3001
+    second = as_bob("sync", "--json").output
+    assert json.loads(second[second.index("{") :])["pulled"] == []
+    bob_ws.close()
     out = admin(deployment, "audit", "--json", "-n", "100")
     entries = json.loads(out[out.index("[") :])
     assert sum(1 for e in entries if e["action"] == "sync.push" and e["actor"] == "ada") >= 3

@@ -58,10 +58,10 @@ def disconnect(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def sync(ctx: click.Context, as_json: bool) -> None:
-    """Send the connected server every run it lacks or holds in an older state: records,
-    params, tags, every metric point, environments, and the blobs each run keeps (log,
-    diff, code snapshot, stored outputs; only those it lacks). Safe to repeat: a second
-    sync sends nothing."""
+    """Exchange runs with the connected server: send the runs made here that it lacks or
+    holds in an older state (records, params, tags, every metric point, environments,
+    and the blobs each keeps), then take in the teammates' runs this checkout lacks.
+    Safe to repeat: a second sync moves nothing. Sending needs a write grant."""
     from tether.team import client
 
     result = client.sync(open_workspace(ctx))
@@ -71,5 +71,7 @@ def sync(ctx: click.Context, as_json: bool) -> None:
     click.echo(
         f"synced with {result.server.url} ({result.server.project}): "
         f"{len(result.sent)} run(s) sent with {result.blobs_sent} blob(s), "
-        f"{result.up_to_date} already there"
+        f"{result.up_to_date} already there, {len(result.pulled)} teammates' run(s) received"
     )
+    if result.held_back:
+        info(f"{result.held_back} run(s) made here were not sent: a read grant may not send")

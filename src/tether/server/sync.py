@@ -1,11 +1,14 @@
 """``/p/NAME/sync/…``: where clients push their runs (``tether sync``).
 
-    POST /sync/runs/stale     {"offers": {run_id: fingerprint}} → {"stale": [run_id…]}
     POST /sync/blobs/missing  {"digests": […]} → {"missing": […]}
     PUT  /sync/blobs/DIGEST   the bytes; refused (400) unless they hash to DIGEST
     POST /sync/runs           one run upload (team.sync.RunUpload) → {"run": run_id}
+    GET  /sync/runs           {"runs": {run_id: fingerprint}}: what a pulling client compares
+    GET  /sync/runs/RUN       one run as an upload
+    GET  /sync/blobs/DIGEST   the bytes of a blob of this project
 
-Both need a write grant (checked before the request gets here); an upload is audited.
+Changes need a write grant, reads a read grant (checked before the request gets here);
+every change is audited.
 """
 
 from __future__ import annotations
@@ -52,19 +55,6 @@ def _context(request: Request) -> tuple[Deployment, str, str]:
     return request.app.state.team, state["project"], state["user"].name
 
 
-async def stale(request: Request) -> Response:
-    team, project, _ = _context(request)
-    body = await _body(request)
-    offers = body.get("offers") if isinstance(body, dict) else None
-    if not isinstance(offers, dict) or len(offers) > MAX_OFFERS:
-        raise UsageError(
-            "offers must be an object of run id → fingerprint", hint="upgrade the client"
-        )
-    clean = {str(k): str(v) for k, v in offers.items()}
-    found = await run_in_threadpool(sync.stale, team.project(project), clean)
-    return FastJSON({"stale": found})
-
-
 async def missing_blobs(request: Request) -> Response:
     team, project, _ = _context(request)
     body = await _body(request)
@@ -103,13 +93,40 @@ async def upload(request: Request) -> Response:
     return FastJSON({"run": received.run.id})
 
 
+def run_fingerprints(request: Request) -> Response:
+    team, project, _ = _context(request)
+    return FastJSON({"runs": sync.fingerprints(team.project(project))})
+
+
+def run_upload(request: Request) -> Response:
+    team, project, _ = _context(request)
+    found = sync.upload_of_id(team.project(project), request.path_params["run"])
+    return FastJSON(found.to_json())
+
+
+def get_blob(request: Request) -> Response:
+    from starlette.responses import FileResponse
+
+    from tether.errors import ObjectNotFound
+    from tether.hashing import Digest
+
+    team, project, _ = _context(request)
+    ws = team.project(project)
+    digest = Digest.parse(request.path_params["digest"])
+    if not ws.store.has(digest):
+        raise ObjectNotFound(f"no blob {digest.short} here", hint="push it first")
+    return FileResponse(ws.store.path(digest), media_type="application/octet-stream")
+
+
 def create_sync_app(team: Deployment, error_handlers: dict[Any, Any]) -> Starlette:
     app = Starlette(
         routes=[
-            Route("/sync/runs/stale", stale, methods=["POST"]),
             Route("/sync/blobs/missing", missing_blobs, methods=["POST"]),
             Route("/sync/blobs/{digest}", put_blob, methods=["PUT"]),
             Route("/sync/runs", upload, methods=["POST"]),
+            Route("/sync/runs", run_fingerprints, methods=["GET"]),
+            Route("/sync/runs/{run}", run_upload, methods=["GET"]),
+            Route("/sync/blobs/{digest}", get_blob, methods=["GET"]),
         ],
         exception_handlers=error_handlers,
     )

@@ -159,6 +159,8 @@ class SyncReport:
     sent: tuple[str, ...]  # run ids
     up_to_date: int
     blobs_sent: int = 0
+    pulled: tuple[str, ...] = ()  # teammates' runs taken in
+    held_back: int = 0  # runs made here that a read grant may not send
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,42 +168,122 @@ class SyncReport:
             "sent": list(self.sent),
             "up_to_date": self.up_to_date,
             "blobs_sent": self.blobs_sent,
+            "pulled": list(self.pulled),
+            "held_back": self.held_back,
         }
 
 
 def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
-    """Send the server every run it lacks or holds in an older state."""
+    """Send the server every run made here that it lacks or holds in an older state
+    (with a write grant), then take in the teammates' runs, with their blobs, that this
+    checkout lacks. One request lists the server's runs and their fingerprints."""
     from tether.repositories import runs as runs_repo
     from tether.repositories.run_filter import list_runs
-    from tether.team.sync import fingerprint, upload_of
+    from tether.team.sync import SYNCED_BY, fingerprint
 
     link, token = linked(ws)
     ids = [r.id for r in list_runs(ws.db, limit=None).runs]
     records = {r.id: r for r in runs_repo.load_runs(ws.db, ids)}
-    offers = {i: fingerprint(r) for i, r in records.items()}
     base = f"/p/{link.project}/sync"
-    sent: list[str] = []
-    blobs_sent = 0
     with _client(link.url, token) as client:
-        stale = _request(
-            client, "POST", f"{base}/runs/stale", link.project, json={"offers": offers}
+        projects = _request(client, "GET", "/api/projects", link.project).get("projects", [])
+        role = next((p["role"] for p in projects if p["name"] == link.project), None)
+        if role is None:
+            raise ProjectNotFound(
+                f"{link.url} has no project {link.project} for this token",
+                hint="ask an admin for a grant: tether server grant USER PROJECT write",
+            )
+        theirs: dict[str, str] = _request(client, "GET", f"{base}/runs", link.project).get(
+            "runs", {}
         )
-        todo = [i for i in stale.get("stale", []) if i in records]
-        report.start(len(todo))
-        for run_id in todo:
-            upload = upload_of(ws, records[run_id])
-            digests = [d for d, _ in upload.blobs]
-            if digests:
-                missing = _request(
-                    client, "POST", f"{base}/blobs/missing", link.project, json={"digests": digests}
-                )
-                for digest in missing.get("missing", []):
-                    _send_blob(client, ws, f"{base}/blobs/{digest}", link.project, digest)
-                    blobs_sent += 1
-            _request(client, "POST", f"{base}/runs", link.project, json=upload.to_json())
-            sent.append(run_id)
-            report.advance(1)
-    return SyncReport(link, tuple(sent), len(records) - len(sent), blobs_sent)
+        # Made here (not received from the server) and not there as it is here.
+        ours = [
+            i
+            for i, r in records.items()
+            if SYNCED_BY not in r.tags and theirs.get(i) != fingerprint(r)
+        ]
+        sent: list[str] = []
+        blobs_sent = 0
+        if role != "read":
+            report.start(len(ours))
+            for run_id in ours:
+                blobs_sent += _push(client, ws, base, link.project, records[run_id])
+                sent.append(run_id)
+                report.advance(1)
+        pulled = _pull(client, ws, base, link.project, records, theirs)
+    held_back = len(ours) - len(sent)
+    up_to_date = len(records) - len(ours)
+    return SyncReport(link, tuple(sent), up_to_date, blobs_sent, pulled, held_back)
+
+
+def _push(client: Any, ws: Workspace, base: str, project: str, run: Any) -> int:
+    """One run, its missing blobs first; returns how many blobs went."""
+    from tether.team.sync import upload_of
+
+    upload = upload_of(ws, run)
+    sent = 0
+    digests = [d for d, _ in upload.blobs]
+    if digests:
+        missing = _request(
+            client, "POST", f"{base}/blobs/missing", project, json={"digests": digests}
+        )
+        for digest in missing.get("missing", []):
+            _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
+            sent += 1
+    _request(client, "POST", f"{base}/runs", project, json=upload.to_json())
+    return sent
+
+
+def _pull(
+    client: Any,
+    ws: Workspace,
+    base: str,
+    project: str,
+    records: dict[str, Any],
+    theirs: dict[str, str],
+) -> tuple[str, ...]:
+    """Take in the teammates' runs this checkout lacks or holds in an older state. A run
+    made here is never overwritten: only runs that came from the server are refreshed."""
+    from tether.team.sync import SYNCED_BY, RunUpload, fingerprint, receive
+
+    pulled: list[str] = []
+    for run_id, fp in theirs.items():
+        mine = records.get(run_id)
+        if mine is not None and (SYNCED_BY not in mine.tags or fingerprint(mine) == fp):
+            continue
+        upload = RunUpload.from_json(_request(client, "GET", f"{base}/runs/{run_id}", project))
+        for digest, _ in upload.blobs:
+            _fetch_blob(client, ws, f"{base}/blobs/{digest}", digest)
+        receive(ws, upload, None)
+        pulled.append(run_id)
+    return tuple(pulled)
+
+
+def _fetch_blob(client: Any, ws: Workspace, path: str, digest: str) -> None:
+    import httpx
+
+    from tether.hashing import Digest
+    from tether.team.sync import BlobIntake
+
+    if ws.store.has(Digest.parse(digest)):
+        return
+    try:
+        with ws.lock("gc", shared=True), client.stream("GET", path) as response:
+            if response.status_code >= 400:
+                response.read()
+                _check(response, "")
+            intake = BlobIntake(ws, digest)
+            try:
+                for chunk in response.iter_bytes(1 << 20):
+                    intake.write(chunk)
+                intake.commit()
+            except BaseException:
+                intake.abort()
+                raise
+    except httpx.HTTPError as e:
+        raise TeamError(
+            f"cannot fetch blob {digest[:19]}: {type(e).__name__}", hint="sync again"
+        ) from None
 
 
 def _send_blob(client: Any, ws: Workspace, path: str, project: str, digest: str) -> None:

@@ -2,10 +2,11 @@
 
 A run travels whole: its record (params, tags, metric summaries, files, code, capture),
 every metric point and its environment. Run ids are global, so sending a run again
-replaces the server's copy with the same content: sync is idempotent. Which runs to
-send is settled in one round trip: the client offers (id, fingerprint) for every run,
-the server answers the ids it lacks or holds in another state (a run that was still
-running, or logged more since).
+replaces the server's copy with the same content: sync is idempotent. Which runs move
+is settled in one round trip: the client compares its runs' fingerprints with the
+server's list of (id, fingerprint), sends the runs the server lacks or holds in another
+state (a run that was still running, or logged more since), and takes in the
+teammates' runs it lacks. The receiving side, server or client, uses ``receive``.
 
 The blobs a run keeps (its log, diff, code snapshot, stored outputs) go first, only
 those the server lacks, each verified against its digest as it is written. A run's
@@ -114,15 +115,26 @@ class BlobIntake:
             self._writer.__exit__(RuntimeError, None, None)
 
 
-def stale(ws: Workspace, offers: Mapping[str, str]) -> list[str]:
-    """The offered run ids this project lacks or holds with another fingerprint."""
-    ids = list(offers)
-    held = {r.id: fingerprint(r) for r in runs_repo.load_runs(ws.db, ids)}
-    return [i for i in ids if held.get(i) != offers[i]]
+def fingerprints(ws: Workspace) -> dict[str, str]:
+    """Every run of this project with its fingerprint (what a pulling client compares)."""
+    from tether.repositories.run_filter import list_runs
+
+    ids = [r.id for r in list_runs(ws.db, limit=None).runs]
+    return {r.id: fingerprint(r) for r in runs_repo.load_runs(ws.db, ids)}
 
 
-def receive(ws: Workspace, upload: RunUpload, by: str) -> None:
-    """Replace the project's copy of the run with the uploaded one, in one transaction."""
+def upload_of_id(ws: Workspace, run_id: str) -> RunUpload:
+    found = runs_repo.load_runs(ws.db, [run_id])
+    if not found:
+        from tether.errors import RunNotFound
+
+        raise RunNotFound(f"no run {run_id[:40]!r} here", hint="list them: GET sync/runs")
+    return upload_of(ws, found[0])
+
+
+def receive(ws: Workspace, upload: RunUpload, by: str | None) -> None:
+    """Replace the project's copy of the run with the uploaded one, in one transaction.
+    ``by``: the server user who sent it (None when pulling: the tags already say)."""
     from tether.envcapture.environment import Environment
 
     run = upload.run
@@ -162,7 +174,7 @@ def receive(ws: Workspace, upload: RunUpload, by: str) -> None:
         )
         runs_repo.add_blobs(ws.db, run.id, [(d, p) for d, p in upload.blobs if d in held])
         runs_repo.log_params(ws.db, run.id, dict(run.params))
-        runs_repo.set_tags(ws.db, run.id, {**run.tags, SYNCED_BY: by})
+        runs_repo.set_tags(ws.db, run.id, {**run.tags, **({SYNCED_BY: by} if by else {})})
         for batch in _batches(upload.points, MAX_POINTS_PER_BATCH):
             metrics_repo.insert_metrics(ws.db, run.id, batch)
         runs_repo.add_files(ws.db, run.id, _files_held(run.files, held))
