@@ -25,8 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import mlflow_python
+
 WORK = Path("bench-work") / "run-overhead"
-VENV = Path("bench-work") / "mlflow-venv"
 
 SWEEP = r"""
 import sys, time
@@ -94,11 +96,7 @@ def sweep_rate(n: int) -> float:
 
 
 def mlflow_rate(n: int) -> float:
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        print("creating the MLflow virtualenv (once)…", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow==3.17.2"], check=True)
+    python = mlflow_python()
     where = fresh("mlflow")
     out = subprocess.run(
         [os.path.abspath(python), "-c", MLFLOW_SWEEP, str(n), f"sqlite:///{where}/mlflow.db"],

@@ -53,8 +53,10 @@ from tether.workspace import Workspace, init_workspace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.pgcluster import Cluster, cluster
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import mlflow_python
+
 WORK = Path("bench-work") / "tracking"
-VENV = Path("bench-work") / "mlflow-venv"
 FILTER = "metrics.acc > 0.5 and params.lr = '0.01'"
 MLFLOW_FILTER = "metrics.acc > 0.5 and params.lr = '0.01'"
 _names = iter(range(1_000_000))
@@ -234,15 +236,7 @@ def time_query(ws: Workspace, limit: int | None) -> tuple[float, int]:
 
 
 def mlflow(points: int, runs: int, uri: str) -> dict[str, float]:
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        print("creating the MLflow virtualenv (once)…", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    if subprocess.run([str(python), "-c", "import mlflow, psycopg2"], check=False).returncode:
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "mlflow==3.17.2", "psycopg2-binary"],
-            check=True,
-        )
+    python = mlflow_python("psycopg2-binary:psycopg2")
     out = subprocess.run(
         [str(python), "-c", MLFLOW_SCRIPT, str(points), str(runs), uri, MLFLOW_FILTER],
         check=False,

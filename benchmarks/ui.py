@@ -47,8 +47,10 @@ from tether.repositories import runs as runs_repo
 from tether.runs import record
 from tether.workspace import Workspace, init_workspace
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import mlflow_python
+
 WORK = Path("bench-work") / "ui"
-VENV = Path("bench-work") / "mlflow-venv"
 FILTER = "metrics.m0 > 0.5 and params.p0 = 'a'"
 
 
@@ -269,14 +271,7 @@ finally:
 
 
 def measure_mlflow(n_runs: int, n_points: int, repeat: int) -> dict[str, float]:
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        print("creating the MLflow virtualenv (once)…", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    if subprocess.run([str(python), "-c", "import mlflow, httpx"], check=False).returncode:
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "mlflow==3.17.2", "httpx"], check=True
-        )
+    python = mlflow_python("httpx:httpx")
     db = (fresh("mlflow") / "mlflow.db").resolve()
     out = subprocess.run(
         [str(python), "-c", MLFLOW_SCRIPT, str(n_runs), str(n_points), str(db), str(repeat)],
