@@ -39,7 +39,7 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if path in PUBLIC[:3] or path.startswith(PUBLIC[3]):
+        if path in PUBLIC[:3] or (path.startswith(PUBLIC[3]) and ".." not in path):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
