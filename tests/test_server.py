@@ -117,6 +117,9 @@ def test_grants_decide_what_each_user_sees(team: dict[str, Any], deployment: Any
         assert page.status_code == 200 and "&lt;b&gt;shared&lt;/b&gt;" in page.text
         assert "/p/recs/runs/" in page.text  # links stay inside the project
         assert ada.get(f"/p/recs/api/runs/{team['run']}/metrics/rmse/chart").status_code == 200
+        # The project's own errors keep their JSON shape under the mount.
+        missing = ada.get("/p/recs/api/runs/nope")
+        assert missing.status_code == 404 and missing.json()["error"] == "run-not-found"
         # Another project, granted to nobody here: as if it did not exist.
         for path in ("/p/other/api/runs", "/p/nope/api/runs", "/p/other/runs"):
             response = ada.get(path)

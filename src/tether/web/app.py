@@ -83,8 +83,9 @@ def status_of(error: TetherError) -> int:
 
 
 def _wants_json(request: Request) -> bool:
-    # The path inside this app: under the team server it is mounted at /p/NAME.
-    route = request.url.path[len(request.scope.get("root_path", "")) :]
+    # The path inside this app (under the team server it is mounted at /p/NAME, which
+    # app_root_path holds; root_path has by now grown by the inner mounts, /api too).
+    route = request.url.path[len(request.scope.get("app_root_path", "")) :]
     return route.startswith(("/api/", "/sync/"))
 
 
