@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,10 @@ from tether.errors import FilterError, TetherError, UsageError
 from tether.runs.record import RunRecord
 from tether.web.render import number, page, seconds, when
 from tether.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tether.modelkit.catalog import KitSummary
+    from tether.web.app import Site
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -274,7 +278,7 @@ async def run_delete(request: Request) -> Response:
 @dataclass(frozen=True)
 class KitRow:
     ref: str
-    summary: Any
+    summary: KitSummary
 
 
 def models_page(request: Request) -> Response:
@@ -394,10 +398,10 @@ def _node_href(request: Request, node: dict[str, Any]) -> str | None:
 # -- shared -------------------------------------------------------------------------------
 
 
-async def _action(request: Request) -> tuple[Any, dict[str, str]]:
+async def _action(request: Request) -> tuple[Site, dict[str, str]]:
     """The site and the form of a POST that changes state, once it is allowed: the UI
     is writable and the form carries this browser's CSRF token."""
-    site = request.app.state.site
+    site: Site = request.app.state.site
     form = await _form(request)
     site.require_writable()
     site.csrf.check(request, form.get("csrf"))
