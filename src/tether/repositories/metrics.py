@@ -35,6 +35,10 @@ MAX_WIDTH = 4_000  # columns a chart may ask for
 Axis = Literal["step", "time"]
 
 _POINT_COLUMNS = ("run_id", "key", "step", "at", "value")
+_BUCKET_COLUMNS = (
+    "run_id", "key", "width", "bucket", "count", "finite", "min_step", "max_step",
+    "min_at", "max_at", "min", "max", "sum", "last",
+)  # fmt: skip
 
 # Summary upsert: keep the point with the highest step (ties: the later write) as "last".
 _SUMMARY_UPSERT = """
@@ -195,11 +199,20 @@ def insert_metrics(
         # Inside the write transaction: the ordinals of this batch cannot race another
         # writer of the same run.
         logged = _counts(conn, run_id)
-        buckets: list[tuple[object, ...]] = []
+        # Only a batch's first bucket (per width) can continue a row an earlier batch
+        # wrote; every later one is new, so it goes in with the bulk path (COPY on
+        # PostgreSQL) and only the first needs an upsert.
+        fresh: list[tuple[object, ...]] = []
+        continued: list[tuple[object, ...]] = []
         for key, new in series.items():
-            fine = _fine_buckets(new, logged.get(key, 0))
-            buckets += [b.row(run_id, key, FINE) for b in fine]
-            buckets += [b.row(run_id, key, COARSE) for b in _coarse_buckets(fine)]
+            start = logged.get(key, 0)
+            fine = _fine_buckets(new, start)
+            for width, found in ((FINE, fine), (COARSE, _coarse_buckets(fine))):
+                rows_of = [b.row(run_id, key, width) for b in found]
+                if start % width:
+                    continued.append(rows_of[0])
+                    rows_of = rows_of[1:]
+                fresh += rows_of
         conn.insert_many("run_metrics", _POINT_COLUMNS, rows)
         conn.executemany(
             _SUMMARY_UPSERT,
@@ -208,7 +221,8 @@ def insert_metrics(
                 for k, (last, step, at, lo, hi, n) in summary.items()
             ],
         )
-        conn.executemany(_BUCKET_UPSERT, buckets)
+        conn.insert_many("run_metric_buckets", _BUCKET_COLUMNS, fresh)
+        conn.executemany(_BUCKET_UPSERT, continued)
 
 
 def _counts(conn: Connection, run_id: str) -> dict[str, int]:
