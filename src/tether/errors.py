@@ -58,6 +58,10 @@ class TetherError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def to_json(self) -> dict[str, str | None]:
+        """The error as the web UI, the server and their clients read it."""
+        return {"error": self.code, "message": self.message, "hint": self.hint}
+
 
 class UsageError(TetherError):
     """The command was called wrongly; nothing was changed."""

@@ -157,7 +157,7 @@ class Projects:
             await run_in_threadpool(projects.authorize, self.team, user, name, need)
         except TetherError as e:
             response = JSONResponse(
-                {"error": e.code, "message": e.message, "hint": e.hint},
+                e.to_json(),
                 status_code=status_of(e),
             )
             await response(scope, receive, send)

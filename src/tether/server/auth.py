@@ -66,7 +66,7 @@ def _refusal(request: Request, error: Unauthenticated) -> Response:
             response.delete_cookie(SESSION, path="/")
         return response
     return JSONResponse(
-        {"error": error.code, "message": error.message, "hint": error.hint},
+        error.to_json(),
         status_code=401,
         headers={"WWW-Authenticate": 'Bearer realm="tether"'},
     )

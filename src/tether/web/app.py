@@ -93,8 +93,7 @@ async def _tether_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TetherError)
     status = status_of(exc)
     if _wants_json(request):
-        body = {"error": exc.code, "message": exc.message, "hint": exc.hint}
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(exc.to_json(), status_code=status)
     return pages.error_page(request, status, exc.message, exc.hint)
 
 
