@@ -14,7 +14,12 @@ in batches of 10,000 as a training loop would; then starts ``tether ui`` and tim
 - all runs through the API (``/api/runs?limit=all``);
 - the big metric's chart data (``/api/runs/RUN/metrics/big/chart?width=1000``), and its
   size in bytes;
-- the big run's page (HTML), and the run through the API (``/api/runs/RUN``).
+- the big run's page (HTML), and the run through the API (``/api/runs/RUN``);
+- the big run's page in headless Chromium (``/usr/bin/chromium`` through Playwright):
+  from navigation until the page and every request of its data (the chart's included)
+  have finished, warm cache. This is the like-for-like comparison with MLflow, whose run
+  page is a script that asks its server for the run (GraphQL), its children
+  (``runs/search``) and its model versions.
 
 The baseline is the machine's limit for the same questions: plain ``sqlite3`` on the same
 file (50 newest runs with their params, metrics and tags; the filtered ids; every run with
@@ -22,7 +27,8 @@ everything; and 1,000 min/max buckets of the big series by GROUP BY). With --mlf
 MLflow 3.17.2 (``bench-work/mlflow-venv``) gets the same shape through its client into a
 SQLite store, then its server answers the equivalents: ``runs/search`` for 50, filtered
 and all (paged by 1,000), ``metrics/get-history-bulk-interval`` for the big metric (320
-points, its UI's default), and ``runs/get`` (next to the run through the API).
+points, its UI's default), ``runs/get`` (next to the run through the API), and its run page
+in the same browser.
 """
 
 from __future__ import annotations
@@ -119,6 +125,50 @@ def timed(call: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def page_load(url: str, repeat: int) -> float:
+    """Median seconds from navigating to ``url`` until the document has loaded and every
+    request for data it made (the document, fetch, XHR) has finished, with none new for
+    0.5 s, after one warm-up load. Scripts and styles come from the warm cache; they are
+    not awaited, since a worker script (MLflow's telemetry) never reports finishing."""
+    from playwright.sync_api import Request, sync_playwright
+
+    pending: set[Request] = set()
+    finished = [0.0]
+
+    def started(request: Request) -> None:
+        if request.resource_type in ("document", "fetch", "xhr"):
+            pending.add(request)
+
+    def ended(request: Request) -> None:
+        if request in pending:
+            pending.discard(request)
+            finished[0] = time.perf_counter()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("request", started)
+        page.on("requestfinished", ended)
+        page.on("requestfailed", ended)
+
+        def once() -> float:
+            page.goto("about:blank")
+            pending.clear()
+            start = time.perf_counter()
+            page.goto(url, wait_until="load", timeout=600_000)
+            loaded = time.perf_counter()
+            while pending or time.perf_counter() - max(finished[0], loaded) < 0.5:
+                page.wait_for_timeout(20)
+                if time.perf_counter() - start > 600:
+                    raise RuntimeError(f"{url} kept loading for 10 minutes")
+            return max(finished[0], loaded) - start
+
+        once()
+        times = [once() for _ in range(repeat)]
+        browser.close()
+    return statistics.median(times)
+
+
 def serve_tether(root: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether", "-C", str(root), "ui", "--port", "0"],
@@ -151,6 +201,7 @@ def measure_tether(url: str, big: str, repeat: int) -> dict[str, float]:
         out["zoom"] = timed(lambda: get(chart, width=1000, lo=400_000, hi=401_000), repeat)
         out["run_page"] = timed(lambda: get(f"/runs/{big}"), repeat)
         out["run_api"] = timed(lambda: get(f"/api/runs/{big}"), repeat)
+    out["run_browser"] = page_load(f"{url}/runs/{big}", repeat)
     return out
 
 
@@ -221,6 +272,7 @@ for start in range(0, n_points, 1000):
     now = int(time.time() * 1000)
     client.log_batch(big, metrics=[Metric("big", 1 / (1 + i), now, i)
                                    for i in range(start, min(n_points, start + 1000))])
+client.set_terminated(big)
 setup_s = time.perf_counter() - t0
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
@@ -264,7 +316,10 @@ try:
     out["chart_bytes"] = len(chart().content)
     get_run = lambda: http.get("/api/2.0/mlflow/runs/get", params={"run_id": big})
     out["run_api"] = timed(get_run, repeat)
-    print(json.dumps(out))
+    out["run_page_url"] = f"{base}/#/experiments/{exp}/runs/{big}"
+    # The caller loads the run page in its browser while this server still runs.
+    print(json.dumps(out), flush=True)
+    sys.stdin.readline()
 finally:
     server.terminate(); server.wait()
 """
@@ -273,15 +328,24 @@ finally:
 def measure_mlflow(n_runs: int, n_points: int, repeat: int) -> dict[str, float]:
     python = mlflow_python("httpx:httpx")
     db = (fresh("mlflow") / "mlflow.db").resolve()
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [str(python), "-c", MLFLOW_SCRIPT, str(n_runs), str(n_points), str(db), str(repeat)],
-        check=False,
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    if out.returncode:
-        raise RuntimeError(f"MLflow failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    assert proc.stdin is not None and proc.stdout is not None
+    line = proc.stdout.readline()
+    try:
+        out = json.loads(line)
+        out["run_browser"] = page_load(out.pop("run_page_url"), repeat)
+    except ValueError:
+        raise RuntimeError(f"MLflow failed:\n{proc.communicate()[1][-3000:]}") from None
+    finally:
+        proc.stdin.close()
+        proc.wait()
+    return out  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -318,7 +382,7 @@ def main() -> None:
         head += f"{'MLflow':>12}{'tether faster':>15}"
     print(head)
     aims = {"first_page": 0.100, "filtered_page": 0.150, "all_runs": 1.5, "chart": 0.200,
-            "run_page": 0.150}  # fmt: skip
+            "run_page": 0.150, "run_browser": 0.150}  # fmt: skip
     labels = {
         "first_page": "first page of runs (ms)",
         "filtered_page": "filtered page (ms)",
@@ -327,6 +391,7 @@ def main() -> None:
         "zoom": "  zoom into 1,000 steps (ms)",
         "run_page": "run page, HTML (ms)",
         "run_api": "one run via API (ms)",
+        "run_browser": "run page in a browser, data (ms)",
     }
     for key, label in labels.items():
         t = tether[key]

@@ -136,3 +136,22 @@ def test_cli_list_filter_and_errors(runs: Workspace, tether: Callable[..., Resul
     bad = tether("runs", "list", "-f", "rmse < 1")
     assert bad.exit_code == 2
     assert "error: unknown field 'rmse'" in bad.output and "hint:" in bad.output
+
+
+def test_many_runs_load_as_few_runs_do(runs: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading many runs takes other paths (per-run JSON objects, whole-table reads
+    that skip other runs' rows): the records must be the same as one by one."""
+    db = runs.db
+    ids = [r.id for r in list_runs(db, limit=None, sort="name").runs]
+    one_by_one = [runs_repo.load_runs(db, [i])[0].to_json() for i in ids]
+    monkeypatch.setattr(runs_repo, "AGGREGATE_FROM", 2)
+    # All, most and half (whole tables); a third (lists, aggregated); one (lists).
+    for chosen in (ids, ids[1:5], ids[:3][::-1], ids[::3], ids[2:3]):
+        loaded = [r.to_json() for r in runs_repo.load_runs(db, chosen)]
+        assert loaded == [one_by_one[ids.index(i)] for i in chosen]
+        listed = runs_repo.load_runs(db, chosen, full=False)
+        assert [r.to_json(summary=True) for r in listed] == [
+            {k: v for k, v in x.items() if k not in ("pid", "code", "capture", "files")}
+            for x in loaded
+        ]
+    assert runs_repo.load_runs(db, ["no-such-run", ids[0]]) == runs_repo.load_runs(db, ids[:1])

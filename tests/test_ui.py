@@ -198,6 +198,8 @@ def test_the_pages_in_a_real_browser(served: str, story: Workspace) -> None:
         page.wait_for_selector(".chart canvas")
         shot("compare")
         # A run: charts drawn from at most a column's worth of points.
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/chart?" in r.url else None)
         page.goto(served + "/runs/v2")
         page.wait_for_selector(".chart[data-points]")
         canvases = page.locator(".chart canvas")
@@ -207,6 +209,25 @@ def test_the_pages_in_a_real_browser(served: str, story: Workspace) -> None:
         assert all(0 < n <= 2000 for n in points), points
         assert "tether reproduce" in page.inner_text("body")
         shot("run")
+        # Zoom: only a drag asks for the finer points of a range (drawing does not).
+        page.wait_for_timeout(300)
+        assert asked and not [u for u in asked if "lo=" in u], asked
+        loss = page.locator(".chart", has=page.locator("h3", has_text="loss"))
+        box = loss.locator(".u-over").bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        before = loss.locator(".muted").inner_text()
+        with page.expect_response(lambda r: "lo=" in r.url and r.ok):
+            page.mouse.move(box["x"] + box["width"] * 0.40, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.42, y, steps=5)
+            page.mouse.up()
+        page.wait_for_function(
+            "([el, text]) => el.textContent !== text",
+            arg=[loss.locator(".muted").element_handle(), before],
+        )
+        shown = loss.locator(".muted").inner_text()
+        assert "of 100,000 points" in shown, shown
         page.goto(served + "/runs/" + runs_repo.resolve(story.db, "latest"))
         assert XSS in page.inner_text("h1") and page.locator("main img").count() == 0
         # Models: versions and the alias history; then move an alias (CSRF form).

@@ -139,7 +139,7 @@ class Database(ABC):
     def _snapshot(self, raw: Any) -> contextlib.AbstractContextManager[Connection]: ...
 
     @abstractmethod
-    def _read(self, raw: Any, sql: str, params: Params) -> list[Any]: ...
+    def _read(self, raw: Any, sql: str, params: Params, *, tuples: bool = False) -> list[Any]: ...
 
     @abstractmethod
     def _map_error(self, exc: BaseException) -> DatabaseError | None:
@@ -175,6 +175,12 @@ class Database(ABC):
         """Rows of one read, outside any write transaction of another thread."""
         with self._mapped_errors():
             return self._read(self._connection(), sql, params)
+
+    def tuples(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read as plain tuples: for bulk reads of hundreds of thousands of
+        rows, where looking columns up by name costs more than reading them."""
+        with self._mapped_errors():
+            return self._read(self._connection(), sql, params, tuples=True)
 
     def close(self) -> None:
         with self._all_lock:

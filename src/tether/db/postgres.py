@@ -208,9 +208,14 @@ class PostgresDatabase(Database):
             raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield _Conn(raw)
 
-    def _read(self, raw: psycopg.Connection[Any], sql: str, params: Params) -> list[Any]:
+    def _read(
+        self, raw: psycopg.Connection[Any], sql: str, params: Params, *, tuples: bool = False
+    ) -> list[Any]:
+        from psycopg.rows import tuple_row
+
         # Binary results: numbers and times arrive without text to parse.
-        return raw.execute(_translate(sql), tuple(params), binary=True).fetchall()
+        cursor = raw.cursor(row_factory=tuple_row) if tuples else raw.cursor()
+        return cursor.execute(_translate(sql), tuple(params), binary=True).fetchall()
 
     def _map_error(self, exc: BaseException) -> DatabaseError | None:
         try:

@@ -94,8 +94,13 @@ class SqliteDatabase(Database):
         finally:
             raw.execute("COMMIT")
 
-    def _read(self, raw: sqlite3.Connection, sql: str, params: Params) -> list[Any]:
-        return raw.execute(sql, params).fetchall()
+    def _read(
+        self, raw: sqlite3.Connection, sql: str, params: Params, *, tuples: bool = False
+    ) -> list[Any]:
+        cursor = raw.cursor()
+        if tuples:
+            cursor.row_factory = None
+        return cursor.execute(sql, params).fetchall()
 
     def _map_error(self, exc: BaseException) -> DatabaseError | None:
         if not isinstance(exc, sqlite3.Error):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.db.connection import Database, Instant
+from tether.db.connection import Database, Instant, Params
 from tether.errors import ParamConflict, RunNotFound
 from tether.runs.code import NO_CODE, CodeState
 from tether.runs.record import (
@@ -315,53 +315,57 @@ def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Ru
     rows_by_id: dict[str, Any] = {}
     # A listing leaves out the JSON documents (code, capture): often most of the bytes.
     columns = "*" if full else ", ".join(c for c in _RUN_COLUMNS if c not in ("code", "capture"))
-    for where, params in db.dialect.any_of("id", list(ids)):
+    import orjson  # parses the engine's per-run JSON objects several times faster
+
+    many = len(ids) >= AGGREGATE_FROM
+    pieces = _selection(db, ids, many)
+    for where, params in pieces("id"):
         for row in db.query(f"SELECT {columns} FROM runs WHERE {where}", params):
             rows_by_id[row["id"]] = row
             out[row["id"]] = {"params": {}, "tags": {}, "metrics": {}, "files": []}
     # Many runs: params (tags) come as one JSON object per run built by the engine, so
     # 10,000 runs with 20 params read 10,000 rows, not 200,000. A few thousand read
     # faster row by row (aggregating costs more than it saves).
-    aggregate = len(ids) >= AGGREGATE_FROM
-    for where, params in db.dialect.any_of("run_id", list(ids)):
+    for where, params in pieces("run_id"):
         for table, field in (("run_params", "params"), ("run_tags", "tags")):
-            if aggregate:
-                for row in db.query(
-                    f"SELECT run_id, {db.dialect.object_agg('key', 'value')} AS doc"
-                    f" FROM {table} WHERE {where} GROUP BY run_id",
-                    params,
+            if many:
+                doc = db.dialect.object_agg("key", "value")
+                for run_id, text in db.tuples(
+                    f"SELECT run_id, {doc} FROM {table} WHERE {where} GROUP BY run_id", params
                 ):
-                    out[row["run_id"]][field] = dict(sorted(json.loads(row["doc"]).items()))
+                    if run_id in out:
+                        out[run_id][field] = dict(sorted(orjson.loads(text).items()))
                 continue
-            for row in db.query(
+            for run_id, key, value in db.tuples(
                 f"SELECT run_id, key, value FROM {table} WHERE {where} ORDER BY run_id, key",
                 params,
             ):
-                out[row["run_id"]][field][row["key"]] = row["value"]
-        for row in db.query(f"SELECT * FROM run_metric_summary WHERE {where}", params):
-            out[row["run_id"]]["metrics"][row["key"]] = MetricSummary(
-                row["key"],
-                math.nan if row["last"] is None else row["last"],
-                row["last_step"],
-                row["last_at"],
-                math.nan if row["min"] is None else row["min"],
-                math.nan if row["max"] is None else row["max"],
-                row["count"],
-            )
-        if full:
-            for row in db.query(
-                f"SELECT * FROM run_files WHERE {where} ORDER BY role, path", params
-            ):
-                out[row["run_id"]]["files"].append(
-                    RunFile(
-                        row["role"],
-                        row["path"],
-                        row["digest"],
-                        row["size"],
-                        row["source"],
-                        bool(row["stored"]),
-                    )
+                out[run_id][field][key] = value
+        nan = math.nan
+        for run_id, key, last, step, at, low, high, count in db.tuples(
+            "SELECT run_id, key, last, last_step, last_at, min, max, count"
+            f" FROM run_metric_summary WHERE {where}",
+            params,
+        ):
+            if run_id in out:
+                out[run_id]["metrics"][key] = MetricSummary(
+                    key,
+                    nan if last is None else last,
+                    step,
+                    at,
+                    nan if low is None else low,
+                    nan if high is None else high,
+                    count,
                 )
+        if full:
+            for run_id, role, path, digest, size, source, stored in db.tuples(
+                "SELECT run_id, role, path, digest, size, source, stored"
+                f" FROM run_files WHERE {where} ORDER BY role, path",
+                params,
+            ):
+                if run_id in out:
+                    file = RunFile(role, path, digest, size, source, bool(stored))
+                    out[run_id]["files"].append(file)
     runs = []
     for run_id in ids:
         if run_id not in rows_by_id:
@@ -378,6 +382,20 @@ def load_runs(db: Database, ids: Sequence[str], *, full: bool = True) -> list[Ru
             )
         )
     return runs
+
+
+def _selection(
+    db: Database, ids: Sequence[str], many: bool
+) -> Callable[[str], Iterable[tuple[str, Params]]]:
+    """How to read the rows of ``ids``: by IN lists, or, when they are most of the runs,
+    by whole tables (rows of other runs skipped), which reads 10,000 runs several times
+    faster than twenty lists of 500 ids."""
+    if many:
+        total = db.query("SELECT count(*) AS n FROM runs")[0]["n"]
+        if 2 * len(ids) >= total:
+            return lambda column: [("1 = 1", ())]
+    listed = list(ids)
+    return lambda column: list(db.dialect.any_of(column, listed))
 
 
 def output_paths(db: Database) -> set[str]:

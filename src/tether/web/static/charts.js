@@ -68,7 +68,7 @@
     const body = document.createElement("div");
     box.append(title, body, info);
     root.append(box);
-    const chart = { key, box, body, info, plot: null, loading: false, timer: null };
+    const chart = { key, box, body, info, plot: null, loading: false, timer: null, full: null };
 
     chart.load = async function (range) {
       const width = Math.max(200, Math.round(body.clientWidth || 460));
@@ -76,6 +76,7 @@
       try {
         const results = await Promise.all(runs.map((r) => fetchSeries(r, key, width, range)));
         const data = build(results);
+        if (range === undefined) chart.full = [data[0][0], data[0][data[0].length - 1]];
         const shown = results.reduce((a, d) => a + d.x.length, 0);
         const total = results.reduce((a, d) => a + d.total, 0);
         info.textContent = `${shown.toLocaleString()} of ${total.toLocaleString()} points` +
@@ -107,6 +108,9 @@
     chart.zoomed = function (u) {
       clearTimeout(chart.timer);
       const { min, max } = u.scales.x;
+      // uPlot sets the x scale when it first draws too: only a narrower range (the
+      // user's zoom) asks the server for finer points.
+      if (!chart.full || (min <= chart.full[0] && max >= chart.full[1])) return;
       chart.timer = setTimeout(() => chart.load([min, max]), 120);
     };
     return chart;
