@@ -28,6 +28,16 @@ class Cluster:
     host: str
     port: int
     user: str
+    pg_ctl: tuple[str, ...] = ()  # the command that controls it, up to "-D DATA"
+    options: str = ""
+
+    def restart(self, down_s: float) -> None:
+        """Stop the server (its clients' connections drop), stay down ``down_s``
+        seconds, start it again on the same port."""
+        quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+        subprocess.run([*self.pg_ctl, "-m", "fast", "-w", "stop"], **quiet)  # type: ignore[call-overload]
+        time.sleep(down_s)
+        subprocess.run([*self.pg_ctl, "-w", "-o", self.options, "start"], **quiet)  # type: ignore[call-overload]
 
     def url(self, dbname: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
@@ -68,21 +78,8 @@ def cluster(base: Path, *, durable: bool = False) -> Iterator[Cluster]:
     options = f"-h 127.0.0.1 -p {port} -k {base} -c max_connections=200"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    subprocess.run(
-        [
-            *prefix,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(base / "log"),
-            "-w",
-            "-o",
-            options,
-            "start",
-        ],
-        **run,  # type: ignore[call-overload]
-    )
+    pg_ctl = (*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"))
+    subprocess.run([*pg_ctl, "-w", "-o", options, "start"], **run)  # type: ignore[call-overload]
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -93,7 +90,7 @@ def cluster(base: Path, *, durable: bool = False) -> Iterator[Cluster]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        yield Cluster("127.0.0.1", port, "tether")
+        yield Cluster("127.0.0.1", port, "tether", pg_ctl, options)
     finally:
         subprocess.run(
             [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],

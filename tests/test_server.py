@@ -4,6 +4,7 @@ revoked, the audit trail, and a walk of every route without a token."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -82,25 +83,34 @@ def team(deployment: tuple[str, Path]) -> Iterator[dict[str, Any]]:
     runs_repo.finish_run(ws.db, run_id, "finished", ended=time.time())
     dep.close()
     port = free_port()
+    state: dict[str, Any] = {"base": f"http://127.0.0.1:{port}", "tokens": tokens, "run": run_id}
+    state["proc"] = serve(deployment, port)
+    try:
+        yield state
+    finally:
+        proc = state["proc"]
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        for secret in tokens.values():
+            assert secret not in (out or ""), "a token reached the server's output"
+
+
+def serve(deployment: tuple[str, Path], port: int) -> subprocess.Popen[str]:
+    """'tether server' in its own process, once it answers."""
+    url, blobs = deployment
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether", "server", "--db", url, "--blobs", str(blobs),
          "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield {"base": base, "tokens": tokens, "run": run_id, "proc": proc}
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-        for secret in tokens.values():
-            assert secret not in (out or ""), "a token reached the server's output"
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the server did not start: {proc.communicate()[0][-2000:]}")
 
 
 def client(team: dict[str, Any], user: str | None) -> httpx.Client:
@@ -363,3 +373,270 @@ def test_sync_pushes_runs_once_and_teammates_see_them(
     out = admin(deployment, "audit", "--json", "-n", "100")
     entries = json.loads(out[out.index("[") :])
     assert sum(1 for e in entries if e["action"] == "sync.push" and e["actor"] == "ada") >= 3
+
+
+STREAMING_SCRIPT = """
+import pathlib, sys, time
+import tether
+
+signals = pathlib.Path(sys.argv[1])
+with tether.start_run() as run:
+    for phase in range(3):
+        start = time.time()
+        for i in range(2000):
+            run.log_metric("loss", 1 / (1 + phase * 2000 + i))
+        run.flush()
+        (signals / f"logged{phase}").write_text(str(time.time() - start))
+        while phase < 2 and not (signals / f"go{phase}").exists():
+            time.sleep(0.05)
+"""
+
+
+def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def server_points(team: dict[str, Any], run_id: str) -> list[list[Any]]:
+    with client(team, "ada") as ada:
+        found = ada.get(f"/p/recs/api/runs/{run_id}/metrics", params={"key": "loss"})
+        return list(found.json()["loss"]) if found.status_code == 200 else []
+
+
+def test_a_running_run_streams_live_and_loses_nothing_when_the_server_dies(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any, tmp_path: Path
+) -> None:
+    connected = tether(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["ada"]
+    )
+    assert connected.exit_code == 0, connected.output
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    (project.root / "stream_train.py").write_text(STREAMING_SCRIPT)
+    training = subprocess.Popen(
+        [sys.executable, "-m", "tether", "run", "python", "stream_train.py", str(signals)],
+        cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for((signals / "logged0").exists, "the first 2,000 points")
+        run_id = runs_repo.resolve(project.db, "latest")
+        # Live: the server shows the running run and its points before it ends.
+        with client(team, "ada") as ada:
+            shown = wait_for(
+                lambda: (
+                    (r := ada.get(f"/p/recs/api/runs/{run_id}")).status_code == 200
+                    and r.json()["metrics"].get("loss", {}).get("count") == 2000
+                    and r.json()
+                ),
+                "the streamed points on the server",
+            )
+            assert shown["status"] == "running" and shown["tags"]["tether.synced_by"] == "ada"
+        # The server dies mid-run: the training goes on at its own pace.
+        team["proc"].kill()
+        team["proc"].communicate(timeout=20)
+        (signals / "go0").touch()
+        wait_for((signals / "logged1").exists, "the training to go on without the server")
+        assert float((signals / "logged1").read_text()) < 5.0
+        # It comes back: what waited drains on the next contact, once.
+        port = int(team["base"].rsplit(":", 1)[1])
+        team["proc"] = serve(deployment, port)
+        wait_for(lambda: len(server_points(team, run_id)) == 4000, "the queue to drain")
+        (signals / "go1").touch()
+        out, _ = training.communicate(timeout=120)
+    finally:
+        if training.poll() is None:
+            training.kill()
+    assert training.returncode == 0, out
+    assert "live metrics to the server stopped" not in out  # the server came back in time
+    local = runs_repo.load_run(project.db, run_id)
+    assert local.status == "finished" and local.metrics["loss"].count == 6000
+
+    def finished_there() -> bool:
+        with client(team, "ada") as ada:
+            return bool(ada.get(f"/p/recs/api/runs/{run_id}").json()["status"] == "finished")
+
+    wait_for(finished_there, "the run's end on the server")
+    steps = [p["step"] for p in server_points(team, run_id)]
+    assert steps == list(range(6000))  # every point, exactly once
+    # A sync then sends what a stream does not carry (environment, files, log) and
+    # replaces the server's copy: still every point once.
+    synced = tether("sync", "--json")
+    assert synced.exit_code == 0, synced.output
+    assert json.loads(synced.output[synced.output.index("{") :])["sent"] == [run_id]
+    assert [p["step"] for p in server_points(team, run_id)] == list(range(6000))
+    with client(team, "ada") as ada:
+        shown = ada.get(f"/p/recs/api/runs/{run_id}").json()
+    assert shown["environment"]["digest"] == local.env_digest
+    out = admin(deployment, "audit", "--json", "-n", "100")
+    actions = [e["action"] for e in json.loads(out[out.index("[") :])]
+    # The stream is audited where it starts and ends, not at each batch.
+    assert 1 <= actions.count("sync.stream.start") <= 2 and "sync.stream.end" in actions
+
+
+def test_two_server_processes_take_sixteen_streams_at_once(
+    team: dict[str, Any], deployment: Any
+) -> None:
+    """Scale-out: a second process over the same database and blobs; 16 clients stream
+    20,000 points each, half to each process. Nothing lost, nothing doubled."""
+    import threading
+
+    from tether.runs.record import new_run_id
+    from tether.team.stream import RunStream
+    from tether.team.sync import StreamEnd
+
+    second = serve(deployment, free_port())
+    bases = [team["base"], "http://127.0.0.1:" + str(second.args[-1])]
+    runs = [new_run_id() for _ in range(16)]
+    states: dict[str, str] = {}
+
+    def stream(i: int) -> None:
+        run_id = runs[i]
+        header = NewRun(name=f"client{i}", command=["python", "train.py"], cwd=".",
+                        host=f"h{i}", user="ada", pid=1, started=time.time(),
+                        run_id=run_id)  # fmt: skip
+        s = RunStream(bases[i % 2], "recs", team["tokens"]["ada"], header, 0)
+        for start in range(0, 20_000, 1000):
+            s.offer([("loss", n, time.time(), n * 0.5) for n in range(start, start + 1000)])
+        s.finish(StreamEnd("finished", 0, None, time.time()))
+        states[run_id] = s.close(timeout=120)
+
+    try:
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        second.terminate()
+        second.communicate(timeout=20)
+    assert set(states.values()) == {"done"}, states
+    for run_id in runs:
+        assert [p["step"] for p in server_points(team, run_id)] == list(range(20_000)), run_id
+    with client(team, "ada") as ada:
+        listed = {
+            r["id"]: r for r in ada.get("/p/recs/api/runs", params={"limit": "all"}).json()["runs"]
+        }
+    assert all(listed[r]["status"] == "finished" for r in runs)
+
+
+def test_stream_batches_are_checked(team: dict[str, Any]) -> None:
+    """A batch past what the server holds is a gap (409), never stored out of order;
+    malformed batches and bodies are refused with a message; a read grant cannot stream."""
+    from tether.runs.record import new_run_id
+    from tether.team.sync import StreamBatch
+
+    run_id = new_run_id()
+    header = NewRun(name="x", command=["t"], cwd=".", host="h", user="ada", pid=1,
+                    started=time.time(), run_id=run_id)  # fmt: skip
+    points = tuple(("loss", n, 1.0, float(n)) for n in range(10))
+    with client(team, "ada") as ada:
+        first = ada.post("/p/recs/sync/stream", json=StreamBatch(header, 0, points).to_json())
+        assert first.json() == {"run": run_id, "held": 10}
+        # Points 5..14, sent after 0..9: only 10..14 are new.
+        overlap = tuple(("loss", n, 1.0, float(n)) for n in range(5, 15))
+        again = ada.post("/p/recs/sync/stream", json=StreamBatch(header, 5, overlap).to_json())
+        assert again.json()["held"] == 15
+        gap = ada.post("/p/recs/sync/stream", json=StreamBatch(header, 40, points).to_json())
+        assert gap.status_code == 409 and gap.json()["error"] == "stream-gap"
+        assert "tether sync" in gap.json()["hint"]
+        assert [p["step"] for p in server_points(team, run_id)] == list(range(15))
+        bad = StreamBatch(header, 0, points).to_json()
+        for broken in (
+            {**bad, "run": {**bad["run"], "id": "../../etc"}},
+            {**bad, "k": [0]},
+            {**bad, "keys": ["\x00"]},
+            {**bad, "seq": -1},
+            {**bad, "end": {"status": "running", "ended": 1.0}},
+        ):
+            refused = ada.post("/p/recs/sync/stream", json=broken)
+            assert refused.status_code == 400, (broken, refused.text)
+            assert refused.json()["message"] and refused.json()["hint"]
+        odd = ada.post(
+            "/p/recs/sync/stream",
+            content=b"\x28\xb5\x2f\xfd garbage",
+            headers={"Content-Encoding": "zstd", "Content-Type": "application/json"},
+        )
+        assert odd.status_code == 400 and "decompress" in odd.json()["message"]
+        import zstandard
+
+        bomb = zstandard.ZstdCompressor().compress(b" " * (600 << 20))
+        refused = ada.post(
+            "/p/recs/sync/stream", content=bomb, headers={"Content-Encoding": "zstd"}
+        )
+        assert refused.status_code == 400 and "too large" in refused.json()["message"]
+    with client(team, "bob") as bob:
+        assert bob.post("/p/recs/sync/stream", json=bad).status_code == 404
+
+
+def test_sync_rides_out_a_database_restart_and_a_damaged_blob(
+    team: dict[str, Any], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL restarts in the middle of a sync, and a link damages one blob on its
+    way: the sync retries, completes, and the server holds every run and blob intact."""
+    import threading
+
+    from tether.db.url import DEFAULT_SQLITE
+
+    from .tcpproxy import Proxy
+
+    cluster = request.getfixturevalue("pg_cluster")
+    root = tmp_path / "laptop"
+    root.mkdir()
+    # Its own SQLite file: the database that restarts is the server's, not the laptop's.
+    init_workspace(root, propose_kitfile=False, database_url=DEFAULT_SQLITE)
+    ws = Workspace.open(root)
+    made: dict[str, str] = {}
+    for i in range(60):
+        run_id = runs_repo.create_run(ws.db, NewRun(
+            name=f"r{i}", command=["python", "t.py"], cwd=".", host="h", user="ada", pid=1,
+            started=time.time(),
+        ))  # fmt: skip
+        points = [("loss", n, 1_700_000_000.0 + n, 1 / (1 + n)) for n in range(5000)]
+        metrics_repo.insert_metrics(ws.db, run_id, points)
+        log = root / f"log{i}.bin"
+        log.write_bytes(os.urandom(64 << 10))
+        digest, _ = ws.store.add_file(log)
+        runs_repo.add_blobs(ws.db, run_id, [(str(digest), "log")])
+        runs_repo.finish_run(ws.db, run_id, "finished")
+        made[run_id] = str(digest)
+    proxy = Proxy(int(team["base"].rsplit(":", 1)[1]), damage_one_blob=True)
+
+    def on_laptop(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["-C", str(root), *args], input=input)
+
+    linked = on_laptop(
+        "connect", proxy.url, "--project", "recs", "--token-stdin", input=team["tokens"]["ada"]
+    )
+    assert linked.exit_code == 0, linked.output
+    result: dict[str, Any] = {}
+    syncing = threading.Thread(target=lambda: result.update(out=on_laptop("sync", "--json")))
+    syncing.start()
+
+    def server_runs() -> int:
+        with client(team, "ada") as ada:
+            return len(ada.get("/p/recs/api/runs", params={"limit": "all"}).json()["runs"])
+
+    wait_for(lambda: server_runs() >= 4, "the sync to be under way")
+    cluster.restart(down_s=2.0)
+    syncing.join(timeout=300)
+    proxy.close()
+    out = result["out"]
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output[out.output.index("{") :])
+    assert sorted(report["sent"]) == sorted(made) and report["blobs_sent"] == 60
+    assert proxy.damaged == 1  # one blob was damaged on the way, refused, and sent again
+    assert proxy.unavailable >= 1  # the restart did happen under the sync
+    with client(team, "ada") as ada:
+        for run_id, digest in made.items():
+            shown = ada.get(f"/p/recs/api/runs/{run_id}").json()
+            assert shown["metrics"]["loss"]["count"] == 5000
+            blob = ada.get(f"/p/recs/sync/blobs/{digest}").content
+            assert "sha256:" + hashlib.sha256(blob).hexdigest() == digest
+    again = on_laptop("sync", "--json")
+    assert json.loads(again.output[again.output.index("{") :])["sent"] == []
+    ws.close()

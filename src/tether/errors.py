@@ -35,6 +35,7 @@ what to do next, a stable kebab-case ``code`` and the CLI exit code it maps to::
     └── TeamError                  the team server: users, tokens, projects, grants
         ├── Unauthenticated        no token, or one that is unknown, expired or revoked
         ├── Forbidden              a grant too weak for the action
+        ├── StreamGap              a streamed batch past what the server holds
         └── ProjectNotFound        (also LookupError) a project that does not exist, or
                                    that the user was not granted
 """
@@ -254,6 +255,13 @@ class Unauthenticated(TeamError):
 
 class Forbidden(TeamError):
     code = "forbidden"
+
+
+class StreamGap(TeamError):
+    """A streamed batch starts past what the server holds of the run: a batch between
+    them was lost. The stream stops; ``tether sync`` sends the whole run."""
+
+    code = "stream-gap"
 
 
 class ProjectNotFound(TeamError, LookupError):

@@ -225,6 +225,15 @@ def insert_metrics(
         conn.executemany(_BUCKET_UPSERT, continued)
 
 
+def point_count(db: Database, run_id: str) -> int:
+    """How many points the run holds, every series together."""
+    rows = db.query(
+        "SELECT coalesce(sum(count), 0) AS n FROM run_metric_summary WHERE run_id = ?",
+        (run_id,),
+    )
+    return int(rows[0]["n"])
+
+
 def _counts(conn: Connection, run_id: str) -> dict[str, int]:
     cursor = conn.execute("SELECT key, count FROM run_metric_summary WHERE run_id = ?", (run_id,))
     return {row["key"]: int(row["count"]) for row in cursor.fetchall()}

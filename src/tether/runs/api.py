@@ -38,6 +38,7 @@ from tether.workspace import Workspace
 
 if TYPE_CHECKING:
     from tether.runs.code import CodeState
+    from tether.team.stream import RunStream
 
 BATCH = 10_000
 FLUSH_SECONDS = 2.0
@@ -118,6 +119,7 @@ class Run:
         self._last_flush = time.monotonic()
         self._ended = False
         self._store_inputs = False
+        self._stream: RunStream | None = None
         ref = weakref.ref(self)
 
         def at_exit() -> None:
@@ -204,6 +206,8 @@ class Run:
         self._last_flush = time.monotonic()
         if batch:
             metrics_repo.insert_metrics(self.workspace.db, self.id, batch)
+            if self._stream is not None:
+                self._stream.offer(batch)  # after the local write: never instead of it
 
     # -- files -------------------------------------------------------------------------
 
@@ -271,6 +275,12 @@ class Run:
                 runs_repo.add_files(ws.db, self.id, files)
             if not self.joined:
                 runs_repo.finish_run(ws.db, self.id, status, reason=reason)
+        if self._stream is not None:
+            from tether.team.sync import StreamEnd
+
+            if not self.joined:  # a joined run's end is streamed by 'tether run'
+                self._stream.finish(StreamEnd(status, None, reason, time.time()))
+            self._stream.close()
 
     def _at_exit(self) -> None:
         if not self._ended:
@@ -342,6 +352,9 @@ def start_run(
         root = None if project is None else Path(project)
         run = _start_standalone(name, seed, root, watch_files, params or {}, tags or {})
         run._store_inputs = store_inputs
+    from tether.team.client import stream_for
+
+    run._stream = stream_for(run.workspace, run.id)
     _process_runs.append(run)
     _context_runs.set((*_context_runs.get(), run))
     _install_sigterm_flush()

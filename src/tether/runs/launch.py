@@ -156,6 +156,25 @@ def run_command(
         ),
     )
     work = ws.dot / "tmp" / f"run-{run_id}"
+    from tether.team.client import stream_for
+
+    stream = stream_for(ws, run_id)  # the run's status, live on a connected server
+
+    def finish(
+        status: record.RunStatus,
+        *,
+        exit_code: int | None = None,
+        reason: str | None = None,
+        ended: float | None = None,
+    ) -> None:
+        ended = time.time() if ended is None else ended
+        runs_repo.finish_run(ws.db, run_id, status, exit_code=exit_code, reason=reason, ended=ended)
+        if stream is not None:
+            from tether.team.sync import StreamEnd
+
+            stream.finish(StreamEnd(status, exit_code, reason, ended))
+            stream.close()
+
     try:
         runs_repo.add_blobs(ws.db, run_id, code.blobs)
         if params:
@@ -177,7 +196,7 @@ def run_command(
         finally:
             pool.shutdown(wait=False)
     except BaseException as exc:
-        runs_repo.finish_run(ws.db, run_id, "failed", reason=f"tether could not run it: {exc}")
+        finish("failed", reason=f"tether could not run it: {exc}")
         shutil.rmtree(work, ignore_errors=True)
         raise
     ended = time.time()
@@ -187,9 +206,7 @@ def run_command(
             ws, run_id, argv, run_cwd, work, outputs, store_inputs, report, prefetch, scan_since
         )
     except BaseException as exc:
-        runs_repo.finish_run(
-            ws.db,
-            run_id,
+        finish(
             status if status != "finished" else "failed",
             exit_code=exit_code,
             reason=reason or f"recording failed: {exc}",
@@ -198,7 +215,7 @@ def run_command(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    runs_repo.finish_run(ws.db, run_id, status, exit_code=exit_code, reason=reason, ended=ended)
+    finish(status, exit_code=exit_code, reason=reason, ended=ended)
     files, env_digest, audit, warnings = result
     return RunResult(
         run_id,

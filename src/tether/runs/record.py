@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import socket
 import time
@@ -75,6 +76,18 @@ def check_key(kind: str, key: str) -> str:
             hint="use letters, digits and punctuation",
         )
     return key
+
+
+RUN_ID = re.compile(r"[0-9a-z]{26}")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id as ``new_run_id`` makes them (what arrives from elsewhere is checked)."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise UsageError(
+            f"{str(run_id)[:40]!r} is not a run id", hint="run ids are 26 characters, a-z0-9"
+        )
+    return run_id
 
 
 def check_name(name: str | None) -> str | None:

@@ -179,11 +179,13 @@ class Projects:
             await send(message)
 
         await app(scope, receive, watch)
-        if status and status[0] < 400:
+        # A route may name its change itself, or ask for none: a running run's stream is
+        # audited where it starts and ends, not at each of its batches.
+        action = "sync.push" if app is self._sync else f"ui.{method.lower()}"
+        entry = scope["state"].pop("audit", (action, f"{name}:{scope.get('path', '')}"))
+        if status and status[0] < 400 and entry is not None:
             actor = Actor(user.name, _remote(scope))
-            path = scope.get("path", "")
-            action = "sync.push" if app is self._sync else f"ui.{method.lower()}"
-            await run_in_threadpool(record, self.team, actor, action, f"{name}:{path}", {})
+            await run_in_threadpool(record, self.team, actor, entry[0], entry[1], {})
 
 
 def _lifespan(team: Deployment) -> Any:

@@ -11,9 +11,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from tether.errors import Unauthenticated
+from tether.errors import TetherError, Unauthenticated
 from tether.team import accounts
 from tether.team.deployment import Deployment
+from tether.web.app import status_of
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -51,6 +52,11 @@ class Authenticate:
         except Unauthenticated as e:
             response = _refusal(request, e)
             await response(scope, receive, send)
+            return
+        except TetherError as e:
+            # The database briefly away (a restart): 503, which clients retry, never a
+            # 500 or a 401 that would send them to sign in again.
+            await JSONResponse(e.to_json(), status_code=status_of(e))(scope, receive, send)
             return
         scope.setdefault("state", {})["user"] = user
         await self.app(scope, receive, send)

@@ -3,6 +3,8 @@
     POST /sync/blobs/missing  {"digests": […]} → {"missing": […]}
     PUT  /sync/blobs/DIGEST   the bytes; refused (400) unless they hash to DIGEST
     POST /sync/runs           one run upload (team.sync.RunUpload) → {"run": run_id}
+    POST /sync/stream         a running run's batch (team.sync.StreamBatch), zstd or
+                              gzip allowed → {"run": run_id, "held": points held}
     GET  /sync/runs           {"runs": {run_id: fingerprint}}: what a pulling client compares
     GET  /sync/runs/RUN       one run as an upload
     GET  /sync/blobs/DIGEST   the bytes of a blob of this project
@@ -32,6 +34,11 @@ MAX_OFFERS = 1_000_000
 
 
 async def _body(request: Request) -> Any:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "zstd", "gzip"):
+        raise UsageError(
+            f"content-encoding {encoding[:20]!r} is not understood", hint="send zstd or gzip"
+        )
     size = int(request.headers.get("content-length") or 0)
     if size > MAX_UPLOAD:
         raise UsageError(
@@ -44,10 +51,34 @@ async def _body(request: Request) -> Any:
         if total > MAX_UPLOAD:
             raise UsageError("the upload is too large", hint="split it")
         chunks.append(chunk)
+    body = b"".join(chunks)
+    if encoding != "identity":
+        body = await run_in_threadpool(_decoded, body, encoding)
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(body)
     except ValueError:
         raise UsageError("the body is not JSON", hint="send application/json") from None
+
+
+def _decoded(body: bytes, encoding: str) -> bytes:
+    """The body decompressed, refused past MAX_UPLOAD (a small bomb stays small)."""
+    import gzip
+    import io
+
+    import zstandard
+
+    try:
+        if encoding == "zstd":
+            reader: Any = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body))
+        else:
+            reader = gzip.GzipFile(fileobj=io.BytesIO(body))
+        with reader:
+            out = reader.read(MAX_UPLOAD + 1)
+    except (zstandard.ZstdError, OSError, EOFError):
+        raise UsageError(f"the {encoding} body does not decompress", hint="send it again") from None
+    if len(out) > MAX_UPLOAD:
+        raise UsageError("the upload is too large once decompressed", hint="split it")
+    return out  # type: ignore[no-any-return]
 
 
 def _context(request: Request) -> tuple[Deployment, str, str]:
@@ -93,6 +124,20 @@ async def upload(request: Request) -> Response:
     return FastJSON({"run": received.run.id})
 
 
+async def stream(request: Request) -> Response:
+    team, project, user = _context(request)
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise UsageError("a stream batch is a JSON object", hint="upgrade the client")
+    batch = sync.StreamBatch.from_json(body)
+    action = "sync.stream.end" if batch.end else "sync.stream.start" if batch.seq == 0 else None
+    # What the dispatcher audits: a stream where it starts and ends, not every batch.
+    request.scope["state"]["audit"] = action and (action, f"{project}:run/{batch.run.run_id}")
+    ws = team.project(project)
+    held = await run_in_threadpool(sync.ingest, ws, batch, user)
+    return FastJSON({"run": batch.run.run_id, "held": held})
+
+
 def run_fingerprints(request: Request) -> Response:
     team, project, _ = _context(request)
     return FastJSON({"runs": sync.fingerprints(team.project(project))})
@@ -124,6 +169,7 @@ def create_sync_app(team: Deployment, error_handlers: dict[Any, Any]) -> Starlet
             Route("/sync/blobs/missing", missing_blobs, methods=["POST"]),
             Route("/sync/blobs/{digest}", put_blob, methods=["PUT"]),
             Route("/sync/runs", upload, methods=["POST"]),
+            Route("/sync/stream", stream, methods=["POST"]),
             Route("/sync/runs", run_fingerprints, methods=["GET"]),
             Route("/sync/runs/{run}", run_upload, methods=["GET"]),
             Route("/sync/blobs/{digest}", get_blob, methods=["GET"]),

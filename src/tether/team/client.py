@@ -10,16 +10,21 @@ Layout::
 from __future__ import annotations
 
 import os
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import config
 from tether.errors import ProjectNotFound, TeamError, Unauthenticated, UsageError
 from tether.reporting import SILENT, Reporter
 from tether.store.atomic import write_atomic
 from tether.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tether.team.stream import RunStream
 
 TIMEOUT_S = 60.0
 
@@ -76,10 +81,11 @@ def _check(response: Any, project: str) -> Any:
     """The JSON of a successful answer; the server's own message otherwise."""
     if response.status_code < 400:
         return response.json()
+    body: Any = None
     try:
         body = response.json()
         message, hint = body.get("message", ""), body.get("hint")
-    except ValueError:
+    except (ValueError, AttributeError):
         message, hint = response.text[:200], None
     if response.status_code == 401:
         raise Unauthenticated(message or "the server refused the token", hint=hint)
@@ -88,19 +94,50 @@ def _check(response: Any, project: str) -> Any:
             f"the server has no project {project} for this token",
             hint="ask an admin for a grant: tether server grant USER PROJECT write",
         )
-    raise TeamError(f"the server answered {response.status_code}: {message}", hint=hint)
+    code = body.get("error") if isinstance(body, dict) else None
+    raise TeamError(
+        f"the server answered {response.status_code}: {message}",
+        hint=hint,
+        code=code if isinstance(code, str) else None,
+    )
 
 
-def _request(client: Any, method: str, path: str, project: str, **kwargs: Any) -> Any:
+# Pauses between attempts when the server cannot be reached or is briefly unable (503
+# while its database restarts, a rolling update): about half a minute in all. Every
+# request of sync is safe to repeat (run ids are global, blobs named by digest).
+RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+SEND_ATTEMPTS = 3  # a blob refused as damaged on the way
+
+
+def _request(
+    client: Any,
+    method: str,
+    path: str,
+    project: str,
+    *,
+    body: Callable[[], Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """One request, tried again after a pause while the server is unreachable or answers
+    502/503/504/429; ``body`` makes the content afresh for each attempt."""
     import httpx
 
-    try:
-        return _check(client.request(method, path, **kwargs), project)
-    except httpx.HTTPError as e:
-        raise TeamError(
-            f"cannot reach {client.base_url}: {type(e).__name__}",
-            hint="check the URL and the network; nothing local changed",
-        ) from None
+    for pause in (*RETRY_PAUSES, None):
+        if body is not None:
+            kwargs["content"] = body()
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            if pause is None:
+                raise TeamError(
+                    f"cannot reach {client.base_url}: {type(e).__name__}",
+                    hint="check the URL and the network; nothing local changed",
+                ) from None
+        else:
+            if pause is None or response.status_code not in (429, 502, 503, 504):
+                return _check(response, project)
+        time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def connect(ws: Workspace, url: str, project: str, token: str) -> ServerLink:
@@ -151,6 +188,38 @@ def linked(ws: Workspace) -> tuple[ServerLink, str]:
             hint="connect again: tether connect URL --project NAME --token-stdin",
         )
     return link, str(token["token"])
+
+
+def stream_for(ws: Workspace, run_id: str) -> RunStream | None:
+    """A live stream of the run to the project's server when this checkout is connected
+    (and ``TETHER_STREAM`` is not 0); None otherwise. Never raises: a broken link must
+    not stop a training, and the run is recorded here whatever happens."""
+    if ws.env.get("TETHER_STREAM", "1") == "0" or not _link_path(ws).exists():
+        return None
+    from tether.errors import TetherError
+    from tether.repositories import metrics as metrics_repo
+    from tether.repositories import runs as runs_repo
+    from tether.runs.record import NewRun
+    from tether.team.stream import RunStream
+
+    try:
+        link, token = linked(ws)
+        run = runs_repo.load_runs(ws.db, [run_id], full=False)[0]
+        seq = metrics_repo.point_count(ws.db, run_id)
+    except (TetherError, OSError, ValueError, KeyError, IndexError):
+        return None
+    header = NewRun(
+        name=run.name,
+        command=run.command,
+        cwd=run.cwd,
+        host=run.host,
+        user=run.user,
+        pid=run.pid,
+        seed=run.seed,
+        started=run.started,
+        run_id=run.id,
+    )
+    return RunStream(link.url, link.project, token, header, seq)
 
 
 @dataclass(frozen=True)
@@ -302,4 +371,17 @@ def _send_blob(client: Any, ws: Workspace, path: str, project: str, digest: str)
             while chunk := f.read(1 << 20):
                 yield chunk
 
-    _request(client, "PUT", path, project, content=chunks())
+    # The server keeps a blob only if it hashes to its digest: one damaged on the way
+    # is refused, and sent again.
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            _request(client, "PUT", path, project, body=chunks)
+            return
+        except TeamError as e:
+            if e.code != "object-corrupted":
+                raise
+            if attempt == SEND_ATTEMPTS:
+                raise TeamError(
+                    f"blob {found.short} arrived damaged {SEND_ATTEMPTS} times",
+                    hint="something between here and the server alters data; check the network",
+                ) from None

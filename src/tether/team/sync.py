@@ -12,6 +12,13 @@ The blobs a run keeps (its log, diff, code snapshot, stored outputs) go first, o
 those the server lacks, each verified against its digest as it is written. A run's
 upload names its blobs; the server keeps the ones it holds and lists the others as not
 stored, so a run whose blobs did not all arrive stays stale and goes again.
+
+While a run trains, its metrics also **stream** (``StreamBatch``, ``ingest``): each batch
+says where it starts in the run's points (``seq``: how many the run held before it), so
+a batch sent twice (its answer lost) adds only what the server lacks, and a batch past
+what the server holds (one lost between) is refused as a gap, never stored out of
+order. Points arrive exactly once either way; what the stream could not deliver, the
+next sync replaces whole.
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tether.errors import UsageError
+from tether.errors import StreamGap, UsageError
 from tether.hashing import Digest
 from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
-from tether.runs.record import NewRun, RunFile, RunRecord
+from tether.runs.record import STATUSES, NewRun, RunFile, RunRecord, RunStatus
 from tether.workspace import Workspace
 
 MAX_POINTS_PER_BATCH = 50_000
@@ -74,8 +81,147 @@ class RunUpload:
             raise UsageError(
                 f"a run upload does not parse: {type(e).__name__}", hint="upgrade the client"
             ) from None
+        from tether.runs.record import check_run_id
+
+        check_run_id(run.id)
         environment = data.get("environment")
         return cls(run, points, environment if isinstance(environment, str) else None, blobs)
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    status: RunStatus
+    exit_code: int | None
+    reason: str | None
+    ended: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "ended": self.ended,
+        }
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """Points of a running run (and its end, last), sent while it trains. ``run`` is the
+    start of the run's record: enough to create it on the server; the rest (code,
+    environment, files) comes with the next sync."""
+
+    run: NewRun
+    seq: int  # the run's points before this batch
+    points: tuple[tuple[str, int, float, float], ...] = ()
+    end: StreamEnd | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        keys = list(dict.fromkeys(k for k, _, _, _ in self.points))
+        index = {k: i for i, k in enumerate(keys)}
+        run = self.run
+        return {
+            "run": {
+                "id": run.run_id,
+                "name": run.name,
+                "command": list(run.command),
+                "cwd": run.cwd,
+                "host": run.host,
+                "user": run.user,
+                "pid": run.pid,
+                "seed": run.seed,
+                "started": run.started,
+            },
+            "seq": self.seq,
+            # Columns, keys by index: a third of the bytes of one object per point.
+            "keys": keys,
+            "k": [index[k] for k, _, _, _ in self.points],
+            "step": [s for _, s, _, _ in self.points],
+            "at": [a for _, _, a, _ in self.points],
+            "value": [None if v != v else v for _, _, _, v in self.points],
+            "end": None if self.end is None else self.end.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StreamBatch:
+        try:
+            head = data["run"]
+            run = NewRun(
+                name=None if head.get("name") is None else str(head["name"]),
+                command=tuple(str(c) for c in head["command"]),
+                cwd=str(head["cwd"]),
+                host=str(head["host"]),
+                user=str(head["user"]),
+                pid=int(head["pid"]),
+                seed=None if head.get("seed") is None else int(head["seed"]),
+                started=float(head["started"]),
+                run_id=str(head["id"]),
+            )
+            keys = [str(k) for k in data["keys"]]
+            columns = (data["k"], data["step"], data["at"], data["value"])
+            if len({len(c) for c in columns}) != 1:
+                raise ValueError("columns of different lengths")
+            points = tuple(
+                (keys[k], int(s), float(a), math.nan if v is None else float(v))
+                for k, s, a, v in zip(*columns, strict=True)
+            )
+            end = data.get("end")
+            finish = None
+            if end is not None:
+                if end["status"] not in STATUSES[1:]:
+                    raise ValueError("not an end status")
+                finish = StreamEnd(
+                    end["status"],
+                    None if end.get("exit_code") is None else int(end["exit_code"]),
+                    None if end.get("reason") is None else str(end["reason"])[:2000],
+                    float(end["ended"]),
+                )
+            seq = int(data["seq"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise UsageError(
+                f"a stream batch does not parse: {type(e).__name__}", hint="upgrade the client"
+            ) from None
+        if seq < 0:
+            raise UsageError("a stream batch starts before the run", hint="upgrade the client")
+        return cls(run, seq, points, finish)
+
+
+def ingest(ws: Workspace, batch: StreamBatch, by: str) -> int:
+    """Take in one streamed batch, in one transaction: create the run if it is new here,
+    add the points the server lacks, close the run on its end. Returns the run's points
+    now held (what the next batch's ``seq`` should be)."""
+    from tether.runs.record import check_key, check_run_id
+
+    run_id = check_run_id(batch.run.run_id or "")
+    for key in {k for k, _, _, _ in batch.points}:
+        check_key("metric", key)
+    with ws.db.atomic():
+        # Inside the write transaction: two batches of one run cannot interleave.
+        if not runs_repo.exists(ws.db, run_id):
+            runs_repo.create_run(ws.db, batch.run)
+            runs_repo.set_tags(ws.db, run_id, {SYNCED_BY: by})
+        held = metrics_repo.point_count(ws.db, run_id)
+        if batch.seq > held:
+            raise StreamGap(
+                f"run {run_id[:12]}: this batch starts at point {batch.seq}, the server"
+                f" holds {held}",
+                hint="the stream stops here; 'tether sync' sends the whole run",
+            )
+        fresh = batch.points[held - batch.seq :]
+        for part in _batches(fresh, MAX_POINTS_PER_BATCH):
+            metrics_repo.insert_metrics(ws.db, run_id, part)
+        end = batch.end
+        if end is not None and runs_repo.load_runs(ws.db, [run_id], full=False)[0].status == (
+            "running"
+        ):
+            runs_repo.finish_run(
+                ws.db,
+                run_id,
+                end.status,
+                exit_code=end.exit_code,
+                reason=end.reason,
+                ended=end.ended,
+            )
+    return held + len(fresh)
 
 
 def upload_of(ws: Workspace, run: RunRecord) -> RunUpload:

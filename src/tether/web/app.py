@@ -28,6 +28,7 @@ from tether.errors import (
     LockTimeout,
     ModelError,
     RunError,
+    StreamGap,
     TagConflict,
     TetherError,
     Unauthenticated,
@@ -77,7 +78,7 @@ def status_of(error: TetherError) -> int:
         return 503
     if isinstance(error, UsageError | FilterError):
         return 400
-    if isinstance(error, TagConflict | ModelError | RunError):
+    if isinstance(error, TagConflict | ModelError | RunError | StreamGap):
         return 409  # refused by a rule: an alias that points there, a running run
     return 400
 
