@@ -127,7 +127,7 @@ def timed(call: Callable[[], object], repeat: int) -> float:
 
 def page_load(url: str, repeat: int) -> float:
     """Median seconds from navigating to ``url`` until the document has loaded and every
-    request for data it made (the document, fetch, XHR) has finished, with none new for
+    request for data it made (the document, fetch, XHR, preloads) has finished, with none new for
     0.5 s, after one warm-up load. Scripts and styles come from the warm cache; they are
     not awaited, since a worker script (MLflow's telemetry) never reports finishing."""
     from playwright.sync_api import Request, sync_playwright
@@ -136,7 +136,7 @@ def page_load(url: str, repeat: int) -> float:
     finished = [0.0]
 
     def started(request: Request) -> None:
-        if request.resource_type in ("document", "fetch", "xhr"):
+        if request.resource_type in ("document", "fetch", "xhr", "other"):  # other: preload
             pending.add(request)
 
     def ended(request: Request) -> None:

@@ -549,6 +549,7 @@ def test_stream_batches_are_checked(team: dict[str, Any]) -> None:
         for broken in (
             {**bad, "run": {**bad["run"], "id": "../../etc"}},
             {**bad, "k": [0]},
+            {**bad, "k": [-1] * 10},
             {**bad, "keys": ["\x00"]},
             {**bad, "seq": -1},
             {**bad, "end": {"status": "running", "ended": 1.0}},

@@ -212,6 +212,9 @@ def test_the_pages_in_a_real_browser(served: str, story: Workspace) -> None:
         # Zoom: only a drag asks for the finer points of a range (drawing does not).
         page.wait_for_timeout(300)
         assert asked and not [u for u in asked if "lo=" in u], asked
+        # The page named its charts' data in its head: each fetched once, while it loaded.
+        assert page.locator("link[rel=preload][as=fetch]").count() == 2  # loss, rmse
+        assert len(asked) == len(set(asked)) == 2 and all("width=1000" in u for u in asked)
         loss = page.locator(".chart", has=page.locator("h3", has_text="loss"))
         box = loss.locator(".u-over").bounding_box()
         assert box is not None

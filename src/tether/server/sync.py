@@ -15,7 +15,6 @@ every change is audited.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.applications import Starlette
@@ -54,9 +53,11 @@ async def _body(request: Request) -> Any:
     body = b"".join(chunks)
     if encoding != "identity":
         body = await run_in_threadpool(_decoded, body, encoding)
+    import orjson  # a stream batch of 10,000 points parses several times faster
+
     try:
-        return json.loads(body)
-    except ValueError:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise UsageError("the body is not JSON", hint="send application/json") from None
 
 

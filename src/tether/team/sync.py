@@ -157,13 +157,14 @@ class StreamBatch:
                 run_id=str(head["id"]),
             )
             keys = [str(k) for k in data["keys"]]
-            columns = (data["k"], data["step"], data["at"], data["value"])
-            if len({len(c) for c in columns}) != 1:
-                raise ValueError("columns of different lengths")
-            points = tuple(
-                (keys[k], int(s), float(a), math.nan if v is None else float(v))
-                for k, s, a, v in zip(*columns, strict=True)
-            )
+            # Column by column: each a list comprehension, checked by the conversion.
+            if data["k"] and min(data["k"]) < 0:
+                raise IndexError("a key index below zero")
+            names = [keys[k] for k in data["k"]]
+            steps = [int(s) for s in data["step"]]
+            times = [float(a) for a in data["at"]]
+            values = [math.nan if v is None else float(v) for v in data["value"]]
+            points = tuple(zip(names, steps, times, values, strict=True))
             end = data.get("end")
             finish = None
             if end is not None:

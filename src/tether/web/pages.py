@@ -199,6 +199,14 @@ def _diff_lines(text: str | None) -> list[DiffLine]:
     return out
 
 
+# The first draw of a run's charts asks for this many points, a width the server knows
+# before any layout, so the page can name the requests in its head (rel=preload) and the
+# browser fetches the data while it reads the page rather than after its scripts ran.
+CHART_WIDTH = 1000
+MAX_PRELOADS = 20
+URI_COMPONENT_SAFE = "!*'()~"  # what JavaScript's encodeURIComponent leaves as it is
+
+
 def run_page(request: Request) -> Response:
     ws = _ws(request)
     view = runs.view(ws, request.path_params["ref"], log_tail=LOG_TAIL)
@@ -216,6 +224,12 @@ def run_page(request: Request) -> Response:
             "log_text": None if view.log is None else view.log.text,
             "log_size": 0 if view.log is None else view.log.size,
             "log_truncated": view.log is not None and view.log.truncated,
+            "chart_width": CHART_WIDTH,
+            "chart_urls": [
+                f"runs/{quote(r.id, safe='')}/metrics/{quote(k, safe=URI_COMPONENT_SAFE)}"
+                f"/chart?width={CHART_WIDTH}&x=step"
+                for k in list(r.metrics)[:MAX_PRELOADS]
+            ],
         },
     )
 

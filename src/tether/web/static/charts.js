@@ -71,7 +71,10 @@
     const chart = { key, box, body, info, plot: null, loading: false, timer: null, full: null };
 
     chart.load = async function (range) {
-      const width = Math.max(200, Math.round(body.clientWidth || 460));
+      // A whole series at the width the page preloaded (when it did); a zoom at the
+      // chart's own width.
+      const width = range === undefined && root.dataset.width ? Number(root.dataset.width)
+        : Math.max(200, Math.round(body.clientWidth || 460));
       chart.loading = true;
       try {
         const results = await Promise.all(runs.map((r) => fetchSeries(r, key, width, range)));
