@@ -641,3 +641,81 @@ def test_sync_rides_out_a_database_restart_and_a_damaged_blob(
     again = on_laptop("sync", "--json")
     assert json.loads(again.output[again.output.index("{") :])["sent"] == []
     ws.close()
+
+
+def test_the_model_registry_travels_with_its_history_and_conflicts_are_reported(
+    team: dict[str, Any],
+    deployment: Any,
+    project: Any,
+    tether: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    """ada registers two versions and moves production; bob pulls them, ModelKits and
+    history included, and the server's model page shows who moved what and why. Then
+    both move production apart: the second to sync gets a conflict, and neither side's
+    alias or history is overwritten."""
+    from tests.conftest import train
+
+    train(tether, project, "v1", "alpha")
+    assert tether("pack", "-t", "demo:v1.0.0").exit_code == 0
+    train(tether, project, "v2", "beta")
+    for args in (
+        ("model", "register", "recs", "--from", "demo:v1.0.0"),
+        ("model", "register", "recs", "--from", "v2"),
+        ("model", "alias", "recs", "production", "v1", "-m", "first release"),
+        ("model", "alias", "recs", "production", "v2", "-m", "better rmse"),
+    ):
+        done = tether(*args)
+        assert done.exit_code == 0, done.output
+    token = team["tokens"]["ada"]
+    assert tether("connect", team["base"], "--project", "recs", "--token-stdin",
+                  input=token).exit_code == 0  # fmt: skip
+    pushed = tether("sync", "--json")
+    assert pushed.exit_code == 0, pushed.output
+    report = json.loads(pushed.output[pushed.output.index("{") :])
+    [sent] = report["models_sent"]
+    assert sent["versions"] == [1, 2] and sent["aliases"] == ["production"]
+    assert sent["events"] == 4 and report["conflicts"] == []
+    again = tether("sync", "--json")
+    assert json.loads(again.output[again.output.index("{") :])["models_sent"][0]["events"] == 0
+    with client(team, "ada") as ada:
+        page = ada.get("/p/recs/models/recs").text
+        assert "better rmse" in page and "first release" in page
+    # bob, in a checkout of his own, pulls the model: versions, ModelKits, history.
+    admin(deployment, "grant", "bob", "recs", "write")
+    bob_root = project.root.parent / "bob"
+    bob_root.mkdir()
+    init_workspace(bob_root, propose_kitfile=False)
+    conftest.separate_database(request, bob_root)
+
+    def as_bob(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
+
+    assert as_bob("connect", team["base"], "--project", "recs", "--token-stdin",
+                  input=team["tokens"]["bob"]).exit_code == 0  # fmt: skip
+    pulled = as_bob("sync", "--json")
+    assert pulled.exit_code == 0, pulled.output
+    [took] = json.loads(pulled.output[pulled.output.index("{") :])["models_pulled"]
+    assert took["versions"] == [1, 2] and took["events"] == 4
+    history = as_bob("model", "history", "recs", "--json")
+    reasons = [e["reason"] for e in json.loads(history.output[history.output.index("[") :])]
+    assert "better rmse" in reasons and "first release" in reasons
+    listed = as_bob("list")
+    assert "recs" in listed.output and "production" in listed.output, listed.output
+    assert as_bob("model", "show", "recs:production").exit_code == 0
+    # Both move production apart. bob syncs first: the server takes his move.
+    moved = as_bob("model", "alias", "recs", "production", "v1", "-m", "bob: v2 regressed")
+    assert moved.exit_code == 0, moved.output
+    assert as_bob("sync").exit_code == 0
+    mine = tether("model", "unalias", "recs", "production", "-m", "ada: rolling back")
+    assert mine.exit_code == 0, mine.output
+    clash = tether("sync")
+    assert clash.exit_code == 3, clash.output
+    assert clash.output.count("conflict:") == 1 and "recs:production" in clash.output
+    assert "bob: v2 regressed" in clash.output  # who moved it on the other side, and why
+    with client(team, "ada") as ada:
+        page = ada.get("/p/recs/models/recs").text
+        assert "bob: v2 regressed" in page and "ada: rolling back" not in page
+    history = tether("model", "history", "recs", "--json")
+    local = json.loads(history.output[history.output.index("[") :])
+    assert "ada: rolling back" in [e["reason"] for e in local]  # kept here, not overwritten

@@ -7,7 +7,7 @@ import sys
 import click
 
 from tether.cli import cli
-from tether.cli._output import emit_json, info
+from tether.cli._output import emit_json, info, warn
 from tether.cli._workspace import open_workspace
 
 
@@ -54,24 +54,47 @@ def disconnect(ctx: click.Context) -> None:
     click.echo(f"disconnected from {link.url} ({link.project})")
 
 
+CONFLICT_EXIT = 3  # synced, but some alias moved apart on both sides: look at it
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def sync(ctx: click.Context, as_json: bool) -> None:
-    """Exchange runs with the connected server: send the runs made here that it lacks or
-    holds in an older state (records, params, tags, every metric point, environments,
-    and the blobs each keeps), then take in the teammates' runs this checkout lacks.
+    """Exchange runs and models with the connected server: send the runs made here that
+    it lacks or holds in an older state (records, params, tags, every metric point,
+    environments, and the blobs each keeps) and the model registry (versions with their
+    ModelKits, aliases, history), then take in what teammates sent. Alias moves made
+    apart on both sides are reported as conflicts (exit status 3), never overwritten.
     Safe to repeat: a second sync moves nothing. Sending needs a write grant."""
     from tether.team import client
 
     result = client.sync(open_workspace(ctx))
     if as_json:
         emit_json(result.to_json())
-        return
-    click.echo(
-        f"synced with {result.server.url} ({result.server.project}): "
-        f"{len(result.sent)} run(s) sent with {result.blobs_sent} blob(s), "
-        f"{result.up_to_date} already there, {len(result.pulled)} teammates' run(s) received"
-    )
-    if result.held_back:
-        info(f"{result.held_back} run(s) made here were not sent: a read grant may not send")
+    else:
+        click.echo(
+            f"synced with {result.server.url} ({result.server.project}): "
+            f"{len(result.sent)} run(s) sent with {result.blobs_sent} blob(s), "
+            f"{result.up_to_date} already there, {len(result.pulled)} teammates' run(s)"
+            " received"
+        )
+        for label, merges in (("sent", result.models_sent), ("received", result.models_pulled)):
+            for m in merges:
+                if m.versions or m.events or m.aliases:
+                    click.echo(
+                        f"model {m.model} {label}: {len(m.versions)} version(s),"
+                        f" {m.events} history event(s), aliases moved: "
+                        f"{', '.join(m.aliases) or 'none'}"
+                    )
+        if result.held_back:
+            info(f"{result.held_back} run(s) made here were not sent: a read grant may not send")
+    for conflict in result.conflicts:
+        warn(f"conflict: {conflict.message}")
+    if result.conflicts:
+        click.echo(
+            "hint: see both histories (tether model history NAME here, the model's page on"
+            " the server), move the alias where it belongs on one side, then sync again",
+            err=True,
+        )
+        sys.exit(CONFLICT_EXIT)

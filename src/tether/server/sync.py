@@ -6,6 +6,8 @@
     POST /sync/stream         a running run's batch (team.sync.StreamBatch), zstd or
                               gzip allowed → {"run": run_id, "held": points held}
     GET  /sync/runs           {"runs": {run_id: fingerprint}}: what a pulling client compares
+    GET  /sync/models         {"models": [team.model_sync.ModelCopy…]}
+    POST /sync/models         one model's copy, merged (team.model_sync.merge) → ModelMerge
     GET  /sync/runs/RUN       one run as an upload
     GET  /sync/blobs/DIGEST   the bytes of a blob of this project
 
@@ -139,6 +141,27 @@ async def stream(request: Request) -> Response:
     return FastJSON({"run": batch.run.run_id, "held": held})
 
 
+def model_copies(request: Request) -> Response:
+    from tether.team import model_sync
+
+    team, project, _ = _context(request)
+    found = model_sync.copies(team.project(project))
+    return FastJSON({"models": [c.to_json() for c in found]})
+
+
+async def model_merge(request: Request) -> Response:
+    from tether.team import model_sync
+
+    team, project, _ = _context(request)
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise UsageError("a model's copy is a JSON object", hint="upgrade the client")
+    incoming = model_sync.ModelCopy.from_json(body)
+    request.scope["state"]["audit"] = ("sync.model", f"{project}:model/{incoming.name}")
+    merged = await run_in_threadpool(model_sync.merge, team.project(project), incoming)
+    return FastJSON(merged.to_json())
+
+
 def run_fingerprints(request: Request) -> Response:
     team, project, _ = _context(request)
     return FastJSON({"runs": sync.fingerprints(team.project(project))})
@@ -171,6 +194,8 @@ def create_sync_app(team: Deployment, error_handlers: dict[Any, Any]) -> Starlet
             Route("/sync/blobs/{digest}", put_blob, methods=["PUT"]),
             Route("/sync/runs", upload, methods=["POST"]),
             Route("/sync/stream", stream, methods=["POST"]),
+            Route("/sync/models", model_copies, methods=["GET"]),
+            Route("/sync/models", model_merge, methods=["POST"]),
             Route("/sync/runs", run_fingerprints, methods=["GET"]),
             Route("/sync/runs/{run}", run_upload, methods=["GET"]),
             Route("/sync/blobs/{digest}", get_blob, methods=["GET"]),

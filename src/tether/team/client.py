@@ -24,6 +24,7 @@ from tether.store.atomic import write_atomic
 from tether.workspace import Workspace
 
 if TYPE_CHECKING:
+    from tether.team.model_sync import Conflict, ModelMerge
     from tether.team.stream import RunStream
 
 TIMEOUT_S = 60.0
@@ -230,6 +231,17 @@ class SyncReport:
     blobs_sent: int = 0
     pulled: tuple[str, ...] = ()  # teammates' runs taken in
     held_back: int = 0  # runs made here that a read grant may not send
+    models_sent: tuple[ModelMerge, ...] = ()  # the server's merge of each model sent
+    models_pulled: tuple[ModelMerge, ...] = ()  # this checkout's merge of the server's
+
+    @property
+    def conflicts(self) -> list[Conflict]:
+        """Each conflict once: the server's merge and this checkout's both find one."""
+        found: dict[tuple[str, str], Conflict] = {}
+        for m in (*self.models_sent, *self.models_pulled):
+            for c in m.conflicts:
+                found.setdefault((c.model, c.alias or c.message), c)
+        return list(found.values())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -239,6 +251,9 @@ class SyncReport:
             "blobs_sent": self.blobs_sent,
             "pulled": list(self.pulled),
             "held_back": self.held_back,
+            "models_sent": [m.to_json() for m in self.models_sent],
+            "models_pulled": [m.to_json() for m in self.models_pulled],
+            "conflicts": [c.to_json() for c in self.conflicts],
         }
 
 
@@ -280,9 +295,67 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
                 sent.append(run_id)
                 report.advance(1)
         pulled = _pull(client, ws, base, link.project, records, theirs)
+        models_sent: list[ModelMerge] = []
+        if role != "read":
+            models_sent, kit_blobs = _push_models(client, ws, base, link.project)
+            blobs_sent += kit_blobs
+        models_pulled = _pull_models(client, ws, base, link.project)
     held_back = len(ours) - len(sent)
     up_to_date = len(records) - len(ours)
-    return SyncReport(link, tuple(sent), up_to_date, blobs_sent, pulled, held_back)
+    return SyncReport(
+        link,
+        tuple(sent),
+        up_to_date,
+        blobs_sent,
+        pulled,
+        held_back,
+        tuple(models_sent),
+        tuple(models_pulled),
+    )
+
+
+def _push_models(
+    client: Any, ws: Workspace, base: str, project: str
+) -> tuple[list[ModelMerge], int]:
+    """Each model of this checkout, its ModelKits' missing blobs first; the server
+    merges it (team.model_sync: compare-and-swap on aliases, conflicts reported)."""
+    from tether.team.model_sync import ModelMerge, copies, kit_blobs
+
+    merged: list[ModelMerge] = []
+    sent = 0
+    for copy in copies(ws):
+        digests = [d for v in copy.versions if ws.store.has(v.digest)
+                   for d in kit_blobs(ws, v.digest)]  # fmt: skip
+        if digests:
+            missing = _request(
+                client, "POST", f"{base}/blobs/missing", project, json={"digests": digests}
+            )
+            for digest in missing.get("missing", []):
+                _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
+                sent += 1
+        answer = _request(client, "POST", f"{base}/models", project, json=copy.to_json())
+        merged.append(ModelMerge.from_json(answer))
+    return merged, sent
+
+
+def _pull_models(client: Any, ws: Workspace, base: str, project: str) -> list[ModelMerge]:
+    """The server's models into this checkout: ModelKits fetched by digest, then merged
+    by the same rules as on the server."""
+    from tether.team.model_sync import ModelCopy, kit_blobs, merge
+
+    merged: list[ModelMerge] = []
+    for data in _request(client, "GET", f"{base}/models", project).get("models", []):
+        copy = ModelCopy.from_json(data)
+        for v in copy.versions:
+            if ws.store.has(v.digest):
+                continue
+            _fetch_blob(client, ws, f"{base}/blobs/{v.digest}", str(v.digest))
+            for digest in kit_blobs(ws, v.digest)[1:]:
+                _fetch_blob(client, ws, f"{base}/blobs/{digest}", digest)
+        result = merge(ws, copy)
+        if result.versions or result.events or result.aliases or result.conflicts:
+            merged.append(result)
+    return merged
 
 
 def _push(client: Any, ws: Workspace, base: str, project: str, run: Any) -> int:
