@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,17 +47,11 @@ from tests.pgcluster import Cluster, cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import mlflow_python
+from ui import add_runs, fresh, timed
 
 WORK = Path("bench-work") / "server"
 FILTER = "metrics.m0 > 0.5 and params.p0 = 'a'"
 FLUSH = 10_000  # points per flush, as tether.runs.api.BATCH
-
-
-def fresh(name: str) -> Path:
-    """A new, never-used directory (nothing is deleted before a timing)."""
-    path = WORK / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    path.mkdir(parents=True)
-    return path.resolve()
 
 
 def free_port() -> int:
@@ -84,7 +77,7 @@ class Team:
     def __init__(self, pg: Cluster) -> None:
         pg.admin("CREATE DATABASE tether_team")
         self.db = pg.url("tether_team")
-        self.blobs = fresh("blobs")
+        self.blobs = fresh("blobs", WORK).resolve()
         self.servers: list[subprocess.Popen[str]] = []
         self.admin("user", "add", "bench")
         out = self.admin("token", "create", "bench", "--json")
@@ -179,31 +172,12 @@ def ingest(team: Team, bases: list[str], clients: int, points: int) -> float:
 
 
 def runs_table(team: Team, base: str, n_runs: int) -> dict[str, float]:
-    from tether.repositories import metrics as metrics_repo
-    from tether.repositories import runs as runs_repo
-    from tether.runs import record
     from tether.team.deployment import Deployment
 
     project = team.project("table")
     deployment = Deployment(team.db, team.blobs)
     ws = deployment.project(project)
-    rng = random.Random(7)
-    now = time.time()
-    with ws.db.atomic():
-        for i in range(n_runs):
-            started = now - n_runs + i
-            run_id = runs_repo.create_run(ws.db, record.NewRun(
-                name=f"run{i}", command=["python", "train.py"], cwd=".", host="h",
-                user="bench", pid=1, started=started, run_id=record.new_run_id(started),
-            ))  # fmt: skip
-            runs_repo.log_params(ws.db, run_id, {
-                f"p{j}": rng.choice("abcd") if j == 0 else str(rng.random()) for j in range(20)
-            })  # fmt: skip
-            runs_repo.set_tags(ws.db, run_id, {f"t{j}": rng.choice(["x", "y"]) for j in range(6)})
-            metrics_repo.insert_metrics(
-                ws.db, run_id, [(f"m{j}", 0, started, rng.random()) for j in range(10)]
-            )
-            runs_repo.finish_run(ws.db, run_id, "finished", ended=started + 5)
+    add_runs(ws, n_runs, random.Random(7), time.time())
     with ws.db.atomic() as conn:
         conn.execute("ANALYZE")
     deployment.close()
@@ -218,16 +192,6 @@ def runs_table(team: Team, base: str, n_runs: int) -> dict[str, float]:
             "page": timed(lambda: get(f"/p/{project}/runs"), 5),
             "filtered": timed(lambda: get(f"/p/{project}/api/runs", q=FILTER), 5),
         }
-
-
-def timed(call: Any, repeat: int) -> float:
-    call()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 MLFLOW_SCRIPT = r"""
@@ -296,7 +260,7 @@ def mlflow(pg: Cluster, workers: int, clients: int, points: int, n_runs: int) ->
     pg.admin(f"CREATE DATABASE {name}")
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    where = fresh(name)
+    where = fresh(name, WORK).resolve()
     log = (where / "server.log").open("w")
     server = subprocess.Popen(
         [str(python), "-m", "mlflow", "server", "--backend-store-uri", pg.url(name),

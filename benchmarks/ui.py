@@ -60,9 +60,9 @@ WORK = Path("bench-work") / "ui"
 FILTER = "metrics.m0 > 0.5 and params.p0 = 'a'"
 
 
-def fresh(name: str) -> Path:
-    """A new, never-used directory (nothing is deleted before a timing)."""
-    path = WORK / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+def fresh(name: str, work: Path = WORK) -> Path:
+    """A new, never-used directory under ``work`` (nothing is deleted before a timing)."""
+    path = work / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     path.mkdir(parents=True)
     return path
 
@@ -72,6 +72,28 @@ def generate(root: Path, n_runs: int, n_points: int) -> str:
     ws = Workspace.open(root)
     rng = random.Random(7)
     now = time.time()
+    add_runs(ws, n_runs, rng, now)
+    big = runs_repo.create_run(
+        ws.db,
+        record.NewRun(name="big", command=["python", "train.py"], cwd=".", host="h", user="u",
+                      pid=1, started=now, run_id=record.new_run_id(now)),
+    )  # fmt: skip
+    for start in range(0, n_points, 10_000):
+        batch = [
+            ("big", i, now + i * 0.001, 1 / (1 + i) + rng.random() * 0.01)
+            for i in range(start, min(n_points, start + 10_000))
+        ]
+        metrics_repo.insert_metrics(ws.db, big, batch)
+    runs_repo.finish_run(ws.db, big, "finished", ended=now + n_points * 0.001)
+    with ws.db.atomic() as conn:
+        conn.execute("ANALYZE")
+    ws.close()
+    return big
+
+
+def add_runs(ws: Workspace, n_runs: int, rng: random.Random, now: float) -> None:
+    """``n_runs`` finished runs with 20 params, 10 metrics and 6 tags each, in one
+    transaction (the shape of every runs-table benchmark)."""
     with ws.db.atomic():
         for i in range(n_runs):
             started = now - n_runs + i
@@ -97,22 +119,6 @@ def generate(root: Path, n_runs: int, n_points: int) -> str:
                 ws.db, run_id, [(f"m{j}", 0, started, rng.random()) for j in range(10)]
             )
             runs_repo.finish_run(ws.db, run_id, "finished", ended=started + 5)
-    big = runs_repo.create_run(
-        ws.db,
-        record.NewRun(name="big", command=["python", "train.py"], cwd=".", host="h", user="u",
-                      pid=1, started=now, run_id=record.new_run_id(now)),
-    )  # fmt: skip
-    for start in range(0, n_points, 10_000):
-        batch = [
-            ("big", i, now + i * 0.001, 1 / (1 + i) + rng.random() * 0.01)
-            for i in range(start, min(n_points, start + 10_000))
-        ]
-        metrics_repo.insert_metrics(ws.db, big, batch)
-    runs_repo.finish_run(ws.db, big, "finished", ended=now + n_points * 0.001)
-    with ws.db.atomic() as conn:
-        conn.execute("ANALYZE")
-    ws.close()
-    return big
 
 
 def timed(call: Callable[[], object], repeat: int) -> float:

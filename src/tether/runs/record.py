@@ -314,6 +314,24 @@ class RunRecord:
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
 
+    def start(self, *, env_digest: str | None = None) -> NewRun:
+        """What the run was started with: enough to record it again elsewhere (a sync
+        or a stream); ``env_digest`` only when that side holds the environment."""
+        return NewRun(
+            name=self.name,
+            command=self.command,
+            cwd=self.cwd,
+            host=self.host,
+            user=self.user,
+            pid=self.pid,
+            seed=self.seed,
+            env_digest=env_digest,
+            code=self.code,
+            capture=self.capture.to_json(),
+            started=self.started,
+            run_id=self.id,
+        )
+
     def files_with_role(self, role: str) -> list[RunFile]:
         return [f for f in self.files if f.role == role]
 

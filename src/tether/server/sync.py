@@ -63,6 +63,13 @@ async def _body(request: Request) -> Any:
         raise UsageError("the body is not JSON", hint="send application/json") from None
 
 
+async def _object(request: Request, what: str) -> dict[str, Any]:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise UsageError(f"{what} is a JSON object", hint="upgrade the client")
+    return body
+
+
 def _decoded(body: bytes, encoding: str) -> bytes:
     """The body decompressed, refused past MAX_UPLOAD (a small bomb stays small)."""
     import gzip
@@ -119,9 +126,7 @@ async def put_blob(request: Request) -> Response:
 
 async def upload(request: Request) -> Response:
     team, project, user = _context(request)
-    body = await _body(request)
-    if not isinstance(body, dict):
-        raise UsageError("a run upload is a JSON object", hint="upgrade the client")
+    body = await _object(request, "a run upload")
     received = sync.RunUpload.from_json(body)
     await run_in_threadpool(sync.receive, team.project(project), received, user)
     return FastJSON({"run": received.run.id})
@@ -129,9 +134,7 @@ async def upload(request: Request) -> Response:
 
 async def stream(request: Request) -> Response:
     team, project, user = _context(request)
-    body = await _body(request)
-    if not isinstance(body, dict):
-        raise UsageError("a stream batch is a JSON object", hint="upgrade the client")
+    body = await _object(request, "a stream batch")
     batch = sync.StreamBatch.from_json(body)
     action = "sync.stream.end" if batch.end else "sync.stream.start" if batch.seq == 0 else None
     # What the dispatcher audits: a stream where it starts and ends, not every batch.
@@ -153,9 +156,7 @@ async def model_merge(request: Request) -> Response:
     from tether.team import model_sync
 
     team, project, _ = _context(request)
-    body = await _body(request)
-    if not isinstance(body, dict):
-        raise UsageError("a model's copy is a JSON object", hint="upgrade the client")
+    body = await _object(request, "a model's copy")
     incoming = model_sync.ModelCopy.from_json(body)
     request.scope["state"]["audit"] = ("sync.model", f"{project}:model/{incoming.name}")
     merged = await run_in_threadpool(model_sync.merge, team.project(project), incoming)

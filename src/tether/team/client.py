@@ -200,7 +200,6 @@ def stream_for(ws: Workspace, run_id: str) -> RunStream | None:
     from tether.errors import TetherError
     from tether.repositories import metrics as metrics_repo
     from tether.repositories import runs as runs_repo
-    from tether.runs.record import NewRun
     from tether.team.stream import RunStream
 
     try:
@@ -209,18 +208,7 @@ def stream_for(ws: Workspace, run_id: str) -> RunStream | None:
         seq = metrics_repo.point_count(ws.db, run_id)
     except (TetherError, OSError, ValueError, KeyError, IndexError):
         return None
-    header = NewRun(
-        name=run.name,
-        command=run.command,
-        cwd=run.cwd,
-        host=run.host,
-        user=run.user,
-        pid=run.pid,
-        seed=run.seed,
-        started=run.started,
-        run_id=run.id,
-    )
-    return RunStream(link.url, link.project, token, header, seq)
+    return RunStream(link.url, link.project, token, run.start(), seq)
 
 
 @dataclass(frozen=True)
@@ -326,13 +314,7 @@ def _push_models(
     for copy in copies(ws):
         digests = [d for v in copy.versions if ws.store.has(v.digest)
                    for d in kit_blobs(ws, v.digest)]  # fmt: skip
-        if digests:
-            missing = _request(
-                client, "POST", f"{base}/blobs/missing", project, json={"digests": digests}
-            )
-            for digest in missing.get("missing", []):
-                _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
-                sent += 1
+        sent += _send_missing(client, ws, base, project, digests)
         answer = _request(client, "POST", f"{base}/models", project, json=copy.to_json())
         merged.append(ModelMerge.from_json(answer))
     return merged, sent
@@ -363,17 +345,19 @@ def _push(client: Any, ws: Workspace, base: str, project: str, run: Any) -> int:
     from tether.team.sync import upload_of
 
     upload = upload_of(ws, run)
-    sent = 0
-    digests = [d for d, _ in upload.blobs]
-    if digests:
-        missing = _request(
-            client, "POST", f"{base}/blobs/missing", project, json={"digests": digests}
-        )
-        for digest in missing.get("missing", []):
-            _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
-            sent += 1
+    sent = _send_missing(client, ws, base, project, [d for d, _ in upload.blobs])
     _request(client, "POST", f"{base}/runs", project, json=upload.to_json())
     return sent
+
+
+def _send_missing(client: Any, ws: Workspace, base: str, project: str, digests: list[str]) -> int:
+    """Send those of ``digests`` the server lacks (asked in one request); how many went."""
+    if not digests:
+        return 0
+    missing = _request(client, "POST", f"{base}/blobs/missing", project, json={"digests": digests})
+    for digest in missing.get("missing", []):
+        _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
+    return len(missing.get("missing", []))
 
 
 def _pull(

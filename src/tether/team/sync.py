@@ -299,26 +299,9 @@ def receive(ws: Workspace, upload: RunUpload, by: str | None) -> None:
         runs_repo.delete_runs(ws.db, [run.id])
         if environment is not None:
             runs_repo.save_environment(ws.db, environment.digest, environment.canonical)
-        runs_repo.create_run(
-            ws.db,
-            NewRun(
-                name=run.name,
-                command=run.command,
-                cwd=run.cwd,
-                host=run.host,
-                user=run.user,
-                pid=run.pid,
-                seed=run.seed,
-                env_digest=run.env_digest if environment is not None else None,
-                code=run.code,
-                capture=run.capture.to_json(),
-                started=run.started,
-                run_id=run.id,
-            ),
-        )
-        runs_repo.set_env_and_log(
-            ws.db, run.id, run.env_digest if environment is not None else None, log_digest
-        )
+        env_digest = run.env_digest if environment is not None else None
+        runs_repo.create_run(ws.db, run.start(env_digest=env_digest))
+        runs_repo.set_env_and_log(ws.db, run.id, env_digest, log_digest)
         runs_repo.add_blobs(ws.db, run.id, [(d, p) for d, p in upload.blobs if d in held])
         runs_repo.log_params(ws.db, run.id, dict(run.params))
         runs_repo.set_tags(ws.db, run.id, {**run.tags, **({SYNCED_BY: by} if by else {})})
