@@ -245,6 +245,21 @@ def grant(ctx: click.Context, name: str, project_name: str, role: str) -> None:
     click.echo(f"{name} may {role} in {project_name}")
 
 
+@server.command("migrate")
+@_json
+@click.pass_context
+def server_migrate(ctx: click.Context, as_json: bool) -> None:
+    """Bring the server's schema and every project's up to this tether, after an
+    upgrade (back the database up first). Servers answer /readyz with 503 until this
+    has run; safe to re-run, and beside running servers."""
+    applied = _deployment(ctx).migrate()
+    if as_json:
+        emit_json(applied)
+        return
+    for schema, names in applied.items():
+        click.echo(f"{schema}: {', '.join(names) if names else 'up to date'}")
+
+
 @server.command()
 @click.option("-n", "--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @_json

@@ -111,6 +111,30 @@ class Deployment:
         ws.db  # noqa: B018 - opening creates the schema's tables
         return ws
 
+    def migrate(self) -> dict[str, list[str]]:
+        """Bring the server's schema, then every project's, up to this tether (after an
+        upgrade; servers answer /readyz 503 until then). Safe to re-run and beside
+        running servers: each migration applies once, under the schema's lock. Returns
+        the migrations applied now, by schema."""
+        from tether.db.migrations import migrate
+        from tether.repositories import team as repo
+
+        applied: dict[str, list[str]] = {}
+        schemas = [TEAM_SCHEMA]
+        with self._lock:
+            if self._team is not None:
+                self._team.close()
+                self._team = None
+        for schema in schemas:
+            db = open_database(DatabaseURL.parse(self._url(schema), root=Path("/")))
+            try:
+                applied[schema] = migrate(db)
+                if schema == TEAM_SCHEMA:
+                    schemas += [f"p_{name}" for name in repo.projects(db)]
+            finally:
+                db.close()
+        return applied
+
     def close(self) -> None:
         with self._lock:
             for ws in self._projects.values():
