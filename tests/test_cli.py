@@ -26,7 +26,7 @@ COMMANDS = [
     "model rollback", "model delete", "model push", "lineage", "migrate", "ui", "completion",
     "server user add", "server user list", "server token create", "server token revoke",
     "server token list", "server project add", "server project list", "server grant",
-    "server audit", "server migrate", "connect", "disconnect", "sync",
+    "server audit", "server migrate", "server protect", "connect", "disconnect", "sync",
 ]  # fmt: skip
 
 

@@ -722,9 +722,68 @@ def test_the_model_registry_travels_with_its_history_and_conflicts_are_reported(
 
 
 def test_server_migrate_walks_every_schema(team: dict[str, Any], deployment: Any) -> None:
+    import psycopg
+
     out = admin(deployment, "migrate", "--json")
     applied = json.loads(out[out.index("{") :])
-    # Everything is current already: each schema listed, nothing applied, and the
-    # servers stay ready.
+    # Everything is current already: each schema listed, nothing applied.
     assert applied == {"tether_team": [], "p_recs": [], "p_other": []}
     assert httpx.get(team["base"] + "/readyz").json() == {"status": "ready"}
+    # As a deployment made by the previous tether: its last team migration not there.
+    with psycopg.connect(deployment[0], autocommit=True) as conn:
+        conn.execute("DROP TABLE tether_team.alias_rules")
+        conn.execute("DELETE FROM tether_team._tether_migrations WHERE name LIKE 'team_0002%'")
+    stale = httpx.get(team["base"] + "/readyz")
+    assert stale.status_code == 503 and "tether server migrate" in stale.json()["message"]
+    out = admin(deployment, "migrate", "--json")
+    assert json.loads(out[out.index("{") :])["tether_team"] == ["team_0002_alias_rules"]
+    assert httpx.get(team["base"] + "/readyz").json() == {"status": "ready"}
+    assert "only admin" in admin(deployment, "protect", "recs", "production", "admin")
+
+
+def test_a_protected_alias_moves_only_with_its_role(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any
+) -> None:
+    """production needs admin: ada (write) cannot move it through sync or the pages;
+    staging moves; root (admin) moves production from the page."""
+    from tests.conftest import train
+
+    assert "only admin" in admin(deployment, "protect", "recs", "production", "admin")
+    train(tether, project, "v1", "alpha")
+    assert tether("pack", "-t", "demo:v1.0.0").exit_code == 0
+    train(tether, project, "v2", "beta")
+    for args in (
+        ("model", "register", "recs", "--from", "demo:v1.0.0"),
+        ("model", "register", "recs", "--from", "v2"),
+        ("model", "alias", "recs", "staging", "v2", "-m", "try it"),
+        ("model", "alias", "recs", "production", "v2", "-m", "ship it"),
+    ):
+        assert tether(*args).exit_code == 0
+    assert tether("connect", team["base"], "--project", "recs", "--token-stdin",
+                  input=team["tokens"]["ada"]).exit_code == 0  # fmt: skip
+    refused = tether("sync", "--json")
+    assert refused.exit_code == 3, refused.output
+    # (stdout is the JSON; the conflict's warning went to stderr, mixed in here)
+    report = json.JSONDecoder().raw_decode(refused.output[refused.output.index("{") :])[0]
+    [sent] = report["models_sent"]
+    assert sent["versions"] == [1, 2] and sent["aliases"] == ["staging"]
+    assert "needs the admin role" in report["conflicts"][0]["message"]
+
+    def move(user: str, version: str) -> httpx.Response:
+        with client(team, user) as http:
+            assert http.get("/p/recs/models/recs").status_code == 200  # the form's token
+            return http.post(
+                "/p/recs/models/recs/aliases",
+                data={"alias": "production", "version": version, "reason": f"{user} moved it",
+                      "csrf": http.cookies.get("tether_csrf") or ""},
+            )  # fmt: skip
+
+    forbidden = move("ada", "v2")
+    assert forbidden.status_code == 403 and "needs the admin role" in forbidden.text
+    assert move("root", "v2").status_code == 303
+    with client(team, "ada") as ada:
+        page = ada.get("/p/recs/models/recs").text
+    assert "root moved it" in page and "ada moved it" not in page
+    # The rule lifted, a writer may move it again.
+    admin(deployment, "protect", "recs", "production", "none")
+    assert move("ada", "v1").status_code == 303

@@ -245,6 +245,23 @@ def grant(ctx: click.Context, name: str, project_name: str, role: str) -> None:
     click.echo(f"{name} may {role} in {project_name}")
 
 
+@server.command()
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("alias")
+@click.argument("role", type=click.Choice(["write", "admin", "none"]))
+@click.pass_context
+def protect(ctx: click.Context, project_name: str, alias: str, role: str) -> None:
+    """Require ROLE to move ALIAS of any model in PROJECT (none: lift the rule): on the
+    server's pages and through 'tether sync', a move by a lower role is refused."""
+    from tether.team import projects
+
+    rule = projects.protect(_deployment(ctx), project_name, alias, role, actor=_actor())
+    if rule is None:
+        click.echo(f"{alias} in {project_name}: any writer may move it")
+    else:
+        click.echo(f"{alias} in {project_name}: only {rule} or above may move it")
+
+
 @server.command("migrate")
 @_json
 @click.pass_context

@@ -88,10 +88,12 @@ def ensure_current(db: Database) -> None:
     if now.empty:
         migrate(db)
     elif now.pending:
+        # The team server's schemas (its own, and p_NAME per project) migrate together.
+        served = db.url.schema == TEAM_SCHEMA or (db.url.schema or "").startswith("p_")
         raise DatabaseError(
             f"the database {db.display} is older than this tether "
             f"({len(now.pending)} migration(s) pending)",
-            hint="back it up, then run 'tether migrate'",
+            hint=f"back it up, then run 'tether {'server migrate' if served else 'migrate'}'",
         )
 
 

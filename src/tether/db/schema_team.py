@@ -3,6 +3,7 @@ database (each project's runs, data and models live in a schema of their own, ``
 
 A token is stored as the SHA-256 of its secret part only; its id (the part before the
 secret) finds the row. The audit table is append-only: who did what, when, from where.
+``alias_rules`` names the aliases of a project that need a role to move.
 """
 
 from __future__ import annotations
@@ -55,4 +56,19 @@ def _0001_team(conn: Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("team_0001", _0001_team),)
+def _0002_alias_rules(conn: Connection) -> None:
+    # An alias of a project that only a role at least this high may move (production
+    # for admins, say), on the server's pages and through sync alike.
+    conn.execute(
+        "CREATE TABLE alias_rules ("
+        " project text NOT NULL REFERENCES projects (name) ON DELETE CASCADE,"
+        " alias text NOT NULL,"
+        " role text NOT NULL CHECK (role IN ('write', 'admin')),"
+        " PRIMARY KEY (project, alias))"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("team_0001", _0001_team),
+    Migration("team_0002_alias_rules", _0002_alias_rules),
+)

@@ -125,6 +125,26 @@ def role_of(db: Database, user: User, project: str) -> Role | None:
     return rows[0]["role"] if rows else None
 
 
+def set_alias_rule(db: Database, project: str, alias: str, role: Role | None) -> None:
+    """``role`` to move ``alias`` in ``project``; None: no rule (write suffices)."""
+    with db.atomic() as conn:
+        if role is None:
+            conn.execute(
+                "DELETE FROM alias_rules WHERE project = ? AND alias = ?", (project, alias)
+            )
+            return
+        conn.execute(
+            "INSERT INTO alias_rules (project, alias, role) VALUES (?, ?, ?)"
+            " ON CONFLICT (project, alias) DO UPDATE SET role = excluded.role",
+            (project, alias, role),
+        )
+
+
+def alias_rules(db: Database, project: str) -> dict[str, Role]:
+    rows = db.query("SELECT alias, role FROM alias_rules WHERE project = ?", (project,))
+    return {r["alias"]: r["role"] for r in rows}
+
+
 def grants(db: Database) -> list[Grant]:
     return [
         Grant(r["name"], r["project"], r["role"])

@@ -14,9 +14,10 @@ a project (a POST that succeeded) is written to the audit table with who and fro
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def readyz(request: Request) -> Response:
         return JSONResponse({"status": "unavailable", "message": e.message}, status_code=503)
     if not current:
         return JSONResponse(
-            {"status": "unavailable", "message": "the database needs 'tether migrate'"}, 503
+            {"status": "unavailable", "message": "the database needs 'tether server migrate'"}, 503
         )
     return JSONResponse({"status": "ready"})
 
@@ -144,9 +145,17 @@ class Projects:
         with self._lock:
             app = self._apps.get(name)
             if app is None:
-                site = Site(self.team.project(name), writable=True, label=name)
+                site = Site(
+                    self.team.project(name),
+                    writable=True,
+                    label=name,
+                    alias_guard=functools.partial(self._guard_alias, name),
+                )
                 app = self._apps[name] = create_app(site)
             return app
+
+    def _guard_alias(self, project: str, scope: Mapping[str, Any], alias: str) -> None:
+        projects.may_move(self.team, scope["state"]["user"], project, alias)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         name = scope["path_params"]["project"]

@@ -17,6 +17,7 @@ every change is audited.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.applications import Starlette
@@ -159,7 +160,12 @@ async def model_merge(request: Request) -> Response:
     body = await _object(request, "a model's copy")
     incoming = model_sync.ModelCopy.from_json(body)
     request.scope["state"]["audit"] = ("sync.model", f"{project}:model/{incoming.name}")
-    merged = await run_in_threadpool(model_sync.merge, team.project(project), incoming)
+    from tether.team.projects import may_move
+
+    guard = functools.partial(may_move, team, request.scope["state"]["user"], project)
+    merged = await run_in_threadpool(
+        functools.partial(model_sync.merge, team.project(project), incoming, may_move=guard)
+    )
     return FastJSON(merged.to_json())
 
 

@@ -17,11 +17,11 @@ pull — with the same rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tether.errors import ModelError, UsageError
+from tether.errors import Forbidden, ModelError, UsageError
 from tether.hashing import Digest
 from tether.registry.records import ModelEvent, ModelVersion
 from tether.repositories import models as repo
@@ -131,9 +131,13 @@ def kit_blobs(ws: Workspace, digest: Digest) -> list[str]:
     return [str(digest), str(manifest.config.digest), *(str(d.digest) for d in manifest.layers)]
 
 
-def merge(ws: Workspace, incoming: ModelCopy) -> ModelMerge:
+def merge(
+    ws: Workspace, incoming: ModelCopy, *, may_move: Callable[[str], None] | None = None
+) -> ModelMerge:
     """Take ``incoming`` into this project's registry, in one transaction (module
-    docstring: the rules). The ModelKits of new versions must be in the store already."""
+    docstring: the rules). The ModelKits of new versions must be in the store already.
+    ``may_move`` raises Forbidden for an alias the sender may not move (the server's
+    protected aliases): that move is refused and reported like a conflict."""
     name = incoming.name
     conflicts: list[Conflict] = []
     added: list[int] = []
@@ -178,6 +182,13 @@ def merge(ws: Workspace, incoming: ModelCopy) -> ModelMerge:
             if moves[0].old_version != current or apart or target in refused:
                 conflicts.append(_alias_conflict(name, alias, current, target, apart))
                 continue
+            if may_move is not None:
+                try:
+                    may_move(alias)
+                except Forbidden as refusal:
+                    why = f"{name}:{alias} not moved: {refusal.message}"
+                    conflicts.append(Conflict(name, alias, why))
+                    continue
             if target is None:
                 repo.drop_alias(conn, name, alias)
             elif target in ours or target in added:

@@ -74,6 +74,41 @@ def authorize(team: Deployment, who: User, project: str, need: Role) -> Role:
     return role
 
 
+def protect(team: Deployment, project: str, alias: str, role: str, *, actor: Actor) -> Role | None:
+    """Require ``role`` (write or admin; "none" lifts the rule) to move ``alias`` in
+    ``project``, on the server's pages and through sync."""
+    if project not in repo.projects(team.team):
+        raise UsageError(f"no project {project[:60]!r}", hint="tether server project list")
+    from tether.registry.models import check_name
+
+    check_name(alias)
+    if role not in ("write", "admin", "none"):
+        raise UsageError(f"{role[:20]!r} is not a role for an alias", hint="write, admin or none")
+    rule: Role | None = None if role == "none" else check_role(role)
+    repo.set_alias_rule(team.team, project, alias, rule)
+    record(team, actor, "alias.protect", f"{project}/{alias}", {"role": role})
+    return rule
+
+
+def alias_rules(team: Deployment, project: str) -> dict[str, Role]:
+    return repo.alias_rules(team.team, project)
+
+
+def may_move(team: Deployment, who: User, project: str, alias: str) -> None:
+    """Refuse (Forbidden) a move of ``alias`` by ``who`` when its rule asks a higher
+    role than theirs."""
+    need = repo.alias_rules(team.team, project).get(alias)
+    if need is None:
+        return
+    role = authorize(team, who, project, "read")
+    if RANK[role] < RANK[need]:
+        raise Forbidden(
+            f"moving {alias} in {project} needs the {need} role; {who.name} has {role}",
+            hint=f"ask a project admin to move it, or for the role: tether server grant"
+            f" {who.name} {project} {need}",
+        )
+
+
 def visible(team: Deployment, who: User) -> list[tuple[str, Role]]:
     """The projects ``who`` may see, with the role on each."""
     if who.admin:

@@ -9,6 +9,7 @@ else is a 500 that says to look at the server's log, never a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,13 @@ class Site:
     writable: bool = False  # actions that change state (alias moves, deletes) allowed
     csrf: Csrf = field(default_factory=Csrf)
     label: str | None = None  # how the header names the project (default: its folder)
+    # Raises Forbidden when the request's user may not move the alias (the team server's
+    # protected aliases); None: anyone who may write may.
+    alias_guard: Callable[[Mapping[str, Any], str], None] | None = None
+
+    def guard_alias(self, scope: Mapping[str, Any], alias: str) -> None:
+        if self.alias_guard is not None:
+            self.alias_guard(scope, alias)
 
     @property
     def project(self) -> str:

@@ -326,6 +326,7 @@ async def alias_set(request: Request) -> Response:
         form.get("version", "").strip(),
         form.get("reason") or None,
     )
+    await run_in_threadpool(site.guard_alias, request.scope, move.alias)
     await run_in_threadpool(models.set_alias, site.workspace, move)
     return RedirectResponse(request.url_for("model", name=name).path, status_code=303)
 
@@ -334,6 +335,7 @@ async def alias_rollback(request: Request) -> Response:
     site, form = await _action(request)
     name, alias = request.path_params["name"], request.path_params["alias"]
     rollback = models.RollbackRequest(name, alias, reason=form.get("reason") or None)
+    await run_in_threadpool(site.guard_alias, request.scope, alias)
     await run_in_threadpool(models.rollback, site.workspace, rollback)
     return RedirectResponse(request.url_for("model", name=name).path, status_code=303)
 
