@@ -319,6 +319,9 @@ def test_sync_pushes_runs_once_and_teammates_see_them(
     with client(team, "bob") as bob:
         shown = bob.get(f"/p/recs/api/runs/{v1}").json()
         assert shown["name"] == "v1" and shown["tags"]["tether.synced_by"] == "ada"
+        # The runs table says who made each run, and which account sent it.
+        table = bob.get("/p/recs/runs", params={"sort": "user"}).text
+        assert f"{shown['user']} (ada)" in table
         assert shown["metrics"]["loss"]["count"] == 3001
         assert shown["environment"]["digest"] == shown["env_digest"]
         series = bob.get(f"/p/recs/api/runs/{v1}/metrics", params={"key": "loss"}).json()

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from tether.api import kits, lineage, models, runs
 from tether.errors import FilterError, TetherError, UsageError
 from tether.runs.record import RunRecord
+from tether.team.sync import SYNCED_BY
 from tether.web.render import number, page, seconds, when
 from tether.workspace import Workspace
 
@@ -30,7 +31,8 @@ DEFAULT_COLUMNS = 8  # chosen columns when the URL names none
 LOG_TAIL = 64 << 10
 # Columns every runs table has: (key as the filter grammar names it, label, numeric).
 FIXED = (("name", "name", False), ("status", "status", False), ("started", "started", False),
-         ("duration", "duration", True), ("commit", "commit", False))  # fmt: skip
+         ("duration", "duration", True), ("user", "user", False),
+         ("commit", "commit", False))  # fmt: skip
 
 
 def _ws(request: Request) -> Workspace:
@@ -119,6 +121,11 @@ def _cell(run: RunRecord, key: str, run_href: str) -> Cell:
         return Cell(when(run.started))
     if key == "duration":
         return Cell(seconds(run.duration), numeric=True)
+    if key == "user":
+        # Who ran it, and on a team server the account that sent it, when another.
+        sent_by = run.tags.get(SYNCED_BY)
+        shown = run.user if sent_by in (None, run.user) else f"{run.user} ({sent_by})"
+        return Cell(shown, title=f"sent by {sent_by}" if sent_by else run.host)
     if key == "commit":
         commit = run.code.commit or ""
         return Cell(commit[:10] + ("+" if run.code.dirty else ""), css="mono", title=commit)
