@@ -137,6 +137,12 @@ def link_run(db: Database, kit_digest: str, run_id: str, how: KitRunHow) -> None
         )
 
 
+def made_by_run(db: Database, run_id: str) -> list[tuple[str, str]]:
+    """The ModelKits linked to a run: (kit digest, how the link is known)."""
+    rows = db.query("SELECT kit_digest, how FROM kit_runs WHERE run_id = ?", (run_id,))
+    return [(str(r["kit_digest"]), str(r["how"])) for r in rows]
+
+
 def maker(conn: Connection, kit_digest: str) -> str | None:
     """The run that made a ModelKit: the one named at pack time first."""
     row = conn.execute(

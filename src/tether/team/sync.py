@@ -26,12 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tether.errors import StreamGap, UsageError
 from tether.hashing import Digest
 from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
+from tether.repositories.kits import KitRunHow
 from tether.runs.record import STATUSES, NewRun, RunFile, RunRecord, RunStatus
 from tether.workspace import Workspace
 
@@ -44,13 +46,23 @@ def fingerprint(run: RunRecord) -> str:
     logged to it."""
     points = sum(m.count for m in run.metrics.values())
     stored = sum(1 for f in run.files if f.stored)
-    # Milliseconds: PostgreSQL keeps times to the microsecond, SQLite as a double.
-    ended = None if run.ended is None else round(run.ended, 3)
+    ended = None if run.ended is None else _millis(run.ended)
     return (
         f"{run.status}|{ended}|{run.exit_code}|{len(run.params)}|"
         f"{len([k for k in run.tags if k != SYNCED_BY])}|{points}|{len(run.files)}|"
         f"{stored}|{run.env_digest}|{run.log_digest}"
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _millis(t: float) -> int:
+    """Whole milliseconds of a time, the same on both engines: SQLite keeps the double,
+    PostgreSQL the microseconds Python rounded it to on the way in. Rounding the double
+    to milliseconds directly disagreed, now and then, with the same on its microseconds."""
+    micros = (datetime.fromtimestamp(t, UTC) - _EPOCH) // timedelta(microseconds=1)
+    return int(micros) // 1000
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,10 @@ class RunUpload:
     points: tuple[tuple[str, int, float, float], ...]  # (key, step, at, value)
     environment: str | None  # the environment record's canonical JSON
     blobs: tuple[tuple[str, str], ...] = ()  # (digest, purpose) the run keeps
+    # Lineage edges that start at the run: (kind, target run, detail), e.g. the run it
+    # reproduces with its verdict; and the ModelKits it made: (kit digest, how known).
+    links: tuple[tuple[str, str, Mapping[str, Any]], ...] = ()
+    kits: tuple[tuple[str, KitRunHow], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,10 +82,14 @@ class RunUpload:
             "points": [[k, s, a, None if v != v else v] for k, s, a, v in self.points],
             "environment": self.environment,
             "blobs": [list(b) for b in self.blobs],
+            "links": [[k, t, dict(d)] for k, t, d in self.links],
+            "kits": [list(k) for k in self.kits],
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunUpload:
+        from tether.runs.record import check_run_id
+
         try:
             run = RunRecord.from_json(data["run"])
             points = tuple(
@@ -77,15 +97,18 @@ class RunUpload:
                 for k, s, a, v in data.get("points", ())
             )
             blobs = tuple((str(Digest.parse(d)), str(p)[:64]) for d, p in data.get("blobs", ()))
+            links = tuple(
+                (str(k)[:64], check_run_id(str(t)), dict(d)) for k, t, d in data.get("links", ())
+            )
+            kits = tuple((str(Digest.parse(d)), _how(h)) for d, h in data.get("kits", ()))
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(
                 f"a run upload does not parse: {type(e).__name__}", hint="upgrade the client"
             ) from None
-        from tether.runs.record import check_run_id
-
         check_run_id(run.id)
         environment = data.get("environment")
-        return cls(run, points, environment if isinstance(environment, str) else None, blobs)
+        text = environment if isinstance(environment, str) else None
+        return cls(run, points, text, blobs, links, kits)
 
 
 @dataclass(frozen=True)
@@ -225,6 +248,16 @@ def ingest(ws: Workspace, batch: StreamBatch, by: str) -> int:
     return held + len(fresh)
 
 
+_HOWS: dict[object, KitRunHow] = {"from-run": "from-run", "detected": "detected",
+                                   "provenance": "provenance"}  # fmt: skip
+
+
+def _how(text: object) -> KitRunHow:
+    if text not in _HOWS:
+        raise ValueError("not a way a kit is linked to a run")
+    return _HOWS[text]
+
+
 def upload_of(ws: Workspace, run: RunRecord) -> RunUpload:
     series = metrics_repo.metric_series(ws.db, run.id)
     points = tuple((k, s, a, v) for k, pts in series.items() for s, a, v in pts)
@@ -232,7 +265,12 @@ def upload_of(ws: Workspace, run: RunRecord) -> RunUpload:
     blobs = tuple(
         (d, p) for d, p in runs_repo.blobs_of(ws.db, run.id) if ws.store.has(Digest.parse(d))
     )
-    return RunUpload(run, points, None if environment is None else environment.canonical, blobs)
+    from tether.repositories import kits as kits_repo
+
+    links = tuple((k, t, d) for f, k, t, d in runs_repo.links(ws.db, run.id) if f == run.id)
+    kits = tuple((d, _how(h)) for d, h in kits_repo.made_by_run(ws.db, run.id))
+    text = None if environment is None else environment.canonical
+    return RunUpload(run, points, text, blobs, links, kits)
 
 
 def missing_blobs(ws: Workspace, digests: Iterable[str]) -> list[str]:
@@ -283,6 +321,7 @@ def receive(ws: Workspace, upload: RunUpload, by: str | None) -> None:
     """Replace the project's copy of the run with the uploaded one, in one transaction.
     ``by``: the server user who sent it (None when pulling: the tags already say)."""
     from tether.envcapture.environment import Environment
+    from tether.repositories import kits as kits_repo
 
     run = upload.run
     environment = None
@@ -308,6 +347,10 @@ def receive(ws: Workspace, upload: RunUpload, by: str | None) -> None:
         for batch in _batches(upload.points, MAX_POINTS_PER_BATCH):
             metrics_repo.insert_metrics(ws.db, run.id, batch)
         runs_repo.add_files(ws.db, run.id, _files_held(run.files, held))
+        for kind, target, detail in upload.links:
+            runs_repo.link_runs(ws.db, run.id, kind, target, detail)
+        for kit, how in upload.kits:
+            kits_repo.link_run(ws.db, kit, run.id, how)
         if run.status != "running":
             runs_repo.finish_run(
                 ws.db,
