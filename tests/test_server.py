@@ -820,3 +820,52 @@ def test_fingerprints_agree_across_engines() -> None:
         assert fingerprint(replace(base, ended=ended)) == fingerprint(
             replace(base, ended=read_back)
         ), ended
+
+
+def test_sync_watch_keeps_syncing_and_rides_out_an_outage(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any
+) -> None:
+    """'tether sync --watch': a run made while it watches reaches the server by the next
+    round; a round during a short outage waits it out and the run made meanwhile still
+    arrives; Ctrl-C stops it cleanly."""
+    import signal
+
+    assert tether("connect", team["base"], "--project", "recs", "--token-stdin",
+                  input=team["tokens"]["ada"]).exit_code == 0  # fmt: skip
+
+    def made_here(name: str) -> str:
+        run_id = runs_repo.create_run(project.db, NewRun(
+            name=name, command=["python", "t.py"], cwd=".", host="h", user="ada", pid=1,
+            started=time.time(),
+        ))  # fmt: skip
+        runs_repo.finish_run(project.db, run_id, "finished")
+        return run_id
+
+    def on_server(run_id: str) -> bool:
+        with client(team, "ada") as ada:
+            return ada.get(f"/p/recs/api/runs/{run_id}").status_code == 200
+
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "tether", "-C", str(project.root), "sync", "--watch",
+         "--every", "1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        first = made_here("first")
+        wait_for(lambda: on_server(first), "the first run on the server")
+        team["proc"].kill()
+        team["proc"].communicate(timeout=20)
+        second = made_here("second")
+        time.sleep(3)  # a round now retries until the server is back
+        port = int(team["base"].rsplit(":", 1)[1])
+        team["proc"] = serve(deployment, port)
+        wait_for(lambda: on_server(second), "the second run after the outage", timeout=90)
+        watcher.send_signal(signal.SIGINT)
+        out, _ = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0, out
+    assert "stopped" in out and "Traceback" not in out
+    rounds = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(rounds) >= 2 and any(first in r.get("sent", []) for r in rounds)

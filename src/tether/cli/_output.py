@@ -87,8 +87,12 @@ def raw_stderr() -> Any:
     return err.inner if isinstance(err, SanitizingStream) else err
 
 
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+def emit_json(data: Any, *, lines: bool = False) -> None:
+    """Print ``data`` as JSON: indented, or one compact line (a stream of records)."""
+    if lines:
+        click.echo(json.dumps(data, default=str, separators=(",", ":")))
+    else:
+        click.echo(json.dumps(data, indent=2, default=str))
 
 
 def human_size(n: int | None) -> str:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from tether.cli import cli
 from tether.cli._output import emit_json, info, warn
 from tether.cli._workspace import open_workspace
+
+if TYPE_CHECKING:
+    from tether.errors import TeamError
+    from tether.team.client import SyncReport
 
 
 @cli.command()
@@ -59,22 +64,74 @@ CONFLICT_EXIT = 3  # synced, but some alias moved apart on both sides: look at i
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep syncing, every --every seconds, until Ctrl-C (JSON: one line per round).",
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(1, 86_400),
+    default=60,
+    show_default=True,
+    help="Seconds between rounds with --watch.",
+)
 @click.pass_context
-def sync(ctx: click.Context, as_json: bool) -> None:
+def sync(ctx: click.Context, as_json: bool, watch: bool, every: float) -> None:
     """Exchange runs and models with the connected server: send the runs made here that
     it lacks or holds in an older state (records, params, tags, every metric point,
     environments, and the blobs each keeps) and the model registry (versions with their
     ModelKits, aliases, history), then take in what teammates sent. Alias moves made
     apart on both sides are reported as conflicts (exit status 3), never overwritten.
-    Safe to repeat: a second sync moves nothing. Sending needs a write grant."""
+    Safe to repeat: a second sync moves nothing. Sending needs a write grant. With
+    --watch it keeps syncing; a round that cannot reach the server is reported and the
+    next one tries again."""
     from tether.team import client
 
-    result = client.sync(open_workspace(ctx))
-    if as_json:
-        emit_json(result.to_json())
-    else:
+    ws = open_workspace(ctx)
+    if watch:
+        try:
+            client.watch(ws, every=every, on_round=lambda r: _round(r, as_json))
+        except KeyboardInterrupt:
+            info("stopped")
+        return
+    result = client.sync(ws)
+    _report(result, as_json)
+    if result.conflicts:
         click.echo(
-            f"synced with {result.server.url} ({result.server.project}): "
+            "hint: see both histories (tether model history NAME here, the model's page on"
+            " the server), move the alias where it belongs on one side, then sync again",
+            err=True,
+        )
+        sys.exit(CONFLICT_EXIT)
+
+
+def _round(outcome: SyncReport | TeamError, as_json: bool) -> None:
+    """One round of --watch: its report (a JSON line each), or why it could not reach
+    the server."""
+    import time
+
+    from tether.errors import TeamError
+
+    if not isinstance(outcome, TeamError):
+        _report(outcome, as_json, stamp=time.time())
+    elif as_json:
+        emit_json({"at": time.time(), **outcome.to_json()}, lines=True)
+    else:
+        warn(f"{time.strftime('%H:%M:%S')} {outcome.message}; trying again later")
+
+
+def _report(result: SyncReport, as_json: bool, *, stamp: float | None = None) -> None:
+    """The report; ``stamp``: one round of --watch, at that time."""
+    import time
+
+    if as_json:
+        data = result.to_json() if stamp is None else {"at": stamp, **result.to_json()}
+        emit_json(data, lines=stamp is not None)
+    else:
+        when = "" if stamp is None else time.strftime("%H:%M:%S ", time.localtime(stamp))
+        click.echo(
+            f"{when}synced with {result.server.url} ({result.server.project}): "
             f"{len(result.sent)} run(s) sent with {result.blobs_sent} blob(s), "
             f"{result.up_to_date} already there, {len(result.pulled)} teammates' run(s)"
             " received"
@@ -91,10 +148,3 @@ def sync(ctx: click.Context, as_json: bool) -> None:
             info(f"{result.held_back} run(s) made here were not sent: a read grant may not send")
     for conflict in result.conflicts:
         warn(f"conflict: {conflict.message}")
-    if result.conflicts:
-        click.echo(
-            "hint: see both histories (tether model history NAME here, the model's page on"
-            " the server), move the alias where it belongs on one side, then sync again",
-            err=True,
-        )
-        sys.exit(CONFLICT_EXIT)

@@ -302,6 +302,30 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
     )
 
 
+def watch(
+    ws: Workspace,
+    *,
+    every: float,
+    on_round: Callable[[SyncReport | TeamError], None],
+    rounds: int | None = None,
+) -> None:
+    """Sync now, then again every ``every`` seconds, until interrupted (or ``rounds``
+    done). A round that cannot reach the server is reported and the next one tries
+    again; a refused token or a project gone stop it."""
+    done = 0
+    while True:
+        try:
+            on_round(sync(ws))
+        except (Unauthenticated, ProjectNotFound):
+            raise
+        except TeamError as e:
+            on_round(e)
+        done += 1
+        if rounds is not None and done >= rounds:
+            return
+        time.sleep(every)
+
+
 def _push_models(
     client: Any, ws: Workspace, base: str, project: str
 ) -> tuple[list[ModelMerge], int]:
