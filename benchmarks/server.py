@@ -47,7 +47,7 @@ from tests.pgcluster import Cluster, cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import mlflow_python
-from ui import add_runs, fresh, timed
+from ui import MLFLOW_ADD_RUNS, add_runs, fresh, timed
 
 WORK = Path("bench-work") / "server"
 FILTER = "metrics.m0 > 0.5 and params.p0 = 'a'"
@@ -194,11 +194,13 @@ def runs_table(team: Team, base: str, n_runs: int) -> dict[str, float]:
         }
 
 
-MLFLOW_SCRIPT = r"""
+MLFLOW_SCRIPT = (
+    MLFLOW_ADD_RUNS
+    + r"""
 import json, multiprocessing, os, random, statistics, sys, time
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 import httpx
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 url, clients, points, n_runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 client = MlflowClient(tracking_uri=url)
@@ -232,15 +234,7 @@ result = {"ingest": ingest(sys.argv[5])}
 if n_runs:
     rng = random.Random(7)
     exp = client.create_experiment("table")
-    for i in range(n_runs):
-        r = client.create_run(exp, run_name=f"run{i}")
-        now = int(time.time() * 1000)
-        client.log_batch(r.info.run_id,
-            metrics=[Metric(f"m{j}", rng.random(), now, 0) for j in range(10)],
-            params=[Param(f"p{j}", rng.choice("abcd") if j == 0 else str(rng.random()))
-                    for j in range(20)],
-            tags=[RunTag(f"t{j}", rng.choice(["x", "y"])) for j in range(6)])
-        client.set_terminated(r.info.run_id)
+    add_runs(client, exp, n_runs, rng)
     http = httpx.Client(base_url=url, timeout=600)
     body = {"experiment_ids": [exp], "max_results": 50,
             "filter": "metrics.m0 > 0.5 and params.p0 = 'a'"}
@@ -252,6 +246,7 @@ if n_runs:
     result["filtered"] = statistics.median(times)
 print(json.dumps(result))
 """
+)
 
 
 def mlflow(pg: Cluster, workers: int, clients: int, points: int, n_runs: int) -> dict[str, float]:

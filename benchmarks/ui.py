@@ -253,26 +253,39 @@ def measure_sql(db_path: Path, big: str, repeat: int) -> dict[str, float]:
     return out
 
 
-MLFLOW_SCRIPT = r"""
+# The runs-table shape through MLflow's client (``add_runs`` above, for MLflow): the
+# start of every script that runs in MLflow's virtualenv and fills a runs table.
+MLFLOW_ADD_RUNS = r"""
+import os, time
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+from mlflow.entities import Metric, Param, RunTag
+
+def add_runs(client, exp, n_runs, rng):
+    for i in range(n_runs):
+        r = client.create_run(exp, run_name=f"run{i}")
+        now = int(time.time() * 1000)
+        client.log_batch(r.info.run_id,
+            metrics=[Metric(f"m{j}", rng.random(), now, 0) for j in range(10)],
+            params=[Param(f"p{j}", rng.choice("abcd") if j == 0 else str(rng.random()))
+                    for j in range(20)],
+            tags=[RunTag(f"t{j}", rng.choice(["x", "y"])) for j in range(6)])
+        client.set_terminated(r.info.run_id)
+"""
+
+MLFLOW_SCRIPT = (
+    MLFLOW_ADD_RUNS
+    + r"""
 import json, os, random, socket, statistics, subprocess, sys, time
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 import mlflow, httpx
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 n_runs, n_points, db, repeat = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 client = MlflowClient(tracking_uri=f"sqlite:///{db}")
 exp = client.create_experiment("bench")
 rng = random.Random(7)
 t0 = time.perf_counter()
-for i in range(n_runs):
-    r = client.create_run(exp, run_name=f"run{i}")
-    now = int(time.time() * 1000)
-    client.log_batch(r.info.run_id,
-        metrics=[Metric(f"m{j}", rng.random(), now, 0) for j in range(10)],
-        params=[Param(f"p{j}", rng.choice("abcd") if j == 0 else str(rng.random()))
-                for j in range(20)],
-        tags=[RunTag(f"t{j}", rng.choice(["x", "y"])) for j in range(6)])
-    client.set_terminated(r.info.run_id)
+add_runs(client, exp, n_runs, rng)
 big = client.create_run(exp, run_name="big").info.run_id
 for start in range(0, n_points, 1000):
     now = int(time.time() * 1000)
@@ -329,6 +342,7 @@ try:
 finally:
     server.terminate(); server.wait()
 """
+)
 
 
 def measure_mlflow(n_runs: int, n_points: int, repeat: int) -> dict[str, float]:

@@ -155,13 +155,12 @@ def model_copies(request: Request) -> Response:
 
 async def model_merge(request: Request) -> Response:
     from tether.team import model_sync
+    from tether.team.projects import may_move
 
     team, project, _ = _context(request)
     body = await _object(request, "a model's copy")
     incoming = model_sync.ModelCopy.from_json(body)
     request.scope["state"]["audit"] = ("sync.model", f"{project}:model/{incoming.name}")
-    from tether.team.projects import may_move
-
     guard = functools.partial(may_move, team, request.scope["state"]["user"], project)
     merged = await run_in_threadpool(
         functools.partial(model_sync.merge, team.project(project), incoming, may_move=guard)

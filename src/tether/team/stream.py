@@ -45,7 +45,6 @@ class RunStream:
         self._announce = True  # the run shows on the server at once, before any point
         self.state: State = "live"
         self.reason: str | None = None
-        self.sent = 0  # points the server acknowledged
         self._thread = threading.Thread(target=self._loop, name="tether-stream", daemon=True)
         self._thread.start()
 
@@ -127,7 +126,6 @@ class RunStream:
                             self.state = "live"
                         del self._queue[: len(points)]
                         self._seq += len(points)
-                        self.sent += len(points)
                         if batch.end is not None:
                             self._end = None
                         self._cond.notify_all()
