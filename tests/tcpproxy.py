@@ -1,6 +1,6 @@
 """A TCP proxy on 127.0.0.1 for fault tests: it forwards bytes both ways, can damage
-the body of the first blob upload that passes (one byte flipped, as a bad link would),
-and counts the server's 503 answers."""
+the body of the first blob upload (or pack of blobs) that passes (one byte flipped, as
+a bad link would), and counts the server's 503 answers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import socket
 import threading
 from collections.abc import Iterator
 
-UPLOAD = b"PUT /p/"
-BLOBS = b"/sync/blobs/sha256:"
+UPLOADS = (b"PUT /p/", b"POST /p/")
+BLOBS = (b"/sync/blobs/sha256:", b"/sync/blobs/pack ")
+DAMAGE_AT = 200  # past a pack's first header line: inside the first blob's bytes
 
 
 class Proxy:
@@ -47,16 +48,16 @@ class Proxy:
             while data := src.recv(1 << 16):
                 with self._lock:
                     if self._damage and not self.damaged:
-                        at = data.find(UPLOAD)
-                        if at >= 0 and data.find(BLOBS, at) >= 0:
+                        at = max(data.find(u) for u in UPLOADS)
+                        if at >= 0 and any(data.find(b, at) >= 0 for b in BLOBS):
                             end = data.find(b"\r\n\r\n", at)
                             armed = True
                             start = -1 if end < 0 else end + 4
-                            if start >= 0 and len(data) > start + 16:
-                                data = _flip(data, start + 16)
+                            if start >= 0 and len(data) > start + DAMAGE_AT:
+                                data = _flip(data, start + DAMAGE_AT)
                                 self.damaged, armed = 1, False
-                        elif armed and len(data) > 16:
-                            data = _flip(data, 16)
+                        elif armed and len(data) > DAMAGE_AT:
+                            data = _flip(data, DAMAGE_AT)
                             self.damaged, armed = 1, False
                 dst.sendall(data)
 

@@ -92,6 +92,7 @@ def team(deployment: tuple[str, Path]) -> Iterator[dict[str, Any]]:
         proc = state["proc"]
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
+        print(out[-5000:])
         for secret in tokens.values():
             assert secret not in (out or ""), "a token reached the server's output"
 
@@ -870,3 +871,82 @@ def test_sync_watch_keeps_syncing_and_rides_out_an_outage(
     # One JSON line per finished round (Ctrl-C may cut the last one short).
     rounds = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(first in r.get("sent", []) for r in rounds), rounds
+
+
+def test_tracked_data_travels_with_sync(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """ada tracks a folder of many small files and one big file and syncs; bob, with a
+    read grant, takes the pointers (as git would bring them), syncs, and checks out
+    byte-identical data. Small blobs travel in packs; a second sync moves nothing."""
+    images = project.root / "images"
+    for i in range(300):
+        (images / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        (images / f"c{i % 3}" / f"{i}.bin").write_bytes(os.urandom(100 + i))
+    (project.root / "big.bin").write_bytes(os.urandom(3 << 20))
+    assert tether("add", "images", "big.bin").exit_code == 0
+    ok = tether(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["ada"]
+    )
+    assert ok.exit_code == 0, ok.output
+    first = tether("sync", "--json")
+    assert first.exit_code == 0, first.output
+    sent = json.loads(first.output[first.output.index("{") :])
+    # 300 files, 1 big file, the tree objects of images/ and its 3 folders, and the
+    # demo project's tracked data (data/ratings.csv).
+    assert sent["data_sent"] >= 305 and sent["data_incomplete"] == []
+    again = tether("sync", "--json").output
+    assert json.loads(again[again.index("{") :])["data_sent"] == 0
+    admin(deployment, "grant", "bob", "recs", "read")
+    bob_root = project.root.parent / "bob"
+    bob_root.mkdir()
+    init_workspace(bob_root, propose_kitfile=False)
+    conftest.separate_database(request, bob_root)
+    for ptr in project.root.rglob("?*.tether"):
+        if ".tether" in ptr.relative_to(project.root).parts[:-1]:
+            continue
+        target = bob_root / ptr.relative_to(project.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(ptr.read_bytes())
+
+    def as_bob(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
+
+    assert (
+        as_bob(
+            "connect",
+            team["base"],
+            "--project",
+            "recs",
+            "--token-stdin",
+            input=team["tokens"]["bob"],
+        ).exit_code
+        == 0
+    )
+    pulled = as_bob("sync")
+    assert pulled.exit_code == 0, pulled.output
+    assert "received; place them with: tether checkout" in pulled.output
+    out = as_bob("sync", "--json").output
+    second = json.loads(out[out.index("{") :])
+    assert second["data_fetched"] == 0 and second["data_wanted"] == 0
+    placed = as_bob("checkout")
+    assert placed.exit_code == 0, placed.output
+    for path in [*images.rglob("*.bin"), project.root / "big.bin"]:
+        assert (bob_root / path.relative_to(project.root)).read_bytes() == path.read_bytes()
+    # Packs are checked blob by blob: one whose bytes differ from its header is refused
+    # whole, and nothing of it is kept.
+    good, bad = b"kept only with its pack", b"tampered"
+    digest = "sha256:" + hashlib.sha256(good).hexdigest()
+    forged = "sha256:" + hashlib.sha256(b"something else").hexdigest()
+    body = f"{digest} {len(good)}\n".encode() + good + f"{forged} {len(bad)}\n".encode() + bad
+    with client(team, "ada") as ada:
+        refused = ada.post("/p/recs/sync/blobs/pack", content=body)
+        assert refused.status_code == 400 and refused.json()["error"] == "object-corrupted"
+        held = ada.post("/p/recs/sync/blobs/have", json={"digests": [digest, forged]})
+        assert held.json()["sizes"] == {}
+        cut = ada.post("/p/recs/sync/blobs/pack", content=body[:30])
+        assert cut.status_code == 400
+    with client(team, "bob") as bob_http:
+        # A read grant reads packs but may not write them.
+        assert bob_http.post("/p/recs/sync/blobs/pack", content=b"").status_code == 403

@@ -81,7 +81,9 @@ def sync(ctx: click.Context, as_json: bool, watch: bool, every: float) -> None:
     """Exchange runs and models with the connected server: send the runs made here that
     it lacks or holds in an older state (records, params, tags, every metric point,
     environments, and the blobs each keeps) and the model registry (versions with their
-    ModelKits, aliases, history), then take in what teammates sent. Alias moves made
+    ModelKits, aliases, history) and the content of the tracked data (every pointer in
+    the working tree, and the runs' inputs), then take in what teammates sent and what
+    this checkout's pointers need ('tether checkout' places it). Alias moves made
     apart on both sides are reported as conflicts (exit status 3), never overwritten.
     Safe to repeat: a second sync moves nothing. Sending needs a write grant. With
     --watch it keeps syncing; a round that cannot reach the server is reported and the
@@ -144,7 +146,21 @@ def _report(result: SyncReport, as_json: bool, *, stamp: float | None = None) ->
                         f" {m.events} history event(s), aliases moved: "
                         f"{', '.join(m.aliases) or 'none'}"
                     )
+        if result.data_sent or result.data_fetched:
+            click.echo(
+                f"tracked data: {result.data_sent} blob(s) sent, {result.data_fetched} received"
+                + ("; place them with: tether checkout" if result.data_fetched else "")
+            )
         if result.held_back:
             info(f"{result.held_back} run(s) made here were not sent: a read grant may not send")
+        if result.data_incomplete:
+            shown = ", ".join(result.data_incomplete[:3])
+            info(f"not sent, not all of its content is here: {shown}"
+                 + (" …" if len(result.data_incomplete) > 3 else ""))  # fmt: skip
+        if result.data_wanted:
+            info(
+                f"{result.data_wanted} object(s) the tracked data needs are on no server yet:"
+                " push them from the clone that added the data"
+            )
     for conflict in result.conflicts:
         warn(f"conflict: {conflict.message}")

@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from tether.errors import TetherError, Unauthenticated
 from tether.server.auth import SESSION, Authenticate, Scope
-from tether.server.sync import create_sync_app
+from tether.server.sync import QUERIES, create_sync_app
 from tether.team import accounts, projects
 from tether.team.audit import Actor, record
 from tether.team.deployment import Deployment
@@ -161,7 +161,9 @@ class Projects:
         name = scope["path_params"]["project"]
         user: User = scope["state"]["user"]
         method = scope.get("method", "GET")
-        need: Role = "read" if method in ("GET", "HEAD") else "write"
+        route = scope.get("path", "")[len(scope.get("root_path", "")) :]
+        reads = method in ("GET", "HEAD") or route in QUERIES
+        need: Role = "read" if reads else "write"
         try:
             await run_in_threadpool(projects.authorize, self.team, user, name, need)
         except TetherError as e:
@@ -172,7 +174,6 @@ class Projects:
             await response(scope, receive, send)
             return
         scope["state"]["project"] = name
-        route = scope.get("path", "")[len(scope.get("root_path", "")) :]
         app = self._sync if route.startswith("/sync/") else self._app(name)
         # Links are the project app's own: url_for looks names up in scope["router"]
         # (which the outer app set first) and prefixes app_root_path (the outer app's).

@@ -1,7 +1,10 @@
 """``/p/NAME/sync/…``: where clients push their runs (``tether sync``).
 
     POST /sync/blobs/missing  {"digests": […]} → {"missing": […]}
+    POST /sync/blobs/have     {"digests": […]} → {"sizes": {digest: size}} of those held
     PUT  /sync/blobs/DIGEST   the bytes; refused (400) unless they hash to DIGEST
+    POST /sync/blobs/pack     many small blobs (team.blob_pack), each checked the same way
+    POST /sync/blobs/fetch    {"digests": […]} → a pack of those held
     POST /sync/runs           one run upload (team.sync.RunUpload) → {"run": run_id}
     POST /sync/stream         a running run's batch (team.sync.StreamBatch), zstd or
                               gzip allowed → {"run": run_id, "held": points held}
@@ -33,6 +36,9 @@ from tether.web.api import FastJSON
 
 MAX_UPLOAD = 512 << 20
 MAX_OFFERS = 1_000_000
+# POSTs that only read (a digest list is too long for a query string): a read grant
+# does, and they are not audited.
+QUERIES = frozenset({"/sync/blobs/have", "/sync/blobs/fetch"})
 
 
 async def _body(request: Request) -> Any:
@@ -97,16 +103,61 @@ def _context(request: Request) -> tuple[Deployment, str, str]:
     return request.app.state.team, state["project"], state["user"].name
 
 
-async def missing_blobs(request: Request) -> Response:
-    team, project, _ = _context(request)
+async def _digests(request: Request) -> list[str]:
     body = await _body(request)
     digests = body.get("digests") if isinstance(body, dict) else None
     if not isinstance(digests, list) or len(digests) > MAX_OFFERS:
-        raise UsageError("digests must be a list", hint="upgrade the client")
-    found = await run_in_threadpool(
-        sync.missing_blobs, team.project(project), [str(d) for d in digests]
-    )
+        raise UsageError(
+            f"digests must be a list of at most {MAX_OFFERS:,}", hint="upgrade the client"
+        )
+    return [str(d) for d in digests]
+
+
+async def missing_blobs(request: Request) -> Response:
+    team, project, _ = _context(request)
+    digests = await _digests(request)
+    found = await run_in_threadpool(sync.missing_blobs, team.project(project), digests)
     return FastJSON({"missing": found})
+
+
+async def blob_sizes(request: Request) -> Response:
+    team, project, _ = _context(request)
+    digests = await _digests(request)
+    found = await run_in_threadpool(sync.blob_sizes, team.project(project), digests)
+    return FastJSON({"sizes": found})
+
+
+async def put_pack(request: Request) -> Response:
+    team, project, _ = _context(request)
+    intake = sync.PackIntake(team.project(project))
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > MAX_UPLOAD:
+                raise UsageError("the pack is too large", hint="send smaller packs")
+            if chunk:
+                await run_in_threadpool(intake.write, chunk)
+        count = await run_in_threadpool(intake.commit)
+    except BaseException:
+        await run_in_threadpool(intake.abort)
+        raise
+    request.scope["state"]["audit"] = ("sync.blobs", f"{project}:{count} blob(s)")
+    return FastJSON({"stored": count})
+
+
+async def fetch_pack(request: Request) -> Response:
+    from starlette.responses import StreamingResponse
+
+    from tether.team.blob_pack import frames
+
+    team, project, _ = _context(request)
+    digests = await _digests(request)
+    store = team.project(project).store
+    # A sync iterator: Starlette reads it in its thread pool, a blob at a time.
+    return StreamingResponse(
+        frames(store, digests, skip_damaged=True), media_type="application/octet-stream"
+    )
 
 
 async def put_blob(request: Request) -> Response:
@@ -197,6 +248,9 @@ def create_sync_app(team: Deployment, error_handlers: dict[Any, Any]) -> Starlet
     app = Starlette(
         routes=[
             Route("/sync/blobs/missing", missing_blobs, methods=["POST"]),
+            Route("/sync/blobs/have", blob_sizes, methods=["POST"]),
+            Route("/sync/blobs/pack", put_pack, methods=["POST"]),
+            Route("/sync/blobs/fetch", fetch_pack, methods=["POST"]),
             Route("/sync/blobs/{digest}", put_blob, methods=["PUT"]),
             Route("/sync/runs", upload, methods=["POST"]),
             Route("/sync/stream", stream, methods=["POST"]),

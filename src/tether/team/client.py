@@ -221,6 +221,12 @@ class SyncReport:
     held_back: int = 0  # runs made here that a read grant may not send
     models_sent: tuple[ModelMerge, ...] = ()  # the server's merge of each model sent
     models_pulled: tuple[ModelMerge, ...] = ()  # this checkout's merge of the server's
+    data_sent: int = 0  # blobs of tracked data and run inputs the server lacked
+    data_fetched: int = 0  # blobs the working tree's pointers needed
+    # Tracked paths whose content is not all here (not sent), and what the pointers
+    # still need that the server does not hold either.
+    data_incomplete: tuple[str, ...] = ()
+    data_wanted: int = 0
 
     @property
     def conflicts(self) -> list[Conflict]:
@@ -242,6 +248,10 @@ class SyncReport:
             "models_sent": [m.to_json() for m in self.models_sent],
             "models_pulled": [m.to_json() for m in self.models_pulled],
             "conflicts": [c.to_json() for c in self.conflicts],
+            "data_sent": self.data_sent,
+            "data_fetched": self.data_fetched,
+            "data_incomplete": list(self.data_incomplete),
+            "data_wanted": self.data_wanted,
         }
 
 
@@ -251,6 +261,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
     checkout lacks. One request lists the server's runs and their fingerprints."""
     from tether.repositories import runs as runs_repo
     from tether.repositories.run_filter import list_runs
+    from tether.team.data_sync import offer
     from tether.team.sync import SYNCED_BY, fingerprint
 
     link, token = linked(ws)
@@ -276,7 +287,11 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
         ]
         sent: list[str] = []
         blobs_sent = 0
+        data = offer(ws, [records[i] for i in ours])
+        data_sent = 0
         if role != "read":
+            # Data first: a run on the server can then always be reproduced from it.
+            data_sent = _send_missing(client, ws, base, link.project, list(data.sizes))
             report.start(len(ours))
             for run_id in ours:
                 blobs_sent += _push(client, ws, base, link.project, records[run_id])
@@ -288,6 +303,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
             models_sent, kit_blobs = _push_models(client, ws, base, link.project)
             blobs_sent += kit_blobs
         models_pulled = _pull_models(client, ws, base, link.project)
+        fetched, still = _pull_data(client, ws, base, link.project)
     held_back = len(ours) - len(sent)
     up_to_date = len(records) - len(ours)
     return SyncReport(
@@ -299,7 +315,26 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
         held_back,
         tuple(models_sent),
         tuple(models_pulled),
+        data_sent,
+        fetched,
+        data.incomplete,
+        still,
     )
+
+
+def _pull_data(client: Any, ws: Workspace, base: str, project: str) -> tuple[int, int]:
+    """Fetch what the working tree's pointers need, a level of folders at a time;
+    returns how many blobs arrived and how many are still wanted (the server lacks
+    them too)."""
+    from tether.team.data_sync import wanted as data_wanted
+
+    got = 0
+    while True:
+        wanted = data_wanted(ws)
+        arrived = _fetch_many(client, ws, base, project, wanted) if wanted else 0
+        got += arrived
+        if not arrived:
+            return got, len(wanted)
 
 
 def watch(
@@ -352,12 +387,10 @@ def _pull_models(client: Any, ws: Workspace, base: str, project: str) -> list[Mo
     merged: list[ModelMerge] = []
     for data in _request(client, "GET", f"{base}/models", project).get("models", []):
         copy = ModelCopy.from_json(data)
-        for v in copy.versions:
-            if ws.store.has(v.digest):
-                continue
-            _fetch_blob(client, ws, f"{base}/blobs/{v.digest}", str(v.digest))
-            for digest in kit_blobs(ws, v.digest)[1:]:
-                _fetch_blob(client, ws, f"{base}/blobs/{digest}", digest)
+        lacking = [v.digest for v in copy.versions if not ws.store.has(v.digest)]
+        _fetch_many(client, ws, base, project, [str(d) for d in lacking])
+        layers = [b for d in lacking if ws.store.has(d) for b in kit_blobs(ws, d)[1:]]
+        _fetch_many(client, ws, base, project, layers)
         result = merge(ws, copy)
         if result.versions or result.events or result.aliases or result.conflicts:
             merged.append(result)
@@ -374,14 +407,94 @@ def _push(client: Any, ws: Workspace, base: str, project: str, run: Any) -> int:
     return sent
 
 
+ASK_AT_ONCE = 100_000  # digests per existence question
+
+
+def _slices(items: list[str]) -> Any:
+    for i in range(0, len(items), ASK_AT_ONCE):
+        yield items[i : i + ASK_AT_ONCE]
+
+
 def _send_missing(client: Any, ws: Workspace, base: str, project: str, digests: list[str]) -> int:
-    """Send those of ``digests`` the server lacks (asked in one request); how many went."""
-    if not digests:
-        return 0
-    missing = _request(client, "POST", f"{base}/blobs/missing", project, json={"digests": digests})
-    for digest in missing.get("missing", []):
-        _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
-    return len(missing.get("missing", []))
+    """Send those of ``digests`` the server lacks (asked in bulk): small blobs in packs,
+    big ones alone. Returns how many went."""
+    from tether.hashing import Digest
+    from tether.team.blob_pack import PACKED_BELOW, groups
+
+    missing: list[str] = []
+    for part in _slices(list(dict.fromkeys(digests))):
+        answer = _request(client, "POST", f"{base}/blobs/missing", project, json={"digests": part})
+        missing += answer.get("missing", [])
+    sizes = [(d, ws.store.size(Digest.parse(d))) for d in missing]
+    for group in groups((d, s) for d, s in sizes if s < PACKED_BELOW):
+        _send_pack(client, ws, f"{base}/blobs/pack", project, group)
+    for digest, size in sizes:
+        if size >= PACKED_BELOW:
+            _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
+    return len(missing)
+
+
+def _fetch_many(client: Any, ws: Workspace, base: str, project: str, digests: list[str]) -> int:
+    """Fetch those of ``digests`` this store lacks and the server holds: small blobs in
+    packs, big ones alone. Returns how many arrived."""
+    from tether.hashing import Digest
+    from tether.team.blob_pack import PACKED_BELOW, groups
+
+    lacking = [d for d in dict.fromkeys(digests) if not ws.store.has(Digest.parse(d))]
+    sizes: dict[str, int] = {}
+    for part in _slices(lacking):
+        sizes.update(
+            _request(client, "POST", f"{base}/blobs/have", project, json={"digests": part})
+            .get("sizes", {})
+        )  # fmt: skip
+    got = 0
+    for group in groups((d, s) for d, s in sizes.items() if s < PACKED_BELOW):
+        got += _fetch_pack(client, ws, f"{base}/blobs/fetch", group)
+    for digest, size in sizes.items():
+        if size >= PACKED_BELOW:
+            _fetch_blob(client, ws, f"{base}/blobs/{digest}", digest)
+            got += 1
+    return got
+
+
+def _send_pack(client: Any, ws: Workspace, path: str, project: str, group: list[str]) -> None:
+    from tether.team.blob_pack import frames
+
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            _request(client, "POST", path, project,
+                     body=lambda: frames(ws.store, group, skip_damaged=False))  # fmt: skip
+            return
+        except TeamError as e:
+            if e.code != "object-corrupted" or attempt == SEND_ATTEMPTS:
+                raise
+
+
+def _fetch_pack(client: Any, ws: Workspace, path: str, group: list[str]) -> int:
+    """One pack from the server; blobs that arrived whole are kept even if the answer
+    is cut off (the next round asks for the rest)."""
+    import httpx
+
+    from tether.team.sync import PackIntake
+
+    with ws.lock("gc", shared=True):
+        intake = PackIntake(ws)
+        try:
+            with client.stream("POST", path, json={"digests": group}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _check(response, "")
+                for chunk in response.iter_bytes(1 << 20):
+                    intake.write(chunk)
+            return intake.commit()
+        except httpx.HTTPError as e:
+            intake.keep_received()
+            raise TeamError(
+                f"a blob pack was cut off: {type(e).__name__}", hint="sync again"
+            ) from None
+        except BaseException:
+            intake.abort()
+            raise
 
 
 def _pull(
@@ -402,8 +515,7 @@ def _pull(
         if mine is not None and (SYNCED_BY not in mine.tags or fingerprint(mine) == fp):
             continue
         upload = RunUpload.from_json(_request(client, "GET", f"{base}/runs/{run_id}", project))
-        for digest, _ in upload.blobs:
-            _fetch_blob(client, ws, f"{base}/blobs/{digest}", digest)
+        _fetch_many(client, ws, base, project, [d for d, _ in upload.blobs])
         receive(ws, upload, None)
         pulled.append(run_id)
     return tuple(pulled)

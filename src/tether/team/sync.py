@@ -300,6 +300,68 @@ class BlobIntake:
             self._writer.__exit__(RuntimeError, None, None)
 
 
+class PackIntake:
+    """A pack of small blobs arriving (``team.blob_pack``): each hashed and compared with
+    its header; all of them made durable together on ``commit``. A blob that does not
+    match refuses the pack, and nothing of it is kept."""
+
+    def __init__(self, ws: Workspace) -> None:
+        from tether.team.blob_pack import PACKED_BELOW, PackReader
+
+        self._batch = ws.store.batch()
+        self._digest = ""
+        self._parts: list[bytes] = []
+        self._reader = PackReader(self._start, self._parts.append, self._end,
+                                  max_blob=PACKED_BELOW)  # fmt: skip
+
+    def _start(self, digest: str, size: int) -> None:
+        self._digest = digest
+        self._parts.clear()
+
+    def _end(self) -> None:
+        import hashlib
+
+        from tether.errors import ObjectCorrupted
+
+        data = b"".join(self._parts)
+        found = Digest(hashlib.sha256(data).hexdigest())
+        if str(found) != self._digest:
+            raise ObjectCorrupted(
+                f"a blob in the pack hashes to {found}, its header says {self._digest}",
+                hint="it was damaged on the way; send the pack again",
+                digest=self._digest,
+            )
+        self._batch.add(data, found)
+
+    def write(self, chunk: bytes) -> None:
+        self._reader.feed(chunk)
+
+    def commit(self) -> int:
+        """Keep the pack's blobs; returns how many it held."""
+        self._reader.close()
+        self._batch.commit()
+        return self._reader.count
+
+    def keep_received(self) -> int:
+        """Keep the blobs that arrived whole before the pack was cut off (each one was
+        verified); returns how many."""
+        self._batch.commit()
+        return self._reader.count
+
+    def abort(self) -> None:
+        self._batch.discard()
+
+
+def blob_sizes(ws: Workspace, digests: Iterable[str]) -> dict[str, int]:
+    """The size of each of ``digests`` this project's store holds (the others are absent)."""
+    found: dict[str, int] = {}
+    for text in dict.fromkeys(digests):
+        d = Digest.parse(text)
+        if ws.store.has(d):
+            found[str(d)] = ws.store.size(d)
+    return found
+
+
 def fingerprints(ws: Workspace) -> dict[str, str]:
     """Every run of this project with its fingerprint (what a pulling client compares)."""
     from tether.repositories.run_filter import list_runs
