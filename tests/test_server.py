@@ -40,7 +40,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
     yield cluster.url(name), tmp_path / "blobs"
 
 
-def admin(deployment: tuple[str, Path], *args: str) -> str:
+def admin(deployment: tuple[str, Path | str], *args: str) -> str:
     url, blobs = deployment
     result = CliRunner().invoke(
         cli, ["server", "--db", url, "--blobs", str(blobs), *args], catch_exceptions=False
@@ -49,7 +49,7 @@ def admin(deployment: tuple[str, Path], *args: str) -> str:
     return result.output
 
 
-def token_of(deployment: tuple[str, Path], user: str, *extra: str) -> str:
+def token_of(deployment: tuple[str, Path | str], user: str, *extra: str) -> str:
     out = admin(deployment, "token", "create", user, "--json", *extra)
     return str(json.loads(out[out.index("{") :])["token"])
 
@@ -97,13 +97,16 @@ def team(deployment: tuple[str, Path]) -> Iterator[dict[str, Any]]:
             assert secret not in (out or ""), "a token reached the server's output"
 
 
-def serve(deployment: tuple[str, Path], port: int) -> subprocess.Popen[str]:
+def serve(
+    deployment: tuple[str, Path | str], port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """'tether server' in its own process, once it answers."""
     url, blobs = deployment
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether", "server", "--db", url, "--blobs", str(blobs),
          "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
     for _ in range(300):
         try:
@@ -950,3 +953,108 @@ def test_tracked_data_travels_with_sync(
     with client(team, "bob") as bob_http:
         # A read grant reads packs but may not write them.
         assert bob_http.post("/p/recs/sync/blobs/pack", content=b"").status_code == 403
+
+
+def test_big_blobs_go_straight_to_a_bucket_and_resume(
+    deployment: Any,
+    s3_endpoint: str,
+    project: Any,
+    tether: Any,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """--blobs s3://…: a big blob goes to the bucket in parts with presigned URLs (the
+    server refuses to carry it), an interrupted upload resumes with the parts the bucket
+    lacks, a damaged upload is refused and removed, and a teammate downloads from the
+    bucket with a presigned URL; a second server process with an empty cache serves the
+    same project."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    monkeypatch.setenv("TETHER_SERVER_PART_MB", "5")
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucketed = (deployment[0], "s3://tether-data/srv")
+    for args in (("user", "add", "ada"), ("user", "add", "bob"), ("project", "add", "recs"),
+                 ("grant", "ada", "recs", "write"), ("grant", "bob", "recs", "read")):  # fmt: skip
+        admin(bucketed, *args)
+    tokens = {u: token_of(bucketed, u) for u in ("ada", "bob")}
+    port = free_port()
+    proc = serve(bucketed, port)
+    base = f"http://127.0.0.1:{port}"
+    team = {"base": base, "tokens": tokens}
+    try:
+        big = project.root / "weights.bin"
+        big.write_bytes(os.urandom(12 << 20))
+        digest = "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
+        assert tether("add", "weights.bin").exit_code == 0
+        run_id = conftest.train(tether, project, "v1", "alpha")
+        with client(team, "ada") as ada:
+            # Through the server: refused, whatever the size.
+            assert ada.put(f"/p/recs/sync/blobs/{digest}", content=b"x").status_code == 400
+            plan = ada.post("/p/recs/sync/blobs/uploads", json={"digest": digest,
+                            "size": big.stat().st_size}).json()  # fmt: skip
+            assert plan["via"] == "bucket" and [p["number"] for p in plan["parts"]] == [1, 2, 3]
+            assert plan["parts"][0]["url"].startswith(s3_endpoint)
+            # One part arrives, then the client dies.
+            with big.open("rb") as f:
+                part = f.read(5 << 20)
+            assert httpx.put(plan["parts"][0]["url"], content=part).status_code == 200
+            again = ada.post("/p/recs/sync/blobs/uploads", json={"digest": digest,
+                             "size": big.stat().st_size}).json()  # fmt: skip
+            assert again["upload_id"] == plan["upload_id"]
+            assert [p["number"] for p in again["parts"]] == [2, 3]
+            assert [p["number"] for p in again["done"]] == [1]
+            # An upload whose bytes are not its digest's is refused, and removed.
+            claimed = "sha256:" + hashlib.sha256(b"the real bytes").hexdigest()
+            fake = ada.post("/p/recs/sync/blobs/uploads", json={"digest": claimed,
+                            "size": 14}).json()  # fmt: skip
+            assert httpx.put(fake["parts"][0]["url"], content=b"other bytes!!!").is_success
+            refused = ada.post("/p/recs/sync/blobs/uploads/complete",
+                               json={"digest": claimed, "size": 14, "parts": []})  # fmt: skip
+            assert refused.status_code == 400 and refused.json()["error"] == "object-corrupted"
+            held = ada.post("/p/recs/sync/blobs/have", json={"digests": [claimed]}).json()
+            assert held["sizes"] == {}
+        ok = tether("connect", base, "--project", "recs", "--token-stdin", input=tokens["ada"])
+        assert ok.exit_code == 0, ok.output
+        synced = tether("sync", "--json")
+        assert synced.exit_code == 0, synced.output
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="tether-data", Prefix="srv/")
+                .get("Contents", [])]  # fmt: skip
+        assert f"srv/projects/recs/blobs/sha256/{digest[7:]}" in keys
+        assert not [k for k in keys if "/incoming/" in k]
+        assert not s3.list_multipart_uploads(Bucket="tether-data").get("Uploads")
+        stored = s3.get_object(Bucket="tether-data",
+                               Key=f"srv/projects/recs/blobs/sha256/{digest[7:]}")  # fmt: skip
+        assert "sha256:" + hashlib.sha256(stored["Body"].read()).hexdigest() == digest
+        # bob: the download is a redirect to the bucket, and his sync brings the data.
+        with client(team, "bob") as bob:
+            found = bob.get(f"/p/recs/sync/blobs/{digest}")
+            assert found.status_code == 307 and found.headers["location"].startswith(s3_endpoint)
+        bob_root = tmp_path / "bob"
+        bob_root.mkdir()
+        init_workspace(bob_root, propose_kitfile=False)
+        conftest.separate_database(request, bob_root)
+        (bob_root / "weights.bin.tether").write_bytes((project.root / "weights.bin.tether")
+                                                      .read_bytes())  # fmt: skip
+        as_bob = [sys.executable, "-m", "tether", "-C", str(bob_root)]
+        subprocess.run([*as_bob, "connect", base, "--project", "recs", "--token-stdin"],
+                       input=tokens["bob"], text=True, check=True, capture_output=True)  # fmt: skip
+        pulled = subprocess.run([*as_bob, "sync"], text=True, capture_output=True)
+        assert pulled.returncode == 0, pulled.stderr
+        subprocess.run([*as_bob, "checkout"], check=True, capture_output=True)
+        assert (bob_root / "weights.bin").read_bytes() == big.read_bytes()
+        # Another server process, its cache empty: the run's log comes from the bucket.
+        other = free_port()
+        second = serve(bucketed, other, {"XDG_CACHE_HOME": str(tmp_path / "cache2")})
+        try:
+            log = httpx.get(f"http://127.0.0.1:{other}/p/recs/api/runs/{run_id}/log",
+                            headers={"Authorization": f"Bearer {tokens['bob']}"})  # fmt: skip
+            assert log.status_code == 200 and log.content == b"".join(api_runs.log(project, run_id))
+        finally:
+            second.terminate()
+            second.communicate(timeout=20)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        print(out[-5000:])

@@ -56,7 +56,13 @@ GITIGNORE_ENTRIES = (
 class Workspace:
     """An opened project. Services are attributes: ``store``, ``index``, ``db``."""
 
-    def __init__(self, root: Path, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        store: ContentStore | None = None,
+    ) -> None:
         self.root = root
         self.dot = root / DOT
         self.env = os.environ if env is None else env
@@ -65,7 +71,8 @@ class Workspace:
         self.database_url = DatabaseURL.parse(
             self.settings.database_url or DEFAULT_SQLITE, root=self.root
         )
-        self.store = ContentStore(self.dot / "store", self.dot / "tmp")
+        # Another store: the team server's, whose blobs live in a bucket.
+        self.store = store or ContentStore(self.dot / "store", self.dot / "tmp")
         self.index = LocalIndex(
             self.store, self.dot / "locks" / "index.lock", lock_timeout=self.settings.locks_timeout
         )

@@ -3,7 +3,6 @@ grants, audit)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -20,8 +19,11 @@ def _deployment(ctx: click.Context) -> Any:
     if not opts.get("db"):
         raise UsageError("which database?", hint="give --db postgresql://… or set TETHER_SERVER_DB")
     if not opts.get("blobs"):
-        raise UsageError("which blob folder?", hint="give --blobs DIR or set TETHER_SERVER_BLOBS")
-    team = Deployment(opts["db"], Path(opts["blobs"]))
+        raise UsageError(
+            "where do blobs go?",
+            hint="give --blobs DIR|s3://BUCKET/PREFIX or set TETHER_SERVER_BLOBS",
+        )
+    team = Deployment(opts["db"], opts["blobs"])
     ctx.call_on_close(team.close)
     return team
 
@@ -45,8 +47,9 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the result a
 @click.option(
     "--blobs",
     envvar="TETHER_SERVER_BLOBS",
-    type=click.Path(file_okay=False),
-    help="Folder for the projects' blobs (TETHER_SERVER_BLOBS).",
+    help="Where the projects' blobs go: a folder every server process mounts, or an "
+    "S3-compatible bucket, s3://BUCKET[/PREFIX] (credentials and AWS_ENDPOINT_URL_S3 from "
+    "the environment) (TETHER_SERVER_BLOBS).",
 )
 @click.option("--host", envvar="TETHER_SERVER_HOST", default="127.0.0.1", show_default=True)
 @click.option(

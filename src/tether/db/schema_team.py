@@ -3,7 +3,9 @@ database (each project's runs, data and models live in a schema of their own, ``
 
 A token is stored as the SHA-256 of its secret part only; its id (the part before the
 secret) finds the row. The audit table is append-only: who did what, when, from where.
-``alias_rules`` names the aliases of a project that need a role to move.
+``alias_rules`` names the aliases of a project that need a role to move. ``blobs`` lists
+the blobs a project holds in an object-storage bucket, each recorded only once the server
+has checked its bytes against its digest: what sync asks "do you have it?" of.
 """
 
 from __future__ import annotations
@@ -68,7 +70,19 @@ def _0002_alias_rules(conn: Connection) -> None:
     )
 
 
+def _0003_blobs(conn: Connection) -> None:
+    conn.execute(
+        "CREATE TABLE blobs ("
+        " project text NOT NULL REFERENCES projects (name) ON DELETE CASCADE,"
+        " digest text NOT NULL,"
+        " size bigint NOT NULL,"
+        " stored timestamptz NOT NULL,"
+        " PRIMARY KEY (project, digest))"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("team_0001", _0001_team),
     Migration("team_0002_alias_rules", _0002_alias_rules),
+    Migration("team_0003_blobs", _0003_blobs),
 )

@@ -145,6 +145,26 @@ def alias_rules(db: Database, project: str) -> dict[str, Role]:
     return {r["alias"]: r["role"] for r in rows}
 
 
+def record_blob(db: Database, project: str, digest: str, size: int, *, at: float) -> None:
+    with db.atomic() as conn:
+        conn.execute(
+            "INSERT INTO blobs (project, digest, size, stored) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (project, digest) DO NOTHING",
+            (project, digest, size, Instant(at)),
+        )
+
+
+def blob_sizes(db: Database, project: str, digests: list[str]) -> dict[str, int]:
+    """The size of each of ``digests`` recorded for ``project``."""
+    found: dict[str, int] = {}
+    for where, params in db.dialect.any_of("digest", digests):
+        for digest, size in db.tuples(
+            f"SELECT digest, size FROM blobs WHERE project = ? AND {where}", (project, *params)
+        ):
+            found[digest] = int(size)
+    return found
+
+
 def grants(db: Database) -> list[Grant]:
     return [
         Grant(r["name"], r["project"], r["role"])

@@ -230,5 +230,5 @@ def factory() -> Any:
     ``tether server`` command set."""
     import os
 
-    team = Deployment(os.environ["TETHER_SERVER_DB"], Path(os.environ["TETHER_SERVER_BLOBS"]))
+    team = Deployment(os.environ["TETHER_SERVER_DB"], os.environ["TETHER_SERVER_BLOBS"])
     return create_server_app(team)

@@ -5,6 +5,11 @@
     PUT  /sync/blobs/DIGEST   the bytes; refused (400) unless they hash to DIGEST
     POST /sync/blobs/pack     many small blobs (team.blob_pack), each checked the same way
     POST /sync/blobs/fetch    {"digests": […]} → a pack of those held
+    POST /sync/blobs/uploads  {"digest", "size"} → how to send a big blob: through the
+                              server ({"via": "server"}: PUT it here), or straight to the
+                              bucket (store.bucket.UploadPlan: presigned part URLs)
+    POST /sync/blobs/uploads/complete   {"digest", "size", "upload_id", "parts"}: the
+                              bucket upload is checked, then recorded
     POST /sync/runs           one run upload (team.sync.RunUpload) → {"run": run_id}
     POST /sync/stream         a running run's batch (team.sync.StreamBatch), zstd or
                               gzip allowed → {"run": run_id, "held": points held}
@@ -160,8 +165,65 @@ async def fetch_pack(request: Request) -> Response:
     )
 
 
+def _bucket(request: Request) -> Any:
+    from tether.store.bucket import BucketStore
+
+    team, project, _ = _context(request)
+    store = team.project(project).store
+    return store if isinstance(store, BucketStore) else None
+
+
+async def upload_plan(request: Request) -> Response:
+    from tether.hashing import Digest
+
+    body = await _object(request, "an upload request")
+    try:
+        digest, size = Digest.parse(str(body["digest"])), int(body["size"])
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(
+            "an upload request names a digest and a size", hint="upgrade the client"
+        ) from None
+    if size < 0:
+        raise UsageError("a blob's size is not negative", hint="upgrade the client")
+    store = await run_in_threadpool(_bucket, request)
+    if store is None:
+        return FastJSON({"via": "server"})
+    if await run_in_threadpool(store.has, digest):
+        return FastJSON({"via": "bucket", "digest": str(digest), "stored": True})
+    plan = await run_in_threadpool(store.bucket.plan, digest, size)
+    return FastJSON(plan.to_json())
+
+
+async def upload_complete(request: Request) -> Response:
+    from tether.hashing import Digest
+
+    body = await _object(request, "an upload's end")
+    try:
+        digest, size = Digest.parse(str(body["digest"])), int(body["size"])
+        upload_id = None if body.get("upload_id") is None else str(body["upload_id"])
+        parts = [(int(p["number"]), str(p["etag"])) for p in body.get("parts", ())]
+    except (KeyError, TypeError, ValueError):
+        raise UsageError("an upload's end does not parse", hint="upgrade the client") from None
+    store = await run_in_threadpool(_bucket, request)
+    if store is None:
+        raise UsageError("this server keeps blobs in a folder", hint="PUT the blob instead")
+
+    def finish() -> None:
+        if not store.has(digest):
+            store.bucket.complete(digest, size, upload_id, parts)
+            store.ledger.record(str(digest), size)
+
+    await run_in_threadpool(finish)
+    return FastJSON({"digest": str(digest), "size": size})
+
+
 async def put_blob(request: Request) -> Response:
     team, project, _ = _context(request)
+    if await run_in_threadpool(_bucket, request) is not None:
+        # Big bodies go to the bucket, never through the server.
+        raise UsageError(
+            "this server keeps blobs in a bucket", hint="ask POST sync/blobs/uploads for URLs"
+        )
     intake = await run_in_threadpool(
         sync.BlobIntake, team.project(project), request.path_params["digest"]
     )
@@ -231,16 +293,20 @@ def run_upload(request: Request) -> Response:
 
 
 def get_blob(request: Request) -> Response:
-    from starlette.responses import FileResponse
+    from starlette.responses import FileResponse, RedirectResponse
 
     from tether.errors import ObjectNotFound
     from tether.hashing import Digest
+    from tether.store.bucket import BucketStore
 
     team, project, _ = _context(request)
     ws = team.project(project)
     digest = Digest.parse(request.path_params["digest"])
     if not ws.store.has(digest):
         raise ObjectNotFound(f"no blob {digest.short} here", hint="push it first")
+    if isinstance(ws.store, BucketStore):
+        # Straight from the bucket, with a short-lived URL: no body passes through here.
+        return RedirectResponse(ws.store.bucket.download_url(digest), status_code=307)
     return FileResponse(ws.store.path(digest), media_type="application/octet-stream")
 
 
@@ -251,6 +317,8 @@ def create_sync_app(team: Deployment, error_handlers: dict[Any, Any]) -> Starlet
             Route("/sync/blobs/have", blob_sizes, methods=["POST"]),
             Route("/sync/blobs/pack", put_pack, methods=["POST"]),
             Route("/sync/blobs/fetch", fetch_pack, methods=["POST"]),
+            Route("/sync/blobs/uploads", upload_plan, methods=["POST"]),
+            Route("/sync/blobs/uploads/complete", upload_complete, methods=["POST"]),
             Route("/sync/blobs/{digest}", put_blob, methods=["PUT"]),
             Route("/sync/runs", upload, methods=["POST"]),
             Route("/sync/stream", stream, methods=["POST"]),

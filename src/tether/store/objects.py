@@ -104,6 +104,14 @@ class ContentStore:
         except FileNotFoundError:
             raise self._missing(digest) from None
 
+    def sizes(self, digests: list[Digest]) -> dict[Digest, int]:
+        """The size of each of ``digests`` the store holds (the others are absent)."""
+        found: dict[Digest, int] = {}
+        for d in digests:
+            with contextlib.suppress(FileNotFoundError):
+                found[d] = os.stat(os.path.join(self._blobs, d.hex)).st_size
+        return found
+
     def open(self, digest: Digest) -> BinaryIO:
         """Open a blob for reading. The caller verifies while reading when it matters."""
         try:
@@ -340,6 +348,7 @@ class BlobBatch:
         self._pending: dict[Digest, str] = {}
         self._counter = itertools.count()
         self.bytes_written = 0
+        self.committed: list[Digest] = []  # what the last commit made visible
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -386,6 +395,7 @@ class BlobBatch:
             # identical bytes is harmless and saves a stat per blob.
             os.replace(tmp, os.path.join(blobs, digest.hex))
         fsync_dir(self.store.blobs_dir)
+        self.committed = list(pending)
         return len(pending)
 
     def discard(self) -> None:
@@ -510,7 +520,7 @@ class BlobWriter:
                     hint="the source changed while it was read, or it is corrupted",
                 )
             os.chmod(self._tmp, 0o444)
-            final = self.store.path(digest)
+            final = self.store.blobs_dir / digest.hex
             if final.exists():
                 os.unlink(self._tmp)  # same bytes are already durable under that name
             else:

@@ -1,13 +1,17 @@
-"""A deployment of the team server: one PostgreSQL database and one blob folder, shared
-by every server process (they keep no state of their own).
+"""A deployment of the team server: one PostgreSQL database and one place for blobs (a
+folder every server process mounts, or an S3-compatible bucket), shared by every server
+process (they keep no state of their own).
 
 Layout::
 
-    database                      schema tether_team   users, tokens, projects, grants, audit
+    database                      schema tether_team   users, tokens, projects, grants,
+                                                       audit, the ledger of bucket blobs
                                   schema p_NAME        one project's runs, data pointers,
                                                        models (the tables of a project)
-    BLOBS/projects/NAME/.tether/  the project's content store (blobs by digest, the OCI
-                                  layout of its ModelKits)
+    BLOBS/projects/NAME/.tether/  with a folder: the project's content store (blobs by
+                                  digest, the OCI layout of its ModelKits)
+    s3://BUCKET/PREFIX/projects/NAME/…   with a bucket: its blobs (store/bucket.py), and
+    CACHE/projects/NAME/.tether/  a disposable local cache of them on each server machine
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tether.db.connection import Database, open_database
 from tether.db.migrations import TEAM_SCHEMA, ensure_current
 from tether.db.url import SCHEMA_NAME, DatabaseURL
 from tether.errors import ConfigError, UsageError
+from tether.store.bucket import BucketURL
 from tether.workspace import Workspace
 
 PROJECT_NAME = SCHEMA_NAME  # a project's name is its schema's, less the "p_"
@@ -45,16 +51,35 @@ def check_project_name(name: str) -> str:
     return name
 
 
+def default_cache(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tether" / "server"
+
+
 @dataclass
 class Deployment:
     database_url: str  # postgresql://…, password from the environment when it has one
-    blobs: Path
+    blobs: str | Path  # a folder, or s3://BUCKET[/PREFIX]
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    cache: Path | None = None  # with a bucket: the local cache (default: XDG cache)
+    root: Path = field(init=False)  # where the projects' folders are
+    bucket_url: BucketURL | None = field(default=None, init=False)
+    _s3: Any = field(default=None, init=False, repr=False)
     _team: Database | None = field(default=None, init=False, repr=False)
     _projects: dict[str, Workspace] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if str(self.blobs).startswith("s3://"):
+            self.bucket_url = BucketURL.parse(str(self.blobs))
+            self.root = (self.cache or default_cache(self.env)).resolve()
+        else:
+            if "://" in str(self.blobs):
+                raise ConfigError(
+                    f"{str(self.blobs)[:80]!r} is not a place for blobs",
+                    hint="give --blobs DIR or --blobs s3://BUCKET[/PREFIX]",
+                )
+            self.blobs = self.root = Path(self.blobs).resolve()
         url = DatabaseURL.parse(self.database_url, root=Path("/"))
         if url.dialect != "postgresql":
             raise ConfigError(
@@ -66,7 +91,6 @@ class Deployment:
                 "the server's database URL names a schema",
                 hint="leave ?schema= out: the server makes one per project",
             )
-        self.blobs = self.blobs.resolve()
 
     def _url(self, schema: str) -> str:
         sep = "&" if "?" in self.database_url else "?"
@@ -87,26 +111,54 @@ class Deployment:
             return self._team
 
     def project_root(self, name: str) -> Path:
-        return self.blobs / "projects" / check_project_name(name)
+        return self.root / "projects" / check_project_name(name)
+
+    @property
+    def s3(self) -> Any:
+        """The bucket's client (one, thread-safe, for every project)."""
+        from tether.store.bucket import check_reachable, s3_client
+
+        assert self.bucket_url is not None
+        with self._lock:
+            if self._s3 is None:
+                client = s3_client(self.env)
+                check_reachable(client, self.bucket_url)
+                self._s3 = client
+            return self._s3
 
     def project(self, name: str) -> Workspace:
-        """The project's workspace: its schema and its folder (made by ``create``)."""
+        """The project's workspace: its schema and its folder (made by ``create``; with a
+        bucket, the folder is a cache, made again wherever it is missing)."""
+        root = self.project_root(name)
+        store = None
+        if self.bucket_url is not None:
+            from tether.store.bucket import Bucket, BucketStore
+
+            if not (root / ".tether" / "config.toml").is_file():
+                self._init(name)
+            part = int(self.env.get("TETHER_SERVER_PART_MB", "64")) << 20
+            bucket = Bucket(self.s3, self.bucket_url, name, part_size=part)
+            dot = root / ".tether"
+            store = BucketStore(dot / "store", dot / "tmp", bucket, _Ledger(self, name))
         with self._lock:
             found = self._projects.get(name)
             if found is None:
                 env = {**self.env, "TETHER_DATABASE_URL": self._url(f"p_{name}")}
-                found = Workspace(self.project_root(name), env=env)
+                found = Workspace(root, env=env, store=store)
                 self._projects[name] = found
             return found
 
-    def create(self, name: str) -> Workspace:
-        """Make the project's folder and schema (idempotent)."""
+    def _init(self, name: str) -> None:
         from tether.workspace import init_workspace
 
         root = self.project_root(name)
         root.mkdir(parents=True, exist_ok=True)
         env = {**self.env, "TETHER_DATABASE_URL": self._url(f"p_{name}")}
         init_workspace(root, env=env, propose_kitfile=False)
+
+    def create(self, name: str) -> Workspace:
+        """Make the project's folder and schema (idempotent)."""
+        self._init(name)
         ws = self.project(name)
         ws.db  # noqa: B018 - opening creates the schema's tables
         return ws
@@ -143,3 +195,23 @@ class Deployment:
             if self._team is not None:
                 self._team.close()
                 self._team = None
+
+
+@dataclass(frozen=True)
+class _Ledger:
+    """A project's record of the blobs verified into the bucket (store/bucket.py)."""
+
+    team: Deployment
+    project: str
+
+    def record(self, digest: str, size: int) -> None:
+        import time
+
+        from tether.repositories import team as repo
+
+        repo.record_blob(self.team.team, self.project, digest, size, at=time.time())
+
+    def sizes(self, digests: list[str]) -> dict[str, int]:
+        from tether.repositories import team as repo
+
+        return repo.blob_sizes(self.team.team, self.project, digests) if digests else {}

@@ -275,7 +275,9 @@ def upload_of(ws: Workspace, run: RunRecord) -> RunUpload:
 
 def missing_blobs(ws: Workspace, digests: Iterable[str]) -> list[str]:
     """The digests this project's store lacks."""
-    return [d for d in dict.fromkeys(digests) if not ws.store.has(Digest.parse(d))]
+    asked = [Digest.parse(d) for d in dict.fromkeys(digests)]
+    held = ws.store.sizes(asked)
+    return [str(d) for d in asked if d not in held]
 
 
 class BlobIntake:
@@ -354,12 +356,8 @@ class PackIntake:
 
 def blob_sizes(ws: Workspace, digests: Iterable[str]) -> dict[str, int]:
     """The size of each of ``digests`` this project's store holds (the others are absent)."""
-    found: dict[str, int] = {}
-    for text in dict.fromkeys(digests):
-        d = Digest.parse(text)
-        if ws.store.has(d):
-            found[str(d)] = ws.store.size(d)
-    return found
+    held = ws.store.sizes([Digest.parse(d) for d in dict.fromkeys(digests)])
+    return {str(d): size for d, size in held.items()}
 
 
 def fingerprints(ws: Workspace) -> dict[str, str]:
