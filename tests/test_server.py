@@ -1058,3 +1058,49 @@ def test_big_blobs_go_straight_to_a_bucket_and_resume(
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
         print(out[-5000:])
+
+
+def test_settings_come_from_a_file_and_the_environment(
+    deployment: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A settings file names the database, the blobs and the port; TETHER_SERVER_* and
+    the command line win over it; a wrong key or type is refused with a hint."""
+    url, blobs = deployment
+    port = free_port()
+    settings = tmp_path / "server.toml"
+    settings.write_text(f'db = "{url}"\nblobs = "{blobs}"\nport = {port}\nworkers = 1\n')
+    runner = CliRunner()
+    added = runner.invoke(cli, ["server", "--config", str(settings), "user", "add", "ada"])
+    assert added.exit_code == 0, added.output
+    env = {**os.environ, "TETHER_SERVER_CONFIG": str(settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "tether", "server"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, "the server from its settings file")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"127.0.0.1:{port}" in out
+    # The environment wins over the file.
+    elsewhere = runner.invoke(cli, ["server", "--config", str(settings), "user", "list"],
+                              env={"TETHER_SERVER_DB": url + "_none"})  # fmt: skip
+    assert elsewhere.exit_code != 0
+    for text, message in (
+        ('dbb = "x"\n', "unknown setting 'dbb'"),
+        ('port = "80"\n', "port is a int"),
+        ("workers = 0\n", "workers is between 1 and 64"),
+        ("port = [\n", "is not TOML"),
+    ):
+        settings.write_text(text)
+        bad = runner.invoke(cli, ["server", "--config", str(settings), "user", "list"])
+        assert bad.exit_code != 0 and message in bad.output, bad.output

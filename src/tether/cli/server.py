@@ -3,6 +3,8 @@ grants, audit)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,9 +25,24 @@ def _deployment(ctx: click.Context) -> Any:
             "where do blobs go?",
             hint="give --blobs DIR|s3://BUCKET/PREFIX or set TETHER_SERVER_BLOBS",
         )
-    team = Deployment(opts["db"], opts["blobs"])
+    cache = opts.get("cache")
+    team = Deployment(
+        opts["db"], opts["blobs"], cache=Path(cache) if cache else None, part_mb=opts["part_mb"]
+    )
     ctx.call_on_close(team.close)
     return team
+
+
+def _part_mb() -> int:
+    from tether.errors import ConfigError
+
+    text = os.environ.get("TETHER_SERVER_PART_MB", "64")
+    if not text.isdigit() or not 5 <= int(text) <= 5120:
+        raise ConfigError(
+            f"TETHER_SERVER_PART_MB={text[:20]!r} is not a part size",
+            hint="MiB from 5 (S3's smallest part) to 5120",
+        )
+    return int(text)
 
 
 def _actor() -> Any:
@@ -38,6 +55,14 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the result a
 
 
 @cli.group(invoke_without_command=True)
+@click.option(
+    "--config",
+    "config_file",
+    envvar="TETHER_SERVER_CONFIG",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A TOML file of settings (db, blobs, host, port, workers, cache, part_mb); the "
+    "command line and TETHER_SERVER_* variables win over it (TETHER_SERVER_CONFIG).",
+)
 @click.option(
     "--db",
     envvar="TETHER_SERVER_DB",
@@ -61,9 +86,22 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the result a
     show_default=True, help="Processes serving at once (they share nothing but the "
     "database and the blob folder).",
 )  # fmt: skip
+@click.option(
+    "--cache",
+    envvar="TETHER_SERVER_CACHE",
+    help="With a bucket: this machine's cache of blobs the server reads (default: "
+    "~/.cache/tether/server) (TETHER_SERVER_CACHE).",
+)
 @click.pass_context
 def server(
-    ctx: click.Context, db: str | None, blobs: str | None, host: str, port: int, workers: int
+    ctx: click.Context,
+    config_file: Path | None,
+    db: str | None,
+    blobs: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    cache: str | None,
 ) -> None:
     """The team server: one place for a team's runs, data and models.
 
@@ -83,20 +121,37 @@ def server(
 
     if db and ctx.get_parameter_source("db") == ParameterSource.COMMANDLINE:
         check_command_line_url(db)
+    given: dict[str, Any] = {"db": db, "blobs": blobs, "host": host, "port": port,
+                             "workers": workers, "cache": cache}  # fmt: skip
+    settings = {**given, "part_mb": _part_mb()}
+    if config_file is not None:
+        from tether.team.settings import read_file
+
+        from_file = read_file(config_file)
+        for key, value in from_file.items():
+            source = ctx.get_parameter_source(key) if key in given else None
+            if key == "part_mb" and "TETHER_SERVER_PART_MB" in os.environ:
+                continue
+            if source in (None, ParameterSource.DEFAULT) or given.get(key) is None:
+                settings[key] = value
     ctx.ensure_object(dict)
-    ctx.find_root().obj["server"] = {"db": db, "blobs": blobs}
+    ctx.find_root().obj["server"] = settings
     if ctx.invoked_subcommand is not None:
         return
-    import os
-
     import uvicorn
 
     team = _deployment(ctx)
     team.team  # noqa: B018 - create or check the server's tables before serving
+    if team.bucket_url is not None:
+        team.s3  # noqa: B018 - reach the bucket now: a wrong name fails here, not later
     team.close()
     # The workers build the app from these (tether.server.app.factory).
     os.environ["TETHER_SERVER_DB"] = team.database_url
     os.environ["TETHER_SERVER_BLOBS"] = str(team.blobs)
+    os.environ["TETHER_SERVER_PART_MB"] = str(team.part_mb)
+    if team.cache is not None:
+        os.environ["TETHER_SERVER_CACHE"] = str(team.cache)
+    host, port, workers = settings["host"], settings["port"], settings["workers"]
     click.echo(f"tether server: http://{host}:{port}/ ({workers} worker(s))")
     uvicorn.run(
         "tether.server.app:factory",

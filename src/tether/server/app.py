@@ -230,5 +230,12 @@ def factory() -> Any:
     ``tether server`` command set."""
     import os
 
-    team = Deployment(os.environ["TETHER_SERVER_DB"], os.environ["TETHER_SERVER_BLOBS"])
+    env = os.environ
+    cache = env.get("TETHER_SERVER_CACHE")
+    team = Deployment(
+        env["TETHER_SERVER_DB"],
+        env["TETHER_SERVER_BLOBS"],
+        cache=Path(cache) if cache else None,
+        part_mb=int(env.get("TETHER_SERVER_PART_MB", "64")),
+    )
     return create_server_app(team)

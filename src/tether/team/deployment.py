@@ -62,6 +62,7 @@ class Deployment:
     blobs: str | Path  # a folder, or s3://BUCKET[/PREFIX]
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cache: Path | None = None  # with a bucket: the local cache (default: XDG cache)
+    part_mb: int = 64  # with a bucket: the size of an upload's parts
     root: Path = field(init=False)  # where the projects' folders are
     bucket_url: BucketURL | None = field(default=None, init=False)
     _s3: Any = field(default=None, init=False, repr=False)
@@ -136,8 +137,7 @@ class Deployment:
 
             if not (root / ".tether" / "config.toml").is_file():
                 self._init(name)
-            part = int(self.env.get("TETHER_SERVER_PART_MB", "64")) << 20
-            bucket = Bucket(self.s3, self.bucket_url, name, part_size=part)
+            bucket = Bucket(self.s3, self.bucket_url, name, part_size=self.part_mb << 20)
             dot = root / ".tether"
             store = BucketStore(dot / "store", dot / "tmp", bucket, _Ledger(self, name))
         with self._lock:
