@@ -402,13 +402,16 @@ def test_concurrent_processes_lose_nothing(project: Workspace, tmp_path: Path) -
     ]
     for p in procs:
         assert p.wait(timeout=120) == 0
-    rows = project.db.query(
-        "SELECT r.name, count(*) AS n, max(m.value) AS top FROM runs r"
-        " JOIN run_metrics m ON m.run_id = r.id GROUP BY r.id ORDER BY r.name"
-    )
-    assert [(r["name"], r["n"], r["top"]) for r in rows] == [
-        (f"w{i}", points, points - 1) for i in range(4)
-    ]
+    from tether.repositories import metrics as metrics_repo
+    from tether.repositories import runs as runs_repo
+
+    found = []
+    for i in range(4):
+        run_id = runs_repo.resolve(project.db, f"w{i}")
+        values = [v for pts in metrics_repo.metric_series(project.db, run_id).values()
+                  for _, _, v in pts]  # fmt: skip
+        found.append((len(values), max(values)))
+    assert found == [(points, points - 1)] * 4
 
 
 def test_resolve_and_delete(project: Workspace, tether: Callable[..., Result]) -> None:

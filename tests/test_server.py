@@ -156,18 +156,23 @@ def test_grants_decide_what_each_user_sees(team: dict[str, Any], deployment: Any
 
 def test_no_route_answers_without_a_valid_token(team: dict[str, Any], deployment: Any) -> None:
     from tether.server.app import create_server_app
+    from tether.server.sync import create_sync_app
     from tether.web.app import routes as ui_routes
 
     url, blobs = deployment
     app = create_server_app(Deployment(url, blobs)).app
     paths = [getattr(r, "path", "") for r in app.routes]
     paths += ["/p/recs" + getattr(r, "path", "") for r in ui_routes()]
+    sync_app = create_sync_app(Deployment(url, blobs), {})
+    paths += ["/p/recs" + getattr(r, "path", "") for r in sync_app.routes]
+    assert len(sync_app.routes) >= 12
     public = {"/healthz", "/readyz", "/login", "/static"}
     with client(team, None) as anonymous:
         for raw in paths:
             path = raw.replace("{project}", "recs").replace("{ref}", team["run"])
             path = path.replace("{name}", "recs").replace("{alias}", "production")
-            path = path.replace("{ref:path}", "x:y")
+            path = path.replace("{ref:path}", "x:y").replace("{run}", team["run"])
+            path = path.replace("{digest}", "sha256:" + "0" * 64)
             if path in public:
                 continue
             for method in ("GET", "POST"):
@@ -577,7 +582,7 @@ def test_stream_batches_are_checked(team: dict[str, Any]) -> None:
         refused = ada.post(
             "/p/recs/sync/stream", content=bomb, headers={"Content-Encoding": "zstd"}
         )
-        assert refused.status_code == 400 and "too large" in refused.json()["message"]
+        assert refused.status_code == 413 and "decompressed" in refused.json()["message"]
     with client(team, "bob") as bob:
         assert bob.post("/p/recs/sync/stream", json=bad).status_code == 404
 
@@ -1073,8 +1078,13 @@ def test_settings_come_from_a_file_and_the_environment(
     added = runner.invoke(cli, ["server", "--config", str(settings), "user", "add", "ada"])
     assert added.exit_code == 0, added.output
     env = {**os.environ, "TETHER_SERVER_CONFIG": str(settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "tether", "server"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "server"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
 
         def ready() -> bool:
@@ -1104,3 +1114,75 @@ def test_settings_come_from_a_file_and_the_environment(
         settings.write_text(text)
         bad = runner.invoke(cli, ["server", "--config", str(settings), "user", "list"])
         assert bad.exit_code != 0 and message in bad.output, bad.output
+
+
+def test_traversal_and_oversized_bodies_are_refused(team: dict[str, Any]) -> None:
+    """Paths that climb out of their place answer 404 or 400, never a file; bodies over
+    the limits are refused before they are read whole (413; a compressed one in
+    test_stream_batches_are_checked)."""
+    climbs = [
+        "/static/../../../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/p/..%2F..%2Fetc/api/runs",
+        "/p/recs/sync/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd",
+        "/p/recs/sync/blobs/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/p/recs/sync/runs/..%2F..%2Fconfig.toml",
+        "/p/recs/api/runs/..%2F..%2F.tether%2Fconfig.toml",
+        "/p/recs/api/runs/" + team["run"] + "/metrics/..%2F..%2F..%2Fetc%2Fpasswd/chart",
+        "/p/recs/kits/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/p/recs/api/kits/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    ]
+    with client(team, "ada") as ada:
+        for path in climbs:
+            answer = ada.get(path)
+            assert answer.status_code in (400, 404), (path, answer.status_code)
+            assert b"root:" not in answer.content and b"database" not in answer.content
+        forged = ada.put("/p/recs/sync/blobs/sha256:..%2F..%2Fx", content=b"x")
+        assert forged.status_code in (400, 404)
+        # A body announced over the limit is refused from its headers.
+        with socket.create_connection(("127.0.0.1", int(team["base"].rsplit(":", 1)[1]))) as raw:
+            raw.sendall(
+                b"POST /p/recs/sync/runs HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {team['tokens']['ada']}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"
+            )
+            raw.settimeout(10)
+            head = raw.recv(4096)
+        assert head.startswith(b"HTTP/1.1 413"), head[:100]
+        # A pack whose header claims a blob too big for a pack.
+        header = b"sha256:" + b"0" * 64 + b" 999999999999\n"
+        answer = ada.post("/p/recs/sync/blobs/pack", content=header)
+        assert answer.status_code == 400 and "over this pack's limit" in answer.json()["message"]
+        too_long = b"x" * 200
+        assert ada.post("/p/recs/sync/blobs/pack", content=too_long).status_code == 400
+        # The digest list is bounded too.
+        listed = ada.post("/p/recs/sync/blobs/missing", json={"digests": "not a list"})
+        assert listed.status_code == 400
+
+
+def test_a_kit_linked_after_a_sync_sends_the_run_again(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any
+) -> None:
+    """Packing a ModelKit from a run that was already synced adds a lineage edge; the
+    next sync sees it in the run's fingerprint and sends the run again, edge included."""
+    from tether.repositories import kits as kits_repo
+
+    run_id = conftest.train(tether, project, "v1", "alpha")
+    ok = tether(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["ada"]
+    )
+    assert ok.exit_code == 0, ok.output
+    first = tether("sync", "--json").output
+    assert json.loads(first[first.index("{") :])["sent"] == [run_id]
+    kit = "sha256:" + "ab" * 32
+    kits_repo.link_run(project.db, kit, run_id, "from-run")
+    second = tether("sync", "--json").output
+    assert json.loads(second[second.index("{") :])["sent"] == [run_id]
+    url, blobs = deployment
+    dep = Deployment(url, blobs)
+    try:
+        assert kits_repo.made_by_run(dep.project("recs").db, run_id) == [(kit, "from-run")]
+    finally:
+        dep.close()
+    third = tether("sync", "--json").output
+    assert json.loads(third[third.index("{") :])["sent"] == []

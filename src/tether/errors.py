@@ -71,6 +71,12 @@ class UsageError(TetherError):
     exit_code = 2
 
 
+class TooLarge(UsageError):
+    """A request body over what the server takes (HTTP 413)."""
+
+    code = "too-large"
+
+
 class ReferenceFormatError(UsageError):
     """A ModelKit reference that does not follow ``[registry/]repo[:tag][@sha256:…]``."""
 

@@ -56,3 +56,31 @@ def metric_buckets(conn: Connection, insertion_order: str) -> None:
          AND f.bucket = g.last_bucket
         """
     )
+
+
+def metric_chunks(conn: Connection, insertion_order: str) -> None:
+    """Every point of ``run_metrics`` into ``run_metric_chunks`` (db/point_chunks.py),
+    series by series in the order they were logged; then the old table goes."""
+    import math
+
+    from tether.db import point_chunks
+
+    series = conn.execute("SELECT DISTINCT run_id, key FROM run_metrics").fetchall()
+    for found in series:
+        run_id, key = found["run_id"], found["key"]
+        rows = conn.execute(
+            f"SELECT step, at, value FROM run_metrics WHERE run_id = ? AND key = ?"
+            f" ORDER BY {insertion_order}",
+            (run_id, key),
+        ).fetchall()
+        for start in range(0, len(rows), point_chunks.MAX_CHUNK):
+            part = rows[start : start + point_chunks.MAX_CHUNK]
+            steps = [int(r["step"]) for r in part]
+            ats = [float(r["at"]) for r in part]
+            values = [math.nan if r["value"] is None else float(r["value"]) for r in part]
+            conn.insert_many(
+                "run_metric_chunks",
+                point_chunks.CHUNK_COLUMNS,
+                [point_chunks.row(run_id, key, start, steps, ats, values)],
+            )
+    conn.execute("DROP TABLE run_metrics")

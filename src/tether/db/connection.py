@@ -133,7 +133,9 @@ class Database(ABC):
         return True
 
     @abstractmethod
-    def _transaction(self, raw: Any) -> contextlib.AbstractContextManager[Connection]: ...
+    def _transaction(
+        self, raw: Any, run: str | None
+    ) -> contextlib.AbstractContextManager[Connection]: ...
 
     @abstractmethod
     def _snapshot(self, raw: Any) -> contextlib.AbstractContextManager[Connection]: ...
@@ -156,12 +158,15 @@ class Database(ABC):
             raise mapped from exc
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[Connection]:
+    def atomic(self, *, run: str | None = None) -> Iterator[Connection]:
         """One write transaction: committed on success, rolled back on any exception.
 
         Nested inside another on this thread it is a savepoint, so a library call that
-        writes (a tag move) can join a caller's transaction (an alias move)."""
-        with self._mapped_errors(), self._transaction(self._connection()) as conn:
+        writes (a tag move) can join a caller's transaction (an alias move). Writers
+        take turns; ``run`` narrows that to the writers of one run where the engine can
+        (PostgreSQL: a transaction that only adds to a run runs beside those adding to
+        others, never beside a project-wide one)."""
+        with self._mapped_errors(), self._transaction(self._connection(), run) as conn:
             yield conn
 
     @contextlib.contextmanager

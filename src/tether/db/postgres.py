@@ -183,17 +183,25 @@ class PostgresDatabase(Database):
         return not (raw.closed or raw.broken)
 
     @contextlib.contextmanager
-    def _transaction(self, raw: psycopg.Connection[Any]) -> Iterator[Connection]:
+    def _transaction(self, raw: psycopg.Connection[Any], run: str | None) -> Iterator[Connection]:
         from psycopg import pq
 
         outermost = raw.info.transaction_status == pq.TransactionStatus.IDLE
         with raw.transaction():
-            if outermost:
+            if outermost and run is None:
                 # One writer per schema: projects sharing a database do not wait on
                 # each other.
                 raw.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended(current_schema(), %s))",
                     (WRITE_LOCK,),
+                )
+            elif outermost:
+                # The schema's lock shared (a project-wide writer still excludes this
+                # one), then the run's own: writers of other runs go on meanwhile.
+                raw.execute(
+                    "SELECT pg_advisory_xact_lock_shared(hashtextextended(current_schema(), %s)),"
+                    " pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || %s, %s))",
+                    (WRITE_LOCK, run, WRITE_LOCK),
                 )
             yield _Conn(raw)
 

@@ -211,7 +211,28 @@ def _0008_metric_buckets(conn: Connection) -> None:
     backfill.metric_buckets(conn, "seq")
 
 
+def _0009_metric_chunks(conn: Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE run_metric_chunks (
+            run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key text NOT NULL,
+            ordinal bigint NOT NULL,
+            count integer NOT NULL,
+            min_step bigint NOT NULL,
+            max_step bigint NOT NULL,
+            steps bytea NOT NULL,
+            ats bytea NOT NULL,
+            vals bytea NOT NULL,
+            PRIMARY KEY (run_id, key, ordinal)
+        )
+        """
+    )
+    backfill.metric_chunks(conn, "seq")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0007_side_effects", _0007_schema),
     Migration("0008_metric_buckets", _0008_metric_buckets),
+    Migration("0009_metric_chunks", _0009_metric_chunks),
 )

@@ -298,6 +298,29 @@ def _0008_metric_buckets(conn: Connection) -> None:
     backfill.metric_buckets(conn, "rowid")
 
 
+def _0009_metric_chunks(conn: Connection) -> None:
+    # Points in chunks, one row per series per write (db/point_chunks.py), instead of
+    # one row per point.
+    _script(
+        conn,
+        """
+        CREATE TABLE run_metric_chunks (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            min_step INTEGER NOT NULL,
+            max_step INTEGER NOT NULL,
+            steps BLOB NOT NULL,
+            ats BLOB NOT NULL,
+            vals BLOB NOT NULL,
+            PRIMARY KEY (run_id, key, ordinal)
+        )
+        """,
+    )
+    backfill.metric_chunks(conn, "rowid")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
@@ -307,4 +330,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0006_models", _0006_models),
     Migration("0007_side_effects", _0007_side_effects),
     Migration("0008_metric_buckets", _0008_metric_buckets),
+    Migration("0009_metric_chunks", _0009_metric_chunks),
 )

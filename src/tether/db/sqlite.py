@@ -64,7 +64,8 @@ class SqliteDatabase(Database):
         return conn
 
     @contextlib.contextmanager
-    def _transaction(self, raw: sqlite3.Connection) -> Iterator[Connection]:
+    def _transaction(self, raw: sqlite3.Connection, run: str | None) -> Iterator[Connection]:
+        # SQLite has one writer at a time, whatever ``run`` says.
         if raw.in_transaction:
             raw.execute("SAVEPOINT nested")
             try:

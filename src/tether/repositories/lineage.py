@@ -135,3 +135,17 @@ def run_nodes(db: Database, ids: Sequence[str]) -> dict[str, RunNode]:
         )
         for run_id, r in found.items()
     }
+
+
+def edge_counts(db: Database) -> dict[str, int]:
+    """For each run with any, how many lineage edges start at it: runs it links to
+    ('reproduces') and ModelKits linked to it. What sync compares, with the rest of a
+    run's fingerprint, to see a kit packed after the run was sent."""
+    counts: dict[str, int] = {}
+    for sql in (
+        "SELECT run_id, count(*) FROM run_links GROUP BY run_id",
+        "SELECT run_id, count(*) FROM kit_runs GROUP BY run_id",
+    ):
+        for run_id, n in db.tuples(sql):
+            counts[run_id] = counts.get(run_id, 0) + int(n)
+    return counts

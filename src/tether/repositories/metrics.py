@@ -3,7 +3,9 @@ a chart of a million points be drawn from a few thousand rows.
 
 Tables (all keyed by run, cascade-deleted with it)::
 
-    run_metrics          run_id, key, step, at, value      every point, insertion order
+    run_metric_chunks    run_id, key, ordinal → count, min_step, max_step, steps, ats,
+                         vals: the points one write added to one series, packed
+                         (db/point_chunks.py); ordinal: the series' points before them
     run_metric_summary   run_id, key → last, last_step, last_at, min, max, count
     run_metric_buckets   run_id, key, width, bucket → count, finite, min_step, max_step,
                          min_at, max_at, min, max, sum, last
@@ -11,7 +13,7 @@ Tables (all keyed by run, cascade-deleted with it)::
 A bucket holds ``width`` consecutive points of a series in the order they were logged
 (bucket = ordinal // width), at two widths: ``FINE`` (64) and ``COARSE`` (4,096). They
 are maintained in the same transaction as the points, so a chart reads at most ~50,000
-fine or coarse rows for any range and never scans the raw series unless the range holds
+fine or coarse rows for any range and never reads the raw series unless the range holds
 few enough points to send as they are. Buckets by ordinal rather than by step stay
 useful whatever the spacing of the steps (every step, or every 1,000th).
 """
@@ -19,10 +21,11 @@ useful whatever the spacing of the steps (every step, or every 1,000th).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tether.db import point_chunks
 from tether.db.connection import Connection, Database, Instant
 
 FINE = 64
@@ -34,7 +37,6 @@ MAX_WIDTH = 4_000  # columns a chart may ask for
 
 Axis = Literal["step", "time"]
 
-_POINT_COLUMNS = ("run_id", "key", "step", "at", "value")
 _BUCKET_COLUMNS = (
     "run_id", "key", "width", "bucket", "count", "finite", "min_step", "max_step",
     "min_at", "max_at", "min", "max", "sum", "last",
@@ -126,30 +128,31 @@ class _Bucket:
         )
 
 
-def _fine_buckets(points: Sequence[tuple[int, float, float]], start: int) -> list[_Bucket]:
+def _fine_buckets(
+    steps: Sequence[int], ats: Sequence[float], values: Sequence[float], start: int
+) -> list[_Bucket]:
     """Cut a series' new points (logged after ``start`` others) into FINE buckets."""
     out: list[_Bucket] = []
-    i, n = 0, len(points)
+    i, n = 0, len(steps)
     ordinal = start
     while i < n:
         end = min(n, i + FINE - ordinal % FINE)
-        chunk = points[i:end]
-        steps = [p[0] for p in chunk]
-        ats = [p[1] for p in chunk]
-        values = [p[2] for p in chunk if p[2] == p[2]]  # NaN is not a value
-        last = chunk[-1][2]
+        part_steps = steps[i:end]
+        part_ats = ats[i:end]
+        finite = [v for v in values[i:end] if v == v]  # NaN is not a value
+        last = values[end - 1]
         out.append(
             _Bucket(
                 ordinal // FINE,
-                len(chunk),
-                len(values),
-                min(steps),
-                max(steps),
-                min(ats),
-                max(ats),
-                min(values) if values else None,
-                max(values) if values else None,
-                math.fsum(values) if values else None,
+                end - i,
+                len(finite),
+                min(part_steps),
+                max(part_steps),
+                min(part_ats),
+                max(part_ats),
+                min(finite) if finite else None,
+                max(finite) if finite else None,
+                math.fsum(finite) if finite else None,
                 last if last == last else None,
             )
         )
@@ -173,56 +176,71 @@ def insert_metrics(
     db: Database, run_id: str, points: Sequence[tuple[str, int, float, float]]
 ) -> None:
     """Write a batch of (key, step, at, value) points, their summaries and buckets in
-    one transaction. NaN is stored as NULL and left out of min/max."""
-    if not points:
-        return
-    summary: dict[str, list[Any]] = {}
-    series: dict[str, list[tuple[int, float, float]]] = {}
-    rows = []
+    one transaction. NaN is kept as NaN and left out of min/max."""
+    series: dict[str, tuple[list[int], list[float], list[float]]] = {}
     for key, step, at, value in points:
-        finite = value == value  # not NaN
-        rows.append((run_id, key, step, Instant(at), value if finite else None))
-        series.setdefault(key, []).append((step, at, value))
-        s = summary.get(key)
-        if s is None:
-            summary[key] = (
-                [value, step, at, value, value, 1] if finite else [None, step, at, None, None, 1]
-            )
-            continue
-        if step >= s[1]:
-            s[0], s[1], s[2] = (value if finite else None), step, at
-        if finite:
-            s[3] = value if s[3] is None else min(s[3], value)
-            s[4] = value if s[4] is None else max(s[4], value)
-        s[5] += 1
-    with db.atomic() as conn:
-        # Inside the write transaction: the ordinals of this batch cannot race another
-        # writer of the same run.
+        found = series.get(key)
+        if found is None:
+            found = series[key] = ([], [], [])
+        found[0].append(step)
+        found[1].append(at)
+        found[2].append(value)
+    insert_series(db, run_id, series)
+
+
+def insert_series(
+    db: Database,
+    run_id: str,
+    series: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+) -> None:
+    """``insert_metrics`` for points already apart by key: key → (steps, ats, values)."""
+    series = {k: v for k, v in series.items() if v[0]}
+    if not series:
+        return
+    summary = [(run_id, k, *_summary(*v)) for k, v in series.items()]
+    with db.atomic(run=run_id) as conn:
+        # Inside the run's write transaction: the ordinals of this batch cannot race
+        # another writer of the same run.
         logged = _counts(conn, run_id)
         # Only a batch's first bucket (per width) can continue a row an earlier batch
         # wrote; every later one is new, so it goes in with the bulk path (COPY on
         # PostgreSQL) and only the first needs an upsert.
         fresh: list[tuple[object, ...]] = []
         continued: list[tuple[object, ...]] = []
-        for key, new in series.items():
+        chunks: list[tuple[object, ...]] = []
+        for key, (steps, ats, values) in series.items():
             start = logged.get(key, 0)
-            fine = _fine_buckets(new, start)
+            chunks.append(point_chunks.row(run_id, key, start, steps, ats, values))
+            fine = _fine_buckets(steps, ats, values, start)
             for width, found in ((FINE, fine), (COARSE, _coarse_buckets(fine))):
                 rows_of = [b.row(run_id, key, width) for b in found]
                 if start % width:
                     continued.append(rows_of[0])
                     rows_of = rows_of[1:]
                 fresh += rows_of
-        conn.insert_many("run_metrics", _POINT_COLUMNS, rows)
-        conn.executemany(
-            _SUMMARY_UPSERT,
-            [
-                (run_id, k, last, step, Instant(at), lo, hi, n)
-                for k, (last, step, at, lo, hi, n) in summary.items()
-            ],
-        )
+        conn.insert_many("run_metric_chunks", point_chunks.CHUNK_COLUMNS, chunks)
+        conn.executemany(_SUMMARY_UPSERT, summary)
         conn.insert_many("run_metric_buckets", _BUCKET_COLUMNS, fresh)
         conn.executemany(_BUCKET_UPSERT, continued)
+
+
+def _summary(
+    steps: Sequence[int], ats: Sequence[float], values: Sequence[float]
+) -> tuple[float | None, int, Instant, float | None, float | None, int]:
+    """(last, last_step, last_at, min, max, count) of a series' new points: "last" is
+    the last logged of those with the highest step."""
+    top = max(steps)
+    i = len(steps) - 1 - steps[::-1].index(top)
+    finite = [v for v in values if v == v]
+    last = values[i]
+    return (
+        last if last == last else None,
+        top,
+        Instant(ats[i]),
+        min(finite) if finite else None,
+        max(finite) if finite else None,
+        len(steps),
+    )
 
 
 def point_count(db: Database, run_id: str) -> int:
@@ -242,17 +260,23 @@ def _counts(conn: Connection, run_id: str) -> dict[str, int]:
 def metric_series(
     db: Database, run_id: str, key: str | None = None
 ) -> dict[str, list[tuple[int, float, float]]]:
-    """Every point of a run's metrics (or of one): key → [(step, at, value)] by step."""
-    sql = "SELECT key, step, at, value FROM run_metrics WHERE run_id = ?"
+    """Every point of a run's metrics (or of one): key → [(step, at, value)] by step
+    (points of one step in the order they were logged)."""
+    sql = "SELECT key, steps, ats, vals FROM run_metric_chunks WHERE run_id = ?"
     params: tuple[object, ...] = (run_id,)
     if key is not None:
         sql += " AND key = ?"
         params += (key,)
     series: dict[str, list[tuple[int, float, float]]] = {}
-    for row in db.query(sql + f" ORDER BY key, step, {db.dialect.insertion_order}", params):
-        value = math.nan if row["value"] is None else row["value"]
-        series.setdefault(row["key"], []).append((row["step"], row["at"], value))
+    for name, steps, ats, vals in db.tuples(sql + " ORDER BY key, ordinal", params):
+        series.setdefault(name, []).extend(point_chunks.points(steps, ats, vals))
+    for points in series.values():
+        points.sort(key=_step)  # stable: as logged within a step
     return series
+
+
+def _step(point: tuple[int, float, float]) -> int:
+    return point[0]
 
 
 # -- charts -------------------------------------------------------------------------------
@@ -322,7 +346,7 @@ def chart(db: Database, run_id: str, query: ChartQuery) -> ChartSeries | None:
                 span = _bucket_span(conn, run_id, query, low, high, FINE)
         within = total if span is None else span[2]
         if within <= width * RAW_PER_COLUMN:
-            return _raw(conn, run_id, query, total, span, db.dialect.insertion_order)
+            return _raw(conn, run_id, query, total, span)
         bucket_width = FINE if within // FINE <= MAX_BUCKET_ROWS else COARSE
         return _bucketed(conn, run_id, query, total, bucket_width, width, (low, high))
 
@@ -360,21 +384,25 @@ def _raw(
     query: ChartQuery,
     total: int,
     span: tuple[int, int, int] | None,
-    insertion_order: str,
 ) -> ChartSeries:
-    sql = "SELECT step, at, value FROM run_metrics WHERE run_id = ? AND key = ?"
+    sql = "SELECT steps, ats, vals FROM run_metric_chunks WHERE run_id = ? AND key = ?"
     params: tuple[object, ...] = (run_id, query.key)
     if span is not None:
-        # The overlapping buckets' step range: an index range scan, even for the time axis.
-        sql += " AND step BETWEEN ? AND ?"
+        # The chunks that overlap the buckets' step range, even for the time axis.
+        sql += " AND max_step >= ? AND min_step <= ?"
         params += (span[0], span[1])
+    points: list[tuple[int, float, float]] = []
+    for row in conn.execute(sql + " ORDER BY ordinal", params).fetchall():
+        points.extend(point_chunks.points(row["steps"], row["ats"], row["vals"]))
+    if span is not None:
+        points = [p for p in points if span[0] <= p[0] <= span[1]]
     # Order by step (then as logged), the order a line is drawn in.
-    points = conn.execute(sql + f" ORDER BY step, {insertion_order}", params).fetchall()
-    x_col = "step" if query.axis == "step" else "at"
+    points.sort(key=_step)
     if query.axis == "time":
-        points.sort(key=lambda p: p["at"])
-    xs = tuple(float(p[x_col]) for p in points)
-    values = tuple(p["value"] for p in points)
+        points.sort(key=lambda p: p[1])
+    x = 0 if query.axis == "step" else 1
+    xs = tuple(float(p[x]) for p in points)
+    values = tuple(p[2] for p in points)
     return ChartSeries(query.key, query.axis, "raw", total, xs, values)
 
 

@@ -34,12 +34,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tether.errors import UsageError
+from tether.errors import TooLarge, UsageError
 from tether.team import sync
 from tether.team.deployment import Deployment
 from tether.web.api import FastJSON
 
-MAX_UPLOAD = 512 << 20
+MAX_UPLOAD = 512 << 20  # a request's JSON or pack
+MAX_BLOB = 256 << 30  # one blob through the server (a bucket takes S3's 5 TiB)
 MAX_OFFERS = 1_000_000
 # POSTs that only read (a digest list is too long for a query string): a read grant
 # does, and they are not audited.
@@ -54,15 +55,15 @@ async def _body(request: Request) -> Any:
         )
     size = int(request.headers.get("content-length") or 0)
     if size > MAX_UPLOAD:
-        raise UsageError(
+        raise TooLarge(
             f"an upload of {size} bytes is over the {MAX_UPLOAD >> 20} MiB limit",
-            hint="a run this big needs the streaming protocol (not yet available)",
+            hint="send big blobs on their own (PUT sync/blobs/DIGEST or a bucket upload)",
         )
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > MAX_UPLOAD:
-            raise UsageError("the upload is too large", hint="split it")
+            raise TooLarge(f"the upload is over the {MAX_UPLOAD >> 20} MiB limit", hint="split it")
         chunks.append(chunk)
     body = b"".join(chunks)
     if encoding != "identity":
@@ -99,7 +100,10 @@ def _decoded(body: bytes, encoding: str) -> bytes:
     except (zstandard.ZstdError, OSError, EOFError):
         raise UsageError(f"the {encoding} body does not decompress", hint="send it again") from None
     if len(out) > MAX_UPLOAD:
-        raise UsageError("the upload is too large once decompressed", hint="split it")
+        raise TooLarge(
+            f"the upload is over the {MAX_UPLOAD >> 20} MiB limit once decompressed",
+            hint="split it",
+        )
     return out  # type: ignore[no-any-return]
 
 
@@ -140,7 +144,9 @@ async def put_pack(request: Request) -> Response:
         async for chunk in request.stream():
             total += len(chunk)
             if total > MAX_UPLOAD:
-                raise UsageError("the pack is too large", hint="send smaller packs")
+                raise TooLarge(
+                    f"a pack is over the {MAX_UPLOAD >> 20} MiB limit", hint="send smaller packs"
+                )
             if chunk:
                 await run_in_threadpool(intake.write, chunk)
         count = await run_in_threadpool(intake.commit)
@@ -224,11 +230,19 @@ async def put_blob(request: Request) -> Response:
         raise UsageError(
             "this server keeps blobs in a bucket", hint="ask POST sync/blobs/uploads for URLs"
         )
+    if int(request.headers.get("content-length") or 0) > MAX_BLOB:
+        raise TooLarge(f"a blob is at most {MAX_BLOB >> 30} GiB here", hint="split the file")
     intake = await run_in_threadpool(
         sync.BlobIntake, team.project(project), request.path_params["digest"]
     )
+    total = 0
     try:
         async for chunk in request.stream():
+            total += len(chunk)
+            if total > MAX_BLOB:
+                raise TooLarge(
+                    f"a blob is at most {MAX_BLOB >> 30} GiB here", hint="split the file"
+                )
             if chunk:
                 await run_in_threadpool(intake.write, chunk)
         size = await run_in_threadpool(intake.commit)

@@ -260,6 +260,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
     (with a write grant), then take in the teammates' runs, with their blobs, that this
     checkout lacks. One request lists the server's runs and their fingerprints."""
     from tether.repositories import runs as runs_repo
+    from tether.repositories.lineage import edge_counts
     from tether.repositories.run_filter import list_runs
     from tether.team.data_sync import offer
     from tether.team.sync import SYNCED_BY, fingerprint
@@ -267,6 +268,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
     link, token = linked(ws)
     ids = [r.id for r in list_runs(ws.db, limit=None).runs]
     records = {r.id: r for r in runs_repo.load_runs(ws.db, ids)}
+    edges = edge_counts(ws.db)
     base = f"/p/{link.project}/sync"
     with _client(link.url, token) as client:
         projects = _request(client, "GET", "/api/projects", link.project).get("projects", [])
@@ -283,7 +285,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
         ours = [
             i
             for i, r in records.items()
-            if SYNCED_BY not in r.tags and theirs.get(i) != fingerprint(r)
+            if SYNCED_BY not in r.tags and theirs.get(i) != fingerprint(r, edges.get(i, 0))
         ]
         sent: list[str] = []
         blobs_sent = 0
@@ -297,7 +299,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
                 blobs_sent += _push(client, ws, base, link.project, records[run_id])
                 sent.append(run_id)
                 report.advance(1)
-        pulled = _pull(client, ws, base, link.project, records, theirs)
+        pulled = _pull(client, ws, base, link.project, records, theirs, edges)
         models_sent: list[ModelMerge] = []
         if role != "read":
             models_sent, kit_blobs = _push_models(client, ws, base, link.project)
@@ -504,6 +506,7 @@ def _pull(
     project: str,
     records: dict[str, Any],
     theirs: dict[str, str],
+    edges: dict[str, int],
 ) -> tuple[str, ...]:
     """Take in the teammates' runs this checkout lacks or holds in an older state. A run
     made here is never overwritten: only runs that came from the server are refreshed."""
@@ -512,7 +515,8 @@ def _pull(
     pulled: list[str] = []
     for run_id, fp in theirs.items():
         mine = records.get(run_id)
-        if mine is not None and (SYNCED_BY not in mine.tags or fingerprint(mine) == fp):
+        same = mine is not None and fingerprint(mine, edges.get(run_id, 0)) == fp
+        if mine is not None and (SYNCED_BY not in mine.tags or same):
             continue
         upload = RunUpload.from_json(_request(client, "GET", f"{base}/runs/{run_id}", project))
         _fetch_many(client, ws, base, project, [d for d, _ in upload.blobs])

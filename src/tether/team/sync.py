@@ -24,12 +24,13 @@ next sync replaces whole.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tether.errors import StreamGap, UsageError
+from tether.errors import StreamGap, TooLarge, UsageError
 from tether.hashing import Digest
 from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
@@ -37,20 +38,20 @@ from tether.repositories.kits import KitRunHow
 from tether.runs.record import STATUSES, NewRun, RunFile, RunRecord, RunStatus
 from tether.workspace import Workspace
 
-MAX_POINTS_PER_BATCH = 50_000
+MAX_POINTS_PER_BATCH = 100_000  # in one stream batch, and in one write
 SYNCED_BY = "tether.synced_by"  # tag: the server user who sent the run
 
 
-def fingerprint(run: RunRecord) -> str:
-    """What changes when a run changes: status, end, and the count of everything
-    logged to it."""
+def fingerprint(run: RunRecord, edges: int = 0) -> str:
+    """What changes when a run changes: status, end, the count of everything logged to
+    it, and of the lineage edges from it (``repositories.lineage.edge_counts``)."""
     points = sum(m.count for m in run.metrics.values())
     stored = sum(1 for f in run.files if f.stored)
     ended = None if run.ended is None else _millis(run.ended)
     return (
         f"{run.status}|{ended}|{run.exit_code}|{len(run.params)}|"
         f"{len([k for k in run.tags if k != SYNCED_BY])}|{points}|{len(run.files)}|"
-        f"{stored}|{run.env_digest}|{run.log_digest}"
+        f"{stored}|{run.env_digest}|{run.log_digest}|{edges}"
     )
 
 
@@ -128,15 +129,63 @@ class StreamEnd:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """A batch's points as they travel: keys by index, one array per field."""
+
+    keys: list[str]
+    k: array[int]  # index into keys, per point
+    steps: array[int]
+    ats: array[float]
+    values: array[float]  # NaN where the value is not a number
+
+
+Series = dict[str, tuple[Sequence[int], Sequence[float], Sequence[float]]]
+
+
+@dataclass(frozen=True)
 class StreamBatch:
     """Points of a running run (and its end, last), sent while it trains. ``run`` is the
     start of the run's record: enough to create it on the server; the rest (code,
-    environment, files) comes with the next sync."""
+    environment, files) comes with the next sync. A batch made by ``from_json`` keeps its
+    points in ``columns`` (``points`` is then empty): the server never makes a Python
+    object per point."""
 
     run: NewRun
     seq: int  # the run's points before this batch
     points: tuple[tuple[str, int, float, float], ...] = ()
     end: StreamEnd | None = None
+    columns: Columns | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.points) if self.columns is None else len(self.columns.steps)
+
+    def metric_keys(self) -> set[str]:
+        if self.columns is None:
+            return {p[0] for p in self.points}
+        return {self.columns.keys[i] for i in set(self.columns.k)}
+
+    def series(self, skip: int) -> Series:
+        """The points after the first ``skip``, apart by key: key → (steps, ats, values)."""
+        c = self.columns
+        if c is None:
+            c = _columns(self.points)
+        found: Series = {}
+        k, steps, ats, values = c.k[skip:], c.steps[skip:], c.ats[skip:], c.values[skip:]
+        if not steps:
+            return found
+        used = set(k)
+        if len(used) == 1:  # one metric: its columns whole, no loop in Python
+            found[c.keys[used.pop()]] = (steps, ats, values)
+            return found
+        for index in sorted(used):
+            # Each key's points, in order: a C-level scan per key.
+            mine = [i for i, x in enumerate(k) if x == index]
+            found[c.keys[index]] = (
+                [steps[i] for i in mine],
+                [ats[i] for i in mine],
+                [values[i] for i in mine],
+            )
+        return found
 
     def to_json(self) -> dict[str, Any]:
         keys = list(dict.fromkeys(k for k, _, _, _ in self.points))
@@ -180,14 +229,24 @@ class StreamBatch:
                 run_id=str(head["id"]),
             )
             keys = [str(k) for k in data["keys"]]
-            # Column by column: each a list comprehension, checked by the conversion.
-            if data["k"] and min(data["k"]) < 0:
-                raise IndexError("a key index below zero")
-            names = [keys[k] for k in data["k"]]
-            steps = [int(s) for s in data["step"]]
-            times = [float(a) for a in data["at"]]
-            values = [math.nan if v is None else float(v) for v in data["value"]]
-            points = tuple(zip(names, steps, times, values, strict=True))
+            # Column by column into arrays: the conversion in C checks every element's
+            # type (an int step, a number where a number goes).
+            k = array("l", data["k"])
+            if k and (min(k) < 0 or max(k) >= len(keys)):
+                raise IndexError("a key index out of range")
+            steps = array("q", data["step"])
+            ats = array("d", data["at"])
+            try:
+                values = array("d", data["value"])
+            except TypeError:  # None stands for NaN
+                values = array("d", [math.nan if v is None else v for v in data["value"]])
+            if not len(k) == len(steps) == len(ats) == len(values):
+                raise ValueError("columns of different lengths")
+            if len(steps) > MAX_POINTS_PER_BATCH:
+                raise TooLarge(
+                    f"a stream batch holds at most {MAX_POINTS_PER_BATCH:,} points",
+                    hint="send smaller batches",
+                )
             end = data.get("end")
             finish = None
             if end is not None:
@@ -200,13 +259,25 @@ class StreamBatch:
                     float(end["ended"]),
                 )
             seq = int(data["seq"])
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
             raise UsageError(
                 f"a stream batch does not parse: {type(e).__name__}", hint="upgrade the client"
             ) from None
         if seq < 0:
             raise UsageError("a stream batch starts before the run", hint="upgrade the client")
-        return cls(run, seq, points, finish)
+        return cls(run, seq, (), finish, Columns(keys, k, steps, ats, values))
+
+
+def _columns(points: Sequence[tuple[str, int, float, float]]) -> Columns:
+    keys = list(dict.fromkeys(p[0] for p in points))
+    index = {key: i for i, key in enumerate(keys)}
+    return Columns(
+        keys,
+        array("l", [index[p[0]] for p in points]),
+        array("q", [p[1] for p in points]),
+        array("d", [p[2] for p in points]),
+        array("d", [p[3] for p in points]),
+    )
 
 
 def ingest(ws: Workspace, batch: StreamBatch, by: str) -> int:
@@ -216,10 +287,11 @@ def ingest(ws: Workspace, batch: StreamBatch, by: str) -> int:
     from tether.runs.record import check_key, check_run_id
 
     run_id = check_run_id(batch.run.run_id or "")
-    for key in {k for k, _, _, _ in batch.points}:
+    for key in batch.metric_keys():
         check_key("metric", key)
-    with ws.db.atomic():
-        # Inside the write transaction: two batches of one run cannot interleave.
+    with ws.db.atomic(run=run_id):
+        # Inside the run's write transaction: two batches of one run cannot interleave
+        # (those of other runs go on beside it).
         if not runs_repo.exists(ws.db, run_id):
             runs_repo.create_run(ws.db, batch.run)
             runs_repo.set_tags(ws.db, run_id, {SYNCED_BY: by})
@@ -230,9 +302,8 @@ def ingest(ws: Workspace, batch: StreamBatch, by: str) -> int:
                 f" holds {held}",
                 hint="the stream stops here; 'tether sync' sends the whole run",
             )
-        fresh = batch.points[held - batch.seq :]
-        for part in _batches(fresh, MAX_POINTS_PER_BATCH):
-            metrics_repo.insert_metrics(ws.db, run_id, part)
+        skip = held - batch.seq
+        metrics_repo.insert_series(ws.db, run_id, batch.series(skip))
         end = batch.end
         if end is not None and runs_repo.load_runs(ws.db, [run_id], full=False)[0].status == (
             "running"
@@ -245,7 +316,7 @@ def ingest(ws: Workspace, batch: StreamBatch, by: str) -> int:
                 reason=end.reason,
                 ended=end.ended,
             )
-    return held + len(fresh)
+    return held + max(0, len(batch) - skip)
 
 
 _HOWS: dict[object, KitRunHow] = {"from-run": "from-run", "detected": "detected",
@@ -362,10 +433,12 @@ def blob_sizes(ws: Workspace, digests: Iterable[str]) -> dict[str, int]:
 
 def fingerprints(ws: Workspace) -> dict[str, str]:
     """Every run of this project with its fingerprint (what a pulling client compares)."""
+    from tether.repositories.lineage import edge_counts
     from tether.repositories.run_filter import list_runs
 
     ids = [r.id for r in list_runs(ws.db, limit=None).runs]
-    return {r.id: fingerprint(r) for r in runs_repo.load_runs(ws.db, ids)}
+    edges = edge_counts(ws.db)
+    return {r.id: fingerprint(r, edges.get(r.id, 0)) for r in runs_repo.load_runs(ws.db, ids)}
 
 
 def upload_of_id(ws: Workspace, run_id: str) -> RunUpload:

@@ -32,6 +32,7 @@ from tether.errors import (
     StreamGap,
     TagConflict,
     TetherError,
+    TooLarge,
     Unauthenticated,
     UsageError,
 )
@@ -84,6 +85,8 @@ def status_of(error: TetherError) -> int:
         return 403
     if isinstance(error, DatabaseError | LockTimeout):
         return 503
+    if isinstance(error, TooLarge):
+        return 413
     if isinstance(error, UsageError | FilterError):
         return 400
     if isinstance(error, TagConflict | ModelError | RunError | StreamGap):
