@@ -1186,3 +1186,59 @@ def test_a_kit_linked_after_a_sync_sends_the_run_again(
         dep.close()
     third = tether("sync", "--json").output
     assert json.loads(third[third.index("{") :])["sent"] == []
+
+
+def test_a_big_upload_cut_off_resumes_where_it_stopped(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any
+) -> None:
+    """Through a folder server: a blob sent in part (a client that died) is kept in
+    part; the next sync sends only the rest, and the blob is whole and checked. A piece
+    that does not start where the server's bytes end is refused (409); bytes damaged in
+    a piece are found when the blob completes, and the next attempt starts over."""
+    big = project.root / "weights.bin"
+    data = os.urandom(3 << 20)
+    big.write_bytes(data)
+    assert tether("add", "weights.bin").exit_code == 0
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    _, blobs = deployment
+    partial = Path(blobs) / "projects" / "recs" / ".tether" / "tmp" / f"partial-{digest[7:]}"
+    with client(team, "ada") as ada:
+        plan = ada.post("/p/recs/sync/blobs/uploads", json={"digest": digest, "size": len(data)})
+        assert plan.json() == {"via": "server", "offset": 0}
+        first = ada.put(f"/p/recs/sync/blobs/{digest}", content=data[: 1 << 20],
+                        headers={"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"})  # fmt: skip
+        assert first.status_code == 202 and first.json()["offset"] == 1 << 20
+        plan = ada.post("/p/recs/sync/blobs/uploads", json={"digest": digest, "size": len(data)})
+        assert plan.json()["offset"] == 1 << 20
+        stale = ada.put(f"/p/recs/sync/blobs/{digest}", content=data[:100],
+                        headers={"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"})  # fmt: skip
+        assert stale.status_code == 409 and stale.json()["error"] == "upload-offset"
+        for bad in ("bytes 5-2/10", "bytes=0-1/2", "items 0-1/2"):
+            refused = ada.put(f"/p/recs/sync/blobs/{digest}", content=b"x",
+                              headers={"Content-Range": bad})  # fmt: skip
+            assert refused.status_code == 400, bad
+        assert partial.stat().st_size == 1 << 20  # none of the refused bytes went in
+    ok = tether(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["ada"]
+    )
+    assert ok.exit_code == 0, ok.output
+    synced = tether("sync", "--json")
+    assert synced.exit_code == 0, synced.output
+    assert not partial.exists()
+    with client(team, "ada") as ada:
+        held = ada.get(f"/p/recs/sync/blobs/{digest}")
+        assert held.status_code == 200 and held.content == data
+        # A damaged first piece: found when the blob completes; the partial goes.
+        other = os.urandom(2 << 20)
+        other_digest = "sha256:" + hashlib.sha256(other).hexdigest()
+        damaged = b"\0" + other[1 : 1 << 20]
+        span = f"bytes 0-{len(other) - 1}/{len(other)}"
+        assert ada.put(f"/p/recs/sync/blobs/{other_digest}", content=damaged,
+                       headers={"Content-Range": span}).status_code == 202  # fmt: skip
+        rest = f"bytes {1 << 20}-{len(other) - 1}/{len(other)}"
+        refused = ada.put(f"/p/recs/sync/blobs/{other_digest}", content=other[1 << 20 :],
+                          headers={"Content-Range": rest})  # fmt: skip
+        assert refused.status_code == 400 and refused.json()["error"] == "object-corrupted"
+        again = ada.post("/p/recs/sync/blobs/uploads",
+                         json={"digest": other_digest, "size": len(other)})  # fmt: skip
+        assert again.json()["offset"] == 0

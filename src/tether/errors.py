@@ -125,6 +125,12 @@ class ObjectCorrupted(StoreError):
         self.digest = digest
 
 
+class UploadOffset(StoreError):
+    """A resumed upload that does not start where the receiver's bytes end (HTTP 409)."""
+
+    code = "upload-offset"
+
+
 class LockTimeout(StoreError):
     """Another tether process held a lock for longer than we were willing to wait."""
 

@@ -193,7 +193,10 @@ async def upload_plan(request: Request) -> Response:
         raise UsageError("a blob's size is not negative", hint="upgrade the client")
     store = await run_in_threadpool(_bucket, request)
     if store is None:
-        return FastJSON({"via": "server"})
+        # Through the server; an upload cut off before goes on from where it stopped.
+        team, project, _ = _context(request)
+        offset = team.project(project).store.partial_size(digest)
+        return FastJSON({"via": "server", "offset": offset if offset < size else 0})
     if await run_in_threadpool(store.has, digest):
         return FastJSON({"via": "bucket", "digest": str(digest), "stored": True})
     plan = await run_in_threadpool(store.bucket.plan, digest, size)
@@ -230,26 +233,47 @@ async def put_blob(request: Request) -> Response:
         raise UsageError(
             "this server keeps blobs in a bucket", hint="ask POST sync/blobs/uploads for URLs"
         )
-    if int(request.headers.get("content-length") or 0) > MAX_BLOB:
+    span = _content_range(request.headers.get("content-range"))
+    end = span[2] if span else int(request.headers.get("content-length") or 0)
+    if end > MAX_BLOB:
         raise TooLarge(f"a blob is at most {MAX_BLOB >> 30} GiB here", hint="split the file")
     intake = await run_in_threadpool(
-        sync.BlobIntake, team.project(project), request.path_params["digest"]
-    )
-    total = 0
+        sync.BlobIntake, team.project(project), request.path_params["digest"],
+        span[0] if span else None,
+    )  # fmt: skip
     try:
         async for chunk in request.stream():
-            total += len(chunk)
-            if total > MAX_BLOB:
-                raise TooLarge(
-                    f"a blob is at most {MAX_BLOB >> 30} GiB here", hint="split the file"
-                )
+            if intake.size + len(chunk) > (span[2] if span else MAX_BLOB):
+                raise TooLarge("the upload runs past its stated size", hint="send it again")
             if chunk:
                 await run_in_threadpool(intake.write, chunk)
+        if span and intake.size < span[2]:
+            # A piece of it: kept for the next piece (a client sending in parts).
+            await run_in_threadpool(intake.abort)
+            return FastJSON({"digest": request.path_params["digest"], "offset": intake.size},
+                            status_code=202)  # fmt: skip
         size = await run_in_threadpool(intake.commit)
     except BaseException:
         await run_in_threadpool(intake.abort)
         raise
     return FastJSON({"digest": request.path_params["digest"], "size": size})
+
+
+def _content_range(header: str | None) -> tuple[int, int, int] | None:
+    """``bytes START-END/TOTAL`` as (START, END, TOTAL); None without the header."""
+    if header is None:
+        return None
+    import re
+
+    found = re.fullmatch(r"bytes (\d{1,15})-(\d{1,15})/(\d{1,15})", header.strip())
+    if not found:
+        raise UsageError(f"Content-Range {header[:60]!r} does not parse",
+                         hint="bytes START-END/TOTAL")  # fmt: skip
+    start, end, total = (int(g) for g in found.groups())
+    if not start <= end < total:
+        raise UsageError(f"Content-Range {header[:60]!r} is not a range of the blob",
+                         hint="START <= END < TOTAL")  # fmt: skip
+    return start, end, total
 
 
 async def upload(request: Request) -> Response:

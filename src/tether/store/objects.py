@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import functools
 import hashlib
 import itertools
@@ -41,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from tether.errors import ObjectCorrupted, ObjectNotFound, StoreError
+from tether.errors import LockTimeout, ObjectCorrupted, ObjectNotFound, StoreError
 from tether.hashing import CHUNK, Digest, hash_file
 from tether.store.atomic import fsync_dir, write_atomic
 
@@ -233,6 +234,19 @@ class ContentStore:
 
     def writer(self, *, expected: Digest | None = None, size_hint: int = 0) -> BlobWriter:
         return BlobWriter(self, expected=expected, size_hint=size_hint)
+
+    def partial(self, expected: Digest) -> BlobWriter:
+        """A writer that goes on from where an interrupted one for ``expected`` stopped
+        (``offset``: the bytes already there), and keeps what it wrote if it is
+        interrupted too. Refused (LockTimeout) while another writer holds it."""
+        return BlobWriter(self, expected=expected, size_hint=0, partial=True)
+
+    def partial_size(self, expected: Digest) -> int:
+        """How many bytes of ``expected`` an interrupted writer left (0: none)."""
+        try:
+            return os.stat(os.path.join(self.tmp_dir, f"partial-{expected.hex}")).st_size
+        except FileNotFoundError:
+            return 0
 
     def put_bytes(self, data: bytes) -> Digest:
         with self.writer() as w:
@@ -436,14 +450,41 @@ class BlobWriter:
     ever appears under ``blobs/``.
     """
 
-    def __init__(self, store: ContentStore, *, expected: Digest | None, size_hint: int) -> None:
+    def __init__(
+        self,
+        store: ContentStore,
+        *,
+        expected: Digest | None,
+        size_hint: int,
+        partial: bool = False,
+    ) -> None:
         self.store = store
         self.expected = expected
         self.digest: Digest | None = None
         self.size = 0
         self._hash = hashlib.sha256()
-        fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=store.tmp_dir)
-        self._fd = fd
+        # A partial blob (``partial``, with ``expected``) goes on from the bytes an
+        # earlier writer left in tmp/partial-<hex>, and leaves its own there when it is
+        # interrupted: an upload cut off at 90% resumes at 90%.
+        self._keep = partial
+        if partial:
+            assert expected is not None
+            self._tmp = os.path.join(store.tmp_dir, f"partial-{expected.hex}")
+            self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._fd)
+                raise LockTimeout(
+                    f"blob {expected.short} is being uploaded by another request",
+                    hint="try again in a moment",
+                ) from None
+            while chunk := os.read(self._fd, CHUNK):
+                self._hash.update(chunk)
+                self.size += len(chunk)
+        else:
+            self._fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=store.tmp_dir)
+        self.offset = self.size  # bytes there before this writer
         self._since_sync = 0
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
@@ -515,6 +556,7 @@ class BlobWriter:
             self._fd = -1
             digest = Digest(self._hash.hexdigest())
             if self.expected is not None and digest != self.expected:
+                self._keep = False  # bad bytes: the next attempt starts over
                 raise ObjectCorrupted(
                     f"content hashes to {digest}, expected {self.expected}",
                     hint="the source changed while it was read, or it is corrupted",
@@ -534,7 +576,15 @@ class BlobWriter:
     def _abort(self) -> None:
         self._stop_thread()
         if self._fd >= 0:
+            if self._keep:
+                os.fdatasync(self._fd)
             os.close(self._fd)
             self._fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        if not self._keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+
+    def discard(self) -> None:
+        """Give up: nothing of this blob stays, not even a partial one."""
+        self._keep = False
+        self._abort()

@@ -556,6 +556,8 @@ def _fetch_blob(client: Any, ws: Workspace, path: str, digest: str) -> None:
 
 
 def _send_blob(client: Any, ws: Workspace, path: str, project: str, digest: str) -> None:
+    import functools
+
     from tether.errors import ObjectCorrupted
     from tether.hashing import Digest
 
@@ -566,8 +568,9 @@ def _send_blob(client: Any, ws: Workspace, path: str, project: str, digest: str)
             f"blob {found.short} is damaged in the local store", hint="run 'tether fsck'"
         )
 
-    def chunks() -> Any:
+    def chunks(offset: int) -> Any:
         with ws.store.open(found) as f:
+            f.seek(offset)
             while chunk := f.read(1 << 20):
                 yield chunk
 
@@ -583,10 +586,18 @@ def _send_blob(client: Any, ws: Workspace, path: str, project: str, digest: str)
                 if not plan.get("stored"):
                     _to_bucket(client, ws, found, plan, f"{base}/uploads/complete", project)
             else:
-                _request(client, "PUT", path, project, body=chunks)
+                # From where an interrupted upload of it stopped, if one did.
+                offset = int(plan.get("offset") or 0)
+                span = {"Content-Range": f"bytes {offset}-{size - 1}/{size}"} if size else {}
+                body = functools.partial(chunks, offset)
+                _request(client, "PUT", path, project, body=body, headers=span)
             return
         except TeamError as e:
-            if e.code != "object-corrupted":
+            # Damaged on the way: sent again. Cut off and retried from a stale offset:
+            # asked again where to go on from.
+            if e.code not in ("object-corrupted", "upload-offset"):
+                raise
+            if attempt == SEND_ATTEMPTS and e.code == "upload-offset":
                 raise
             if attempt == SEND_ATTEMPTS:
                 raise TeamError(

@@ -353,11 +353,30 @@ def missing_blobs(ws: Workspace, digests: Iterable[str]) -> list[str]:
 
 class BlobIntake:
     """A blob arriving in pieces: kept only if the whole hashes to its digest, so a blob
-    damaged in transit is refused and nothing of it stays."""
+    damaged in transit is refused and nothing of it stays. With ``start`` (a resumed
+    upload: the bytes from there on), the pieces an interrupted upload left are kept
+    and this one goes on from them; ``start`` must be where they end."""
 
-    def __init__(self, ws: Workspace, digest: str) -> None:
-        self._writer = ws.store.writer(expected=Digest.parse(digest))
+    def __init__(self, ws: Workspace, digest: str, start: int | None = None) -> None:
+        from tether.errors import UploadOffset
+
+        expected = Digest.parse(digest)
+        if start is None:
+            self._writer = ws.store.writer(expected=expected)
+        else:
+            self._writer = ws.store.partial(expected)
+            if self._writer.offset != start:
+                held = self._writer.offset
+                self._writer.__exit__(RuntimeError, None, None)  # keeps what is there
+                raise UploadOffset(
+                    f"this upload starts at byte {start}; the server holds {held} of it",
+                    hint="ask sync/blobs/uploads where to go on from",
+                )
         self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
 
     def write(self, chunk: bytes) -> None:
         self._writer.write(chunk)

@@ -34,6 +34,7 @@ from tether.errors import (
     TetherError,
     TooLarge,
     Unauthenticated,
+    UploadOffset,
     UsageError,
 )
 from tether.web import api, pages
@@ -89,7 +90,7 @@ def status_of(error: TetherError) -> int:
         return 413
     if isinstance(error, UsageError | FilterError):
         return 400
-    if isinstance(error, TagConflict | ModelError | RunError | StreamGap):
+    if isinstance(error, TagConflict | ModelError | RunError | StreamGap | UploadOffset):
         return 409  # refused by a rule: an alias that points there, a running run
     return 400
 
