@@ -1241,3 +1241,52 @@ def test_a_big_upload_cut_off_resumes_where_it_stopped(
         again = ada.post("/p/recs/sync/blobs/uploads",
                          json={"digest": other_digest, "size": len(other)})  # fmt: skip
         assert again.json()["offset"] == 0
+
+
+def test_a_teammate_reproduces_a_run_from_the_servers_inputs(
+    team: dict[str, Any], deployment: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """ada records v1, then changes its data and commits; her sync sends the run with
+    the input it read. bob clones, syncs (his pointers bring the new data, not v1's),
+    and reproduces v1: its input comes from the server by digest, and it reproduces."""
+    from tests.test_reproduce import commit, last_json, record, seeded_project
+    from tests.test_runs import git
+
+    root = tmp_path / "ada"
+    tether = seeded_project(root)
+    record(tether, "v1", sys.executable, "train.py", seed=1)
+    (root / "data" / "in.csv").write_text("5\n6\n7\n")
+    assert tether("add", "data").exit_code == 0
+    commit(root, "new data")
+    as_ada = ["-C", str(root)]
+    ok = CliRunner().invoke(cli, [*as_ada, "connect", team["base"], "--project", "recs",
+                                  "--token-stdin"], input=team["tokens"]["ada"])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    sent = tether("sync")
+    assert sent.exit_code == 0, sent.output
+    admin(deployment, "grant", "bob", "recs", "read")
+    bob_root = tmp_path / "bob"
+    git(tmp_path, "clone", "-q", str(root), str(bob_root))
+    conftest.separate_database(request, bob_root)
+
+    def as_bob(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
+
+    assert (
+        as_bob(
+            "connect",
+            team["base"],
+            "--project",
+            "recs",
+            "--token-stdin",
+            input=team["tokens"]["bob"],
+        ).exit_code
+        == 0
+    )
+    pulled = as_bob("sync")
+    assert pulled.exit_code == 0, pulled.output
+    result = as_bob("reproduce", "v1", "--json")
+    assert result.exit_code == 0, result.output
+    report = last_json(result)
+    assert [i["source"] for i in report["plan"]["inputs"]] == ["server"]
+    assert report["verdict"] == "REPRODUCED"

@@ -151,6 +151,12 @@ def _place_inputs(ws: Workspace, plan: Plan, project: Path, say: Callable[[str],
     for remote, digests in sorted(by_remote.items()):
         say(f"inputs: fetching {len(digests)} object(s) from remote {remote}")
         fetch_objects(ws, digests, remote=remote)
+    from_server = [i.digest for i in plan.inputs if i.source == "server"]
+    if from_server:
+        from tether.team.client import fetch_from_server
+
+        say(f"inputs: fetching {len(from_server)} object(s) from the team server")
+        fetch_from_server(ws, from_server)
     placed = 0
     for item in plan.inputs:
         if item.source == "absolute":
@@ -158,7 +164,7 @@ def _place_inputs(ws: Workspace, plan: Plan, project: Path, say: Callable[[str],
         _check_relative(item.path)
         dest = project / item.path
         digest = Digest.parse(item.digest)
-        if item.source in ("store", "remote"):
+        if item.source in ("store", "remote", "server"):
             _copy_blob(ws.store, digest, dest)  # verified by the copy itself
             placed += 1
             continue

@@ -41,7 +41,7 @@ class PlannedInput:
     path: str  # as recorded: project-relative, or absolute
     digest: str
     size: int | None
-    source: str  # store | remote | project | code | absolute
+    source: str  # store | remote | server | project | code | absolute
     remote: str | None = None
 
 
@@ -290,22 +290,40 @@ def _plan_inputs(
     from tether.data.transfer import locate
 
     where, unreachable = locate(ws, [d for _, d, _ in pending])
+    on_server = _on_server(ws, [str(d) for _, d, _ in pending if d not in where], warnings)
     for path, digest, size in pending:
         if digest in where:
             planned.append(PlannedInput(path, str(digest), size, "remote", where[digest]))
+        elif str(digest) in on_server:
+            planned.append(PlannedInput(path, str(digest), size, "server"))
         elif _in_code(ws, run, git_top, path):
             planned.append(PlannedInput(path, str(digest), size, "code"))
         else:
             problems.append(
                 Problem(
                     f"input {path} ({str(digest)[:19]}) is not in the store, on any remote, "
-                    "or in the project",
-                    "version inputs with 'tether add' and 'tether data push', or record runs "
-                    "with --store-inputs",
+                    "on the team server, or in the project",
+                    "version inputs with 'tether add' and 'tether data push' (or 'tether "
+                    "sync'), or record runs with --store-inputs",
                 )
             )
     warnings.extend(f"remote not searched: {msg}" for msg in unreachable)
     return sorted(planned, key=lambda i: i.path)
+
+
+def _on_server(ws: Workspace, digests: list[str], warnings: list[str]) -> dict[str, int]:
+    """Those of ``digests`` the connected team server holds (a teammate's sync sent a
+    run's inputs there); nothing when this checkout is not connected."""
+    from tether.errors import TetherError
+    from tether.team import client
+
+    if not digests or not client.connected(ws):
+        return {}
+    try:
+        return client.held_by_server(ws, digests)
+    except TetherError as e:
+        warnings.append(f"team server not searched: {e.message}")
+        return {}
 
 
 def _same_content(path: Path, digest: Digest) -> bool:

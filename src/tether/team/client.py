@@ -211,6 +211,30 @@ def stream_for(ws: Workspace, run_id: str) -> RunStream | None:
     return RunStream(link.url, link.project, token, run.start(), seq)
 
 
+def connected(ws: Workspace) -> bool:
+    return _link_path(ws).exists()
+
+
+def held_by_server(ws: Workspace, digests: list[str]) -> dict[str, int]:
+    """Which of ``digests`` the project's server holds, with their sizes."""
+    link, token = linked(ws)
+    found: dict[str, int] = {}
+    with _client(link.url, token) as client:
+        for part in _slices(list(dict.fromkeys(digests))):
+            answer = _request(client, "POST", f"/p/{link.project}/sync/blobs/have",
+                              link.project, json={"digests": part})  # fmt: skip
+            found.update(answer.get("sizes", {}))
+    return found
+
+
+def fetch_from_server(ws: Workspace, digests: list[str]) -> int:
+    """Fetch ``digests`` from the project's server into the store, each verified;
+    returns how many arrived."""
+    link, token = linked(ws)
+    with _client(link.url, token) as client:
+        return _fetch_many(client, ws, f"/p/{link.project}/sync", link.project, digests)
+
+
 @dataclass(frozen=True)
 class SyncReport:
     server: ServerLink
