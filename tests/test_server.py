@@ -1290,3 +1290,59 @@ def test_a_teammate_reproduces_a_run_from_the_servers_inputs(
     report = last_json(result)
     assert [i["source"] for i in report["plan"]["inputs"]] == ["server"]
     assert report["verdict"] == "REPRODUCED"
+
+
+@pytest.fixture(scope="module")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's docker-registry on 127.0.0.1."""
+    from tests.registry import start_registry
+
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+def test_where_a_model_is_mirrored_travels_with_it(
+    team: dict[str, Any],
+    deployment: Any,
+    project: Any,
+    tether: Any,
+    request: pytest.FixtureRequest,
+    oci_registry: Any,
+) -> None:
+    """ada mirrors her model to an OCI registry (docker-registry) and syncs; bob's sync
+    brings the model and where it is mirrored, so his 'model push' needs no
+    destination, and the registry then holds both their aliases."""
+    conftest.train(tether, project, "v1", "alpha")
+    dest = f"{oci_registry.host}/team/recs"
+    for args in (
+        ("pack", "-t", "demo:v1.0.0"),
+        ("model", "register", "recs", "--from", "demo:v1.0.0"),
+        ("model", "alias", "recs", "production", "v1", "-m", "first release"),
+        ("model", "push", "recs", dest, "--plain-http"),
+        ("connect", team["base"], "--project", "recs", "--token-stdin"),
+        ("sync",),
+    ):
+        done = tether(*args, input=team["tokens"]["ada"] if args[0] == "connect" else None)
+        assert done.exit_code == 0, (args, done.output)
+    admin(deployment, "grant", "bob", "recs", "write")
+    bob_root = project.root.parent / "bob"
+    bob_root.mkdir()
+    init_workspace(bob_root, propose_kitfile=False)
+    conftest.separate_database(request, bob_root)
+
+    def as_bob(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
+
+    for args in (
+        ("connect", team["base"], "--project", "recs", "--token-stdin"),
+        ("sync",),
+        ("model", "alias", "recs", "staging", "v1", "-m", "bob stages it"),
+        ("model", "push", "recs", "--plain-http"),
+    ):
+        done = as_bob(*args, input=team["tokens"]["bob"] if args[0] == "connect" else None)
+        assert done.exit_code == 0, (args, done.output)
+    tags = httpx.get(f"http://{oci_registry.host}/v2/team/recs/tags/list").json()["tags"]
+    assert {"v1", "production", "staging", "tether.history"} <= set(tags)
+    with client(team, "bob") as bob:
+        assert dest in bob.get("/p/recs/models/recs").text

@@ -191,12 +191,14 @@ class ModelOverview:
     name: str
     versions: tuple[ModelVersion, ...]
     history: tuple[ModelEvent, ...]  # newest first
+    remote: str | None = None  # the registry repository 'model push' mirrors it to
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "versions": [v.to_json() for v in self.versions],
             "history": [e.to_json() for e in self.history],
+            "remote": self.remote,
         }
 
 
@@ -207,7 +209,8 @@ def overview(ws: Workspace, name: str) -> ModelOverview:
     with ws.db.snapshot():
         versions = tuple(models.versions(ws, name))
         events = tuple(reversed(models.history(ws, name)))
-    return ModelOverview(name, versions, events)
+        remote = next((m.remote for m in models.list_models(ws) if m.name == name), None)
+    return ModelOverview(name, versions, events, remote)
 
 
 @dataclass(frozen=True)

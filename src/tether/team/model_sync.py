@@ -36,6 +36,7 @@ class ModelCopy:
     versions: tuple[ModelVersion, ...]
     events: tuple[ModelEvent, ...]
     aliases: Mapping[str, int]
+    remote: str | None = None  # the registry repository 'model push' mirrors it to
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class ModelCopy:
             "versions": [v.to_json() for v in self.versions],
             "events": [e.to_json() for e in self.events],
             "aliases": dict(self.aliases),
+            "remote": self.remote,
         }
 
     @classmethod
@@ -54,7 +56,13 @@ class ModelCopy:
             versions = tuple(ModelVersion.from_json(v) for v in data["versions"])
             events = tuple(ModelEvent.from_json(e) for e in data["events"])
             aliases = {str(a): int(v) for a, v in dict(data["aliases"]).items()}
-        except (KeyError, TypeError, ValueError, ModelError) as e:
+            remote = data.get("remote")
+            if remote is not None:
+                from tether.modelkit.remote import remote_ref
+
+                remote_ref(str(remote)[:512])  # refused unless it names a registry
+                remote = str(remote)[:512]
+        except (KeyError, TypeError, ValueError, ModelError, UsageError) as e:
             raise UsageError(
                 f"a model's copy does not parse: {type(e).__name__}", hint="upgrade the client"
             ) from None
@@ -64,7 +72,7 @@ class ModelCopy:
             raise UsageError(
                 f"a copy of {name} holds another model's records", hint="upgrade the client"
             )
-        return cls(name, versions, events, aliases)
+        return cls(name, versions, events, aliases, remote)
 
 
 @dataclass(frozen=True)
@@ -111,15 +119,16 @@ class ModelMerge:
 def copies(ws: Workspace) -> list[ModelCopy]:
     """Every model of this project, as it travels."""
     with ws.db.snapshot() as conn:
-        names = [row.name for row in repo.summaries(conn)]
+        rows = repo.summaries(conn)
         return [
             ModelCopy(
-                name,
-                tuple(repo.versions(conn, name)),
-                tuple(repo.events(conn, name)),
-                repo.all_aliases(conn).get(name, {}),
+                row.name,
+                tuple(repo.versions(conn, row.name)),
+                tuple(repo.events(conn, row.name)),
+                repo.all_aliases(conn).get(row.name, {}),
+                row.remote,
             )
-            for name in names
+            for row in rows
         ]
 
 
@@ -205,6 +214,11 @@ def merge(
             if e.alias is None:
                 repo.add_event(conn, e)
                 new_events += 1
+        # Where the team mirrors it: learnt by a side that does not know yet (each side
+        # keeps its own once set; 'model push DEST' changes it).
+        known_remote = {r.name: r.remote for r in repo.summaries(conn)}
+        if incoming.remote and name in known_remote and known_remote[name] is None:
+            repo.set_remote(conn, name, incoming.remote)
         every = {**ours, **{v.version: v for v in incoming.versions if v.version in added}}
         _tag_layout(ws, name, every, added, moved, incoming.aliases)
     return ModelMerge(name, tuple(added), new_events, tuple(moved), tuple(conflicts))

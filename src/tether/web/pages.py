@@ -320,6 +320,7 @@ def model_page(request: Request) -> Response:
             "versions": overview.versions,
             "history": overview.history,
             "aliases": aliases,
+            "remote": overview.remote,
         },
     )
 
