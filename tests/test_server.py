@@ -123,6 +123,28 @@ def client(team: dict[str, Any], user: str | None) -> httpx.Client:
     return httpx.Client(base_url=team["base"], headers=headers, timeout=30)
 
 
+def teammate(
+    team: dict[str, Any], user: str, root: Path, request: pytest.FixtureRequest,
+    *, init: bool = True,
+) -> Any:  # fmt: skip
+    """``user``'s checkout at ``root`` (made here unless ``init`` is False: a clone),
+    with a database of its own, connected to the project recs: a runner of tether
+    commands in it."""
+    if init:
+        root.mkdir(parents=True)
+        init_workspace(root, propose_kitfile=False)
+    conftest.separate_database(request, root)
+
+    def run(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["-C", str(root), *args], input=input)
+
+    connected = run(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"][user]
+    )
+    assert connected.exit_code == 0, connected.output
+    return run
+
+
 def test_grants_decide_what_each_user_sees(team: dict[str, Any], deployment: Any) -> None:
     with client(team, "ada") as ada, client(team, "bob") as bob, client(team, "root") as root:
         assert ada.get("/api/projects").json()["projects"] == [{"name": "recs", "role": "write"}]
@@ -354,23 +376,13 @@ def test_sync_pushes_runs_once_and_teammates_see_them(
     # bob, read-only, in a checkout of his own: sync brings ada's run, blobs included,
     # and holds back his own runs (a read grant may not send).
     bob_root = project.root.parent / "bob"
-    bob_root.mkdir()
-    init_workspace(bob_root, propose_kitfile=False)
-    conftest.separate_database(request, bob_root)
+    as_bob = teammate(team, "bob", bob_root, request)
     bob_ws = Workspace.open(bob_root)
     mine = runs_repo.create_run(bob_ws.db, NewRun(
         name="bobs", command=["true"], cwd=".", host="h", user="bob", pid=1,
         started=time.time(),
     ))  # fmt: skip
     runs_repo.finish_run(bob_ws.db, mine, "finished")
-
-    def as_bob(*args: str, input: str | None = None) -> Any:
-        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
-
-    connected = as_bob(
-        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["bob"]
-    )
-    assert connected.exit_code == 0, connected.output
     pulled = as_bob("sync", "--json")
     assert pulled.exit_code == 0, pulled.output
     got = json.loads(pulled.output[pulled.output.index("{") :])
@@ -699,16 +711,7 @@ def test_the_model_registry_travels_with_its_history_and_conflicts_are_reported(
         assert v2 in graph
     # bob, in a checkout of his own, pulls the model: versions, ModelKits, history.
     admin(deployment, "grant", "bob", "recs", "write")
-    bob_root = project.root.parent / "bob"
-    bob_root.mkdir()
-    init_workspace(bob_root, propose_kitfile=False)
-    conftest.separate_database(request, bob_root)
-
-    def as_bob(*args: str, input: str | None = None) -> Any:
-        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
-
-    assert as_bob("connect", team["base"], "--project", "recs", "--token-stdin",
-                  input=team["tokens"]["bob"]).exit_code == 0  # fmt: skip
+    as_bob = teammate(team, "bob", project.root.parent / "bob", request)
     pulled = as_bob("sync", "--json")
     assert pulled.exit_code == 0, pulled.output
     [took] = json.loads(pulled.output[pulled.output.index("{") :])["models_pulled"]
@@ -908,30 +911,13 @@ def test_tracked_data_travels_with_sync(
     assert json.loads(again[again.index("{") :])["data_sent"] == 0
     admin(deployment, "grant", "bob", "recs", "read")
     bob_root = project.root.parent / "bob"
-    bob_root.mkdir()
-    init_workspace(bob_root, propose_kitfile=False)
-    conftest.separate_database(request, bob_root)
+    as_bob = teammate(team, "bob", bob_root, request)
     for ptr in project.root.rglob("?*.tether"):
         if ".tether" in ptr.relative_to(project.root).parts[:-1]:
             continue
         target = bob_root / ptr.relative_to(project.root)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(ptr.read_bytes())
-
-    def as_bob(*args: str, input: str | None = None) -> Any:
-        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
-
-    assert (
-        as_bob(
-            "connect",
-            team["base"],
-            "--project",
-            "recs",
-            "--token-stdin",
-            input=team["tokens"]["bob"],
-        ).exit_code
-        == 0
-    )
     pulled = as_bob("sync")
     assert pulled.exit_code == 0, pulled.output
     assert "received; place them with: tether checkout" in pulled.output
@@ -1267,22 +1253,7 @@ def test_a_teammate_reproduces_a_run_from_the_servers_inputs(
     admin(deployment, "grant", "bob", "recs", "read")
     bob_root = tmp_path / "bob"
     git(tmp_path, "clone", "-q", str(root), str(bob_root))
-    conftest.separate_database(request, bob_root)
-
-    def as_bob(*args: str, input: str | None = None) -> Any:
-        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
-
-    assert (
-        as_bob(
-            "connect",
-            team["base"],
-            "--project",
-            "recs",
-            "--token-stdin",
-            input=team["tokens"]["bob"],
-        ).exit_code
-        == 0
-    )
+    as_bob = teammate(team, "bob", bob_root, request, init=False)
     pulled = as_bob("sync")
     assert pulled.exit_code == 0, pulled.output
     result = as_bob("reproduce", "v1", "--json")
@@ -1326,21 +1297,13 @@ def test_where_a_model_is_mirrored_travels_with_it(
         done = tether(*args, input=team["tokens"]["ada"] if args[0] == "connect" else None)
         assert done.exit_code == 0, (args, done.output)
     admin(deployment, "grant", "bob", "recs", "write")
-    bob_root = project.root.parent / "bob"
-    bob_root.mkdir()
-    init_workspace(bob_root, propose_kitfile=False)
-    conftest.separate_database(request, bob_root)
-
-    def as_bob(*args: str, input: str | None = None) -> Any:
-        return CliRunner().invoke(cli, ["-C", str(bob_root), *args], input=input)
-
+    as_bob = teammate(team, "bob", project.root.parent / "bob", request)
     for args in (
-        ("connect", team["base"], "--project", "recs", "--token-stdin"),
         ("sync",),
         ("model", "alias", "recs", "staging", "v1", "-m", "bob stages it"),
         ("model", "push", "recs", "--plain-http"),
     ):
-        done = as_bob(*args, input=team["tokens"]["bob"] if args[0] == "connect" else None)
+        done = as_bob(*args)
         assert done.exit_code == 0, (args, done.output)
     tags = httpx.get(f"http://{oci_registry.host}/v2/team/recs/tags/list").json()["tags"]
     assert {"v1", "production", "staging", "tether.history"} <= set(tags)

@@ -286,7 +286,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
     from tether.repositories import runs as runs_repo
     from tether.repositories.lineage import edge_counts
     from tether.repositories.run_filter import list_runs
-    from tether.team.data_sync import offer
+    from tether.team.data_sync import DataOffer, offer
     from tether.team.sync import SYNCED_BY, fingerprint
 
     link, token = linked(ws)
@@ -313,7 +313,7 @@ def sync(ws: Workspace, *, report: Reporter = SILENT) -> SyncReport:
         ]
         sent: list[str] = []
         blobs_sent = 0
-        data = offer(ws, [records[i] for i in ours])
+        data = offer(ws, [records[i] for i in ours]) if role != "read" else DataOffer({}, ())
         data_sent = 0
         if role != "read":
             # Data first: a run on the server can then always be reproduced from it.
