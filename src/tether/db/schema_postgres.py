@@ -231,8 +231,34 @@ def _0009_metric_chunks(conn: Connection) -> None:
     backfill.metric_chunks(conn, "seq")
 
 
+def _0010_experiments(conn: Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE experiments (
+            id bigint PRIMARY KEY,
+            name text NOT NULL UNIQUE,
+            artifact_location text,
+            lifecycle text NOT NULL CHECK (lifecycle IN ('active', 'deleted')),
+            created timestamptz NOT NULL,
+            updated timestamptz NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE experiment_tags (
+            experiment_id bigint NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+            key text NOT NULL,
+            value text NOT NULL,
+            PRIMARY KEY (experiment_id, key)
+        )
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0007_side_effects", _0007_schema),
     Migration("0008_metric_buckets", _0008_metric_buckets),
     Migration("0009_metric_chunks", _0009_metric_chunks),
+    Migration("0010_experiments", _0010_experiments),
 )

@@ -321,6 +321,30 @@ def _0009_metric_chunks(conn: Connection) -> None:
     backfill.metric_chunks(conn, "rowid")
 
 
+def _0010_experiments(conn: Connection) -> None:
+    # MLflow's experiments (repositories/experiments.py): a run belongs to one through
+    # its tag mlflow.experiment_id; runs without it are in experiment 0, "Default".
+    _script(
+        conn,
+        """
+        CREATE TABLE experiments (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            artifact_location TEXT,
+            lifecycle TEXT NOT NULL CHECK (lifecycle IN ('active', 'deleted')),
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+        CREATE TABLE experiment_tags (
+            experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, key)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
@@ -331,4 +355,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0007_side_effects", _0007_side_effects),
     Migration("0008_metric_buckets", _0008_metric_buckets),
     Migration("0009_metric_chunks", _0009_metric_chunks),
+    Migration("0010_experiments", _0010_experiments),
 )

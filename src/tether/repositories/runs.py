@@ -155,6 +155,19 @@ def set_tags(db: Database, run_id: str, tags: Mapping[str, object]) -> None:
         )
 
 
+def delete_tags(db: Database, run_id: str, keys: Iterable[str]) -> None:
+    with db.atomic() as conn:
+        conn.executemany(
+            "DELETE FROM run_tags WHERE run_id = ? AND key = ?", [(run_id, k) for k in keys]
+        )
+
+
+def rename_run(db: Database, run_id: str, name: str) -> None:
+    check_name(name)
+    with db.atomic() as conn:
+        conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+
+
 def add_files(db: Database, run_id: str, files: Iterable[RunFile]) -> None:
     rows = [(run_id, f.role, f.path, f.digest, f.size, f.source, int(f.stored)) for f in files]
     with db.atomic() as conn:

@@ -40,6 +40,7 @@ from tether.team.deployment import Deployment
 from tether.team.records import Role, User
 from tether.web.app import ERROR_HANDLERS as _ERRORS
 from tether.web.app import STATIC, Site, create_app, status_of
+from tether.web.mlflow_api import QUERIES as MLFLOW_QUERIES
 
 log = logging.getLogger("tether.server")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -162,7 +163,7 @@ class Projects:
         user: User = scope["state"]["user"]
         method = scope.get("method", "GET")
         route = scope.get("path", "")[len(scope.get("root_path", "")) :]
-        reads = method in ("GET", "HEAD") or route in QUERIES
+        reads = method in ("GET", "HEAD") or route in QUERIES or route in MLFLOW_QUERIES
         need: Role = "read" if reads else "write"
         try:
             await run_in_threadpool(projects.authorize, self.team, user, name, need)

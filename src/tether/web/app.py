@@ -37,7 +37,7 @@ from tether.errors import (
     UploadOffset,
     UsageError,
 )
-from tether.web import api, pages
+from tether.web import api, mlflow_api, pages
 from tether.web.csrf import Csrf, CsrfRefused
 from tether.workspace import Workspace
 
@@ -150,6 +150,9 @@ def routes() -> list[BaseRoute]:
         Route("/kits/diff", pages.kit_diff_page, name="kit_diff"),
         Route("/kits/{ref:path}", pages.kit_page, name="kit"),
         Route("/lineage", pages.lineage_page, name="lineage"),
+        # MLflow's REST API, before tether's own /api (which answers anything else).
+        Mount("/api/2.0/mlflow", routes=mlflow_api.routes()),
+        Mount("/api/2.0/mlflow-artifacts", routes=mlflow_api.routes()[-1:]),
         Mount("/api", routes=api.routes(), name="api"),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -1,0 +1,133 @@
+"""``/api/2.0/mlflow/…``: MLflow's tracking REST API, for an unmodified ``mlflow`` client
+(``MLFLOW_TRACKING_URI=http://HOST:PORT``, or ``…/p/NAME`` on the team server).
+
+Each route parses the request, calls one function of ``tether.mlflow.tracking`` and
+answers its JSON; refusals take MLflow's shape, ``{"error_code", "message"}``, with its
+HTTP status. Anything not served here answers ``ENDPOINT_NOT_FOUND``. Writes need a UI
+started ``--writable`` (the team server's are), and a JSON body: a browser page on
+another site cannot send one without asking first, which this server never allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from tether.errors import TetherError
+from tether.mlflow import tracking
+from tether.workspace import Workspace
+
+MAX_BODY = 16 << 20
+Handler = Callable[[Workspace, Mapping[str, Any]], dict[str, Any]]
+
+# (path under /api/2.0/mlflow, method, handler, changes state)
+ENDPOINTS: tuple[tuple[str, str, Handler, bool], ...] = (
+    ("/experiments/create", "POST", tracking.create_experiment, True),
+    ("/experiments/get", "GET", tracking.get_experiment, False),
+    ("/experiments/get-by-name", "GET", tracking.get_experiment_by_name, False),
+    ("/experiments/search", "POST", tracking.search_experiments, False),
+    ("/experiments/search", "GET", tracking.search_experiments, False),
+    ("/experiments/delete", "POST", tracking.delete_experiment, True),
+    ("/experiments/restore", "POST", tracking.restore_experiment, True),
+    ("/experiments/update", "POST", tracking.update_experiment, True),
+    ("/experiments/set-experiment-tag", "POST", tracking.set_experiment_tag, True),
+    ("/runs/create", "POST", tracking.create_run, True),
+    ("/runs/get", "GET", tracking.get_run, False),
+    ("/runs/update", "POST", tracking.update_run, True),
+    ("/runs/delete", "POST", tracking.delete_run, True),
+    ("/runs/restore", "POST", tracking.restore_run, True),
+    ("/runs/log-metric", "POST", tracking.log_metric, True),
+    ("/runs/log-parameter", "POST", tracking.log_param, True),
+    ("/runs/log-batch", "POST", tracking.log_batch, True),
+    ("/runs/set-tag", "POST", tracking.set_tag, True),
+    ("/runs/delete-tag", "POST", tracking.delete_tag, True),
+    ("/runs/search", "POST", tracking.search_runs, False),
+    ("/metrics/get-history", "GET", tracking.metric_history, False),
+)
+# POSTs that only read: a read grant does on the team server.
+QUERIES = frozenset(f"/api/2.0/mlflow{p}" for p, m, _, w in ENDPOINTS if m == "POST" and not w)
+
+QUIET = frozenset({"/runs/log-metric", "/runs/log-parameter", "/runs/log-batch",
+                   "/runs/set-tag", "/runs/delete-tag"})  # fmt: skip
+_CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+          404: "RESOURCE_DOES_NOT_EXIST", 409: "INVALID_STATE", 413: "INVALID_PARAMETER_VALUE",
+          503: "TEMPORARILY_UNAVAILABLE"}  # fmt: skip
+
+
+def _error(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error_code": code, "message": message}, status_code=status)
+
+
+async def _request_body(request: Request, method: str) -> Mapping[str, Any]:
+    if method == "GET":
+        body: dict[str, Any] = {}
+        for key in request.query_params:
+            values = request.query_params.getlist(key)
+            body[key] = values if len(values) > 1 or key.endswith("_ids") else values[0]
+        return body
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise tracking.MlflowError("BAD_REQUEST", "the body must be application/json")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise tracking.MlflowError(
+            "INVALID_PARAMETER_VALUE", "the request is too large", status=413
+        )
+    import orjson
+
+    try:
+        parsed = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise tracking.MlflowError("MALFORMED_REQUEST", "the body is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise tracking.MlflowError("MALFORMED_REQUEST", "the body must be a JSON object")
+    return parsed
+
+
+def _route(path: str, method: str, handler: Handler, writes: bool) -> Route:
+    async def endpoint(request: Request) -> Response:
+        from tether.web.app import status_of
+
+        site = request.app.state.site
+        state = request.scope.get("state")
+        if isinstance(state, dict) and path in QUIET:
+            state["audit"] = None  # the team server audits a run's start and end, not each log
+        try:
+            if writes and not site.writable:
+                raise tracking.MlflowError(
+                    "PERMISSION_DENIED",
+                    "this tether ui is read-only: restart it with 'tether ui --writable'",
+                    status=403,
+                )
+            body = await _request_body(request, method)
+            result = await run_in_threadpool(handler, site.workspace, body)
+        except tracking.MlflowError as e:
+            return _error(e.error_code, e.message, e.status)
+        except TetherError as e:
+            status = status_of(e)
+            return _error(_CODES.get(status, "INTERNAL_ERROR"), e.message, status)
+        return JSONResponse(result)
+
+    return Route(path, endpoint, methods=[method])
+
+
+async def not_found(request: Request) -> Response:
+    path = request.url.path
+    return _error(
+        "ENDPOINT_NOT_FOUND",
+        f"tether does not serve MLflow's {request.method} {path[-120:]}"
+        " (see docs/migrating.md for what it does)",
+        404,
+    )
+
+
+def routes() -> list[BaseRoute]:
+    found: list[BaseRoute] = [_route(*e) for e in ENDPOINTS]
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    found.append(Route("/{rest:path}", not_found, methods=methods))
+    return found
