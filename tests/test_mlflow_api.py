@@ -95,7 +95,27 @@ mlflow.start_run(run_name="broken")
 mlflow.log_metric("rmse", 3.0)
 mlflow.end_run(status="FAILED")
 
+import hashlib, os, tempfile
+src = tempfile.mkdtemp()
+with open(os.path.join(src, "model.bin"), "wb") as f:
+    f.write(os.urandom(3_000_000))
+os.makedirs(os.path.join(src, "plots", "deep"))
+for name, text in (("a.txt", "a"), ("b.txt", "bb"), ("deep/c.txt", "ccc")):
+    with open(os.path.join(src, "plots", name), "w") as f:
+        f.write(text)
+with mlflow.start_run(run_name="artifacts") as art:
+    mlflow.log_artifact(os.path.join(src, "model.bin"))
+    mlflow.log_artifacts(os.path.join(src, "plots"), artifact_path="plots")
+
 client = MlflowClient()
+listed = [[f.path, f.is_dir, f.file_size] for f in client.list_artifacts(art.info.run_id)]
+inside = [f.path for f in client.list_artifacts(art.info.run_id, "plots")]
+dst = mlflow.artifacts.download_artifacts(run_id=art.info.run_id, dst_path=tempfile.mkdtemp())
+same = all(
+    open(os.path.join(src, rel), "rb").read() == open(os.path.join(dst, target), "rb").read()
+    for rel, target in (("model.bin", "model.bin"), ("plots/a.txt", "plots/a.txt"),
+                        ("plots/deep/c.txt", "plots/deep/c.txt"))
+)
 found = mlflow.search_runs(
     filter_string="metrics.rmse < 1 and params.model = 'svd'",
     order_by=["metrics.rmse ASC"], output_format="list",
@@ -119,6 +139,10 @@ print(json.dumps({
     "failed": [r.info.run_name for r in failed],
     "params": found[-1].data.params,
     "changed": changed,
+    "listed": listed,
+    "inside": inside,
+    "same": same,
+    "artifacts_run": art.info.run_id,
 }))
 """
 
@@ -142,7 +166,18 @@ def test_an_unmodified_mlflow_script_logs_into_tether(
     assert got["found"] == ["svd-2", "svd-1"]
     assert got["params"] == {"model": "svd", "k": "10", "lr": "0.01"}
     assert got["history"] == [[s, 1 / (1 + s), 1_700_000_000_000 + s] for s in range(100)]
-    assert got["after_delete"] == ["broken", "svd-1", "svd-1-fold", "svd-2"]
+    assert got["after_delete"] == ["artifacts", "broken", "svd-1", "svd-1-fold", "svd-2"]
+    # Artifacts up and down byte-identical; listed as MLflow lists them.
+    assert got["same"] is True
+    assert got["listed"] == [["model.bin", False, 3_000_000], ["plots", True, None]]
+    assert got["inside"] == ["plots/a.txt", "plots/b.txt", "plots/deep"]
+    stored = runs_repo.load_runs(project.db, [got["artifacts_run"]])[0].files
+    assert sorted(f.path for f in stored if f.role == "artifact") == [
+        "model.bin",
+        "plots/a.txt",
+        "plots/b.txt",
+        "plots/deep/c.txt",
+    ]
     assert got["failed"] == ["broken"]
     assert got["changed"] == "INVALID_PARAMETER_VALUE"
     # The same runs, as tether sees them.
@@ -162,12 +197,20 @@ def test_mlflow_errors_keep_mlflows_shape(ui: str, project: Workspace) -> None:
         missing = http.get("/api/2.0/mlflow/runs/get", params={"run_id": "nope"})
         assert missing.status_code == 404
         assert missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-        unknown = http.post("/api/2.0/mlflow/logged-models/search", json={})
+        unknown = http.post("/api/2.0/mlflow/logged-models", json={})
         assert unknown.status_code == 404 and unknown.json()["error_code"] == "ENDPOINT_NOT_FOUND"
         # A page on another site cannot post a form here: the body must be JSON.
         form = http.post("/api/2.0/mlflow/experiments/create", content=b"name=x",
                          headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
         assert form.status_code == 400 and form.json()["error_code"] == "BAD_REQUEST"
+        for climb in (
+            "0/x/artifacts/../../etc/passwd",
+            "0/x/artifacts/%2e%2e/y",
+            "0/x/notartifacts/y",
+        ):
+            refused = http.put(f"/api/2.0/mlflow-artifacts/artifacts/{climb}", content=b"x")
+            assert refused.status_code in (400, 404), climb
+            assert refused.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "ENDPOINT_NOT_FOUND")
         bad = http.post("/api/2.0/mlflow/runs/search", json={"filter": "metrics.rmse <"})
         assert bad.status_code == 400
         assert bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"

@@ -443,6 +443,14 @@ def search_runs(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def search_logged_models(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
+    """MLflow 3's logged models: none are recorded through this API yet (creating one
+    answers ENDPOINT_NOT_FOUND), so a search finds none. The client asks while it lists
+    a run's artifacts."""
+    _page(body)
+    return {"models": []}
+
+
 def _page(body: Mapping[str, Any], *, default: int = DEFAULT_RESULTS) -> tuple[int, int]:
     try:
         limit = int(body.get("max_results") or default)

@@ -152,7 +152,7 @@ def routes() -> list[BaseRoute]:
         Route("/lineage", pages.lineage_page, name="lineage"),
         # MLflow's REST API, before tether's own /api (which answers anything else).
         Mount("/api/2.0/mlflow", routes=mlflow_api.routes()),
-        Mount("/api/2.0/mlflow-artifacts", routes=mlflow_api.routes()[-1:]),
+        Mount("/api/2.0/mlflow-artifacts", routes=mlflow_api.artifact_routes()),
         Mount("/api", routes=api.routes(), name="api"),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -48,6 +48,7 @@ ENDPOINTS: tuple[tuple[str, str, Handler, bool], ...] = (
     ("/runs/delete-tag", "POST", tracking.delete_tag, True),
     ("/runs/search", "POST", tracking.search_runs, False),
     ("/metrics/get-history", "GET", tracking.metric_history, False),
+    ("/logged-models/search", "POST", tracking.search_logged_models, False),
 )
 # POSTs that only read: a read grant does on the team server.
 QUERIES = frozenset(f"/api/2.0/mlflow{p}" for p, m, _, w in ENDPOINTS if m == "POST" and not w)
@@ -91,8 +92,6 @@ async def _request_body(request: Request, method: str) -> Mapping[str, Any]:
 
 def _route(path: str, method: str, handler: Handler, writes: bool) -> Route:
     async def endpoint(request: Request) -> Response:
-        from tether.web.app import status_of
-
         site = request.app.state.site
         state = request.scope.get("state")
         if isinstance(state, dict) and path in QUIET:
@@ -106,14 +105,79 @@ def _route(path: str, method: str, handler: Handler, writes: bool) -> Route:
                 )
             body = await _request_body(request, method)
             result = await run_in_threadpool(handler, site.workspace, body)
-        except tracking.MlflowError as e:
-            return _error(e.error_code, e.message, e.status)
         except TetherError as e:
-            status = status_of(e)
-            return _error(_CODES.get(status, "INTERNAL_ERROR"), e.message, status)
+            return _refused(e)
         return JSONResponse(result)
 
     return Route(path, endpoint, methods=[method])
+
+
+def _refused(e: TetherError) -> JSONResponse:
+    from tether.web.app import status_of
+
+    if isinstance(e, tracking.MlflowError):
+        return _error(e.error_code, e.message, e.status)
+    status = status_of(e)
+    return _error(_CODES.get(status, "INTERNAL_ERROR"), e.message, status)
+
+
+async def artifact_list(request: Request) -> Response:
+    from tether.mlflow import artifacts
+
+    site = request.app.state.site
+    try:
+        where = artifacts.parse(request.query_params.get("path", ""))
+        found = await run_in_threadpool(artifacts.listing, site.workspace, where)
+    except TetherError as e:
+        return _refused(e)
+    files = []
+    for entry in found:
+        item: dict[str, Any] = {"path": entry.path.rsplit("/", 1)[-1], "is_dir": entry.is_dir}
+        if entry.size is not None:
+            item["file_size"] = entry.size
+        files.append(item)
+    return JSONResponse({"files": files})
+
+
+async def artifact(request: Request) -> Response:
+    """GET: the artifact's bytes; PUT: store them."""
+    import tempfile
+
+    from starlette.responses import StreamingResponse
+
+    from tether.mlflow import artifacts
+
+    site = request.app.state.site
+    try:
+        where = artifacts.parse(request.path_params["path"])
+        if request.method == "GET":
+            chunks = await run_in_threadpool(artifacts.read, site.workspace, where)
+            return StreamingResponse(chunks, media_type="application/octet-stream")
+        if not site.writable:
+            raise tracking.MlflowError("PERMISSION_DENIED", "this tether ui is read-only",
+                                       status=403)  # fmt: skip
+        # Spooled (in memory up to 8 MiB): the store reads it in a thread.
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+            async for chunk in request.stream():
+                spool.write(chunk)
+            spool.seek(0)
+            await run_in_threadpool(artifacts.store, site.workspace, where, _read(spool))
+    except TetherError as e:
+        return _refused(e)
+    return JSONResponse({})
+
+
+def _read(f: Any) -> Any:
+    while chunk := f.read(1 << 20):
+        yield chunk
+
+
+def artifact_routes() -> list[BaseRoute]:
+    return [
+        Route("/artifacts", artifact_list, methods=["GET"]),
+        Route("/artifacts/{path:path}", artifact, methods=["GET", "PUT"]),
+        Route("/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
 
 
 async def not_found(request: Request) -> Response:
