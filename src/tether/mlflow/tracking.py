@@ -75,6 +75,12 @@ def _text(body: Mapping[str, Any], name: str, *, required: bool = True) -> str |
     return str(value)
 
 
+def _required(body: Mapping[str, Any], name: str) -> str:
+    found = _text(body, name)
+    assert found is not None  # _text refuses a missing required field
+    return found
+
+
 def _millis(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 
@@ -110,8 +116,7 @@ def _experiment(ws: Workspace, experiment_id: int) -> exp_repo.Experiment:
 
 
 def create_experiment(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
-    name = _text(body, "name")
-    assert name is not None
+    name = _required(body, "name")
     tags = {str(t["key"]): str(t["value"]) for t in body.get("tags") or ()}
     exp_repo.ensure_default(ws.db, at=time.time())
     made = exp_repo.create(ws.db, name, _text(body, "artifact_location", required=False),
@@ -129,8 +134,7 @@ def get_experiment(ws: Workspace, query: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def get_experiment_by_name(ws: Workspace, query: Mapping[str, Any]) -> dict[str, Any]:
-    name = _text(query, "experiment_name")
-    assert name is not None
+    name = _required(query, "experiment_name")
     exp_repo.ensure_default(ws.db, at=time.time())
     found = exp_repo.by_name(ws.db, name)
     if found is None:
@@ -168,8 +172,7 @@ def restore_experiment(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]
 
 def update_experiment(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     found = _experiment(ws, _experiment_id(_text(body, "experiment_id")))
-    name = _text(body, "new_name")
-    assert name is not None
+    name = _required(body, "new_name")
     if not exp_repo.rename(ws.db, found.id, name, at=time.time()):
         raise MlflowError("RESOURCE_ALREADY_EXISTS", f"Experiment '{name}' already exists.")
     return {}
@@ -177,8 +180,7 @@ def update_experiment(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
 
 def set_experiment_tag(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     found = _experiment(ws, _experiment_id(_text(body, "experiment_id")))
-    key = _text(body, "key")
-    assert key is not None
+    key = _required(body, "key")
     exp_repo.set_tag(ws.db, found.id, key, str(body.get("value") or ""))
     return {}
 
@@ -304,16 +306,14 @@ def _set_tags(ws: Workspace, run_id: str, tags: Mapping[str, str]) -> None:
 
 def set_tag(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     run = _open_run(ws, body)
-    key = _text(body, "key")
-    assert key is not None
+    key = _required(body, "key")
     _set_tags(ws, run.id, {key: str(body.get("value") or "")})
     return {}
 
 
 def delete_tag(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     run = _open_run(ws, body)
-    key = _text(body, "key")
-    assert key is not None
+    key = _required(body, "key")
     if key not in run.tags:
         raise _missing(f"No tag with name: {key} in run with id {run.id}")
     runs_repo.delete_tags(ws.db, run.id, [key])
@@ -331,8 +331,7 @@ def _params(ws: Workspace, run_id: str, params: Mapping[str, str]) -> None:
 
 def log_param(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     run = _open_run(ws, body)
-    key = _text(body, "key")
-    assert key is not None
+    key = _required(body, "key")
     _params(ws, run.id, {key: str(body.get("value") if body.get("value") is not None else "")})
     return {}
 
@@ -395,8 +394,7 @@ def log_batch(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
 
 def metric_history(ws: Workspace, query: Mapping[str, Any]) -> dict[str, Any]:
     run = _run(ws, query)
-    key = _text(query, "metric_key")
-    assert key is not None
+    key = _required(query, "metric_key")
     points = metrics_repo.metric_series(ws.db, run.id, key).get(key, [])
     limit, offset = _page(query, default=25_000)
     shown = points[offset : offset + limit]
