@@ -69,8 +69,6 @@ class Dialect:
     """The expressions portable SQL cannot share."""
 
     name: str
-    # Ties in a series (same key and step) come back in insertion order.
-    insertion_order: str
     # Case-insensitive for ASCII on both (SQLite's LIKE is).
     like: str = "LIKE"
 

@@ -55,7 +55,7 @@ class _PgDialect(Dialect):
             )
 
 
-DIALECT = _PgDialect(name="postgresql", insertion_order="seq", like="ILIKE")
+DIALECT = _PgDialect(name="postgresql", like="ILIKE")
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|%")
 
 

@@ -17,7 +17,7 @@ from tether.db.connection import Connection, Database, Dialect, Params
 from tether.errors import DatabaseError
 
 BUSY_TIMEOUT_MS = 30_000
-DIALECT = Dialect(name="sqlite", insertion_order="rowid")
+DIALECT = Dialect(name="sqlite")
 
 
 class _Conn:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from tether.hashing import Digest
-from tether.mlflow.tracking import MlflowError
+from tether.mlflow.tracking import MlflowError, load_run
 from tether.repositories import runs as runs_repo
 from tether.runs.record import RunFile, RunRecord
 from tether.workspace import Workspace
@@ -50,19 +50,12 @@ def clean(path: str) -> str:
     return "/".join(pure.parts)
 
 
-def _run(ws: Workspace, run_id: str) -> RunRecord:
-    found = runs_repo.load_runs(ws.db, [run_id]) if len(run_id) <= 64 else []
-    if not found:
-        raise MlflowError("RESOURCE_DOES_NOT_EXIST", f"Run '{run_id[:64]}' not found", status=404)
-    return found[0]
-
-
 def store(ws: Workspace, where: ArtifactPath, chunks: Iterable[bytes]) -> int:
     """Keep the artifact's bytes (verified into the store) as a file of the run; returns
     its size. Writing a path again replaces what it names."""
     if not where.path:
         raise MlflowError("INVALID_PARAMETER_VALUE", "an artifact needs a file name")
-    run = _run(ws, where.run_id)
+    run = load_run(ws, where.run_id)
     with ws.store.writer() as w:
         for chunk in chunks:
             w.write(chunk)
@@ -80,7 +73,7 @@ def _artifacts(run: RunRecord) -> dict[str, RunFile]:
 def read(ws: Workspace, where: ArtifactPath) -> Iterator[bytes]:
     """The artifact's bytes, checked against its digest before any is sent (a damaged
     blob is refused, never passed on as good)."""
-    found = _artifacts(_run(ws, where.run_id)).get(where.path)
+    found = _artifacts(load_run(ws, where.run_id)).get(where.path)
     if found is None or found.digest is None:
         raise MlflowError(
             "RESOURCE_DOES_NOT_EXIST", f"no artifact {where.path[:120]!r} in this run", status=404
@@ -107,7 +100,7 @@ def listing(ws: Workspace, where: ArtifactPath) -> list[Listed]:
     """What is directly under ``where.path`` (a folder of the artifacts, "" the root)."""
     prefix = f"{where.path}/" if where.path else ""
     out: dict[str, Listed] = {}
-    for path, f in _artifacts(_run(ws, where.run_id)).items():
+    for path, f in _artifacts(load_run(ws, where.run_id)).items():
         if not path.startswith(prefix):
             continue
         head, _, rest = path[len(prefix) :].partition("/")

@@ -59,7 +59,7 @@ def translate_filter(text: str) -> str:
         if tok.kind == "number" and pending == "millis":
             out.append(repr(float(tok.text) / 1000))
             continue
-        if tok.kind in ("field", "dotted", "word") and tok.text.lower() in ("and", "or"):
+        if tok.kind == "word" and tok.text.lower() in ("and", "or"):
             pending = None
         out.append(tok.text)
     return " ".join(out)

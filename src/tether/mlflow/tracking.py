@@ -227,13 +227,17 @@ def _number(value: float) -> float | str:
     return value
 
 
-def _run(ws: Workspace, body: Mapping[str, Any]) -> RunRecord:
-    run_id = _text(body, "run_id", required=False) or _text(body, "run_uuid")
-    assert run_id is not None
+def load_run(ws: Workspace, run_id: str) -> RunRecord:
+    """The run MLflow names ``run_id``; RESOURCE_DOES_NOT_EXIST when there is none."""
     found = runs_repo.load_runs(ws.db, [run_id]) if len(run_id) <= 64 else []
     if not found:
         raise _missing(f"Run '{run_id[:64]}' not found")
     return found[0]
+
+
+def _run(ws: Workspace, body: Mapping[str, Any]) -> RunRecord:
+    run_id = _text(body, "run_id", required=False) or _required(body, "run_uuid")
+    return load_run(ws, run_id)
 
 
 def _open_run(ws: Workspace, body: Mapping[str, Any]) -> RunRecord:

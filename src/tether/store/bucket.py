@@ -37,7 +37,6 @@ from tether.store.objects import BlobBatch, BlobWriter, ContentStore
 URL_SECONDS = 900  # presigned URLs live 15 minutes
 MIN_PART = 5 << 20  # S3's smallest part (but the last)
 MAX_PARTS = 10_000  # S3's most parts in one upload
-PART_SIZE = 64 << 20
 
 
 class Ledger(Protocol):
@@ -60,9 +59,6 @@ class BucketURL:
         if not url.startswith("s3://") or not bucket:
             raise ConfigError(f"{url[:80]!r} is not a bucket URL", hint="s3://BUCKET[/PREFIX]")
         return cls(bucket, prefix.strip("/"))
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
 
 def s3_client(env: Mapping[str, str]) -> Any:
@@ -125,13 +121,7 @@ class Bucket:
         return f"{self.base}/incoming/{digest.hex}"
 
     def download_url(self, digest: Digest) -> str:
-        return str(
-            self.client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.name, "Key": self.key(digest)},
-                ExpiresIn=URL_SECONDS,
-            )
-        )
+        return self._sign("get_object", {"Key": self.key(digest)})
 
     def put(self, digest: Digest, path: Path) -> None:
         with open(path, "rb") as f:

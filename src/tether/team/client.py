@@ -218,13 +218,8 @@ def connected(ws: Workspace) -> bool:
 def held_by_server(ws: Workspace, digests: list[str]) -> dict[str, int]:
     """Which of ``digests`` the project's server holds, with their sizes."""
     link, token = linked(ws)
-    found: dict[str, int] = {}
     with _client(link.url, token) as client:
-        for part in _slices(list(dict.fromkeys(digests))):
-            answer = _request(client, "POST", f"/p/{link.project}/sync/blobs/have",
-                              link.project, json={"digests": part})  # fmt: skip
-            found.update(answer.get("sizes", {}))
-    return found
+        return _held(client, f"/p/{link.project}/sync", link.project, digests)
 
 
 def fetch_from_server(ws: Workspace, digests: list[str]) -> int:
@@ -460,6 +455,15 @@ def _send_missing(client: Any, ws: Workspace, base: str, project: str, digests: 
     return len(missing)
 
 
+def _held(client: Any, base: str, project: str, digests: list[str]) -> dict[str, int]:
+    """The size of each of ``digests`` the server holds, asked in bulk."""
+    found: dict[str, int] = {}
+    for part in _slices(list(dict.fromkeys(digests))):
+        answer = _request(client, "POST", f"{base}/blobs/have", project, json={"digests": part})
+        found.update(answer.get("sizes", {}))
+    return found
+
+
 def _fetch_many(client: Any, ws: Workspace, base: str, project: str, digests: list[str]) -> int:
     """Fetch those of ``digests`` this store lacks and the server holds: small blobs in
     packs, big ones alone. Returns how many arrived."""
@@ -467,12 +471,7 @@ def _fetch_many(client: Any, ws: Workspace, base: str, project: str, digests: li
     from tether.team.blob_pack import PACKED_BELOW, groups
 
     lacking = [d for d in dict.fromkeys(digests) if not ws.store.has(Digest.parse(d))]
-    sizes: dict[str, int] = {}
-    for part in _slices(lacking):
-        sizes.update(
-            _request(client, "POST", f"{base}/blobs/have", project, json={"digests": part})
-            .get("sizes", {})
-        )  # fmt: skip
+    sizes = _held(client, base, project, lacking)
     got = 0
     for group in groups((d, s) for d, s in sizes.items() if s < PACKED_BELOW):
         got += _fetch_pack(client, ws, f"{base}/blobs/fetch", group)

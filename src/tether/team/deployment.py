@@ -130,6 +130,10 @@ class Deployment:
     def project(self, name: str) -> Workspace:
         """The project's workspace: its schema and its folder (made by ``create``; with a
         bucket, the folder is a cache, made again wherever it is missing)."""
+        with self._lock:
+            found = self._projects.get(name)
+        if found is not None:
+            return found
         root = self.project_root(name)
         store = None
         if self.bucket_url is not None:
@@ -140,13 +144,11 @@ class Deployment:
             bucket = Bucket(self.s3, self.bucket_url, name, part_size=self.part_mb << 20)
             dot = root / ".tether"
             store = BucketStore(dot / "store", dot / "tmp", bucket, _Ledger(self, name))
+        env = {**self.env, "TETHER_DATABASE_URL": self._url(f"p_{name}")}
+        made = Workspace(root, env=env, store=store)
         with self._lock:
-            found = self._projects.get(name)
-            if found is None:
-                env = {**self.env, "TETHER_DATABASE_URL": self._url(f"p_{name}")}
-                found = Workspace(root, env=env, store=store)
-                self._projects[name] = found
-            return found
+            # Two threads may have made one each: the first kept is everyone's.
+            return self._projects.setdefault(name, made)
 
     def _init(self, name: str) -> None:
         from tether.workspace import init_workspace
