@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.test_server import deployment, team  # noqa: F401 - fixtures
+from tether.oci.reference import parse_reference
 from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.workspace import Workspace
@@ -197,8 +198,19 @@ def test_mlflow_errors_keep_mlflows_shape(ui: str, project: Workspace) -> None:
         missing = http.get("/api/2.0/mlflow/runs/get", params={"run_id": "nope"})
         assert missing.status_code == 404
         assert missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-        unknown = http.post("/api/2.0/mlflow/logged-models", json={})
+        unknown = http.post("/api/2.0/mlflow/registered-models/rename", json={"name": "x"})
         assert unknown.status_code == 404 and unknown.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+        stage = http.post("/api/2.0/mlflow/model-versions/transition-stage", json={})
+        assert stage.status_code == 501 and stage.json()["error_code"] == "NOT_IMPLEMENTED"
+        # A version is made from files tether holds, never from a path elsewhere.
+        http.post("/api/2.0/mlflow/registered-models/create", json={"name": "m"})
+        elsewhere = http.post("/api/2.0/mlflow/model-versions/create",
+                              json={"name": "m", "source": "s3://bucket/model"})  # fmt: skip
+        assert elsewhere.status_code == 400
+        assert "files it holds" in elsewhere.json()["message"]
+        bad_filter = http.get("/api/2.0/mlflow/model-versions/search",
+                              params={"filter": "name ~ 'x'"})  # fmt: skip
+        assert bad_filter.status_code == 400
         # A page on another site cannot post a form here: the body must be JSON.
         form = http.post("/api/2.0/mlflow/experiments/create", content=b"name=x",
                          headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
@@ -220,14 +232,119 @@ def test_mlflow_errors_keep_mlflows_shape(ui: str, project: Workspace) -> None:
         assert again.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
 
 
+REGISTRY_SCRIPT = """
+import json, os, tempfile, mlflow, numpy as np
+from mlflow import MlflowClient
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV
+
+mlflow.set_experiment("fraud")
+mlflow.sklearn.autolog()
+rng = np.random.RandomState(0)
+X = rng.rand(60, 3)
+y = X @ [1.0, 2.0, 3.0]
+with mlflow.start_run(run_name="ridge") as run:
+    Ridge(alpha=0.5).fit(X, y)
+with mlflow.start_run(run_name="grid") as grid:
+    GridSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, cv=2).fit(X, y)
+mlflow.sklearn.autolog(disable=True)
+
+client = MlflowClient()
+v1 = mlflow.register_model(f"runs:/{run.info.run_id}/model", "Fraud Model")
+# Files logged as plain artifacts of a run, registered through the client.
+folder = tempfile.mkdtemp()
+with open(os.path.join(folder, "weights.bin"), "wb") as f:
+    f.write(b"w" * 1000)
+with mlflow.start_run(run_name="plain") as plain:
+    mlflow.log_artifacts(folder, artifact_path="clf")
+v2 = client.create_model_version("Fraud Model", f"runs:/{plain.info.run_id}/clf",
+                                 plain.info.run_id)
+client.set_registered_model_alias("Fraud Model", "champion", v1.version)
+client.set_registered_model_alias("Fraud Model", "champion", v2.version)
+client.set_registered_model_alias("Fraud Model", "challenger", v1.version)
+champion = client.get_model_version_by_alias("Fraud Model", "champion")
+client.delete_registered_model_alias("Fraud Model", "challenger")
+try:
+    client.get_model_version_by_alias("Fraud Model", "challenger")
+    gone = "still there"
+except mlflow.exceptions.MlflowException as e:
+    gone = e.error_code
+versions = client.search_model_versions("name = 'Fraud Model'")
+by_run = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+loaded = mlflow.sklearn.load_model(f"models:/Fraud Model/{v1.version}")
+weights = mlflow.artifacts.download_artifacts(f"models:/Fraud Model@champion")
+model = client.get_registered_model("Fraud Model")
+print(json.dumps({
+    "run": run.info.run_id,
+    "grid": grid.info.run_id,
+    "plain": plain.info.run_id,
+    "versions": [v1.version, v2.version],
+    "champion": champion.version,
+    "gone": gone,
+    "searched": sorted(v.version for v in versions),
+    "by_run": [v.version for v in by_run],
+    "prediction": float(loaded.predict(X[:1])[0]),
+    "expected": float(Ridge(alpha=0.5).fit(X, y).predict(X[:1])[0]),
+    "weights": open(os.path.join(weights, "weights.bin"), "rb").read() == b"w" * 1000,
+    "aliases": {a: v for a, v in model.aliases.items()},
+    "label": model.name,
+}))
+"""
+
+
+def test_mlflow_registry_and_sklearn_autolog_on_tethers_registry(
+    mlflow_python: Path, ui: str, project: Workspace
+) -> None:
+    from tether.registry import models as registry
+
+    got = run_mlflow(mlflow_python, ui, REGISTRY_SCRIPT)
+    assert got["versions"] == ["1", "2"] and got["searched"] == ["1", "2"]
+    assert got["champion"] == "2" and got["gone"] == "RESOURCE_DOES_NOT_EXIST"
+    assert got["by_run"] == ["1"]
+    assert got["prediction"] == pytest.approx(got["expected"])
+    assert got["weights"] is True
+    assert got["aliases"] == {"champion": "2"} and got["label"] == "Fraud Model"
+    # autolog: the estimator's params, its training metrics, the model as a version.
+    ridge = runs_repo.load_runs(project.db, [got["run"]])[0]
+    assert ridge.params["alpha"] == "0.5" and ridge.status == "finished"
+    assert "training_r2_score" in ridge.metrics
+    grid = runs_repo.load_runs(project.db, [got["grid"]])[0]
+    assert grid.params["best_alpha"] in ("0.1", "1.0")
+    # In tether's registry the name is a slug; every version is a ModelKit made by its run,
+    # every alias move is history.
+    versions = registry.versions(project, "fraud-model")
+    assert [(v.version, v.run_id) for v in versions] == [(1, got["run"]), (2, got["plain"])]
+    moves = [(e.alias, e.action, e.new_version) for e in registry.history(project, "fraud-model")]
+    assert ("champion", "move", 2) in moves and ("challenger", "remove", None) in moves
+    kit = project.index.resolve(parse_reference("fraud-model:v1"))
+    assert kit.digest == versions[0].digest
+    lineage = subprocess.run(
+        [sys.executable, "-m", "tether", "-C", str(project.root), "lineage",
+         "model:fraud-model@v1"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "packed from run ridge" in lineage
+    listed = subprocess.run(
+        [sys.executable, "-m", "tether", "-C", str(project.root), "runs", "list", "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert {"ridge", "grid", "plain"} <= {r["name"] for r in json.loads(listed)["runs"]}
+
+
 SERVER_SCRIPT = """
 import json, mlflow
+from mlflow import MlflowClient
+from sklearn.linear_model import LinearRegression
 mlflow.set_experiment("nightly")
 with mlflow.start_run(run_name="from-mlflow") as run:
     mlflow.log_param("model", "svd")
     mlflow.log_metric("rmse", 0.75, step=1)
+    mlflow.sklearn.log_model(LinearRegression().fit([[0], [1]], [0, 1]), name="model")
 found = mlflow.search_runs(filter_string="params.model = 'svd'", output_format="list")
-print(json.dumps({"run": run.info.run_id, "found": [r.info.run_name for r in found]}))
+version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "nightly")
+MlflowClient().set_registered_model_alias("nightly", "production", version.version)
+served = MlflowClient().get_model_version_by_alias("nightly", "production")
+print(json.dumps({"run": run.info.run_id, "found": [r.info.run_name for r in found],
+                  "production": served.version}))
 """
 
 
@@ -246,7 +363,7 @@ def test_mlflow_logs_into_the_team_server_with_a_token(
         got = run_mlflow(mlflow_python, url, SERVER_SCRIPT)
     finally:
         del os.environ["MLFLOW_TRACKING_TOKEN"]
-    assert got["found"] == ["from-mlflow"]
+    assert got["found"] == ["from-mlflow"] and got["production"] == "1"
     with client(team, "ada") as ada:
         shown = ada.get(f"/p/recs/api/runs/{got['run']}").json()
         assert shown["params"] == {"model": "svd"} and shown["metrics"]["rmse"]["last"] == 0.75

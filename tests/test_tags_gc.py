@@ -120,9 +120,9 @@ def test_init_is_idempotent_and_migrations_recorded(project: Workspace, tmp_path
     assert (project.root / "Kitfile").read_text() == kitfile_before
     assert (project.root / ".gitignore").read_text() == gitignore_before
     names = [r["name"] for r in project.db.query("SELECT name FROM _tether_migrations")]
-    assert names[-1] == "0010_experiments"
+    assert names[-1] == "0011_mlflow_models"
     if project.db.dialect.name == "sqlite":
-        assert len(names) == 10  # PostgreSQL starts at the schema the first 7 build
+        assert len(names) == 11  # PostgreSQL starts at the schema the first 7 build
         assert project.db.query("PRAGMA journal_mode")[0][0] == "wal"
 
 

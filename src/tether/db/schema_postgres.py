@@ -256,9 +256,67 @@ def _0010_experiments(conn: Connection) -> None:
     )
 
 
+def _0011_mlflow_models(conn: Connection) -> None:
+    for statement in (
+        """
+        CREATE TABLE logged_models (
+            id text PRIMARY KEY,
+            experiment_id bigint NOT NULL,
+            name text NOT NULL,
+            run_id text,
+            status text NOT NULL CHECK (status IN ('pending', 'ready', 'failed')),
+            model_type text,
+            created timestamptz NOT NULL,
+            updated timestamptz NOT NULL,
+            "user" text NOT NULL
+        )
+        """,
+        "CREATE INDEX logged_models_by_run ON logged_models (run_id)",
+        """
+        CREATE TABLE logged_model_values (
+            model_id text NOT NULL REFERENCES logged_models (id) ON DELETE CASCADE,
+            kind text NOT NULL CHECK (kind IN ('tag', 'param')),
+            key text NOT NULL,
+            value text NOT NULL,
+            PRIMARY KEY (model_id, kind, key)
+        )
+        """,
+        """
+        CREATE TABLE logged_model_files (
+            model_id text NOT NULL REFERENCES logged_models (id) ON DELETE CASCADE,
+            path text NOT NULL,
+            digest text NOT NULL,
+            size bigint NOT NULL,
+            PRIMARY KEY (model_id, path)
+        )
+        """,
+        """
+        CREATE TABLE model_labels (
+            model text PRIMARY KEY REFERENCES models (name),
+            label text UNIQUE,
+            description text
+        )
+        """,
+        """
+        CREATE TABLE model_tags (
+            model text NOT NULL REFERENCES models (name),
+            version integer NOT NULL,
+            key text NOT NULL,
+            value text NOT NULL,
+            PRIMARY KEY (model, version, key)
+        )
+        """,
+        "DROP VIEW blob_refs",
+        "CREATE VIEW blob_refs AS"
+        " SELECT digest FROM run_blobs UNION SELECT digest FROM logged_model_files",
+    ):
+        conn.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0007_side_effects", _0007_schema),
     Migration("0008_metric_buckets", _0008_metric_buckets),
     Migration("0009_metric_chunks", _0009_metric_chunks),
     Migration("0010_experiments", _0010_experiments),
+    Migration("0011_mlflow_models", _0011_mlflow_models),
 )

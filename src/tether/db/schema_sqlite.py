@@ -345,6 +345,58 @@ def _0010_experiments(conn: Connection) -> None:
     )
 
 
+def _0011_mlflow_models(conn: Connection) -> None:
+    # MLflow 3's logged models (a run's model files before any registration) and what
+    # MLflow knows of a registered model that tether's registry does not: the name as
+    # the client spelled it, a description, tags (repositories/logged_models.py, models.py).
+    _script(
+        conn,
+        """
+        CREATE TABLE logged_models (
+            id TEXT PRIMARY KEY,
+            experiment_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            run_id TEXT,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'ready', 'failed')),
+            model_type TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            user TEXT NOT NULL
+        );
+        CREATE INDEX logged_models_by_run ON logged_models (run_id);
+        CREATE TABLE logged_model_values (
+            model_id TEXT NOT NULL REFERENCES logged_models (id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('tag', 'param')),
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (model_id, kind, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE logged_model_files (
+            model_id TEXT NOT NULL REFERENCES logged_models (id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (model_id, path)
+        ) WITHOUT ROWID;
+        CREATE TABLE model_labels (
+            model TEXT PRIMARY KEY REFERENCES models (name),
+            label TEXT UNIQUE,
+            description TEXT
+        ) WITHOUT ROWID;
+        CREATE TABLE model_tags (
+            model TEXT NOT NULL REFERENCES models (name),
+            version INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (model, version, key)
+        ) WITHOUT ROWID;
+        DROP VIEW blob_refs;
+        CREATE VIEW blob_refs AS
+            SELECT digest FROM run_blobs UNION SELECT digest FROM logged_model_files;
+        """,
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_tag_history", _0001_tag_history),
     Migration("0002_layer_files", _0002_layer_files),
@@ -356,4 +408,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0008_metric_buckets", _0008_metric_buckets),
     Migration("0009_metric_chunks", _0009_metric_chunks),
     Migration("0010_experiments", _0010_experiments),
+    Migration("0011_mlflow_models", _0011_mlflow_models),
 )

@@ -17,25 +17,32 @@ API spells them; a refusal is an ``MlflowError`` with MLflow's error code.
 
 from __future__ import annotations
 
-import base64
 import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from tether.errors import ParamConflict, TetherError, UsageError
+from tether.errors import ParamConflict, UsageError
+from tether.mlflow.request import MlflowError
+from tether.mlflow.request import invalid as _invalid
+from tether.mlflow.request import millis as _millis
+from tether.mlflow.request import missing as _missing
+from tether.mlflow.request import page as _page
+from tether.mlflow.request import required as _required
+from tether.mlflow.request import text as _text
+from tether.mlflow.request import token as _token
 from tether.repositories import experiments as exp_repo
 from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
-from tether.runs.record import NewRun, RunRecord, RunStatus
+from tether.runs.record import MAX_VALUE_LENGTH, NewRun, RunRecord, RunStatus
 from tether.workspace import Workspace
 
 EXPERIMENT_TAG = "mlflow.experiment_id"
 LIFECYCLE_TAG = "tether.lifecycle"
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
-MAX_RESULTS = 50_000
-DEFAULT_RESULTS = 1_000
+INPUT_TAG = "tether.mlflow.input."
+_DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
 STATUS_OUT: dict[RunStatus, str] = {
     "running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED",
 }  # fmt: skip
@@ -43,46 +50,6 @@ STATUS_IN: dict[str, RunStatus] = {
     "RUNNING": "running", "SCHEDULED": "running", "FINISHED": "finished",
     "FAILED": "failed", "KILLED": "killed",
 }  # fmt: skip
-
-
-class MlflowError(TetherError):
-    """A refusal in MLflow's terms: ``error_code`` as MLflow names it, HTTP ``status``."""
-
-    code = "mlflow"
-
-    def __init__(self, error_code: str, message: str, *, status: int = 400) -> None:
-        super().__init__(message, hint=None)
-        self.error_code = error_code
-        self.status = status
-
-
-def _missing(what: str) -> MlflowError:
-    return MlflowError("RESOURCE_DOES_NOT_EXIST", what, status=404)
-
-
-def _invalid(message: str) -> MlflowError:
-    return MlflowError("INVALID_PARAMETER_VALUE", message)
-
-
-def _text(body: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        if required:
-            raise _invalid(f"Missing value for required parameter '{name}'")
-        return None
-    if not isinstance(value, str | int | float):
-        raise _invalid(f"Parameter '{name}' must be a string")
-    return str(value)
-
-
-def _required(body: Mapping[str, Any], name: str) -> str:
-    found = _text(body, name)
-    assert found is not None  # _text refuses a missing required field
-    return found
-
-
-def _millis(seconds: float | None) -> int | None:
-    return None if seconds is None else round(seconds * 1000)
 
 
 # -- experiments ---------------------------------------------------------------------------
@@ -113,6 +80,11 @@ def _experiment(ws: Workspace, experiment_id: int) -> exp_repo.Experiment:
     if found is None:
         raise _missing(f"No Experiment with id={experiment_id} exists")
     return found
+
+
+def experiment_of(ws: Workspace, experiment_id: str) -> exp_repo.Experiment:
+    """The experiment MLflow names ``experiment_id``; RESOURCE_DOES_NOT_EXIST if none."""
+    return _experiment(ws, _experiment_id(experiment_id))
 
 
 def create_experiment(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,9 +184,13 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "data": {
             "metrics": metrics,
             "params": [{"key": k, "value": v} for k, v in run.params.items()],
-            "tags": [{"key": k, "value": v} for k, v in run.tags.items() if k != LIFECYCLE_TAG],
+            "tags": [
+                {"key": k, "value": v}
+                for k, v in run.tags.items()
+                if k != LIFECYCLE_TAG and not k.startswith(INPUT_TAG)
+            ],
         },
-        "inputs": {},
+        "inputs": {"dataset_inputs": _inputs(run)},
     }
 
 
@@ -396,6 +372,47 @@ def log_batch(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def log_inputs(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The datasets a run used, each kept as a tag ``tether.mlflow.input.DIGEST`` holding
+    its name, digest and source (schema and profile when they fit)."""
+    import orjson
+
+    run = _open_run(ws, body)
+    tags: dict[str, str] = {}
+    for item in body.get("datasets") or ():
+        dataset = item.get("dataset") if isinstance(item, dict) else None
+        if not isinstance(dataset, dict) or not dataset.get("name"):
+            raise _invalid("a dataset input needs a dataset with a name")
+        kept: dict[str, Any] = {
+            k: str(dataset[k]) for k in _DATASET_FIELDS if dataset.get(k) is not None
+        }
+        kept["tags"] = [t for t in item.get("tags") or () if isinstance(t, dict)]
+        text = orjson.dumps(kept).decode()
+        if len(text) > MAX_VALUE_LENGTH:
+            kept.pop("profile", None)
+            kept.pop("schema", None)
+            text = orjson.dumps(kept).decode()
+        key = f"{INPUT_TAG}{kept.get('digest') or kept['name']}"[:250]
+        tags[key] = text
+    _set_tags(ws, run.id, tags)
+    return {}
+
+
+def _inputs(run: RunRecord) -> list[dict[str, Any]]:
+    import orjson
+
+    out = []
+    for key, value in run.tags.items():
+        if key.startswith(INPUT_TAG):
+            try:
+                kept = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            tags = kept.pop("tags", [])
+            out.append({"tags": tags, "dataset": kept})
+    return out
+
+
 def metric_history(ws: Workspace, query: Mapping[str, Any]) -> dict[str, Any]:
     run = _run(ws, query)
     key = _required(query, "metric_key")
@@ -443,27 +460,3 @@ def search_runs(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     if offset + limit < found.matched:
         out["next_page_token"] = _token(offset + limit)
     return out
-
-
-def search_logged_models(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
-    """MLflow 3's logged models: none are recorded through this API yet (creating one
-    answers ENDPOINT_NOT_FOUND), so a search finds none. The client asks while it lists
-    a run's artifacts."""
-    _page(body)
-    return {"models": []}
-
-
-def _page(body: Mapping[str, Any], *, default: int = DEFAULT_RESULTS) -> tuple[int, int]:
-    try:
-        limit = int(body.get("max_results") or default)
-        token = body.get("page_token")
-        offset = int(base64.urlsafe_b64decode(str(token)).decode()) if token else 0
-    except (ValueError, TypeError, UnicodeDecodeError):
-        raise _invalid("Invalid page token or max_results") from None
-    if not 0 < limit <= MAX_RESULTS or offset < 0:
-        raise _invalid(f"max_results must be between 1 and {MAX_RESULTS}")
-    return limit, offset
-
-
-def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()

@@ -131,9 +131,32 @@ def pack(
         else:
             plans.append((spec, collect(context, spec.path, inner, rules, note, key=spec.key)))
     link = _link_run(ws, context, plans, run, note) if run is not None or detect_run else None
+    return _assemble(ws, kf, plans, _Assembly(compression, created, tags, force, link, report),
+                     warnings)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Assembly:
+    compression: str
+    created: str | None
+    tags: list[Reference] | None
+    force: bool
+    link: _RunLink | None
+    report: Reporter
+
+
+def _assemble(
+    ws: Workspace,
+    kf: Kitfile,
+    plans: list[tuple[LayerSpec, list[FileEntry]]],
+    how: _Assembly,
+    warnings: list[str],
+) -> PackResult:
+    """Write the layers, config and manifest of ``plans`` and index (and tag) the kit."""
     total = sum(e.size for _, entries in plans for e in entries)
-    report.start(total)
-    advance = report.advance
+    how.report.start(total)
+    advance = how.report.advance
+    link = how.link
 
     # Shared gc lock: a concurrent 'tether gc' must not delete blobs we wrote but have
     # not yet referenced from index.json.
@@ -141,18 +164,18 @@ def pack(
         layers: list[Descriptor] = []
         info: dict[tuple[str, int], tuple[str, str]] = {}
         for spec, entries in plans:
-            desc, diff_id = _write_layer(ws, spec, entries, compression, advance)
+            desc, diff_id = _write_layer(ws, spec, entries, how.compression, advance)
             layers.append(desc)
             info[(spec.section, spec.index)] = (str(desc.digest), diff_id)
         config_bytes = kf.with_layer_info(info).to_config_json()
         config = Descriptor(mt.KIT_CONFIG, ws.store.put_bytes(config_bytes), len(config_bytes))
-        annotations = {mt.ANN_CREATED: created} if created else {}
+        annotations = {mt.ANN_CREATED: how.created} if how.created else {}
         manifest = ImageManifest(config, tuple(layers), mt.KIT_ARTIFACT, annotations)
         data = manifest.to_bytes()
         digest = ws.store.put_bytes(data)
         desc = Descriptor(mt.OCI_MANIFEST, digest, len(data), artifact_type=mt.KIT_ARTIFACT)
-        if tags:
-            changes = set_tags(ws, tags, desc, force=force)
+        if how.tags:
+            changes = set_tags(ws, how.tags, desc, force=how.force)
         else:
             add_untagged(ws, "", desc)
             changes = []
@@ -170,6 +193,51 @@ def pack(
         link.how if link else None,
         provenance,
     )
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the model's folder
+    digest: Digest
+    size: int
+
+
+def pack_stored(
+    ws: Workspace, name: str, folder: str, files: list[StoredFile], *, run: RunRecord | None
+) -> PackResult:
+    """A ModelKit whose model is ``files`` (blobs of the store, each checked first) under
+    ``folder``, with a Kitfile naming it ``name``: how a model logged through MLflow's API,
+    which never was a folder of the project, becomes a version. Tied to ``run`` when
+    given, with its provenance."""
+    import yaml
+
+    folder = "/".join(p for p in folder.split("/") if p) or "model"
+    kf, kf_warnings = Kitfile.from_yaml(
+        yaml.safe_dump(
+            {
+                "manifestVersion": "1.0",
+                "package": {"name": name},
+                "model": {"name": name, "path": folder},
+            }
+        )
+    )
+    entries: list[FileEntry] = []
+    dirs: set[str] = set()
+    for f in sorted(files, key=lambda f: f.path):
+        rel = f"{folder}/{f.path}"
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            if (d := "/".join(parts[:i])) not in dirs:
+                dirs.add(d)
+                entries.append(FileEntry(d, None, 0, 0o755))
+        ws.store.ensure_intact(f.digest)  # a kit must never carry rotten bytes
+        entries.append(FileEntry(rel, ws.store.path(f.digest), f.size, 0o644))
+    (spec,) = kf.layer_specs()
+    link = None
+    if run is not None:
+        link = _RunLink(run, "from-run", {f"{folder}/{f.path}": str(f.digest) for f in files})
+    how = _Assembly(ws.settings.pack_compression, _created(os.environ), None, False, link, SILENT)
+    return _assemble(ws, kf, [(spec, entries)], how, list(kf_warnings))
 
 
 MODEL_BASES = ("model", "modelpart")

@@ -161,20 +161,41 @@ def register(
             warn(message)
 
     entry, run_id, packed = _source(ws, source, note, model=name)
+    made = register_kit(ws, name, entry, KitSource(source, run_id, description))
+    return Registered(made.version, made.created, packed, tuple(warnings))
+
+
+@dataclass(frozen=True)
+class KitSource:
+    text: str  # as recorded: a reference, a run, an MLflow URI
+    run_id: str | None
+    description: str | None = None
+
+
+def register_kit(ws: Workspace, name: str, entry: IndexEntry, source: KitSource) -> Registered:
+    """Make the ModelKit ``entry`` (in the local store) the next version of ``name``; the
+    version it already is, if so."""
+    check_name(name)
     with ws.db.atomic() as conn:
         existing = repo.version_of_digest(conn, name, str(entry.digest))
         if existing is not None:
-            return Registered(_resolve(conn, f"{name}@v{existing}"), False, packed, tuple(warnings))
+            return Registered(_resolve(conn, f"{name}@v{existing}"), False)
         number = repo.next_number(conn, name)
         repo.add_version(
             conn,
-            ModelVersion(
-                name, number, entry.digest, run_id, source, time.time(), ws.user, description
-            ),
-        )
-        _event(conn, ws, name, None, "register", None, number, description)
+            ModelVersion(name, number, entry.digest, source.run_id, source.text, time.time(),
+                         ws.user, source.description),
+        )  # fmt: skip
+        _event(conn, ws, name, None, "register", None, number, source.description)
         _tag(ws, name, f"v{number}", entry, immutable=True)
-        return Registered(_resolve(conn, f"{name}@v{number}"), True, packed, tuple(warnings))
+        return Registered(_resolve(conn, f"{name}@v{number}"), True)
+
+
+def create_model(ws: Workspace, name: str) -> bool:
+    """An empty model, to which versions come later (MLflow's order); False if it exists."""
+    check_name(name)
+    with ws.db.atomic() as conn:
+        return repo.add_model(conn, name, time.time(), ws.user)
 
 
 def set_alias(

@@ -226,3 +226,74 @@ def _event(row: Row) -> ModelEvent:
         row["user"],
         row["reason"],
     )
+
+
+# -- what MLflow's registry adds: the client's name for a model, a description, tags -------
+
+
+def model_of_label(conn: Connection, label: str) -> str | None:
+    row = conn.execute("SELECT model FROM model_labels WHERE label = ?", (label,)).fetchone()
+    return None if row is None else str(row["model"])
+
+
+def created(conn: Connection, name: str) -> tuple[float, str]:
+    """When and by whom ``name`` was made."""
+    row = conn.execute('SELECT created, "user" FROM models WHERE name = ?', (name,)).fetchone()
+    return float(row["created"]), str(row["user"])
+
+
+def labels(conn: Connection) -> dict[str, tuple[str | None, str | None]]:
+    """model → (label, description), for the models that have either."""
+    rows = conn.execute("SELECT model, label, description FROM model_labels")
+    return {r["model"]: (r["label"], r["description"]) for r in rows}
+
+
+def set_label(
+    conn: Connection, model: str, *, label: str | None = None, description: str | None = None
+) -> None:
+    """Record the client's name and/or the description (None leaves a field as it is)."""
+    conn.execute(
+        "INSERT INTO model_labels (model, label, description) VALUES (?, ?, ?)"
+        " ON CONFLICT (model) DO UPDATE SET label = coalesce(excluded.label, model_labels.label),"
+        " description = coalesce(excluded.description, model_labels.description)",
+        (model, label, description),
+    )
+
+
+def add_model(conn: Connection, name: str, at: float, user: str) -> bool:
+    """False when the model exists."""
+    cur = conn.execute(
+        'INSERT INTO models (name, created, "user") VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+        (name, Instant(at), user),
+    )
+    return cur.rowcount > 0
+
+
+def tags(conn: Connection, model: str) -> dict[int, dict[str, str]]:
+    """version (0: the model itself) → its tags."""
+    out: dict[int, dict[str, str]] = {}
+    for r in conn.execute("SELECT version, key, value FROM model_tags WHERE model = ?", (model,)):
+        out.setdefault(int(r["version"]), {})[r["key"]] = r["value"]
+    return out
+
+
+def set_tag(conn: Connection, model: str, version: int, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO model_tags (model, version, key, value) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (model, version, key) DO UPDATE SET value = excluded.value",
+        (model, version, key, value),
+    )
+
+
+def delete_tag(conn: Connection, model: str, version: int, key: str) -> bool:
+    cur = conn.execute(
+        "DELETE FROM model_tags WHERE model = ? AND version = ? AND key = ?", (model, version, key)
+    )
+    return cur.rowcount > 0
+
+
+def set_description(conn: Connection, model: str, version: int, text: str) -> None:
+    conn.execute(
+        "UPDATE model_versions SET description = ? WHERE model = ? AND version = ?",
+        (text, model, version),
+    )

@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from tether.errors import TetherError
-from tether.mlflow import tracking
+from tether.mlflow import logged_models, registry, tracking
+from tether.mlflow.request import MlflowError
 from tether.workspace import Workspace
 
 MAX_BODY = 16 << 20
@@ -44,17 +45,46 @@ ENDPOINTS: tuple[tuple[str, str, Handler, bool], ...] = (
     ("/runs/log-metric", "POST", tracking.log_metric, True),
     ("/runs/log-parameter", "POST", tracking.log_param, True),
     ("/runs/log-batch", "POST", tracking.log_batch, True),
+    ("/runs/log-inputs", "POST", tracking.log_inputs, True),
+    ("/runs/outputs", "POST", logged_models.log_outputs, True),
     ("/runs/set-tag", "POST", tracking.set_tag, True),
     ("/runs/delete-tag", "POST", tracking.delete_tag, True),
     ("/runs/search", "POST", tracking.search_runs, False),
     ("/metrics/get-history", "GET", tracking.metric_history, False),
-    ("/logged-models/search", "POST", tracking.search_logged_models, False),
-)
+    ("/logged-models", "POST", logged_models.create_logged_model, True),
+    ("/logged-models/search", "POST", logged_models.search_logged_models, False),
+    ("/logged-models/{model_id}", "GET", logged_models.get_logged_model, False),
+    ("/logged-models/{model_id}", "PATCH", logged_models.finalize_logged_model, True),
+    ("/logged-models/{model_id}", "DELETE", logged_models.delete_logged_model, True),
+    ("/logged-models/{model_id}/tags", "PATCH", logged_models.set_logged_model_tags, True),
+    ("/logged-models/{model_id}/tags/{tag_key}", "DELETE",
+     logged_models.delete_logged_model_tag, True),
+    ("/logged-models/{model_id}/params", "POST", logged_models.log_logged_model_params, True),
+    ("/registered-models/create", "POST", registry.create_registered_model, True),
+    ("/registered-models/get", "GET", registry.get_registered_model, False),
+    ("/registered-models/update", "PATCH", registry.update_registered_model, True),
+    ("/registered-models/delete", "DELETE", registry.delete_registered_model, True),
+    ("/registered-models/search", "GET", registry.search_registered_models, False),
+    ("/registered-models/set-tag", "POST", registry.set_registered_model_tag, True),
+    ("/registered-models/delete-tag", "DELETE", registry.delete_registered_model_tag, True),
+    ("/registered-models/alias", "POST", registry.set_alias, True),
+    ("/registered-models/alias", "DELETE", registry.delete_alias, True),
+    ("/registered-models/alias", "GET", registry.get_by_alias, False),
+    ("/model-versions/create", "POST", registry.create_model_version, True),
+    ("/model-versions/get", "GET", registry.get_model_version, False),
+    ("/model-versions/update", "PATCH", registry.update_model_version, True),
+    ("/model-versions/delete", "DELETE", registry.delete_model_version, True),
+    ("/model-versions/search", "GET", registry.search_model_versions, False),
+    ("/model-versions/get-download-uri", "GET", registry.download_uri, False),
+    ("/model-versions/set-tag", "POST", registry.set_model_version_tag, True),
+    ("/model-versions/delete-tag", "DELETE", registry.delete_model_version_tag, True),
+    ("/model-versions/transition-stage", "POST", registry.transition_stage, True),
+)  # fmt: skip
 # POSTs that only read: a read grant does on the team server.
 QUERIES = frozenset(f"/api/2.0/mlflow{p}" for p, m, _, w in ENDPOINTS if m == "POST" and not w)
 
 QUIET = frozenset({"/runs/log-metric", "/runs/log-parameter", "/runs/log-batch",
-                   "/runs/set-tag", "/runs/delete-tag"})  # fmt: skip
+                   "/runs/set-tag", "/runs/delete-tag", "/runs/log-inputs"})  # fmt: skip
 _CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
           404: "RESOURCE_DOES_NOT_EXIST", 409: "INVALID_STATE", 413: "INVALID_PARAMETER_VALUE",
           503: "TEMPORARILY_UNAVAILABLE"}  # fmt: skip
@@ -70,24 +100,22 @@ async def _request_body(request: Request, method: str) -> Mapping[str, Any]:
         for key in request.query_params:
             values = request.query_params.getlist(key)
             body[key] = values if len(values) > 1 or key.endswith("_ids") else values[0]
-        return body
+        return {**body, **request.path_params}
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
-        raise tracking.MlflowError("BAD_REQUEST", "the body must be application/json")
+        raise MlflowError("BAD_REQUEST", "the body must be application/json")
     raw = await request.body()
     if len(raw) > MAX_BODY:
-        raise tracking.MlflowError(
-            "INVALID_PARAMETER_VALUE", "the request is too large", status=413
-        )
+        raise MlflowError("INVALID_PARAMETER_VALUE", "the request is too large", status=413)
     import orjson
 
     try:
         parsed = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
-        raise tracking.MlflowError("MALFORMED_REQUEST", "the body is not JSON") from None
+        raise MlflowError("MALFORMED_REQUEST", "the body is not JSON") from None
     if not isinstance(parsed, dict):
-        raise tracking.MlflowError("MALFORMED_REQUEST", "the body must be a JSON object")
-    return parsed
+        raise MlflowError("MALFORMED_REQUEST", "the body must be a JSON object")
+    return {**parsed, **request.path_params}
 
 
 def _route(path: str, method: str, handler: Handler, writes: bool) -> Route:
@@ -98,7 +126,7 @@ def _route(path: str, method: str, handler: Handler, writes: bool) -> Route:
             state["audit"] = None  # the team server audits a run's start and end, not each log
         try:
             if writes and not site.writable:
-                raise tracking.MlflowError(
+                raise MlflowError(
                     "PERMISSION_DENIED",
                     "this tether ui is read-only: restart it with 'tether ui --writable'",
                     status=403,
@@ -115,7 +143,7 @@ def _route(path: str, method: str, handler: Handler, writes: bool) -> Route:
 def _refused(e: TetherError) -> JSONResponse:
     from tether.web.app import status_of
 
-    if isinstance(e, tracking.MlflowError):
+    if isinstance(e, MlflowError):
         return _error(e.error_code, e.message, e.status)
     status = status_of(e)
     return _error(_CODES.get(status, "INTERNAL_ERROR"), e.message, status)
@@ -124,15 +152,36 @@ def _refused(e: TetherError) -> JSONResponse:
 async def artifact_list(request: Request) -> Response:
     from tether.mlflow import artifacts
 
-    site = request.app.state.site
     try:
         where = artifacts.parse(request.query_params.get("path", ""))
-        found = await run_in_threadpool(artifacts.listing, site.workspace, where)
+    except TetherError as e:
+        return _refused(e)
+    return await _listing(request, where, full=False)
+
+
+async def model_artifact_list(request: Request) -> Response:
+    """A logged model's files (``ListLoggedModelArtifacts``)."""
+    from tether.mlflow import artifacts
+
+    try:
+        path = artifacts.clean(request.query_params.get("artifact_directory_path", ""))
+    except TetherError as e:
+        return _refused(e)
+    where = artifacts.ArtifactPath(request.path_params["model_id"], path, model=True)
+    return await _listing(request, where, full=True)
+
+
+async def _listing(request: Request, where: Any, *, full: bool) -> Response:
+    from tether.mlflow import artifacts
+
+    try:
+        found = await run_in_threadpool(artifacts.listing, request.app.state.site.workspace, where)
     except TetherError as e:
         return _refused(e)
     files = []
     for entry in found:
-        item: dict[str, Any] = {"path": entry.path.rsplit("/", 1)[-1], "is_dir": entry.is_dir}
+        shown = entry.path if full else entry.path.rsplit("/", 1)[-1]
+        item: dict[str, Any] = {"path": shown, "is_dir": entry.is_dir}
         if entry.size is not None:
             item["file_size"] = entry.size
         files.append(item)
@@ -154,7 +203,7 @@ async def artifact(request: Request) -> Response:
             chunks = await run_in_threadpool(artifacts.read, site.workspace, where)
             return StreamingResponse(chunks, media_type="application/octet-stream")
         if not site.writable:
-            raise tracking.MlflowError("PERMISSION_DENIED", "this tether ui is read-only",
+            raise MlflowError("PERMISSION_DENIED", "this tether ui is read-only",
                                        status=403)  # fmt: skip
         # Spooled (in memory up to 8 MiB): the store reads it in a thread.
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
@@ -192,6 +241,8 @@ async def not_found(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     found: list[BaseRoute] = [_route(*e) for e in ENDPOINTS]
+    found.append(Route("/logged-models/{model_id}/artifacts/directories", model_artifact_list,
+                       methods=["GET"]))  # fmt: skip
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     found.append(Route("/{rest:path}", not_found, methods=methods))
     return found
