@@ -110,3 +110,6 @@ from tether.cli import ui as _ui  # noqa: E402, F401
 # isort: split
 from tether.cli import server as _server  # noqa: E402, F401
 from tether.cli import sync as _sync  # noqa: E402, F401
+
+# isort: split
+from tether.cli import importing as _importing  # noqa: E402, F401

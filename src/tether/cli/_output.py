@@ -137,9 +137,10 @@ def table(columns: list[str], rows: list[list[str]], *, keep_case: int = 0) -> N
 class ByteProgress:
     """A rich progress bar on stderr for big transfers; silent when not a terminal."""
 
-    def __init__(self, label: str, *, min_total: int = 64 << 20) -> None:
+    def __init__(self, label: str, *, min_total: int = 64 << 20, items: bool = False) -> None:
         self.label = label
         self.min_total = min_total
+        self.items = items  # counting things (runs, files), not bytes
         self._progress: Any = None
         self._task: Any = None
 
@@ -152,17 +153,23 @@ class ByteProgress:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
+            MofNCompleteColumn,
             Progress,
+            TaskProgressColumn,
             TextColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
 
+        counted = (
+            (MofNCompleteColumn(), TaskProgressColumn())
+            if self.items
+            else (DownloadColumn(), TransferSpeedColumn())
+        )
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            *counted,
             TimeRemainingColumn(),
             console=Console(file=raw_stderr()),
             transient=True,

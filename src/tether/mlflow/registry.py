@@ -192,6 +192,11 @@ def create_registered_model(ws: Workspace, body: Mapping[str, Any]) -> dict[str,
     return {"registered_model": model_json(_load(ws, name))}
 
 
+def model_named(ws: Workspace, label: str) -> str | None:
+    """The tether model MLflow's name ``label`` stands for, if there is one."""
+    return _name_of(ws, label)
+
+
 def get_registered_model(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     return {"registered_model": model_json(_load(ws, _model(ws, body)))}
 

@@ -170,6 +170,11 @@ class KitSource:
     text: str  # as recorded: a reference, a run, an MLflow URI
     run_id: str | None
     description: str | None = None
+    # Imported history keeps its own: the version's number (above every number the model
+    # has used), when it was made and by whom.
+    number: int | None = None
+    created: float | None = None
+    user: str | None = None
 
 
 def register_kit(ws: Workspace, name: str, entry: IndexEntry, source: KitSource) -> Registered:
@@ -178,13 +183,21 @@ def register_kit(ws: Workspace, name: str, entry: IndexEntry, source: KitSource)
     check_name(name)
     with ws.db.atomic() as conn:
         existing = repo.version_of_digest(conn, name, str(entry.digest))
-        if existing is not None:
+        if existing is not None and source.number is None:
             return Registered(_resolve(conn, f"{name}@v{existing}"), False)
         number = repo.next_number(conn, name)
+        if source.number is not None:
+            if source.number < number:
+                raise ModelError(
+                    f"{name} already has a version {source.number} or above",
+                    hint=f"see 'tether model versions {name}'",
+                )
+            number = source.number
         repo.add_version(
             conn,
-            ModelVersion(name, number, entry.digest, source.run_id, source.text, time.time(),
-                         ws.user, source.description),
+            ModelVersion(name, number, entry.digest, source.run_id, source.text,
+                         source.created or time.time(), source.user or ws.user,
+                         source.description),
         )  # fmt: skip
         _event(conn, ws, name, None, "register", None, number, source.description)
         _tag(ws, name, f"v{number}", entry, immutable=True)
