@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from tether.errors import UsageError
@@ -59,13 +59,16 @@ class Series:
     values: list[float]
 
 
+ModelStatus = Literal["pending", "ready", "failed"]
+
+
 @dataclass(frozen=True)
 class SourceLoggedModel:
     id: str
     experiment_id: str
     name: str
     run_id: str | None
-    status: str  # pending | ready | failed
+    status: ModelStatus
     model_type: str | None
     created: float
     updated: float

@@ -11,6 +11,7 @@ from tether.db.foreign import ForeignDatabase
 from tether.db.url import DatabaseURL
 from tether.mlflow.source import (
     Artifacts,
+    ModelStatus,
     Series,
     SourceExperiment,
     SourceLoggedModel,
@@ -22,7 +23,7 @@ from tether.mlflow.source import (
 from tether.repositories import mlflow_db as repo
 
 # MLflow's LoggedModelStatus numbers.
-_MODEL_STATUS = {1: "pending", 2: "ready", 3: "failed"}
+_MODEL_STATUS: dict[int, ModelStatus] = {1: "pending", 2: "ready", 3: "failed"}
 
 
 class DatabaseSource:

@@ -30,6 +30,7 @@ import yaml
 from tether.errors import UsageError
 from tether.mlflow.source import (
     Artifacts,
+    ModelStatus,
     Series,
     SourceExperiment,
     SourceLoggedModel,
@@ -40,7 +41,7 @@ from tether.mlflow.source import (
 )
 
 _RUN_STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
-_MODEL_STATUS = {1: "pending", 2: "ready", 3: "failed"}
+_MODEL_STATUS: dict[int, ModelStatus] = {1: "pending", 2: "ready", 3: "failed"}
 
 
 def _meta(path: Path) -> dict[str, Any]:

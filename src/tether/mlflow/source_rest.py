@@ -12,6 +12,7 @@ from typing import Any
 from tether.errors import UsageError
 from tether.mlflow.source import (
     Artifacts,
+    ModelStatus,
     Series,
     SourceExperiment,
     SourceLoggedModel,
@@ -21,8 +22,10 @@ from tether.mlflow.source import (
     seconds,
 )
 
-_MODEL_STATUS = {"LOGGED_MODEL_PENDING": "pending", "LOGGED_MODEL_READY": "ready",
-                 "LOGGED_MODEL_UPLOAD_FAILED": "failed"}  # fmt: skip
+_MODEL_STATUS: dict[str, ModelStatus] = {
+    "LOGGED_MODEL_PENDING": "pending", "LOGGED_MODEL_READY": "ready",
+    "LOGGED_MODEL_UPLOAD_FAILED": "failed",
+}  # fmt: skip
 PAGE = 1000
 
 
