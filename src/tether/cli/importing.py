@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 
 from tether.cli import cli
-from tether.cli._output import CliReporter, emit_json, table, warn
+from tether.cli._output import CliReporter, emit_json, human_size, table, warn
 from tether.cli._workspace import open_workspace
 
 
 @cli.group(name="import")
 def import_group() -> None:
-    """Bring history from another tool: MLflow (and DVC, to come)."""
+    """Bring history from another tool: MLflow, DVC."""
 
 
 @import_group.command(name="mlflow")
@@ -66,3 +66,52 @@ def import_mlflow(
     table(["", "in source", "would add" if dry_run else "added"], rows, keep_case=2)
     for reason in done.skipped:
         warn(f"not imported: {reason}")
+
+
+@import_group.command(name="dvc")
+@click.argument("path", required=False, type=click.Path(file_okay=False, exists=True,
+                                                         path_type=Path))  # fmt: skip
+@click.option("--remote", help="The DVC remote to read objects the cache lacks from "
+              "(default: the project's default remote).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="List what would be imported; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def import_dvc(
+    ctx: click.Context, path: Path | None, remote: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Import a DVC project (PATH, default: this project): its tracked files and
+    folders, and its pipeline.
+
+    Each path a .dvc file or dvc.lock tracks is read from the DVC cache (else the
+    workspace, else the remote), checked against DVC's md5, stored by sha256 and given
+    a tether pointer; each dvc.lock stage becomes a finished run with its deps as
+    inputs and outs as outputs, so 'tether lineage' works at once. The .dvc files are
+    left for you to remove. Running it again changes nothing that is unchanged.
+
+    \b
+      tether import dvc --dry-run
+      tether import dvc && git add '*.tether' && git rm '*.dvc' dvc.lock
+    """
+    from tether.dvc.importer import DvcImportOptions, import_dvc
+
+    ws = open_workspace(ctx)
+    progress = CliReporter("importing DVC data")
+    try:
+        done = import_dvc(ws, DvcImportOptions(path, remote, dry_run), progress)
+    finally:
+        progress.stop()
+    if as_json:
+        emit_json(done.to_json())
+    else:
+        rows = [[p.path, p.type, str(p.files) if p.files else "", human_size(p.size), p.status]
+                for p in done.paths]  # fmt: skip
+        table(["path", "type", "files", "size", "status"], rows)
+        verb = "would record" if dry_run else "recorded"
+        click.echo(f"{len(done.runs)} stage(s) {verb} as runs: {', '.join(done.runs) or '-'}")
+        if not dry_run:
+            click.echo(f"verified {done.verified_files} file(s), "
+                       f"{human_size(done.verified_bytes)}, against DVC's md5")  # fmt: skip
+    for reason in done.failed:
+        warn(f"not imported: {reason}")
+    if done.failed:
+        ctx.exit(1)

@@ -203,9 +203,10 @@ def _number(value: float) -> float | str:
     return value
 
 
-def load_run(ws: Workspace, run_id: str) -> RunRecord:
-    """The run MLflow names ``run_id``; RESOURCE_DOES_NOT_EXIST when there is none."""
-    found = runs_repo.load_runs(ws.db, [run_id]) if len(run_id) <= 64 else []
+def load_run(ws: Workspace, run_id: str, *, full: bool = True) -> RunRecord:
+    """The run MLflow names ``run_id``; RESOURCE_DOES_NOT_EXIST when there is none.
+    Without ``full``, no files (what logging calls need)."""
+    found = runs_repo.load_runs(ws.db, [run_id], full=full) if len(run_id) <= 64 else []
     if not found:
         raise _missing(f"Run '{run_id[:64]}' not found")
     return found[0]
@@ -217,7 +218,8 @@ def _run(ws: Workspace, body: Mapping[str, Any]) -> RunRecord:
 
 
 def _open_run(ws: Workspace, body: Mapping[str, Any]) -> RunRecord:
-    run = _run(ws, body)
+    run_id = _text(body, "run_id", required=False) or _required(body, "run_uuid")
+    run = load_run(ws, run_id, full=False)
     if run.tags.get(LIFECYCLE_TAG) == "deleted":
         raise _invalid(f"The run {run.id} must be in the 'active' state.")
     return run
@@ -455,8 +457,8 @@ def search_runs(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
                           offset=offset)  # fmt: skip
     except FilterError as e:
         raise _invalid(f"Invalid filter or order: {e.message}") from None
-    full = runs_repo.load_runs(ws.db, [r.id for r in found.runs])
-    out: dict[str, Any] = {"runs": [run_json(r) for r in full]}
+    # The listing's records hold what MLflow shows of a run (params, tags, last metrics).
+    out: dict[str, Any] = {"runs": [run_json(r) for r in found.runs]}
     if offset + limit < found.matched:
         out["next_page_token"] = _token(offset + limit)
     return out

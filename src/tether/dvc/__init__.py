@@ -1,0 +1,1 @@
+"""DVC projects, read to import them (``tether import dvc``)."""
