@@ -27,7 +27,7 @@ COMMANDS = [
     "server user add", "server user list", "server token create", "server token revoke",
     "server token list", "server project add", "server project list", "server grant",
     "server audit", "server migrate", "server protect", "connect", "disconnect", "sync",
-    "import mlflow",
+    "import mlflow", "import dvc",
 ]  # fmt: skip
 
 

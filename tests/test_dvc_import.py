@@ -123,9 +123,11 @@ def test_a_dvc_project_imports_verified_with_its_pipeline(
         "data/raw.csv": by_path["data/raw.csv"].digest,
     }
     outputs = {f.path: f.digest for f in run.files_with_role("output")}
-    assert outputs == {"data/prepared": by_path["data/prepared"].digest}
+    prepared = dvc_project / "data" / "prepared"
+    assert outputs == {f"data/prepared/{p.name}": _sha(p) for p in prepared.iterdir()}
     lineage = subprocess.run(
-        [sys.executable, "-m", "tether", "-C", str(dvc_project), "lineage", "path:data/prepared"],
+        [sys.executable, "-m", "tether", "-C", str(dvc_project), "lineage",
+         "path:data/prepared/train.csv"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "prepare" in lineage and "data/raw.csv" in lineage

@@ -106,8 +106,9 @@ def import_dvc(
         rows = [[p.path, p.type, str(p.files) if p.files else "", human_size(p.size), p.status]
                 for p in done.paths]  # fmt: skip
         table(["path", "type", "files", "size", "status"], rows)
-        verb = "would record" if dry_run else "recorded"
-        click.echo(f"{len(done.runs)} stage(s) {verb} as runs: {', '.join(done.runs) or '-'}")
+        verb = "would be recorded" if dry_run else "recorded"
+        if done.runs:
+            click.echo(f"stages {verb} as runs: {', '.join(done.runs)}")
         if not dry_run:
             click.echo(f"verified {done.verified_files} file(s), "
                        f"{human_size(done.verified_bytes)}, against DVC's md5")  # fmt: skip

@@ -27,7 +27,7 @@ from tether.errors import DataError, UsageError
 from tether.hashing import Digest
 from tether.reporting import SILENT, Reporter
 from tether.repositories import runs as runs_repo
-from tether.runs.record import NewRun, RunFile
+from tether.runs.record import FileRole, NewRun, RunFile
 from tether.workspace import Workspace
 
 PathStatus = Literal["added", "updated", "unchanged", "would import"]
@@ -104,6 +104,7 @@ class _Import:
         self.bytes = 0
         self.failed: list[str] = []
         self.tracked: set[str] = set()
+        self.members: dict[str, list[tree.FileRecord]] = {}  # a folder out's files
 
     def run(self) -> DvcImportReport:
         outs = list({o.path: o for o in self.project.outs()}.values())
@@ -152,6 +153,7 @@ class _Import:
                 records.append(tree.FileRecord(relpath, digest, size))
             root, size, count = tree.build(records, self.ws.store.put_bytes)
             made = Pointer(rel, "dir", root, size, count)
+            self.members[out.path] = records
         else:
             digest, size = self._blob(out.md5, out.legacy, out.path, self.project.root / out.path)
             made = Pointer(rel, "file", digest, size, 1)
@@ -198,14 +200,12 @@ class _Import:
         if lost:
             self.failed.append(f"stage {stage.name}: not recorded ({lost[0]} did not come over)")
             return False
-        files = [
-            RunFile(
-                "output", done[o.path].path, done[o.path].digest, done[o.path].size, "dvc", True
-            )
-            for o in stage.outs
-        ]
+        files = [f for o in stage.outs for f in self._files("output", o.path, done)]
         for dep in stage.deps:
-            files.append(self._input(dep.path, dep.md5, done))
+            if dep.path in done:
+                files += self._files("input", dep.path, done)
+            else:
+                files.append(self._input(dep.path, dep.md5))
         try:
             command = shlex.split(stage.cmd)
         except ValueError:
@@ -231,10 +231,19 @@ class _Import:
             runs_repo.finish_run(self.ws.db, run_id, "finished")
         return True
 
-    def _input(self, path: str, md5: str | None, done: dict[str, ImportedPath]) -> RunFile:
+    def _files(self, role: FileRole, path: str, done: dict[str, ImportedPath]) -> list[RunFile]:
+        """A tracked path as a run's files: a folder file by file, as 'tether run' records
+        what a command reads and writes (lineage follows files)."""
         rel = self.prefix + path
-        if path in done:
-            return RunFile("input", rel, done[path].digest, done[path].size, "dvc", True)
+        if path in self.members:
+            return [
+                RunFile(role, f"{rel}/{r.path}", str(r.digest), r.size, "dvc", True)
+                for r in self.members[path]
+            ]
+        return [RunFile(role, rel, done[path].digest, done[path].size, "dvc", True)]
+
+    def _input(self, path: str, md5: str | None) -> RunFile:
+        rel = self.prefix + path
         # A dep DVC does not track (code under git): its digest when the file on disk is
         # still what the stage read.
         full = self.project.root / path

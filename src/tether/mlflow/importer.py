@@ -190,6 +190,7 @@ class _Import:
             tags[tracking.EXPERIMENT_TAG] = str(experiment_id)
         if run.lifecycle == "deleted":
             tags[tracking.LIFECYCLE_TAG] = "deleted"
+        tags["tether.imported"] = "mlflow"
         name = run.name or run.tags.get(tracking.RUN_NAME_TAG)
         try:
             check_name(name)

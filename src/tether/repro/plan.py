@@ -229,9 +229,16 @@ def _check_code(
         )
     if kind != "git":
         if not code.snapshot_digest:
-            problems.append(
-                Problem("the run recorded no code", "it was recorded before code capture existed")
+            imported = run.tags.get("tether.imported") or (
+                "mlflow" if "mlflow.experiment_id" in run.tags else None
             )
+            why = (
+                f"it was imported from {imported}, which keeps no code; record it again"
+                " with 'tether run -- COMMAND'"
+                if imported
+                else "it was recorded before code capture existed"
+            )
+            problems.append(Problem("the run recorded no code", why))
         return None
     top_text = git_text(ws.root, "rev-parse", "--show-toplevel")
     if top_text is None:
