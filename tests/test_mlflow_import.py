@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def _kit_files(project: Workspace, ref: str, into: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "mlruns"])
 def test_an_mlflow_store_imports_whole_and_once(
     kind: str, mlflow_stores: dict[str, Any], project: Workspace, tmp_path: Path
@@ -108,6 +110,57 @@ def test_an_mlflow_store_imports_whole_and_once(
     # Again: nothing new.
     again = import_mlflow(project, ImportOptions(store["uri"]))
     assert again.added.to_json() == {k: 0 for k in again.added.to_json()}
+
+
+@pytest.mark.slow
+def test_an_mlflow_server_imports_over_http(
+    mlflow_python: Path,  # noqa: F811
+    project: Workspace,
+    tmp_path: Path,
+) -> None:
+    """MLflow's own server, its artifacts served (mlflow-artifacts:), read over REST."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(mlflow_python), "-m", "mlflow", "server", "--backend-store-uri",
+         f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "art"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        for script, args in (("mlflow_history.py", [url, "3"]), ("mlflow_dump.py", [url])):
+            done = subprocess.run([str(mlflow_python), str(FIXTURES / script), *args],
+                                  cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                                  timeout=900)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+        oracle = json.loads(done.stdout.strip().splitlines()[-1])
+        result = import_mlflow(project, ImportOptions(url))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert result.skipped == () and result.added.runs == len(oracle["runs"]) == 13
+    for rid, want in oracle["runs"].items():
+        run = runs_repo.load_runs(project.db, [rid])[0]
+        assert dict(run.params) == want["params"]
+        stored = {f.path: f.digest for f in run.files if f.role == "artifact"}
+        assert stored == {p: f"sha256:{h}" for p, h in want["artifacts"].items()}
+        for key, history in want["metrics"].items():
+            got = metrics_repo.metric_series(project.db, rid, key)[key]
+            assert [[s, round(at * 1000), v] for s, at, v in got] == sorted(history)
+    assert {v.version for v in registry.versions(project, "churn-model")} == {1}
+    assert result.added.versions == 5 and result.added.aliases == 5
 
 
 def test_import_refuses_what_is_not_a_store(project: Workspace, tmp_path: Path) -> None:
