@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.errors import TetherError, UsageError
+from tether.errors import DataError, TetherError, UsageError
 from tether.mlflow.source import (
     Artifacts,
     Source,
@@ -148,6 +148,7 @@ class _Import:
                     1 for alias, n in model.aliases.items() if alias not in (held or {}).get(n, ())
                 )
             return self._report()
+        a.runs = a.params = a.tags = a.series = 0  # counted again as they are written
         ids = {e.id: self._experiment(e) for e in experiments}
         a.experiments = self._new_experiments
         self.report.note(f"importing {len(new_runs)} of {len(every)} runs")
@@ -196,7 +197,14 @@ class _Import:
             check_name(name)
         except UsageError:
             name = None  # the mlflow.runName tag keeps it
+        try:
+            files = self._artifacts(run)
+        except DataError as e:
+            # Not written without its artifacts: the next import tries the run again.
+            self.skipped.append(f"{e.message}; the run is left for the next import")
+            return
         series = {}
+        points = 0
         for key in run.metric_keys:
             try:
                 check_key("metric", key)
@@ -205,8 +213,7 @@ class _Import:
                 continue
             got = self.source.history(run, key)
             series[key] = (got.steps, got.ats, got.values)
-            self.added.points += len(got.steps)
-        files = self._artifacts(run)
+            points += len(got.steps)
         for key, text in oversize.items():
             with ws.store.writer() as w:
                 w.write(text.encode())
@@ -226,6 +233,11 @@ class _Import:
             if status != "running":
                 runs_repo.finish_run(ws.db, run.id, status,
                                      ended=run.ended or run.started or time.time())  # fmt: skip
+        a = self.added
+        a.runs, a.params, a.tags = a.runs + 1, a.params + len(run.params), a.tags + len(run.tags)
+        a.series, a.points = a.series + len(series), a.points + points
+        a.artifacts += sum(1 for f in files if not f.path.startswith(OVERSIZE_FOLDER + "/"))
+        a.artifact_bytes += sum(f.size or 0 for f in files)
 
     def _values(self, run: SourceRun) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """(params, tags) tether holds as they are, and the rest, to keep as files."""
@@ -262,18 +274,16 @@ class _Import:
         artifacts: Artifacts = self.source.artifacts
         out = []
         try:
-            listed = list(artifacts.walk(uri))
-            for entry in listed:
+            for entry in list(artifacts.walk(uri)):
                 path = clean(entry.path) if entry.path else uri.rstrip("/").rsplit("/", 1)[-1]
                 with artifacts.open(uri, entry.path) as f, self.ws.store.writer() as w:
                     while chunk := f.read(1 << 20):
                         w.write(chunk)
                 assert w.digest is not None
                 out.append((path, str(w.digest), w.size))
-                self.added.artifacts += 1
-                self.added.artifact_bytes += w.size
         except (TetherError, OSError) as e:
-            self.skipped.append(f"{owner}: artifacts at {uri[:120]} not read ({e})")
+            reason = e.message if isinstance(e, TetherError) else str(e)
+            raise DataError(f"{owner}: artifacts at {uri[:120]} not read ({reason})") from None
         return out
 
     # -- models -------------------------------------------------------------------------
@@ -281,14 +291,21 @@ class _Import:
     def _logged_model(self, m: SourceLoggedModel, experiment_id: int) -> None:
         if logged_repo.get(self.ws.db, m.id) is not None:
             return
-        files = self._store_tree(m.artifact_location, f"logged model {m.id}")
-        logged_repo.create(self.ws.db, logged_repo.LoggedModel(
-            m.id, experiment_id, m.name, m.run_id, m.status, m.model_type, m.created, m.updated,
-            self.ws.user, dict(m.tags), dict(m.params),
-        ))  # fmt: skip
-        for path, digest, size in files:
-            logged_repo.add_file(self.ws.db, m.id, logged_repo.ModelFile(path, digest, size))
+        try:
+            files = self._store_tree(m.artifact_location, f"logged model {m.id}")
+        except DataError as e:
+            self.skipped.append(e.message)
+            return
+        with self.ws.db.atomic():  # the record with its files, or neither
+            logged_repo.create(self.ws.db, logged_repo.LoggedModel(
+                m.id, experiment_id, m.name, m.run_id, m.status, m.model_type, m.created,
+                m.updated, self.ws.user, dict(m.tags), dict(m.params),
+            ))  # fmt: skip
+            for path, digest, size in files:
+                logged_repo.add_file(self.ws.db, m.id, logged_repo.ModelFile(path, digest, size))
         self.added.logged_models += 1
+        self.added.artifacts += len(files)
+        self.added.artifact_bytes += sum(size for _, _, size in files)
 
     def _has_run(self, run_id: str) -> bool:
         return bool(runs_repo.load_runs(self.ws.db, [run_id], full=False))

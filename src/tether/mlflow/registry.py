@@ -261,7 +261,8 @@ def create_model_version(ws: Workspace, body: Mapping[str, Any]) -> dict[str, An
     from tether.oci.reference import Reference
     from tether.repositories.runs import load_runs
 
-    run = load_runs(ws.db, [files.run_id])[0] if files.run_id else None
+    found = load_runs(ws.db, [files.run_id]) if files.run_id else []
+    run = found[0] if found else None  # a run tether does not hold: the kit has no maker
     packed = pack_stored(ws, name, files.folder, list(files.files), run=run)
     entry = ws.index.resolve(Reference(None, digest=packed.digest))
     made = registry.register_kit(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
-from tether.errors import UsageError
+from tether.errors import DataError, UsageError
 
 if TYPE_CHECKING:
     import httpx
@@ -160,7 +160,8 @@ class Artifacts:
                         rel = full.relative_to(base).as_posix()
                         yield Listed(rel, full.stat().st_size)
         elif kind == "http":
-            yield from self._walk_http(where, "")
+            with _http_errors(uri):
+                yield from self._walk_http(where, "")
         else:
             fs, path = _fsspec(where)
             for found, info in sorted(fs.find(path, detail=True).items()):
@@ -190,7 +191,10 @@ class Artifacts:
         elif kind == "http":
             assert self._http is not None
             path = f"{where}/{rel}".rstrip("/")
-            with self._http.stream("GET", f"/api/2.0/mlflow-artifacts/artifacts/{path}") as r:
+            with (
+                _http_errors(uri),
+                self._http.stream("GET", f"/api/2.0/mlflow-artifacts/artifacts/{path}") as r,
+            ):
                 r.raise_for_status()
                 yield _Stream(r.iter_bytes(1 << 20))
         else:
@@ -215,6 +219,16 @@ class Artifacts:
                 "./mlartifacts by default), or import from the server's http:// URL",
             )
         return "fsspec", uri
+
+
+@contextlib.contextmanager
+def _http_errors(uri: str) -> Iterator[None]:
+    import httpx
+
+    try:
+        yield
+    except httpx.HTTPError as e:
+        raise DataError(f"reading {uri[:120]} failed: {e}", hint="is the server up?") from None
 
 
 def _fsspec(uri: str) -> tuple[Any, str]:

@@ -52,6 +52,15 @@ def _meta(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _described(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each subfolder of ``folder`` that has a meta.yaml, with it, by name."""
+    if not folder.is_dir():
+        return
+    for child in sorted(folder.iterdir()):
+        if (child / "meta.yaml").is_file():
+            yield child, _meta(child / "meta.yaml")
+
+
 def _values(folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     if not folder.is_dir():
@@ -133,14 +142,8 @@ class FileSource:
         return Series(steps, ats, values)
 
     def logged_models(self, experiment: SourceExperiment) -> list[SourceLoggedModel]:
-        folder = self._folders[experiment.id] / "models"
-        if not folder.is_dir():
-            return []
         found = []
-        for child in sorted(folder.iterdir()):
-            if not (child / "meta.yaml").is_file():
-                continue
-            meta = _meta(child / "meta.yaml")
+        for child, meta in _described(self._folders[experiment.id] / "models"):
             found.append(SourceLoggedModel(
                 str(meta.get("model_id", child.name)), experiment.id,
                 str(meta.get("name") or child.name), meta.get("source_run_id"),
@@ -153,14 +156,8 @@ class FileSource:
         return found
 
     def models(self) -> list[SourceModel]:
-        folder = self.root / "models"
-        if not folder.is_dir():
-            return []
         found = []
-        for child in sorted(folder.iterdir()):
-            if not (child / "meta.yaml").is_file():
-                continue
-            meta = _meta(child / "meta.yaml")
+        for child, meta in _described(self.root / "models"):
             versions = []
             for vdir in child.glob("version-*"):
                 vmeta = _meta(vdir / "meta.yaml")
