@@ -43,6 +43,8 @@ RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 INPUT_TAG = "tether.mlflow.input."
 _DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
+# tether's own bookkeeping, which MLflow keeps elsewhere (run_info), not among its tags.
+_HIDDEN = frozenset({LIFECYCLE_TAG, EXPERIMENT_TAG})
 STATUS_OUT: dict[RunStatus, str] = {
     "running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED",
 }  # fmt: skip
@@ -187,7 +189,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
             "tags": [
                 {"key": k, "value": v}
                 for k, v in run.tags.items()
-                if k != LIFECYCLE_TAG and not k.startswith(INPUT_TAG)
+                if k not in _HIDDEN and not k.startswith(INPUT_TAG)
             ],
         },
         "inputs": {"dataset_inputs": _inputs(run)},
