@@ -65,6 +65,12 @@ def _duration(seconds: float | None) -> str:
 @click.option(
     "--store-inputs", is_flag=True, help="Also keep a copy of every input file in the store."
 )
+@click.option(
+    "--no-autoparams",
+    is_flag=True,
+    help="Do not record the command line the script parses (argparse, click) or its "
+    "Hydra config as params.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(
@@ -75,6 +81,7 @@ def run(
     outputs: tuple[str, ...],
     tags: tuple[str, ...],
     store_inputs: bool,
+    no_autoparams: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND and record it: code, inputs, outputs, environment, seed, output.
@@ -89,6 +96,11 @@ def run(
     stderr (still shown live). The command's exit status is tether's; a crash, Ctrl-C
     or SIGTERM is recorded as failed or killed. Scripts can log metrics with
     tether.start_run(), which joins this run.
+
+    Params come without code too: what the script's argparse parser or click command
+    parsed, and the config Hydra composed (flattened with dots), tagged
+    tether.autoparams. A -p or start_run(params=...) value wins; --no-autoparams
+    turns this off.
     """
     from tether.runs.launch import RunSpec, run_command
 
@@ -105,6 +117,7 @@ def run(
         outputs=outputs,
         store_inputs=store_inputs,
         cwd=ctx.find_root().obj.get("project"),  # -C DIR: as if started there
+        autoparams=not no_autoparams,
     )
     result = run_command(ws, spec, report=lines())
     for message in result.warnings:

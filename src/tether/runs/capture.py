@@ -49,6 +49,7 @@ class AuditLog:
     urls: dict[str, None] = field(default_factory=dict)
     imports: dict[str, None] = field(default_factory=dict)
     saves: dict[str, None] = field(default_factory=dict)  # model savers' targets
+    params: dict[str, tuple[str, str]] = field(default_factory=dict)  # key → (value, source)
 
     @property
     def active(self) -> bool:
@@ -84,6 +85,8 @@ def parse_audit_log(path: Path) -> AuditLog:
             log.imports[fields[1]] = None
         elif kind == "O" and len(fields) == 2:
             log.saves[fields[1]] = None
+        elif kind == "A" and len(fields) == 4:
+            log.params[fields[2]] = (fields[3], fields[1])  # a later parse wins
     return log
 
 

@@ -91,6 +91,7 @@ class RunSpec:
     store_inputs: bool = False
     cwd: str | Path | None = None  # default: the current directory
     env: Mapping[str, str | None] | None = None  # changes to the environment (None: unset)
+    autoparams: bool = True  # record the parsed command line / Hydra config as params
 
 
 def run_command(
@@ -183,6 +184,8 @@ def run_command(
             runs_repo.set_tags(ws.db, run_id, tags)
         work.mkdir(parents=True)
         child_env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out), base=env)
+        if not spec.autoparams:
+            child_env["TETHER_AUTOPARAMS"] = "0"
         if epoch is not None:
             child_env["SOURCE_DATE_EPOCH"] = epoch
         # Work that does not depend on the command's outcome overlaps with it.
@@ -478,6 +481,40 @@ def _kitfile_inputs(root: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     return found, []
 
 
+def _autoparams(ws: Workspace, run_id: str, audit: AuditLog) -> list[str]:
+    """The params the script parsed (argparse, click, Hydra), added to the run's own:
+    a key the run already has (``-p``, ``start_run(params=…)``) keeps its value, and
+    secrets are withheld as the command line's are. Tagged ``tether.autoparams`` with
+    where they came from. Returns warnings."""
+    from tether.redaction import MASK, is_secret_name, redact_text
+
+    if not audit.params:
+        return []
+    (run,) = runs_repo.load_runs(ws.db, [run_id], full=False)
+    found: dict[str, str] = {}
+    sources: set[str] = set()
+    skipped = []
+    for key, (value, source) in audit.params.items():
+        if key in run.params:
+            continue
+        shown = MASK if is_secret_name(key.rsplit(".", 1)[-1]) else redact_text(value)
+        try:
+            record.check_key("param", key)
+            record.value_text(shown)
+        except UsageError:
+            skipped.append(key)
+            continue
+        found[key] = shown
+        sources.add(source)
+    if found:
+        runs_repo.log_params(ws.db, run_id, found)
+        runs_repo.set_tags(ws.db, run_id, {"tether.autoparams": ",".join(sorted(sources))})
+    if skipped:
+        return [f"{len(skipped)} parsed parameter(s) not recorded (name or value tether "
+                f"cannot hold), e.g. {skipped[0][:80]}"]  # fmt: skip
+    return []
+
+
 def _record_after(
     ws: Workspace,
     run_id: str,
@@ -508,6 +545,7 @@ def _record_after(
         ws.store, ws.root, sets, store_inputs=store_inputs, on_progress=report.note
     )
     runs_repo.add_files(ws.db, run_id, files)
+    warnings += _autoparams(ws, run_id, audit)
 
     log_digest, _ = ws.store.add_file(work / "output.log")
     runs_repo.add_blobs(ws.db, run_id, [(str(log_digest), "log")])

@@ -117,10 +117,105 @@ def _install():
                 return
 
     sys.addaudithook(hook)
-    _watch_seeding(emit, ignore_prefixes)
+    params = {} if os.environ.get("TETHER_AUTOPARAMS") == "0" else _params(emit, ignore_prefixes)
+    _watch_seeding(emit, ignore_prefixes, params)
 
 
-def _watch_seeding(emit, ignore_prefixes):
+def _params(emit, ignore_prefixes):
+    """Patches that record a script's parameters as it parses them: argparse's result
+    (the outermost parse called from the user's code), a click command's parsed params
+    (each command the user wrote), and the config Hydra composed (flattened with dots,
+    without Hydra's own node). A record is ``A, source, key, value``."""
+    import json
+
+    def text(value):
+        if isinstance(value, (list, tuple, dict)):
+            try:
+                return json.dumps(value, default=str, sort_keys=True)
+            except Exception:
+                return str(value)
+        return str(value)
+
+    def user_code(filename):
+        return not os.path.abspath(filename).startswith(ignore_prefixes)
+
+    def patch_argparse(mod):
+        original = mod.ArgumentParser.parse_known_args
+        here = os.path.abspath(mod.__file__)
+        depth = [0]
+
+        def parse_known_args(self, args=None, namespace=None):
+            depth[0] += 1
+            try:
+                result = original(self, args, namespace)
+            finally:
+                depth[0] -= 1
+            try:
+                frame = sys._getframe(1)
+                while frame is not None and os.path.abspath(frame.f_code.co_filename) == here:
+                    frame = frame.f_back  # parse_args calls us: look past argparse
+                if depth[0] == 0 and frame is not None and user_code(frame.f_code.co_filename):
+                    for key, value in sorted(vars(result[0]).items()):
+                        emit("A", "argparse", str(key), text(value))
+            except Exception:
+                pass
+            return result
+
+        mod.ArgumentParser.parse_known_args = parse_known_args
+
+    def patch_click(mod):
+        original = mod.Command.invoke
+
+        def invoke(self, ctx):
+            try:
+                callback = getattr(self.callback, "__code__", None)
+                if callback is not None and user_code(callback.co_filename):
+                    for key, value in sorted(ctx.params.items()):
+                        emit("A", "click", str(key), text(value))
+            except Exception:
+                pass
+            return original(self, ctx)
+
+        mod.Command.invoke = invoke
+
+    def patch_hydra(mod):
+        original = mod.run_job
+
+        def recorded(task_function):
+            # Wrapped where Hydra calls the task: its config is composed, without the
+            # hydra node, and Hydra's own resolvers work.
+            def task(cfg):
+                try:
+                    from omegaconf import OmegaConf
+
+                    stack = [("", OmegaConf.to_container(cfg, resolve=True))]
+                    while stack:
+                        prefix, node = stack.pop()
+                        for key, value in node.items():
+                            if isinstance(value, dict) and value:
+                                stack.append((f"{prefix}{key}.", value))
+                            else:
+                                emit("A", "hydra", f"{prefix}{key}", text(value))
+                except Exception:
+                    pass
+                return task_function(cfg)
+
+            return task
+
+        def run_job(*args, **kwargs):
+            if "task_function" in kwargs:
+                kwargs["task_function"] = recorded(kwargs["task_function"])
+            elif args:
+                args = (recorded(args[0]), *args[1:])
+            return original(*args, **kwargs)
+
+        mod.run_job = run_job
+
+    return {"argparse": patch_argparse, "click.core": patch_click,
+            "hydra.core.utils": patch_hydra}  # fmt: skip
+
+
+def _watch_seeding(emit, ignore_prefixes, extra):
     """Wrap seeding functions as their modules finish importing. Only calls made from
     the user's code count: libraries seed private generators at import time. Model
     savers that write below Python (torch, h5py, TensorFlow) are wrapped the same way
@@ -200,6 +295,7 @@ def _watch_seeding(emit, ignore_prefixes):
         "torch": patch_torch,
         "h5py": patch_h5py,
         "tensorflow": patch_tensorflow,
+        **extra,
     }
 
     class Loader:
