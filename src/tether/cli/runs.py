@@ -66,6 +66,14 @@ def _duration(seconds: float | None) -> str:
     "--store-inputs", is_flag=True, help="Also keep a copy of every input file in the store."
 )
 @click.option(
+    "--metrics",
+    "metric_files",
+    multiple=True,
+    type=click.Path(),
+    help="A metrics file the script writes (JSON, JSON Lines, CSV, TSV, or a dvclive "
+    "folder), read into the run after it ends. Repeatable.",
+)
+@click.option(
     "--no-autoparams",
     is_flag=True,
     help="Do not record the command line the script parses (argparse, click) or its "
@@ -81,6 +89,7 @@ def run(
     outputs: tuple[str, ...],
     tags: tuple[str, ...],
     store_inputs: bool,
+    metric_files: tuple[str, ...],
     no_autoparams: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -118,6 +127,7 @@ def run(
         store_inputs=store_inputs,
         cwd=ctx.find_root().obj.get("project"),  # -C DIR: as if started there
         autoparams=not no_autoparams,
+        metrics=metric_files,
     )
     result = run_command(ws, spec, report=lines())
     for message in result.warnings:

@@ -164,7 +164,14 @@ def reproduce(
 
         result = run_command(
             ws.rooted_at(project),
-            RunSpec(argv, name=f"{label}.repro", seed=plan.seed, cwd=cwd, env=changes),
+            RunSpec(
+                argv,
+                name=f"{label}.repro",
+                seed=plan.seed,
+                cwd=cwd,
+                env=changes,
+                metrics=plan.run.capture.metric_files,
+            ),
             stdout=stdout,
             stderr=stderr,
             report=report,

@@ -92,6 +92,7 @@ class RunSpec:
     cwd: str | Path | None = None  # default: the current directory
     env: Mapping[str, str | None] | None = None  # changes to the environment (None: unset)
     autoparams: bool = True  # record the parsed command line / Hydra config as params
+    metrics: Sequence[str | Path] = ()  # the script's own metrics files, read after it ends
 
 
 def run_command(
@@ -218,8 +219,10 @@ def run_command(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    finish(status, exit_code=exit_code, reason=reason, ended=ended)
     files, env_digest, audit, warnings = result
+    if spec.metrics:
+        warnings = [*warnings, *_metric_files(ws, run_id, run_cwd, spec.metrics, ended)]
+    finish(status, exit_code=exit_code, reason=reason, ended=ended)
     return RunResult(
         run_id,
         status,
@@ -479,6 +482,41 @@ def _kitfile_inputs(root: Path) -> tuple[list[tuple[Path, str]], list[str]]:
             if candidate.is_relative_to(root):
                 found.append((candidate, "kitfile"))
     return found, []
+
+
+def _metric_files(
+    ws: Workspace, run_id: str, cwd: Path, paths: Sequence[str | Path], ended: float
+) -> list[str]:
+    """Read the metrics files the script wrote (``runs/metric_files.py``) into the run;
+    a series the script also logged through tether keeps the script's points. Recorded
+    in the run's capture, so a reproduction reads the same files. Returns warnings."""
+    from tether.errors import RunError
+    from tether.repositories import metrics as metrics_repo
+    from tether.runs.metric_files import read_metrics
+
+    (run,) = runs_repo.load_runs(ws.db, [run_id], full=False)
+    warnings = []
+    points: list[tuple[str, int, float, float]] = []
+    for given in paths:
+        try:
+            found = read_metrics(cwd / given, ended)
+        except RunError as e:
+            warnings.append(f"metrics not read: {e.message}")
+            continue
+        kept = [p for p in found if p[0] not in run.metrics]
+        for key in sorted({p[0] for p in found} - {p[0] for p in kept}):
+            warnings.append(f"{given}: {key} was also logged by the script; its points kept")
+        for key in {p[0] for p in kept}:
+            try:
+                record.check_key("metric", key)
+            except UsageError:
+                warnings.append(f"{given}: {key[:80]!r} is not a metric name; skipped")
+                kept = [p for p in kept if p[0] != key]
+        points += kept
+    if points:
+        metrics_repo.insert_metrics(ws.db, run_id, points)
+    runs_repo.merge_capture(ws.db, run_id, {"metric_files": [str(p) for p in paths]})
+    return warnings
 
 
 def _autoparams(ws: Workspace, run_id: str, audit: AuditLog) -> list[str]:

@@ -156,6 +156,11 @@ class RunCapture:
         )
 
     @property
+    def metric_files(self) -> tuple[str, ...]:
+        """The metrics files ``tether run --metrics`` read after the run."""
+        return tuple(str(p) for p in self._list("metric_files"))
+
+    @property
     def seed_everything(self) -> Mapping[str, Any] | None:
         """``tether.seed_everything``'s report, when the run called it."""
         return self._mapping("seed_everything") or None
