@@ -31,6 +31,7 @@ _EXPORTS = {
     "active_run": "tether.runs.api",
     "Run": "tether.runs.api",
     "seed_everything": "tether.determinism",
+    "autolog": "tether.integrations",
     "SeedReport": "tether.determinism",
 }
 
@@ -43,6 +44,7 @@ __all__ = [
     "Workspace",
     "__version__",
     "active_run",
+    "autolog",
     "diff",
     "init_workspace",
     "inspect",
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from tether.determinism import SeedReport, seed_everything
     from tether.errors import TetherError
     from tether.hashing import Digest
+    from tether.integrations import autolog
     from tether.manifest.kitfile import Kitfile
     from tether.modelkit.catalog import inspect, list_kits
     from tether.modelkit.diff import diff

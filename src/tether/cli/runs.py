@@ -74,6 +74,12 @@ def _duration(seconds: float | None) -> str:
     "folder), read into the run after it ends. Repeatable.",
 )
 @click.option(
+    "--autolog/--no-autolog",
+    default=None,
+    help="Record what scikit-learn's fits mean (params, metrics, the model) with no code; "
+    "default: on when the script calls tether.start_run().",
+)
+@click.option(
     "--no-autoparams",
     is_flag=True,
     help="Do not record the command line the script parses (argparse, click) or its "
@@ -90,6 +96,7 @@ def run(
     tags: tuple[str, ...],
     store_inputs: bool,
     metric_files: tuple[str, ...],
+    autolog: bool | None,
     no_autoparams: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -128,6 +135,7 @@ def run(
         cwd=ctx.find_root().obj.get("project"),  # -C DIR: as if started there
         autoparams=not no_autoparams,
         metrics=metric_files,
+        autolog=autolog,
     )
     result = run_command(ws, spec, report=lines())
     for message in result.warnings:

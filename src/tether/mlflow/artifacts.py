@@ -14,18 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
+from tether.errors import UsageError
 from tether.hashing import Digest
 from tether.mlflow import logged_models
 from tether.mlflow.request import MlflowError
 from tether.mlflow.tracking import load_run
 from tether.repositories import logged_models as model_repo
 from tether.repositories import runs as runs_repo
-from tether.runs.record import RunFile
+from tether.runs.record import RunFile, artifact_path
 from tether.workspace import Workspace
-
-MAX_PATH = 1024
 
 
 @dataclass(frozen=True)
@@ -53,12 +51,10 @@ def parse(text: str) -> ArtifactPath:
 
 def clean(path: str) -> str:
     """A relative artifact path, refused if it could climb out of the run's artifacts."""
-    if len(path) > MAX_PATH or "\\" in path or "\0" in path:
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"invalid artifact path {path[:120]!r}")
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or any(p in ("..", ".") for p in pure.parts):
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"invalid artifact path {path[:120]!r}")
-    return "/".join(pure.parts)
+    try:
+        return artifact_path(path)
+    except UsageError as e:
+        raise MlflowError("INVALID_PARAMETER_VALUE", e.message) from None
 
 
 def store(ws: Workspace, where: ArtifactPath, chunks: Iterable[bytes]) -> int:

@@ -217,6 +217,21 @@ class Run:
         runs_repo.add_files(self.workspace.db, self.id, files)
         return files
 
+    def log_bytes(self, name: str, data: bytes) -> record.RunFile:
+        """Store ``data`` as the artifact ``name`` of this run (a relative path such as
+        ``model.skops`` or ``plots/roc.png``); writing a name again replaces it."""
+        path = record.artifact_path(name)
+        if not path:
+            raise UsageError("an artifact needs a name", hint="e.g. run.log_text('notes.md', ...)")
+        digest = self.workspace.store.put_bytes(data)
+        file = record.RunFile("artifact", path, str(digest), len(data), "api", True)
+        runs_repo.add_files(self.workspace.db, self.id, [file])
+        return file
+
+    def log_text(self, name: str, text: str) -> record.RunFile:
+        """``log_bytes`` for text (UTF-8)."""
+        return self.log_bytes(name, text.encode())
+
     def log_input(
         self, path: str | os.PathLike[str], *, store: bool = False
     ) -> list[record.RunFile]:
@@ -348,6 +363,11 @@ def start_run(
             run.log_params(params)
         if tags:
             run.set_tags(tags)
+        if os.environ.get("TETHER_AUTOLOG") != "0":
+            # A script under 'tether run' that opens its run gets autologging.
+            from tether.integrations import autolog
+
+            autolog()
     else:
         root = None if project is None else Path(project)
         run = _start_standalone(name, seed, root, watch_files, params or {}, tags or {})

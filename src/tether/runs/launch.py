@@ -93,6 +93,7 @@ class RunSpec:
     env: Mapping[str, str | None] | None = None  # changes to the environment (None: unset)
     autoparams: bool = True  # record the parsed command line / Hydra config as params
     metrics: Sequence[str | Path] = ()  # the script's own metrics files, read after it ends
+    autolog: bool | None = None  # True: on with no code; False: off; None: on with start_run
 
 
 def run_command(
@@ -187,6 +188,8 @@ def run_command(
         child_env = _child_env(ws, run_id, seed, work / "audit.log", tty=_isatty(out), base=env)
         if not spec.autoparams:
             child_env["TETHER_AUTOPARAMS"] = "0"
+        if spec.autolog is not None:
+            child_env["TETHER_AUTOLOG"] = "1" if spec.autolog else "0"
         if epoch is not None:
             child_env["SOURCE_DATE_EPOCH"] = epoch
         # Work that does not depend on the command's outcome overlaps with it.

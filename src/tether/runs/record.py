@@ -95,6 +95,29 @@ def check_name(name: str | None) -> str | None:
     return None if name is None else check_key("run", name)
 
 
+MAX_ARTIFACT_PATH = 1024
+
+
+def artifact_path(path: str) -> str:
+    """A run artifact's name: a relative path that cannot climb out of the run's
+    artifacts (no ``..``, no absolute path, no backslash or NUL); "" for the root."""
+    from pathlib import PurePosixPath
+
+    pure = PurePosixPath(path)
+    if (
+        len(path) > MAX_ARTIFACT_PATH
+        or "\\" in path
+        or "\0" in path
+        or pure.is_absolute()
+        or any(p in ("..", ".") for p in pure.parts)
+    ):
+        raise UsageError(
+            f"invalid artifact path {path[:120]!r}",
+            hint="name artifacts with relative paths such as plots/roc.png",
+        )
+    return "/".join(pure.parts)
+
+
 def value_text(value: object) -> tuple[str, float | None]:
     """How a param or tag value is stored: its text, and its number when it is one."""
     if isinstance(value, str):

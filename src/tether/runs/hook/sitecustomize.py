@@ -118,7 +118,31 @@ def _install():
 
     sys.addaudithook(hook)
     params = {} if os.environ.get("TETHER_AUTOPARAMS") == "0" else _params(emit, ignore_prefixes)
+    if os.environ.get("TETHER_AUTOLOG") == "1":
+        params.update(_autolog())
     _watch_seeding(emit, ignore_prefixes, params)
+
+
+def _autolog():
+    """``tether run --autolog``: tether's integrations switched on when a framework is
+    imported, with no change to the script, if tether is importable by this interpreter
+    (a run in another environment without tether simply gets none)."""
+
+    # Only the run's first Python process records: worker processes of a search or a
+    # data loader (which inherit the variable) would record each candidate's fit.
+    owner = os.environ.setdefault("TETHER_AUTOLOG_OWNER", str(os.getpid()))
+    if owner != str(os.getpid()):
+        return {}
+
+    def enable(_module):
+        try:
+            import tether.integrations
+
+            tether.integrations.autolog()
+        except Exception as exc:
+            sys.stderr.write(f"tether: autolog is off in this process ({exc})\n")
+
+    return {"sklearn": enable}
 
 
 def _params(emit, ignore_prefixes):

@@ -1,0 +1,100 @@
+"""``tether.autolog()`` with the real scikit-learn: a fit's params, training metrics, a
+search's candidates, and the model in skops' safe format; with no code under
+``tether run --autolog``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from tether.repositories import runs as runs_repo
+from tether.runs.launch import RunSpec, run_command
+from tether.workspace import Workspace
+
+GRID = """
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+rng = np.random.RandomState(0)
+X = rng.rand(80, 3)
+y = (X[:, 0] + X[:, 1] > 1).astype(int)
+search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression()),
+                      {"logisticregression__C": [0.1, 1.0, 10.0]}, cv=3)
+search.fit(X, y)
+np.save("X.npy", X)
+np.save("pred.npy", search.predict(X))
+"""
+
+
+def _run(project: Workspace, script: str, **spec: object) -> str:
+    path = project.root / "train.py"
+    path.write_text(textwrap.dedent(script))
+    result = run_command(project, RunSpec([sys.executable, str(path)], cwd=project.root,
+                                          **spec))  # type: ignore[arg-type]  # fmt: skip
+    assert result.status == "finished", result.reason
+    return result.run_id
+
+
+def test_a_grid_search_is_recorded_with_no_code(project: Workspace) -> None:
+    (run,) = runs_repo.load_runs(project.db, [_run(project, GRID, autolog=True)])
+    assert run.params["best_logisticregression__C"] in ("0.1", "1.0", "10.0")
+    assert run.params["cv"] == "3" and run.params["estimator"] == "Pipeline"
+    assert run.tags["estimator_name"] == "GridSearchCV"
+    assert {"best_cv_score", "training_score", "training_accuracy", "training_f1"} <= set(
+        run.metrics
+    )
+    assert run.metrics["cv_mean_test_score"].count == 3  # one point per candidate
+    artifacts = {f.path: f for f in run.files if f.role == "artifact"}
+    assert set(artifacts) == {"cv_results.csv", "model.skops"}
+    table = project.store.read_bytes(_digest(artifacts["cv_results.csv"].digest)).decode()
+    assert table.count("\n") == 4 and "mean_test_score" in table.splitlines()[0]
+    # The model loads back (skops, no pickle) and predicts what the script predicted.
+    import skops.io
+
+    data = project.store.read_bytes(_digest(artifacts["model.skops"].digest))
+    model = skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+    X = np.load(project.root / "X.npy")
+    assert (model.predict(X) == np.load(project.root / "pred.npy")).all()
+
+
+def test_start_run_under_tether_run_turns_it_on_and_off(project: Workspace) -> None:
+    script = "import tether\nwith tether.start_run():\n    pass\n" + GRID
+    (on,) = runs_repo.load_runs(project.db, [_run(project, script)])
+    assert "best_cv_score" in on.metrics
+    (off,) = runs_repo.load_runs(project.db, [_run(project, script, autolog=False)])
+    assert "best_cv_score" not in off.metrics and "estimator_name" not in off.tags
+
+
+def test_autolog_outside_tether_run_makes_a_run_per_fit(project: Workspace) -> None:
+    script = textwrap.dedent("""
+        import tether
+        tether.autolog()
+        from sklearn.linear_model import Ridge
+        Ridge(alpha=0.5).fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.1])
+        Ridge(alpha=2.0).fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.1])
+    """)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], cwd=project.root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = runs_repo.load_runs(project.db, [r.id for r in _all(project)])
+    alphas = sorted(r.params["alpha"] for r in runs if r.name == "Ridge")
+    assert alphas == ["0.5", "2.0"]
+    assert all("training_r2" in r.metrics for r in runs if r.name == "Ridge")
+
+
+def _all(project: Workspace) -> list:  # type: ignore[type-arg]
+    from tether.repositories.run_filter import list_runs
+
+    return list_runs(project.db, limit=None).runs
+
+
+def _digest(text: str | None):  # type: ignore[no-untyped-def]
+    from tether.hashing import Digest
+
+    assert text is not None
+    return Digest.parse(text)
