@@ -35,31 +35,54 @@ _state = threading.local()
 _depth = [0]  # fits in progress in this process
 _depth_lock = threading.Lock()
 _patched: dict[type, Callable[..., Any]] = {}
+_hooked: dict[type, Any] = {}  # BaseEstimator → its own __init_subclass__ (None: inherited)
+_record_to: Callable[[Callable[[Any], None], str], None] | None = None
 
 
 def enable(record: Callable[[Callable[[Any], None], str], None]) -> None:
     """Wrap every estimator's ``fit``; ``record(write, label)`` runs ``write(run)`` on
-    the run a fit belongs to (the active run, or one made for it)."""
-    from sklearn.utils import all_estimators
+    the run a fit belongs to (the active run, or one made for it). The classes imported
+    so far are patched now and later ones as they are defined, so enabling never imports
+    the rest of scikit-learn."""
+    from sklearn.base import BaseEstimator
 
-    classes = [cls for _, cls in all_estimators()]
-    from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+    global _record_to
+    _record_to = record
+    pending = [BaseEstimator]
+    while pending:
+        cls = pending.pop()
+        _patch(cls)
+        pending.extend(cls.__subclasses__())
+    if BaseEstimator not in _hooked:
+        original = BaseEstimator.__dict__.get("__init_subclass__")
 
-    classes += [GridSearchCV, RandomizedSearchCV]
-    # Where fit is defined: an estimator may inherit it (GridSearchCV from BaseSearchCV).
-    owners = {base for cls in classes for base in cls.__mro__ if "fit" in base.__dict__}
-    for cls in owners:
-        fit = cls.__dict__["fit"]
-        if cls in _patched or not callable(fit) or not cls.__module__.startswith("sklearn."):
-            continue
-        _patched[cls] = fit
-        setattr(cls, "fit", _wrap(fit, record))  # noqa: B010 - the method, replaced
+        def init_subclass(cls: type, /, **kwargs: Any) -> None:
+            if original is not None:
+                original.__func__(cls, **kwargs)
+            else:
+                super(BaseEstimator, cls).__init_subclass__(**kwargs)
+            _patch(cls)
+
+        _hooked[BaseEstimator] = original
+        setattr(BaseEstimator, "__init_subclass__", classmethod(init_subclass))  # noqa: B010
+
+
+def _patch(cls: type) -> None:
+    fit = cls.__dict__.get("fit")
+    if fit is None or cls in _patched or not callable(fit) or _record_to is None:
+        return
+    if cls.__module__.startswith("tether."):
+        return
+    _patched[cls] = fit
+    setattr(cls, "fit", _wrap(fit, _record_to))  # noqa: B010 - the method, replaced
 
 
 def disable() -> None:
+    global _record_to
     for cls, fit in _patched.items():
         setattr(cls, "fit", fit)  # noqa: B010
     _patched.clear()
+    _record_to = None  # classes defined from now on are left alone
 
 
 def _wrap(fit: Callable[..., Any], record: Callable[[Callable[[Any], None], str], None]) -> Any:
