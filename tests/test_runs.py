@@ -540,3 +540,26 @@ def test_active_run_follows_the_thread_that_started_it(project: Workspace) -> No
         t.start()
         t.join()
         assert helper == [main]
+
+
+@pytest.mark.sqlite_only
+def test_logging_never_waits_for_the_database(project: Workspace) -> None:
+    """Points go to a buffer that a thread of the run writes: while another process
+    holds the database's write lock, a training loop logging 25,000 points (past the
+    batch size) goes on, and every point is written once the lock is released."""
+    import sqlite3
+
+    from tether.runs.api import BATCH, start_run
+
+    run = start_run(project=project.root, watch_files=False)
+    holder = sqlite3.connect(project.dot / "tether.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    try:
+        for i in range(BATCH * 2 + 5_000):
+            run.log_metric("loss", 1 / (i + 1), step=i)
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    run.end()
+    series = runs_repo.load_runs(project.db, [run.id])[0].metrics["loss"]
+    assert series.count == BATCH * 2 + 5_000

@@ -115,7 +115,11 @@ class Run:
         self._buffer: list[tuple[str, int, float, float]] = []
         self._steps: dict[str, int] = {}
         self._keys: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffer
+        # One writer of points at a time, in order; always taken before _lock.
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
         self._last_flush = time.monotonic()
         self._ended = False
         self._store_inputs = False
@@ -186,8 +190,8 @@ class Run:
                 raise UsageError(f"metric {key!r}: step must be an integer, not {step!r}")
             self._steps[key] = step
             self._buffer.append((key, step, time.time() if timestamp is None else timestamp, value))
-            if len(self._buffer) >= BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
-                self._flush_locked()
+            if len(self._buffer) >= BATCH or self._flusher is None:
+                self._kick()
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
@@ -198,12 +202,48 @@ class Run:
 
     def flush(self) -> None:
         """Write buffered metrics now."""
-        with self._lock:
-            self._flush_locked()
+        self._flush()
+
+    def _kick(self) -> None:
+        """Have the flusher write the buffer soon (started on the first point): the
+        training thread never waits on the disk or the network, only on a list append."""
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"tether-run-{self.id[:12]}", daemon=True
+            )
+            self._flusher.start()
+        self._wake.set()
+
+    def _flush_loop(self) -> None:
+        while not self._ended:
+            self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
+            if self._ended:
+                return
+            try:
+                self._flush()
+            except Exception as exc:  # the points stay buffered; end() writes or raises
+                sys.stderr.write(f"tether: writing metrics failed, will retry: {exc}\n")
+
+    def _flush(self) -> None:
+        with self._write_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+                self._last_flush = time.monotonic()
+            try:
+                self._write(batch)
+            except BaseException:
+                with self._lock:
+                    self._buffer[:0] = batch  # kept, in order, for the next write
+                raise
 
     def _flush_locked(self) -> None:
+        """Write the buffer; the caller holds _write_lock and _lock."""
         batch, self._buffer = self._buffer, []
         self._last_flush = time.monotonic()
+        self._write(batch)
+
+    def _write(self, batch: list[tuple[str, int, float, float]]) -> None:
         if batch:
             metrics_repo.insert_metrics(self.workspace.db, self.id, batch)
             if self._stream is not None:
@@ -283,8 +323,9 @@ class Run:
             # Hashed and stored before the transaction: it holds the write lock briefly.
             files = record_files(ws.store, ws.root, sets, store_inputs=self._store_inputs)
         # The last metrics, the files and the end in one commit (one fsync per run). The
-        # run's lock first, as a flush from log_metric takes them, so they cannot deadlock.
-        with self._lock, ws.db.atomic():
+        # locks in the flusher's order, so they cannot deadlock; it stops on _ended.
+        self._wake.set()
+        with self._write_lock, self._lock, ws.db.atomic():
             self._flush_locked()
             if files:
                 runs_repo.add_files(ws.db, self.id, files)
