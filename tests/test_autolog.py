@@ -4,12 +4,15 @@ search's candidates, and the model in skops' safe format; with no code under
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+import pytest
 
+from tether.repositories import metrics as metrics_repo
 from tether.repositories import runs as runs_repo
 from tether.runs.launch import RunSpec, run_command
 from tether.workspace import Workspace
@@ -98,3 +101,45 @@ def _digest(text: str | None):  # type: ignore[no-untyped-def]
 
     assert text is not None
     return Digest.parse(text)
+
+
+@pytest.mark.torch
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="pip install torch==2.13.0")
+def test_watch_logs_a_plain_pytorch_loop_with_one_line(project: Workspace) -> None:
+    import torch
+
+    import tether
+    from tether.runs.api import start_run
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
+    X, y = torch.randn(32, 4), torch.randn(32, 1)
+    with start_run(project=project.root, watch_files=False) as run:
+        watched = tether.watch(model, optimizer)
+        for step in range(12):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(X), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            run.log_metric("loss", loss.item(), step=step)
+        watched.remove()
+        optimizer.step()  # no longer watched
+    series = metrics_repo.metric_series(project.db, run.id)
+    assert [v for _, _, v in series["lr"]] == [0.1] * 5 + [0.05] * 5 + [0.025] * 2
+    assert len(series["grad_norm"]) == 12 and all(v > 0 for _, _, v in series["grad_norm"])
+    assert [s for s, _, _ in series["step_time"]] == list(range(12))
+    assert len(series["loss"]) == 12
+
+
+def test_watch_needs_a_run(project: Workspace) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    import tether
+    from tether.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs an open run"):
+        tether.watch(torch.nn.Linear(1, 1), torch.optim.SGD(torch.nn.Linear(1, 1).parameters()))

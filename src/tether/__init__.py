@@ -32,6 +32,7 @@ _EXPORTS = {
     "Run": "tether.runs.api",
     "seed_everything": "tether.determinism",
     "autolog": "tether.integrations",
+    "watch": "tether.integrations.pytorch",
     "SeedReport": "tether.determinism",
 }
 
@@ -59,6 +60,7 @@ __all__ = [
     "seed_everything",
     "start_run",
     "unpack",
+    "watch",
 ]
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from tether.errors import TetherError
     from tether.hashing import Digest
     from tether.integrations import autolog
+    from tether.integrations.pytorch import watch
     from tether.manifest.kitfile import Kitfile
     from tether.modelkit.catalog import inspect, list_kits
     from tether.modelkit.diff import diff
