@@ -5,9 +5,11 @@ search's candidates, and the model in skops' safe format; with no code under
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +145,59 @@ def test_watch_needs_a_run(project: Workspace) -> None:
 
     with pytest.raises(UsageError, match="needs an open run"):
         tether.watch(torch.nn.Linear(1, 1), torch.optim.SGD(torch.nn.Linear(1, 1).parameters()))
+
+
+LIGHTNING = """\
+import lightning as L
+import torch
+
+L.seed_everything(42, workers=True)
+
+
+class Tiny(L.LightningModule):
+    def __init__(self, lr=0.05, hidden=8):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(hidden, 1))
+
+    def training_step(self, batch, _):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+data = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+loader = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True)
+model = Tiny()
+trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False,
+                    accelerator="cpu", deterministic=True, log_every_n_steps=1)
+trainer.fit(model, loader)
+torch.save(model.state_dict(), "model.pt")
+"""
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("lightning") is None, reason="pip install lightning")
+def test_a_lightning_fit_is_logged_and_reproduces(tmp_path: Path) -> None:
+    from tests.test_reproduce import commit, make_project
+
+    root = tmp_path / "p"
+    tether = make_project(root, {"train.py": LIGHTNING})
+    commit(root)
+    made = tether("run", "--name", "tiny", "--autolog", "--", sys.executable, "train.py")
+    assert made.exit_code == 0, made.output
+    shown = json.loads(tether("runs", "show", "tiny", "--json").stdout)
+    assert shown["params"]["lr"] == "0.05" and shown["params"]["hidden"] == "8"
+    assert shown["params"]["max_epochs"] == "3" and shown["params"]["optimizer_name"] == "SGD"
+    assert shown["metrics"]["train_loss"]["count"] == 12  # 4 batches x 3 epochs
+    assert any(f["path"] == "model.pt" for f in shown["files"] if f["role"] == "output")
+    again = tether("reproduce", "tiny")
+    assert again.exit_code == 0, again.output
+    assert "REPRODUCED" in again.stdout

@@ -20,7 +20,10 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 # framework module → the integration that patches it.
-INTEGRATIONS: dict[str, str] = {"sklearn": "tether.integrations.sklearn"}
+INTEGRATIONS: dict[str, str] = {
+    "sklearn": "tether.integrations.sklearn",
+    "lightning": "tether.integrations.lightning",
+}
 _lock = threading.Lock()
 _enabled: set[str] = set()
 

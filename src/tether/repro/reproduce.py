@@ -171,6 +171,7 @@ def reproduce(
                 cwd=cwd,
                 env=changes,
                 metrics=plan.run.capture.metric_files,
+                autolog=plan.run.capture.autolog,
             ),
             stdout=stdout,
             stderr=stderr,

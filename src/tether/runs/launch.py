@@ -143,6 +143,8 @@ def run_command(
         epoch = str(int(started)) if ws.settings.run_source_date_epoch else None
     if epoch is not None:
         extra["source_date_epoch"] = epoch
+    if spec.autolog is not None:
+        extra["autolog"] = spec.autolog  # a reproduction logs as the run did
     run_id = runs_repo.create_run(
         ws.db,
         record.NewRun(

@@ -179,6 +179,12 @@ class RunCapture:
         )
 
     @property
+    def autolog(self) -> bool | None:
+        """``tether run --autolog`` (True) or ``--no-autolog`` (False); None: neither."""
+        value = self.data.get("autolog")
+        return value if isinstance(value, bool) else None
+
+    @property
     def metric_files(self) -> tuple[str, ...]:
         """The metrics files ``tether run --metrics`` read after the run."""
         return tuple(str(p) for p in self._list("metric_files"))

@@ -142,7 +142,7 @@ def _autolog():
         except Exception as exc:
             sys.stderr.write(f"tether: autolog is off in this process ({exc})\n")
 
-    return {"sklearn": enable}
+    return {"sklearn": enable, "lightning": enable}
 
 
 def _params(emit, ignore_prefixes):
