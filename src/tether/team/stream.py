@@ -151,7 +151,14 @@ class RunStream:
 
         body = zstandard.ZstdCompressor(level=3).compress(orjson.dumps(batch.to_json()))
         try:
-            response = client.post(self._url, content=body)
+            try:
+                response = client.post(self._url, content=body)
+            except httpx.TransportError as e:
+                if isinstance(e, httpx.TimeoutException):
+                    raise
+                # A kept-alive connection to a server that restarted fails once: the
+                # next attempt opens a new one (a batch sent twice is taken once).
+                response = client.post(self._url, content=body)
         except httpx.HTTPError:
             return "retry"
         if response.status_code < 300:
