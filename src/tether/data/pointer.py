@@ -178,6 +178,15 @@ def read(root: Path, pointer_rel: str) -> Pointer:
     return parse(data, pointer_rel)
 
 
+def read_if_any(root: Path, pointer_rel: str) -> Pointer | None:
+    """The pointer at ``pointer_rel``; None when it is absent or unreadable (what a new
+    pointer then replaces)."""
+    try:
+        return read(root, pointer_rel)
+    except DataError:
+        return None
+
+
 def write(root: Path, pointer: Pointer, tmp_dir: Path) -> None:
     write_atomic(root / pointer.pointer_path, pointer.to_yaml().encode(), tmp_dir=tmp_dir)
 

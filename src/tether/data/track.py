@@ -95,7 +95,7 @@ def add(
             raise
         results = []
         for new in made:
-            previous = _previous(ws.root, new.pointer_path)
+            previous = pointer.read_if_any(ws.root, new.pointer_path)
             if previous != new:
                 pointer.write(ws.root, new, ws.dot / "tmp")
             added = paths.ensure_gitignored(ws.root, new.path, ws.dot / "tmp")
@@ -110,7 +110,7 @@ def _hash_target(ws: Workspace, hasher: Hasher, rel: str) -> Pointer:
     if target.is_dir() and not target.is_symlink():
         files = scan_dir(target)
         fp = fingerprint(files, hasher.scan_start_ns)
-        previous = _previous(ws.root, rel + pointer.SUFFIX)
+        previous = pointer.read_if_any(ws.root, rel + pointer.SUFFIX)
         if (
             fp is not None
             and previous is not None
@@ -130,10 +130,3 @@ def _hash_target(ws: Workspace, hasher: Hasher, rel: str) -> Pointer:
     wf = stat_file(target)
     digest = hasher.digests(target, rel, [wf], check_store=True)[""]
     return Pointer(rel, "file", digest, wf.stamp.size, 1)
-
-
-def _previous(root: Path, pointer_rel: str) -> Pointer | None:
-    try:
-        return pointer.read(root, pointer_rel)
-    except DataError:
-        return None  # absent or unreadable: the new pointer replaces it

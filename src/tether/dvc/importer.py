@@ -157,7 +157,7 @@ class _Import:
         else:
             digest, size = self._blob(out.md5, out.legacy, out.path, self.project.root / out.path)
             made = Pointer(rel, "file", digest, size, 1)
-        previous = _previous(self.ws.root, made.pointer_path)
+        previous = pointer.read_if_any(self.ws.root, made.pointer_path)
         if previous != made:
             pointer.write(self.ws.root, made, self.ws.dot / "tmp")
         paths.ensure_gitignored(self.ws.root, rel, self.ws.dot / "tmp")
@@ -252,10 +252,3 @@ class _Import:
             if hashlib.md5(data).hexdigest() == md5:
                 return RunFile("input", rel, str(Digest.of_bytes(data)), len(data), "dvc", False)
         return RunFile("input", rel, None, None, "dvc", False)
-
-
-def _previous(root: Path, pointer_rel: str) -> Pointer | None:
-    try:
-        return pointer.read(root, pointer_rel)
-    except DataError:
-        return None

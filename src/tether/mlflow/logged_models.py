@@ -160,7 +160,3 @@ def log_outputs(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
         if model.run_id is None:
             repo.set_run(ws.db, model.id, run.id)
     return {}
-
-
-def models_of_run(ws: Workspace, run_id: str) -> list[repo.LoggedModel]:
-    return repo.by_run(ws.db, run_id)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.errors import ParamConflict, UsageError
-from tether.mlflow.request import MlflowError
+from tether.mlflow.request import MlflowError, pairs
 from tether.mlflow.request import invalid as _invalid
 from tether.mlflow.request import millis as _millis
 from tether.mlflow.request import missing as _missing
@@ -91,7 +91,7 @@ def experiment_of(ws: Workspace, experiment_id: str) -> exp_repo.Experiment:
 
 def create_experiment(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
     name = _required(body, "name")
-    tags = {str(t["key"]): str(t["value"]) for t in body.get("tags") or ()}
+    tags = pairs(body, "tags")
     exp_repo.ensure_default(ws.db, at=time.time())
     made = exp_repo.create(ws.db, name, _text(body, "artifact_location", required=False),
                            tags, at=time.time())  # fmt: skip
@@ -232,7 +232,7 @@ def create_run(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
                                                  or str(exp_repo.DEFAULT_ID)))  # fmt: skip
     if experiment.lifecycle != "active":
         raise _invalid(f"The experiment {experiment.id} must be in the 'active' state.")
-    tags = {str(t["key"]): str(t.get("value", "")) for t in body.get("tags") or ()}
+    tags = pairs(body, "tags")
     name = _text(body, "run_name", required=False) or tags.get(RUN_NAME_TAG)
     user = _text(body, "user_id", required=False) or tags.get(USER_TAG) or "unknown"
     start = body.get("start_time")
@@ -368,9 +368,9 @@ def log_batch(ws: Workspace, body: Mapping[str, Any]) -> dict[str, Any]:
             f" {MAX_BATCH_PARAMS} params and {MAX_BATCH_TAGS} tags"
         )
     if params:
-        _params(ws, run.id, {str(p["key"]): str(p.get("value", "")) for p in params})
+        _params(ws, run.id, pairs(body, "params"))
     if tags:
-        _set_tags(ws, run.id, {str(t["key"]): str(t.get("value", "")) for t in tags})
+        _set_tags(ws, run.id, pairs(body, "tags"))
     if metrics:
         _metrics(ws, run.id, [_point(m) for m in metrics])
     return {}

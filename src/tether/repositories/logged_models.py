@@ -133,11 +133,6 @@ def search(
         return _load(conn, " AND ".join(where), [*params, limit, offset], " LIMIT ? OFFSET ?")
 
 
-def by_run(db: Database, run_id: str) -> list[LoggedModel]:
-    with db.snapshot() as conn:
-        return _load(conn, "run_id = ?", (run_id,))
-
-
 def set_status(db: Database, model_id: str, status: Status, *, at: float) -> None:
     with db.atomic() as conn:
         conn.execute(
