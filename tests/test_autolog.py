@@ -201,3 +201,165 @@ def test_a_lightning_fit_is_logged_and_reproduces(tmp_path: Path) -> None:
     again = tether("reproduce", "tiny")
     assert again.exit_code == 0, again.output
     assert "REPRODUCED" in again.stdout
+
+
+def _artifact(project: Workspace, run, name: str) -> bytes:  # type: ignore[no-untyped-def]
+    (file,) = [f for f in run.files if f.role == "artifact" and f.path == name]
+    return project.store.read_bytes(_digest(file.digest))
+
+
+XGBOOST = """
+import numpy as np
+import xgboost as xgb
+rng = np.random.RandomState(0)
+X = rng.rand(200, 4)
+y = (X[:, 0] + X[:, 1] > 1).astype(int)
+model = xgb.XGBClassifier(n_estimators=8, max_depth=2, learning_rate=0.3)
+model.fit(X[:150], y[:150], eval_set=[(X[150:], y[150:])], verbose=False)
+np.save("X.npy", X)
+np.save("pred.npy", model.predict_proba(X)[:, 1])
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xgboost") is None, reason="pip install xgboost-cpu")
+def test_an_xgboost_fit_records_params_every_round_and_the_booster(project: Workspace) -> None:
+    import xgboost as xgb
+
+    (run,) = runs_repo.load_runs(project.db, [_run(project, XGBOOST, autolog=True)])
+    assert run.params["max_depth"] == "2" and run.params["num_boost_round"] == "8"
+    assert run.metrics["validation_0-logloss"].count == 8  # one point per round
+    # Its scikit-learn wrapper is XGBoost's to record, not scikit-learn's.
+    assert "estimator_name" not in run.tags and "training_score" not in run.metrics
+    artifacts = {f.path for f in run.files if f.role == "artifact"}
+    assert artifacts == {"model.ubj", "feature_importance_gain.json"}
+    booster = xgb.Booster()
+    booster.load_model(bytearray(_artifact(project, run, "model.ubj")))
+    X = np.load(project.root / "X.npy")
+    assert np.allclose(booster.predict(xgb.DMatrix(X)), np.load(project.root / "pred.npy"))
+
+
+LIGHTGBM = """
+import lightgbm as lgb
+import numpy as np
+rng = np.random.RandomState(0)
+X = rng.rand(300, 4)
+y = X[:, 0] * 2 + X[:, 1] + rng.rand(300) * 0.1
+train = lgb.Dataset(X[:200], y[:200])
+valid = lgb.Dataset(X[200:], y[200:], reference=train)
+params = {"objective": "regression", "learning_rate": 0.3, "num_leaves": 7, "verbose": -1,
+          "seed": 0, "deterministic": True}
+booster = lgb.train(params, train, 200, valid_sets=[valid], valid_names=["valid"],
+                    callbacks=[lgb.early_stopping(3, verbose=False)])
+np.save("X.npy", X)
+np.save("pred.npy", booster.predict(X))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lightgbm") is None, reason="pip install lightgbm")
+def test_a_lightgbm_training_records_params_every_round_and_the_booster(
+    project: Workspace,
+) -> None:
+    import lightgbm as lgb
+
+    (run,) = runs_repo.load_runs(project.db, [_run(project, LIGHTGBM, autolog=True)])
+    assert run.params["num_leaves"] == "7" and run.params["num_boost_round"] == "200"
+    rounds = run.metrics["valid-l2"].count
+    best = int(run.tags["lightgbm.best_iteration"])
+    assert 3 < rounds < 200 and best == rounds - 3  # stopped early, 3 rounds after its best
+    booster = lgb.Booster(model_str=_artifact(project, run, "model.txt").decode())
+    X = np.load(project.root / "X.npy")
+    assert np.allclose(booster.predict(X), np.load(project.root / "pred.npy"))
+
+
+TRANSFORMERS = """
+import torch
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+torch.manual_seed(0)
+config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, max_position_embeddings=16, num_labels=2)
+model = BertForSequenceClassification(config)
+ids = torch.randint(0, 64, (32, 8))
+data = [{"input_ids": ids[i], "labels": int(ids[i].sum() % 2)} for i in range(32)]
+args = TrainingArguments(output_dir="out", max_steps=6, per_device_train_batch_size=8,
+                         logging_steps=1, save_steps=3, report_to="none", use_cpu=True,
+                         learning_rate=1e-3, seed=0)
+Trainer(model=model, args=args, train_dataset=data).train()
+"""
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="pip install transformers accelerate"
+)
+def test_a_transformers_trainer_records_args_every_log_and_its_checkpoints(
+    project: Workspace,
+) -> None:
+    (run,) = runs_repo.load_runs(project.db, [_run(project, TRANSFORMERS, autolog=True)])
+    assert run.params["learning_rate"] == "0.001" and run.params["max_steps"] == "6"
+    assert run.params["model.hidden_size"] == "16"
+    assert run.metrics["loss"].count == 6 and run.metrics["learning_rate"].count == 6
+    assert "train_runtime" in run.metrics
+    assert run.tags["transformers.last_checkpoint"].endswith("checkpoint-6")
+    outputs = {f.path for f in run.files if f.role == "output"}
+    assert {"out/checkpoint-3/model.safetensors", "out/checkpoint-6/model.safetensors"} <= outputs
+
+
+KERAS = """
+import numpy as np
+import keras
+keras.utils.set_random_seed(0)
+X = np.random.rand(64, 4).astype("float32")
+y = (X[:, 0] > 0.5).astype("float32")
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                          keras.layers.Dense(1, activation="sigmoid")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy",
+              metrics=["accuracy"])
+model.fit(X, y, batch_size=16, epochs=3, validation_split=0.25, verbose=0)
+np.save("X.npy", X)
+np.save("pred.npy", model.predict(X, verbose=0))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_a_keras_fit_records_params_every_epoch_and_the_model(
+    project: Workspace, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("keras")
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"Keras' {backend} backend is not installed")
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    (run,) = runs_repo.load_runs(project.db, [_run(project, KERAS, autolog=True)])
+    assert run.params["epochs"] == "3" and run.params["batch_size"] == "16"
+    assert run.params["optimizer_name"] == "Adam" and run.params["total_params"] == "49"
+    assert float(run.params["optimizer.learning_rate"]) == pytest.approx(0.01)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert run.metrics[key].count == 3  # one point per epoch
+    path = project.root / "model.keras"
+    path.write_bytes(_artifact(project, run, "model.keras"))
+    done = subprocess.run(
+        [sys.executable, "-c", "import keras, numpy as np; m = keras.saving.load_model("
+         "'model.keras'); print(np.abs(m.predict(np.load('X.npy'), verbose=0)"
+         " - np.load('pred.npy')).max())"],
+        cwd=project.root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split()[-1]) < 1e-6
+
+
+def test_autolog_never_imports_a_framework_the_script_does_not_use(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import sys
+        import tether
+        tether.autolog()
+        tether.autolog(frameworks=["xgboost", "keras"], disable=True)
+        tether.autolog(disable=True)
+        heavy = ("sklearn", "lightning", "transformers", "keras", "xgboost", "lightgbm", "torch")
+        print(sorted(name for name in heavy if name in sys.modules))
+    """)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -10,12 +10,15 @@ A record goes to the active run; outside one, a run is started for it and ended 
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -23,9 +26,18 @@ from typing import Any, ClassVar
 INTEGRATIONS: dict[str, str] = {
     "sklearn": "tether.integrations.sklearn",
     "lightning": "tether.integrations.lightning",
+    "transformers": "tether.integrations.transformers",
+    "keras": "tether.integrations.keras",
+    "xgboost": "tether.integrations.xgboost",
+    "lightgbm": "tether.integrations.lightgbm",
 }
+# The module whose import switches an integration on, where it is not the framework's
+# own: Transformers' trainer imports torch and accelerate, its tokenizers do not.
+TRIGGERS: dict[str, str] = {"transformers": "transformers.trainer"}
 _lock = threading.Lock()
 _enabled: set[str] = set()
+_depth = [0]  # trainings in progress in this process
+_depth_lock = threading.Lock()
 
 
 def autolog(*, frameworks: Sequence[str] | None = None, disable: bool = False) -> None:
@@ -41,22 +53,88 @@ def autolog(*, frameworks: Sequence[str] | None = None, disable: bool = False) -
     with _lock:
         for name in wanted:
             if disable:
-                if name in _enabled:
-                    importlib.import_module(INTEGRATIONS[name]).disable()
-                    _enabled.discard(name)
+                _enabled.discard(name)
+                _Finder._waiting.discard(TRIGGERS.get(name, name))
+                _AfterImport._pending.discard(TRIGGERS.get(name, name))
+                enabled = sys.modules.get(INTEGRATIONS[name])  # never imports a framework
+                if enabled is not None:
+                    enabled.disable()
                 continue
             if name in _enabled:
                 continue
             _enabled.add(name)
-            if name in sys.modules:
-                _enable(name)
+            trigger = TRIGGERS.get(name, name)
+            if trigger not in sys.modules:
+                _Finder.watch(trigger)
+            elif _initializing(trigger):
+                _AfterImport.wait(trigger)
             else:
-                _Finder.watch(name)
+                _enable(trigger)
 
 
-def _enable(name: str) -> None:
+def _enable(trigger: str) -> None:
+    name = next((n for n, t in TRIGGERS.items() if t == trigger), trigger)
     module = importlib.import_module(INTEGRATIONS[name])
     module.enable(record)
+
+
+def owns(module: str) -> bool:
+    """Whether an enabled integration other than scikit-learn's records ``module``'s
+    trainings (XGBoost's and LightGBM's scikit-learn wrappers are theirs)."""
+    top = module.partition(".")[0]
+    return top != "sklearn" and top in _enabled
+
+
+@contextlib.contextmanager
+def outermost() -> Iterator[bool]:
+    """Count a training in progress; yields whether it is the outermost one. A fit inside
+    a fit (a search's candidates, a pipeline's steps, a wrapper's booster) is not recorded
+    again. Process-wide, not per thread: a search fits its candidates on joblib's threads."""
+    with _depth_lock:
+        depth = _depth[0]
+        _depth[0] += 1
+    try:
+        yield depth == 0
+    finally:
+        with _depth_lock:
+            _depth[0] -= 1
+
+
+def guarded(what: str, write: Callable[[], None]) -> None:
+    """Run one record; a record that fails is reported and the training goes on."""
+    try:
+        write()
+    except Exception as e:
+        sys.stderr.write(f"tether: autolog could not record {what}: {e}\n")
+        if os.environ.get("TETHER_DEBUG"):
+            raise
+
+
+@contextlib.contextmanager
+def recording(label: str) -> Iterator[Any]:
+    """The run an outermost training records into: the active run, or one started for
+    it (ended after it). ``None`` for a training inside another, or when no run can be
+    had (reported): the training itself always goes on."""
+    with outermost() as first:
+        if not first:
+            yield None
+            return
+        from tether.runs.api import active_run, start_run
+
+        run = active_run()
+        if run is not None:
+            yield run
+            return
+        try:
+            made = start_run(name=label)
+        except Exception as e:
+            sys.stderr.write(f"tether: autolog could not start a run for {label}: {e}\n")
+            if os.environ.get("TETHER_DEBUG"):
+                raise
+            yield None
+            return
+        with made:
+            yield made
 
 
 def record(write: Callable[[Any], None], label: str) -> None:
@@ -115,3 +193,38 @@ class _Loader(importlib.abc.Loader):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
+
+
+def _initializing(name: str) -> bool:
+    spec = getattr(sys.modules.get(name), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+class _AfterImport:
+    """Patches a framework whose import is still running when autologging is switched on
+    (XGBoost imports scikit-learn halfway through its own import, and scikit-learn's
+    import switches autologging on): ``__import__`` is wrapped until it has finished."""
+
+    _pending: ClassVar[set[str]] = set()
+    _original: ClassVar[Any] = None
+
+    @classmethod
+    def wait(cls, name: str) -> None:
+        cls._pending.add(name)
+        if cls._original is None:
+            cls._original = builtins.__import__
+            builtins.__import__ = cls._import
+
+    @staticmethod
+    def _import(*args: Any, **kwargs: Any) -> Any:
+        cls = _AfterImport
+        module = cls._original(*args, **kwargs)
+        done = [name for name in cls._pending if not _initializing(name)]
+        if done:
+            cls._pending.difference_update(done)
+            if not cls._pending:
+                builtins.__import__ = cls._original
+                cls._original = None
+            for name in done:
+                _enable(name)
+        return module

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import sys
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+from tether.integrations import guarded, outermost, owns
+
 _state = threading.local()
-_depth = [0]  # fits in progress in this process
-_depth_lock = threading.Lock()
 _patched: dict[type, Callable[..., Any]] = {}
 _hooked: dict[type, Any] = {}  # BaseEstimator → its own __init_subclass__ (None: inherited)
 _record_to: Callable[[Callable[[Any], None], str], None] | None = None
@@ -71,7 +70,7 @@ def _patch(cls: type) -> None:
     fit = cls.__dict__.get("fit")
     if fit is None or cls in _patched or not callable(fit) or _record_to is None:
         return
-    if cls.__module__.startswith("tether."):
+    if cls.__module__.startswith("tether.") or owns(cls.__module__):
         return
     _patched[cls] = fit
     setattr(cls, "fit", _wrap(fit, _record_to))  # noqa: B010 - the method, replaced
@@ -88,25 +87,13 @@ def disable() -> None:
 def _wrap(fit: Callable[..., Any], record: Callable[[Callable[[Any], None], str], None]) -> Any:
     @functools.wraps(fit)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        # Process-wide, not per thread: a search fits its candidates on joblib's threads.
-        with _depth_lock:
-            depth = _depth[0]
-            _depth[0] += 1
-        try:
+        with outermost() as first:
             result = fit(self, *args, **kwargs)
-            if depth == 0:  # still counted: the metrics' own fits are not the user's
+            if first:  # still counted: the metrics' own fits are not the user's
                 X = args[0] if args else kwargs.get("X")
                 y = args[1] if len(args) > 1 else kwargs.get("y")
-                try:
-                    record(lambda run: _record(run, self, X, y), type(self).__name__)
-                except Exception as e:  # recording never breaks the training
-                    name = type(self).__name__
-                    sys.stderr.write(f"tether: autolog could not record {name}: {e}\n")
-                    if os.environ.get("TETHER_DEBUG"):
-                        raise
-        finally:
-            with _depth_lock:
-                _depth[0] -= 1
+                name = type(self).__name__
+                guarded(name, lambda: record(lambda run: _record(run, self, X, y), name))
         return result
 
     wrapper.__tether_autolog__ = True  # type: ignore[attr-defined]

@@ -142,7 +142,8 @@ def _autolog():
         except Exception as exc:
             sys.stderr.write(f"tether: autolog is off in this process ({exc})\n")
 
-    return {"sklearn": enable, "lightning": enable}
+    frameworks = ("sklearn", "lightning", "transformers", "keras", "xgboost", "lightgbm")
+    return dict.fromkeys(frameworks, enable)
 
 
 def _params(emit, ignore_prefixes):
