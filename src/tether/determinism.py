@@ -1,19 +1,23 @@
 """``seed_everything``: seed every random number generator a training script is likely
 to use, optionally switch frameworks to deterministic algorithms, and say what was done.
 
-Frameworks are imported only when already installed (``importlib.util.find_spec``),
-never installed or required. The report is attached to the current run, so a reader
+Frameworks are never installed, required or imported: one the script has not imported
+yet is seeded right after its import. The report is attached to the current run, so a reader
 of the run knows the script seeded itself, with what, and what it could not seed.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import importlib.util
 import os
 import random
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from tether import imports
 
 # Frameworks whose random generators draw from fresh entropy unless the script seeds
 # them (by top-level module name), with how a script seeds each: what doctor and explain
@@ -67,6 +71,24 @@ def seed_everything(seed: int, deterministic: bool = False) -> SeedReport:
     settings: list[str] = []
     skipped: list[str] = []
 
+    for name, seed_it in (("torch", _seed_torch), ("tensorflow", _seed_tensorflow)):
+        if not _installed(name):
+            continue
+        if name not in sys.modules:
+            # Seeded as soon as the script imports it: importing a framework the script
+            # may never use would cost seconds (TensorFlow's import takes ~5).
+            imports.after_import(name, functools.partial(_quietly, seed_it, seed, deterministic))
+            seeded.append(f"{name} (when imported)")
+            continue
+        try:
+            done, set_ = seed_it(sys.modules[name], seed, deterministic)
+        except Exception as exc:  # a broken install must not stop training
+            skipped.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        seeded.extend(done)
+        settings.extend(set_)
+
+    # Last: importing a framework the first time can draw from these generators.
     random.seed(seed)
     seeded.append("random")
     # The running interpreter's hash seed is fixed at start; this covers subprocesses.
@@ -78,36 +100,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> SeedReport:
 
         np.random.seed(seed)
         seeded.append("numpy.random (legacy global)")
-
-    if _installed("torch"):
-        try:
-            torch: Any = importlib.import_module("torch")
-            torch.manual_seed(seed)  # seeds CPU and every CUDA device
-            seeded.append("torch")
-            if torch.cuda.is_available():
-                torch.cuda.manual_seed_all(seed)
-                seeded.append("torch.cuda")
-            if deterministic:
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-                settings.append(f"CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}")
-                torch.use_deterministic_algorithms(True)
-                settings.append("torch.use_deterministic_algorithms(True)")
-                torch.backends.cudnn.deterministic = True
-                torch.backends.cudnn.benchmark = False
-                settings.append("torch.backends.cudnn.deterministic=True, benchmark=False")
-        except Exception as exc:  # a broken install must not stop training
-            skipped.append(f"torch: {type(exc).__name__}: {exc}")
-
-    if _installed("tensorflow"):
-        try:
-            tf: Any = importlib.import_module("tensorflow")
-            tf.random.set_seed(seed)
-            seeded.append("tensorflow")
-            if deterministic:
-                tf.config.experimental.enable_op_determinism()
-                settings.append("tf.config.experimental.enable_op_determinism()")
-        except Exception as exc:
-            skipped.append(f"tensorflow: {type(exc).__name__}: {exc}")
 
     if _installed("jax"):
         # JAX has no global RNG: keys are explicit. Nothing to seed, but say so.
@@ -121,3 +113,40 @@ def seed_everything(seed: int, deterministic: bool = False) -> SeedReport:
     except Exception:  # no project here: seeding still counts
         recorded = False
     return SeedReport(**{**asdict(report), "recorded": recorded})
+
+
+Seeded = tuple[list[str], list[str]]  # generators seeded, settings set
+
+
+def _seed_torch(torch: Any, seed: int, deterministic: bool) -> Seeded:
+    seeded, settings = ["torch"], []
+    torch.manual_seed(seed)  # seeds CPU and every CUDA device
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        seeded.append("torch.cuda")
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        settings.append(f"CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']}")
+        torch.use_deterministic_algorithms(True)
+        settings.append("torch.use_deterministic_algorithms(True)")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        settings.append("torch.backends.cudnn.deterministic=True, benchmark=False")
+    return seeded, settings
+
+
+def _seed_tensorflow(tf: Any, seed: int, deterministic: bool) -> Seeded:
+    tf.random.set_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+        return ["tensorflow"], ["tf.config.experimental.enable_op_determinism()"]
+    return ["tensorflow"], []
+
+
+def _quietly(
+    seed_it: Callable[[Any, int, bool], Seeded], seed: int, deterministic: bool, module: Any
+) -> None:
+    try:
+        seed_it(module, seed, deterministic)
+    except Exception as exc:  # at import time, in the script: report, never stop it
+        sys.stderr.write(f"tether: could not seed {module.__name__}: {exc}\n")

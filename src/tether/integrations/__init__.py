@@ -10,17 +10,16 @@ A record goes to the active run; outside one, a run is started for it and ended 
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import importlib
-import importlib.abc
-import importlib.machinery
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
+
+from tether import imports
 
 # framework module → the integration that patches it.
 INTEGRATIONS: dict[str, str] = {
@@ -54,8 +53,7 @@ def autolog(*, frameworks: Sequence[str] | None = None, disable: bool = False) -
         for name in wanted:
             if disable:
                 _enabled.discard(name)
-                _Finder._waiting.discard(TRIGGERS.get(name, name))
-                _AfterImport._pending.discard(TRIGGERS.get(name, name))
+                imports.cancel(TRIGGERS.get(name, name), _enable)
                 enabled = sys.modules.get(INTEGRATIONS[name])  # never imports a framework
                 if enabled is not None:
                     enabled.disable()
@@ -63,19 +61,13 @@ def autolog(*, frameworks: Sequence[str] | None = None, disable: bool = False) -
             if name in _enabled:
                 continue
             _enabled.add(name)
-            trigger = TRIGGERS.get(name, name)
-            if trigger not in sys.modules:
-                _Finder.watch(trigger)
-            elif _initializing(trigger):
-                _AfterImport.wait(trigger)
-            else:
-                _enable(trigger)
+            imports.after_import(TRIGGERS.get(name, name), _enable)
 
 
-def _enable(trigger: str) -> None:
-    name = next((n for n, t in TRIGGERS.items() if t == trigger), trigger)
-    module = importlib.import_module(INTEGRATIONS[name])
-    module.enable(record)
+def _enable(trigger: ModuleType) -> None:
+    name = next((n for n, t in TRIGGERS.items() if t == trigger.__name__), trigger.__name__)
+    if name in _enabled:
+        importlib.import_module(INTEGRATIONS[name]).enable(record)
 
 
 def owns(module: str) -> bool:
@@ -147,84 +139,3 @@ def record(write: Callable[[Any], None], label: str) -> None:
         return
     with start_run(name=label) as made:
         write(made)
-
-
-class _Finder(importlib.abc.MetaPathFinder):
-    """Patches a framework right after its first import."""
-
-    _waiting: ClassVar[set[str]] = set()
-    _installed: ClassVar[bool] = False
-
-    @classmethod
-    def watch(cls, name: str) -> None:
-        cls._waiting.add(name)
-        if not cls._installed:
-            sys.meta_path.insert(0, cls())
-            cls._installed = True
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name not in self._waiting:
-            return None
-        self._waiting.discard(name)
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader, name)
-                return spec
-        return None
-
-
-class _Loader(importlib.abc.Loader):
-    def __init__(self, loader: Any, name: str) -> None:
-        self._loader = loader
-        self._name = name
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)  # type: ignore[no-any-return]
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._loader.exec_module(module)
-        if module.__spec__ is not None:
-            module.__spec__.loader = self._loader
-        _enable(self._name)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-
-def _initializing(name: str) -> bool:
-    spec = getattr(sys.modules.get(name), "__spec__", None)
-    return bool(getattr(spec, "_initializing", False))
-
-
-class _AfterImport:
-    """Patches a framework whose import is still running when autologging is switched on
-    (XGBoost imports scikit-learn halfway through its own import, and scikit-learn's
-    import switches autologging on): ``__import__`` is wrapped until it has finished."""
-
-    _pending: ClassVar[set[str]] = set()
-    _original: ClassVar[Any] = None
-
-    @classmethod
-    def wait(cls, name: str) -> None:
-        cls._pending.add(name)
-        if cls._original is None:
-            cls._original = builtins.__import__
-            builtins.__import__ = cls._import
-
-    @staticmethod
-    def _import(*args: Any, **kwargs: Any) -> Any:
-        cls = _AfterImport
-        module = cls._original(*args, **kwargs)
-        done = [name for name in cls._pending if not _initializing(name)]
-        if done:
-            cls._pending.difference_update(done)
-            if not cls._pending:
-                builtins.__import__ = cls._original
-                cls._original = None
-            for name in done:
-                _enable(name)
-        return module

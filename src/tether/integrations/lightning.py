@@ -38,9 +38,11 @@ class TetherLogger(Logger):
         self._run = run
 
     def _target(self) -> Any:
+        if self._run is not None:
+            return self._run
         from tether.runs.api import active_run
 
-        return self._run if self._run is not None else active_run()
+        return active_run()
 
     @property
     def name(self) -> str:

@@ -173,32 +173,37 @@ class Run:
     ) -> None:
         """Append a point to the series ``key``. ``step`` defaults to the key's previous
         step + 1 (0 first); ``timestamp`` to now."""
-        if key not in self._keys:
-            record.check_key("metric", key)
-            self._keys.add(key)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"metric {key!r}: {value!r} is not a number",
-                hint="log numbers as metrics; log text as a tag or param",
-            ) from None
-        with self._lock:
-            if step is None:
-                step = self._steps.get(key, -1) + 1
-            elif not isinstance(step, int) or isinstance(step, bool):
-                raise UsageError(f"metric {key!r}: step must be an integer, not {step!r}")
-            self._steps[key] = step
-            self._buffer.append((key, step, time.time() if timestamp is None else timestamp, value))
-            if len(self._buffer) >= BATCH or self._flusher is None:
-                self._kick()
+        self.log_metrics({key: value}, step=step, timestamp=timestamp)
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
     ) -> None:
-        at = time.time() if timestamp is None else timestamp
+        """``log_metric`` for several series at one step and time, under one lock: the
+        call a training step makes, so it costs a list append per value."""
+        values = []
         for key, value in metrics.items():
-            self.log_metric(key, value, step=step, timestamp=at)
+            if key not in self._keys:
+                record.check_key("metric", key)
+                self._keys.add(key)
+            try:
+                values.append((key, float(value)))
+            except (TypeError, ValueError):
+                raise UsageError(
+                    f"metric {key!r}: {value!r} is not a number",
+                    hint="log numbers as metrics; log text as a tag or param",
+                ) from None
+        if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+            raise UsageError(
+                f"metric {next(iter(metrics))!r}: step must be an integer, not {step!r}"
+            )
+        at = time.time() if timestamp is None else timestamp
+        with self._lock:
+            for key, value in values:
+                at_step = self._steps.get(key, -1) + 1 if step is None else step
+                self._steps[key] = at_step
+                self._buffer.append((key, at_step, at, value))
+            if len(self._buffer) >= BATCH or self._flusher is None:
+                self._kick()
 
     def flush(self) -> None:
         """Write buffered metrics now."""
