@@ -360,6 +360,23 @@ def test_params_are_write_once_and_metrics_are_series(project: Workspace) -> Non
     assert artifact.stored and artifact.path == "artifact.txt"
 
 
+def test_log_step_takes_a_frameworks_values_as_they_are(project: Workspace) -> None:
+    import numpy as np
+
+    import tether
+
+    with tether.start_run(name="steps", project=project.root) as run:
+        for step in range(3):
+            run.log_step({"loss": np.float32(1 / (step + 1)), "note": "n/a", "": 1.0}, step)
+        run.flush()  # converted by the flusher: the step's own thread never waits
+        run.log_step({"loss": 0.125}, 10)
+    [loaded] = runs_repo.load_runs(project.db, [run.id])
+    assert set(loaded.metrics) == {"loss"}  # no number, no valid key: left out, no error
+    series = metrics_repo.metric_series(project.db, run.id, "loss")["loss"]
+    assert [(s, v) for s, _, v in series] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3)),
+                                              (10, 0.125)]  # fmt: skip
+
+
 def test_standalone_run_watches_files(project: Workspace) -> None:
     import tether
 

@@ -76,8 +76,9 @@ def _duration(seconds: float | None) -> str:
 @click.option(
     "--autolog/--no-autolog",
     default=None,
-    help="Record what scikit-learn and Lightning fits mean (params, metrics, the model) "
-    "with no code; default: on when the script calls tether.start_run().",
+    help="Record what a training means (params, metrics, the model) with no code, for "
+    "scikit-learn, Lightning, Transformers, Keras, XGBoost and LightGBM; default: on when "
+    "the script calls tether.start_run().",
 )
 @click.option(
     "--no-autoparams",

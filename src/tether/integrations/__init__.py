@@ -123,6 +123,8 @@ def recording(label: str) -> Iterator[Any]:
             sys.stderr.write(f"tether: autolog could not start a run for {label}: {e}\n")
             if os.environ.get("TETHER_DEBUG"):
                 raise
+            made = None
+        if made is None:
             yield None
             return
         with made:

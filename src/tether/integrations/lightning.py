@@ -29,6 +29,14 @@ def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 class TetherLogger(Logger):
     """``Trainer(logger=TetherLogger())``: Lightning's logging into a tether run (``run``,
     or the run active when a value is logged)."""
@@ -36,6 +44,7 @@ class TetherLogger(Logger):
     def __init__(self, run: Any = None) -> None:
         super().__init__()
         self._run = run
+        self._epoch: object = None
 
     def _target(self) -> Any:
         if self._run is not None:
@@ -62,18 +71,23 @@ class TetherLogger(Logger):
             params = vars(params)
         run.log_params({k: v for k, v in _flat(dict(params)).items() if len(v) <= 1000})
 
-    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        # Every logged step comes here: the values go to the run as they are, and its
+        # flusher thread, not the training, converts them.
+        if rank_zero_only.rank:  # type: ignore[attr-defined]
+            return
         run = self._target()
         if run is None:
             return
-        values = {}
-        for key, value in metrics.items():
-            try:
-                values[key] = float(value)
-            except (TypeError, ValueError):
-                continue
-        run.log_metrics(values, step=step)
+        epoch = metrics.get("epoch")
+        if epoch is not None:  # Lightning adds it to every step: kept where it changes
+            if epoch == self._epoch:
+                metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+            self._epoch = epoch
+        if step is None:
+            run.log_metrics({k: v for k, v in metrics.items() if _number(v)})
+        else:
+            run.log_step(dict(metrics), step)  # a copy: other loggers get the same dict
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:

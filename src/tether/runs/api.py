@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 BATCH = 10_000
 FLUSH_SECONDS = 2.0
+# Points by series key: (steps, times, values), in the order they were logged.
+Series = dict[str, tuple[list[int], list[float], list[float]]]
 
 # The runs open in this context (a thread or an asyncio task that started its own),
 # innermost last; and every run open in the process, for SIGTERM and for threads that
@@ -112,7 +114,13 @@ class Run:
         self.id = run_id
         self.joined = joined
         self._watch = watch
-        self._buffer: list[tuple[str, int, float, float]] = []
+        # Buffered points by series, in columns: the flusher writes them without
+        # regrouping point by point (its time holds the GIL the training needs).
+        self._buffer: Series = {}
+        self._buffered = 0
+        # Steps handed over as they are by an integration (log_step), checked and put
+        # into columns by the flusher instead of by the training thread.
+        self._steps_given: list[tuple[Mapping[str, object], int, float]] = []
         self._steps: dict[str, int] = {}
         self._keys: set[str] = set()
         self._lock = threading.Lock()  # the buffer
@@ -198,11 +206,29 @@ class Run:
             )
         at = time.time() if timestamp is None else timestamp
         with self._lock:
+            buffer = self._buffer
             for key, value in values:
                 at_step = self._steps.get(key, -1) + 1 if step is None else step
                 self._steps[key] = at_step
-                self._buffer.append((key, at_step, at, value))
-            if len(self._buffer) >= BATCH or self._flusher is None:
+                columns = buffer.get(key)
+                if columns is None:
+                    columns = buffer[key] = ([], [], [])
+                columns[0].append(at_step)
+                columns[1].append(at)
+                columns[2].append(value)
+            self._buffered += len(values)
+            if self._buffered >= BATCH or self._flusher is None:
+                self._kick()
+
+    def log_step(self, metrics: Mapping[str, object], step: int) -> None:
+        """A training step's values, as a framework reports them (``{"loss": 0.31}``),
+        taken as they are: the flusher converts them and leaves out what is not a number.
+        For integrations, whose every step comes here; the dict must not change after."""
+        at = time.time()
+        with self._lock:
+            self._steps_given.append((metrics, step, at))
+            self._buffered += len(metrics)
+            if self._buffered >= BATCH or self._flusher is None:
                 self._kick()
 
     def flush(self) -> None:
@@ -233,26 +259,54 @@ class Run:
     def _flush(self) -> None:
         with self._write_lock:
             with self._lock:
-                batch, self._buffer = self._buffer, []
-                self._last_flush = time.monotonic()
+                batch = self._take()
             try:
                 self._write(batch)
             except BaseException:
-                with self._lock:
-                    self._buffer[:0] = batch  # kept, in order, for the next write
+                with self._lock:  # kept, in order, before what came since, for the next write
+                    for key, (steps, ats, values) in self._buffer.items():
+                        kept = batch.setdefault(key, ([], [], []))
+                        kept[0].extend(steps)
+                        kept[1].extend(ats)
+                        kept[2].extend(values)
+                    self._buffer = batch
+                    self._buffered = sum(len(columns[0]) for columns in batch.values())
                 raise
 
     def _flush_locked(self) -> None:
         """Write the buffer; the caller holds _write_lock and _lock."""
-        batch, self._buffer = self._buffer, []
-        self._last_flush = time.monotonic()
-        self._write(batch)
+        self._write(self._take())
 
-    def _write(self, batch: list[tuple[str, int, float, float]]) -> None:
+    def _take(self) -> Series:
+        given, self._steps_given = self._steps_given, []
+        for metrics, step, at in given:  # after the buffer's points: their steps are given
+            for key, value in metrics.items():
+                try:
+                    number = float(value)  # type: ignore[arg-type]
+                    if key not in self._keys:
+                        self._keys.add(record.check_key("metric", key))
+                except (TypeError, ValueError, UsageError):
+                    continue  # a value that is no number, or a key no run can hold
+                columns = self._buffer.get(key)
+                if columns is None:
+                    columns = self._buffer[key] = ([], [], [])
+                columns[0].append(step)
+                columns[1].append(at)
+                columns[2].append(number)
+                self._steps[key] = step
+        batch, self._buffer, self._buffered = self._buffer, {}, 0
+        self._last_flush = time.monotonic()
+        return batch
+
+    def _write(self, batch: Series) -> None:
         if batch:
-            metrics_repo.insert_metrics(self.workspace.db, self.id, batch)
-            if self._stream is not None:
-                self._stream.offer(batch)  # after the local write: never instead of it
+            metrics_repo.insert_series(self.workspace.db, self.id, batch)
+            if self._stream is not None:  # after the local write: never instead of it
+                self._stream.offer([
+                    (key, step, at, value)
+                    for key, (steps, ats, values) in batch.items()
+                    for step, at, value in zip(steps, ats, values, strict=True)
+                ])  # fmt: skip
 
     # -- files -------------------------------------------------------------------------
 
