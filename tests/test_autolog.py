@@ -208,6 +208,18 @@ def _artifact(project: Workspace, run, name: str) -> bytes:  # type: ignore[no-u
     return project.store.read_bytes(_digest(file.digest))
 
 
+@pytest.mark.torch
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytorch_lightning") is None, reason="pip install pytorch-lightning"
+)
+def test_the_standalone_pytorch_lightning_package_is_logged_too(project: Workspace) -> None:
+    script = LIGHTNING.replace("import lightning as L", "import pytorch_lightning as L")
+    (run,) = runs_repo.load_runs(project.db, [_run(project, script, autolog=True)])
+    assert run.params["lr"] == "0.05" and run.params["max_epochs"] == "3"
+    assert run.metrics["train_loss"].count == 12
+    assert run.metrics["epoch"].count == 3  # where it changes, not at every step
+
+
 XGBOOST = """
 import numpy as np
 import xgboost as xgb

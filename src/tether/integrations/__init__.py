@@ -25,6 +25,7 @@ from tether import imports
 INTEGRATIONS: dict[str, str] = {
     "sklearn": "tether.integrations.sklearn",
     "lightning": "tether.integrations.lightning",
+    "pytorch_lightning": "tether.integrations.pytorch_lightning",
     "transformers": "tether.integrations.transformers",
     "keras": "tether.integrations.keras",
     "xgboost": "tether.integrations.xgboost",

@@ -142,7 +142,15 @@ def _autolog():
         except Exception as exc:
             sys.stderr.write(f"tether: autolog is off in this process ({exc})\n")
 
-    frameworks = ("sklearn", "lightning", "transformers", "keras", "xgboost", "lightgbm")
+    frameworks = (
+        "sklearn",
+        "lightning",
+        "pytorch_lightning",
+        "transformers",
+        "keras",
+        "xgboost",
+        "lightgbm",
+    )
     return dict.fromkeys(frameworks, enable)
 
 
