@@ -92,6 +92,23 @@ def test_autolog_outside_tether_run_makes_a_run_per_fit(project: Workspace) -> N
     assert all("training_r2" in r.metrics for r in runs if r.name == "Ridge")
 
 
+def test_a_second_fit_in_the_same_run_warns_once_not_per_param(project: Workspace) -> None:
+    (project.root / "two.py").write_text(textwrap.dedent("""
+        from sklearn.linear_model import Ridge
+        Ridge(alpha=0.5).fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.1])
+        Ridge(alpha=2.0, tol=0.01).fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.1])
+    """))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "run", "--autolog", "--", sys.executable, "two.py"],
+        cwd=project.root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "other values" in line]
+    assert len(warned) == 1 and "'alpha', 'tol'" in warned[0], done.stderr
+    (run,) = runs_repo.load_runs(project.db, [r.id for r in _all(project)])
+    assert run.params["alpha"] == "0.5" and run.tags["tether.param_conflict.alpha"] == "2.0"
+
+
 def _all(project: Workspace) -> list:  # type: ignore[type-arg]
     from tether.repositories.run_filter import list_runs
 

@@ -158,15 +158,26 @@ class Run:
         if not self.joined:
             runs_repo.log_params(self.workspace.db, self.id, params)
             return
+        conflicts: dict[str, str] = {}
+        message = ""
         for key, value in params.items():
             try:
                 runs_repo.log_params(self.workspace.db, self.id, {key: value})
             except ParamConflict as exc:
-                sys.stderr.write(f"tether: warning: {exc.message}; the training goes on\n")
-                text, _ = record.value_text(value)
-                runs_repo.set_tags(
-                    self.workspace.db, self.id, {f"tether.param_conflict.{key}": text}
-                )
+                message = exc.message
+                conflicts[f"tether.param_conflict.{key}"] = record.value_text(value)[0]
+        if not conflicts:
+            return
+        runs_repo.set_tags(self.workspace.db, self.id, conflicts)
+        if len(conflicts) > 1:  # one line, not one per param (a second fit's whole set)
+            names = [key.removeprefix("tether.param_conflict.") for key in conflicts]
+            shown = ", ".join(repr(name) for name in names[:5])
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            message = (
+                f"params {shown}{more} already have other values in this run; the new "
+                "ones are kept as tether.param_conflict.* tags"
+            )
+        sys.stderr.write(f"tether: warning: {message}; the training goes on\n")
 
     def set_tag(self, key: str, value: object) -> None:
         runs_repo.set_tags(self.workspace.db, self.id, {key: value})
