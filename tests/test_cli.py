@@ -214,6 +214,10 @@ def test_skopeo_reads_the_store(tether: Tether, project: Workspace, tmp_path: Pa
         pytest.skip("skopeo not installed (.ci/run installs it)")
     tether("pack", "-t", "demo:v1.0.0")
     digest = json.loads(tether("inspect", "demo:v1.0.0", "--json").output)["digest"]
+    big = tmp_path / "big.bin"  # a chunked blob beside: the layout stays skopeo's to read
+    big.write_bytes(os.urandom(9 << 20))
+    project.store.put_chunked(big)
+    assert (project.dot / "store" / "chunklists" / "sha256").is_dir()
     dest = tmp_path / "copy"
     subprocess.run(
         ["skopeo", "copy", f"oci:{project.dot / 'store'}:demo:v1.0.0", f"oci:{dest}:v1"],

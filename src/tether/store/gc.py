@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from tether.errors import StoreError
 from tether.hashing import Digest
 from tether.store.objects import ContentStore
 
@@ -29,10 +30,24 @@ class SweepReport:
 
 
 def sweep(store: ContentStore, keep: set[Digest], *, dry_run: bool) -> SweepReport:
-    """Remove blobs not in ``keep``; the caller holds the ``gc`` lock exclusively."""
+    """Remove blobs not in ``keep``; the caller holds the ``gc`` lock exclusively. A kept
+    chunked blob keeps its chunks; the list of one not kept goes, and its chunks with it
+    unless another kept list names them."""
     removed: list[Digest] = []
     freed = 0
     kept = 0
+    keep = set(keep)
+    for digest in store.chunks:
+        if digest not in keep:
+            removed.append(digest)
+            if not dry_run:
+                store.chunks.delete(digest)
+            continue
+        kept += 1
+        try:
+            keep.update(chunk for chunk, _ in store.chunks.load(digest).chunks)
+        except StoreError:  # a damaged list: kept for fsck to report, its chunks too
+            continue
     for digest in store:
         if digest in keep:
             kept += 1

@@ -43,8 +43,10 @@ from types import TracebackType
 from typing import BinaryIO
 
 from tether.errors import LockTimeout, ObjectCorrupted, ObjectNotFound, StoreError
-from tether.hashing import CHUNK, Digest, hash_file
+from tether.hashing import CHUNK, Digest, hash_file, hash_stream
+from tether.store import chunks
 from tether.store.atomic import fsync_dir, write_atomic
+from tether.store.chunks import Chunks
 
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 EMPTY_INDEX = (
@@ -67,6 +69,7 @@ class ContentStore:
         self.tmp_dir = Path(tmp_dir)
         self.blobs_dir = self.root / "blobs" / "sha256"
         self._blobs = str(self.blobs_dir)  # hot paths join strings, not Paths
+        self.chunks = Chunks(self)
 
     # -- layout ---------------------------------------------------------------------
 
@@ -94,30 +97,44 @@ class ContentStore:
     # -- reading --------------------------------------------------------------------
 
     def path(self, digest: Digest) -> Path:
+        """Where a whole blob lies (a chunked blob has no one file: ``open`` reads it)."""
         return self.blobs_dir / digest.hex
 
     def has(self, digest: Digest) -> bool:
+        """Whether the store holds the blob, whole or in chunks."""
+        return self.has_blob(digest) or self.chunks.has(digest)
+
+    def has_blob(self, digest: Digest) -> bool:
+        """Whether the store holds the blob whole (as one file under ``blobs/``)."""
         return os.path.isfile(os.path.join(self._blobs, digest.hex))
 
     def size(self, digest: Digest) -> int:
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
+            if self.chunks.has(digest):
+                return self.chunks.load(digest).size
             raise self._missing(digest) from None
 
     def sizes(self, digests: list[Digest]) -> dict[Digest, int]:
         """The size of each of ``digests`` the store holds (the others are absent)."""
         found: dict[Digest, int] = {}
         for d in digests:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 found[d] = os.stat(os.path.join(self._blobs, d.hex)).st_size
+            except FileNotFoundError:
+                if self.chunks.has(d):
+                    found[d] = self.chunks.load(d).size
         return found
 
     def open(self, digest: Digest) -> BinaryIO:
-        """Open a blob for reading. The caller verifies while reading when it matters."""
+        """Open a blob for reading, whole or chunked. The caller verifies the whole
+        digest while reading when it matters (a chunked blob checks each chunk)."""
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
+            if self.chunks.has(digest):
+                return self.chunks.open(digest)  # type: ignore[return-value]
             raise self._missing(digest) from None
 
     def read_bytes(self, digest: Digest, *, max_size: int = 16 << 20) -> bytes:
@@ -151,11 +168,18 @@ class ContentStore:
         return data
 
     def verify(self, digest: Digest) -> bool:
-        """Re-hash a blob; True when its bytes still match its name."""
+        """Re-hash a blob; True when its bytes still match its name (for a chunked blob:
+        every chunk its own, and the whole its digest)."""
         try:
             actual, _ = hash_file(self.path(digest))
         except FileNotFoundError:
-            raise self._missing(digest) from None
+            if not self.chunks.has(digest):
+                raise self._missing(digest) from None
+            try:
+                with self.chunks.open(digest) as reader:
+                    actual, _ = hash_stream(reader)  # type: ignore[arg-type]
+            except (ObjectCorrupted, ObjectNotFound):
+                return False
         return actual == digest
 
     def ensure_intact(self, digest: Digest) -> None:
@@ -175,6 +199,8 @@ class ContentStore:
         try:
             src = os.open(self.path(digest), os.O_RDONLY)
         except FileNotFoundError:
+            if self.chunks.has(digest):
+                return self._copy_out_chunks(digest, dest, mode)
             raise self._missing(digest) from None
         try:
             size = os.fstat(src).st_size
@@ -205,6 +231,31 @@ class ContentStore:
             os.close(out)
         finally:
             os.close(src)
+        return size
+
+    def _copy_out_chunks(self, digest: Digest, dest: str | Path, mode: int) -> int:
+        """``copy_out`` of a chunked blob: the chunks in order, each checked, and the
+        whole checked against ``digest`` before the file is kept."""
+        whole = hashlib.sha256()
+        size = 0
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            with self.chunks.open(digest) as reader:
+                for chunk_digest, _ in reader.listed.chunks:
+                    data = self.read_bytes(chunk_digest, max_size=chunks.MAX_SIZE)
+                    whole.update(data)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                    size += len(data)
+            if whole.hexdigest() != digest.hex:
+                raise self._corrupt(digest)
+        except BaseException:
+            os.close(out)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+            raise
+        os.close(out)
         return size
 
     def quarantine(self, digest: Digest, folder: Path) -> bool:
@@ -264,6 +315,10 @@ class ContentStore:
         assert w.digest is not None
         return w.digest
 
+    def put_chunked(self, path: str | Path) -> chunks.ChunkedAdd:
+        """Store a file as content-defined chunks (see ``store/chunks.py``)."""
+        return self.chunks.put_file(path)
+
     def add_file(self, path: str | Path) -> tuple[Digest, int]:
         """Store a file unless the store already holds its bytes; returns its digest and
         size. Hashing first makes re-adding unchanged files a read, not a durable write."""
@@ -278,9 +333,11 @@ class ContentStore:
         return BlobBatch(self)
 
     def delete(self, digest: Digest) -> None:
-        """Remove a blob (garbage collection only; blobs are otherwise immutable)."""
+        """Remove a blob, or a chunked blob's list (garbage collection only; blobs are
+        otherwise immutable)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(digest))
+        self.chunks.delete(digest)
 
     def sync(self) -> None:
         fsync_dir(self.blobs_dir)
@@ -374,7 +431,7 @@ class BlobBatch:
         with self._lock:
             if digest in self._pending:
                 return digest
-        if self.store.has(digest):
+        if self.store.has_blob(digest):
             return digest
         tmp = os.path.join(self.store.tmp_dir, f"batch-{os.getpid()}-{next(self._counter)}")
         # Created read-only: the descriptor can still write, and the rename needs no chmod.

@@ -1,0 +1,149 @@
+"""Big blobs kept as content-defined chunks: an edited version stores only what changed,
+and reads back byte for byte under the whole file's digest."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tether.errors import ObjectCorrupted
+from tether.hashing import Digest
+from tether.store.chunks import AVERAGE, MAX_SIZE
+from tether.store.gc import sweep
+from tether.store.objects import ContentStore
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ContentStore:
+    return ContentStore.create(tmp_path / "store", tmp_path / "tmp")
+
+
+def _sha256sum(path: Path) -> str:
+    done = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
+    return done.stdout.split()[0]
+
+
+def _read_back(store: ContentStore, digest: Digest, dest: Path) -> bytes:
+    dest.unlink(missing_ok=True)
+    store.copy_out(digest, dest)
+    return dest.read_bytes()
+
+
+def test_edits_store_only_the_chunks_they_touch(store: ContentStore, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    original = bytearray(rng.randbytes(64 * MIB))
+    path = tmp_path / "data.bin"
+    path.write_bytes(original)
+    first = store.put_chunked(path)
+    assert first.digest.hex == _sha256sum(path)  # the file's identity does not change
+    assert first.new_chunks == first.chunks and first.new_bytes == 64 * MIB
+    assert 32 <= first.chunks <= 80  # ~1 MiB each (FastCDC's average is avg + min)
+
+    one_byte = bytearray(original)
+    one_byte[32 * MIB] ^= 0xFF
+    one_mib = bytearray(original)
+    one_mib[20 * MIB : 21 * MIB] = rng.randbytes(MIB)
+    appended = original + rng.randbytes(3 * MIB)
+    truncated = original[: 50 * MIB + 12345]
+    inserted = original[: 10 * MIB] + b"x" + original[10 * MIB :]
+    for name, version, most_new in (
+        ("one byte flipped", one_byte, 2),
+        ("1 MiB rewritten", one_mib, 4),
+        ("3 MiB appended", appended, 6),
+        ("truncated", truncated, 1),
+        ("one byte inserted", inserted, 2),
+    ):
+        path.write_bytes(version)
+        added = store.put_chunked(path)
+        assert added.digest.hex == _sha256sum(path), name
+        assert 1 <= added.new_chunks <= most_new, (name, added)
+        assert added.new_bytes <= most_new * MAX_SIZE
+        assert _read_back(store, added.digest, tmp_path / "out.bin") == version, name
+    # The first version still reads back, untouched by the others.
+    assert _read_back(store, first.digest, tmp_path / "out.bin") == original
+    assert store.size(first.digest) == 64 * MIB and store.has(first.digest)
+    assert not store.has_blob(first.digest)  # kept only as chunks
+    with store.open(first.digest) as f:
+        f.seek(40 * MIB + 5)
+        assert f.read(3 * AVERAGE) == original[40 * MIB + 5 : 40 * MIB + 5 + 3 * AVERAGE]
+
+
+def test_adding_the_same_file_again_stores_nothing(store: ContentStore, tmp_path: Path) -> None:
+    path = tmp_path / "same.bin"
+    path.write_bytes(os.urandom(12 * MIB))
+    first = store.put_chunked(path)
+    again = store.put_chunked(path)
+    assert again.digest == first.digest and again.new_chunks == 0 and again.new_bytes == 0
+
+
+def test_a_damaged_chunk_is_refused_and_named(store: ContentStore, tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    data = os.urandom(16 * MIB)
+    path.write_bytes(data)
+    added = store.put_chunked(path)
+    assert store.verify(added.digest)
+    chunk, _ = store.chunks.load(added.digest).chunks[3]
+    bad = store.path(chunk)
+    bad.chmod(0o644)
+    with open(bad, "r+b") as f:
+        f.seek(100)
+        f.write(b"\0rot\0")
+    assert not store.verify(added.digest)
+    out = tmp_path / "out.bin"
+    with pytest.raises(ObjectCorrupted) as caught:
+        store.copy_out(added.digest, out)
+    assert caught.value.digest == str(chunk)  # the damaged chunk, by name
+    assert not out.exists()  # nothing half-written is left for a user
+
+
+def test_gc_keeps_the_chunks_of_kept_blobs_only(store: ContentStore, tmp_path: Path) -> None:
+    path = tmp_path / "v.bin"
+    base = os.urandom(24 * MIB)
+    path.write_bytes(base)
+    kept = store.put_chunked(path)
+    path.write_bytes(base[: 8 * MIB] + os.urandom(2 * MIB) + base[10 * MIB :])
+    dropped = store.put_chunked(path)
+    report = sweep(store, {kept.digest}, dry_run=False)
+    assert dropped.digest in report.removed and kept.digest not in report.removed
+    assert len(report.removed) == 1 + dropped.new_chunks  # its list, its own chunks
+    assert not store.has(dropped.digest)
+    assert _read_back(store, kept.digest, tmp_path / "out.bin") == base
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_chunked_add_leaves_a_store_that_reads_true(
+    store: ContentStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(512 * MIB))
+    script = textwrap.dedent(f"""
+        from tether.store.objects import ContentStore
+        store = ContentStore({str(store.root)!r}, {str(store.tmp_dir)!r})
+        print("started", flush=True)
+        store.put_chunked({str(path)!r})
+        print("done", flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 60
+    while not any(store.tmp_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # killed once chunks are being written
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    whole = Digest(_sha256sum(path))
+    assert not store.has(whole)  # no list names chunks that are not all there
+    for digest in store:  # every chunk that made it is whole
+        assert store.verify(digest)
+    added = store.put_chunked(path)  # the add completes, reusing what was committed
+    assert added.digest == whole and store.verify(whole)
