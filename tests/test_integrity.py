@@ -33,7 +33,11 @@ CODE_TGZ = CODE_TAR + "+gzip"
 
 
 def corrupt(ws: Workspace, digest: str | Digest, how: str) -> None:
-    path = ws.store.path(digest if isinstance(digest, Digest) else Digest.parse(digest))
+    digest = digest if isinstance(digest, Digest) else Digest.parse(digest)
+    if not ws.store.has_blob(digest):  # kept in chunks: damage the middle one
+        listed = ws.store.chunks.load(digest).chunks
+        digest = listed[len(listed) // 2][0]
+    path = ws.store.path(digest)
     os.chmod(path, 0o644)
     data = bytearray(path.read_bytes())
     if how == "flip":

@@ -20,7 +20,7 @@ from tether.workspace import Workspace
 def _wipe_local(ws: Workspace, data: Path) -> None:
     """Lose the working copy and every blob: only the pointers (as in a fresh clone)."""
     subprocess.run(["rm", "-rf", str(data)], check=True)
-    for d in list(ws.store):
+    for d in [*ws.store, *ws.store.chunks]:
         ws.store.delete(d)
 
 

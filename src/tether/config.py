@@ -89,6 +89,7 @@ class Settings:
     run_source_date_epoch: int = 1
     checkout_link: str = "reflink,copy"
     data_remote: str = ""
+    data_chunk_min_mb: int = 8
     registry_plain_http: str = ""
     registry_concurrency: int = 4
     registry_token_realms: str = ""
@@ -121,6 +122,7 @@ _ENV = {
     "TETHER_RUN_SOURCE_DATE_EPOCH": "run_source_date_epoch",
     "TETHER_CHECKOUT_LINK": "checkout_link",
     "TETHER_DATA_REMOTE": "data_remote",
+    "TETHER_DATA_CHUNK_MIN_MB": "data_chunk_min_mb",
     "TETHER_REGISTRY_PLAIN_HTTP": "registry_plain_http",
     "TETHER_REGISTRY_CONCURRENCY": "registry_concurrency",
     "TETHER_REGISTRY_TOKEN_REALMS": "registry_token_realms",
@@ -205,6 +207,11 @@ def _build(values: dict[str, Any]) -> Settings:
                 hint="see docs/configuration.md",
             ) from None
     settings = replace(settings, **converted)
+    if settings.data_chunk_min_mb < 0:
+        raise ConfigError(
+            f"data.chunk_min_mb = {settings.data_chunk_min_mb} is negative",
+            hint="give a size in MiB from which files are chunked, or 0 to keep files whole",
+        )
     if settings.pack_compression not in ("none", "gzip", "zstd"):
         raise ConfigError(
             f"pack.compression = {settings.pack_compression!r} is not supported",

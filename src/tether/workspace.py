@@ -72,7 +72,9 @@ class Workspace:
             self.settings.database_url or DEFAULT_SQLITE, root=self.root
         )
         # Another store: the team server's, whose blobs live in a bucket.
-        self.store = store or ContentStore(self.dot / "store", self.dot / "tmp")
+        self.store = store or ContentStore(
+            self.dot / "store", self.dot / "tmp", chunk_min=self.settings.data_chunk_min_mb << 20
+        )
         self.index = LocalIndex(
             self.store, self.dot / "locks" / "index.lock", lock_timeout=self.settings.locks_timeout
         )

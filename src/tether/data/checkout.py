@@ -203,13 +203,14 @@ class _Placer:
 
     def _place(self, digest: Digest, dest: Path, executable: bool, key: str) -> None:
         src = self.ws.store.path(digest)
+        whole = self.ws.store.has_blob(digest)  # else kept in chunks: only a copy will do
         self._count += 1
-        if dest.exists() and os.path.samefile(src, dest):
+        if whole and dest.exists() and os.path.samefile(src, dest):
             # Renaming a link over another link of the same inode does nothing (POSIX),
             # which would strand the temp file: drop the old link first.
             dest.unlink()
         tmp = dest.parent / f".{dest.name[:200]}.tether-{os.getpid()}-{self._count}"
-        for method in list(self.order):
+        for method in list(self.order) if whole else ["copy"]:
             if method == "hardlink" and executable:
                 continue  # the store's blobs are 0444: a link cannot carry the exec bit
             try:

@@ -2,9 +2,11 @@
 
 Every blob is re-hashed (on every core); one whose bytes no longer match its name is
 moved to ``.tether/quarantine/`` (kept for inspection, out of every reader's way), so the
-next ``tether data pull`` or ``pack`` writes a good copy in its place. Then every
-reference is checked: pointers in the working tree (trees parse, every object present),
-ModelKits in the index, and the blobs the database names.
+next ``tether data pull`` or ``pack`` writes a good copy in its place. A file kept in
+chunks is then read whole: each of its chunks must be there and whole, and together they
+must hash to its digest; a problem names the file, and the chunk. Then every reference
+is checked: pointers in the working tree (trees parse, every object present), ModelKits
+in the index, and the blobs the database names.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tether.data import content, pointer
-from tether.errors import DataError, ObjectNotFound
+from tether.errors import DataError, ObjectNotFound, StoreError
 from tether.hashing import Digest, hash_file
 from tether.oci.manifest import ImageManifest
 from tether.reporting import SILENT, Reporter
@@ -26,8 +29,9 @@ from tether.workspace import Workspace
 @dataclass(frozen=True)
 class Problem:
     digest: Digest
-    kind: str  # corrupt | missing | unreadable-tree
-    referenced_by: str  # "store", "pointer data/x", "ModelKit repo:tag", "run <id>"
+    kind: str  # corrupt | missing | unreadable-tree | missing-chunk | unreadable-chunk-list
+    referenced_by: str  # "store", "pointer data/x", "ModelKit repo:tag", "run <id>",
+    # for a file kept in chunks: "chunk <digest>" (the first bad one)
 
     def to_json(self) -> dict[str, str]:
         return {"digest": str(self.digest), "problem": self.kind, "where": self.referenced_by}
@@ -84,11 +88,36 @@ def fsck(
                     ws.store.set_aside(d, quarantine)
                     quarantined.append(d)
                     problems.append(Problem(d, "corrupt", "store"))
+        problems.extend(_chunked(ws, quarantine, quarantined))
         if quarantined:
             ws.store.sync()
             ws.stat_cache.forget_complete()
         problems.extend(_references(ws))
     return FsckReport(len(digests), total, problems, quarantined)
+
+
+def _chunked(ws: Workspace, quarantine: Path, quarantined: list[Digest]) -> list[Problem]:
+    """The files kept in chunks, after their chunks were checked one by one: a missing
+    (or just quarantined) chunk names the file; with every chunk good, the file is read
+    whole, and a list whose chunks do not make its digest is set aside."""
+    out: list[Problem] = []
+    for d in list(ws.store.chunks):
+        try:
+            listed = ws.store.chunks.load(d)
+        except StoreError as exc:
+            out.append(Problem(d, "unreadable-chunk-list", exc.message))
+            continue
+        gone = [c for c, _ in listed.chunks if not ws.store.has_blob(c)]
+        if gone:
+            out.append(Problem(d, "missing-chunk", f"chunk {gone[0]} (of {len(gone)})"))
+        elif ws.store.verify(d):
+            continue
+        else:
+            out.append(Problem(d, "corrupt", "its chunk list"))
+        # Set aside: the file is then missing, so 'tether data pull' fetches it again.
+        ws.store.set_aside(d, quarantine)
+        quarantined.append(d)
+    return out
 
 
 def _references(ws: Workspace) -> list[Problem]:

@@ -242,7 +242,8 @@ def push(
                     f"blob {d} in the local store is corrupted; it was not pushed",
                     hint="run 'tether fsck', then restore the file and 'tether add' it",
                 )
-            backend.write_file(f"blobs/sha256/{d.hex}", ws.store.path(d))
+            with ws.store.file_of(d) as local:  # whole on the remote, even if chunked here
+                backend.write_file(f"blobs/sha256/{d.hex}", local)
             report.advance(s)
             return s
 

@@ -230,7 +230,7 @@ class Hasher:
         (f,) = one
         path = _path(base, f.path)
         if self.store is not None:
-            digest = self.store.put_file(path)
+            digest = self.store.put_data(path, f.stamp.size)
         else:
             digest, _ = hash_file(path)
         self._count(f.stamp.size)

@@ -10,6 +10,7 @@ files give the same manifest digest everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -130,9 +131,13 @@ def pack(
             plans.append((spec, _mcpb_entry(context, spec)))
         else:
             plans.append((spec, collect(context, spec.path, inner, rules, note, key=spec.key)))
-    link = _link_run(ws, context, plans, run, note) if run is not None or detect_run else None
-    return _assemble(ws, kf, plans, _Assembly(compression, created, tags, force, link, report),
-                     warnings)  # fmt: skip
+    # Stored outputs kept in chunks are assembled into temp files for the tar writer.
+    with contextlib.ExitStack() as files:
+        link = None
+        if run is not None or detect_run:
+            link = _link_run(ws, context, plans, run, note, files)
+        how = _Assembly(compression, created, tags, force, link, report)
+        return _assemble(ws, kf, plans, how, warnings)
 
 
 @dataclass(frozen=True)
@@ -223,21 +228,25 @@ def pack_stored(
     )
     entries: list[FileEntry] = []
     dirs: set[str] = set()
-    for f in sorted(files, key=lambda f: f.path):
-        rel = f"{folder}/{f.path}"
-        parts = rel.split("/")
-        for i in range(1, len(parts)):
-            if (d := "/".join(parts[:i])) not in dirs:
-                dirs.add(d)
-                entries.append(FileEntry(d, None, 0, 0o755))
-        ws.store.ensure_intact(f.digest)  # a kit must never carry rotten bytes
-        entries.append(FileEntry(rel, ws.store.path(f.digest), f.size, 0o644))
-    (spec,) = kf.layer_specs()
-    link = None
-    if run is not None:
-        link = _RunLink(run, "from-run", {f"{folder}/{f.path}": str(f.digest) for f in files})
-    how = _Assembly(ws.settings.pack_compression, _created(os.environ), None, False, link, SILENT)
-    return _assemble(ws, kf, [(spec, entries)], how, list(kf_warnings))
+    with contextlib.ExitStack() as sources:
+        for f in sorted(files, key=lambda f: f.path):
+            rel = f"{folder}/{f.path}"
+            parts = rel.split("/")
+            for i in range(1, len(parts)):
+                if (d := "/".join(parts[:i])) not in dirs:
+                    dirs.add(d)
+                    entries.append(FileEntry(d, None, 0, 0o755))
+            # Checked first (a kit must never carry rotten bytes), whole or assembled.
+            source = sources.enter_context(ws.store.file_of(f.digest))
+            entries.append(FileEntry(rel, source, f.size, 0o644))
+        (spec,) = kf.layer_specs()
+        link = None
+        if run is not None:
+            link = _RunLink(run, "from-run", {f"{folder}/{f.path}": str(f.digest) for f in files})
+        how = _Assembly(
+            ws.settings.pack_compression, _created(os.environ), None, False, link, SILENT
+        )
+        return _assemble(ws, kf, [(spec, entries)], how, list(kf_warnings))
 
 
 MODEL_BASES = ("model", "modelpart")
@@ -256,6 +265,7 @@ def _link_run(
     plans: list[tuple[LayerSpec, list[FileEntry]]],
     run: RunRecord | None,
     note: Callable[[str], None],
+    files: contextlib.ExitStack,
 ) -> _RunLink | None:
     """Tie the pack to the run that made its model: substitute ``run``'s stored outputs
     for the files on disk, or find the run whose outputs the model files are."""
@@ -288,8 +298,9 @@ def _link_run(
             out = outputs.get(project_path(e.rel))
             blob = Digest.parse(out.digest) if out is not None and out.digest else None
             if blob is not None and ws.store.has(blob):
-                ws.store.ensure_intact(blob)  # a kit must never carry rotten bytes
-                entries[i] = FileEntry(e.rel, ws.store.path(blob), ws.store.size(blob), e.mode)
+                # Checked first (a kit must never carry rotten bytes), whole or assembled.
+                source = files.enter_context(ws.store.file_of(blob))
+                entries[i] = FileEntry(e.rel, source, ws.store.size(blob), e.mode)
                 if spec.base in MODEL_BASES:
                     model_files[e.rel] = str(blob)
             elif spec.base in MODEL_BASES:

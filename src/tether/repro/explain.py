@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tether.determinism import GENERATORS
 from tether.envcapture.diff import ML_CRITICAL, diff_environments
 from tether.envcapture.environment import Environment
+from tether.errors import TetherError
 from tether.hashing import Digest
 from tether.repositories.runs import load_environment
 from tether.repro.verify import MetricCheck, OutputCheck, compare_metrics, compare_outputs
@@ -182,22 +184,25 @@ def _rows(ws: Workspace, path: str, digest: str | None) -> int | None:
     or from the project when the file there still has that digest."""
     if not digest:
         return None
-    lower = path.lower()
     d = Digest.parse(digest)
-    source = None
     if ws.store.has(d):
-        source = ws.store.path(d)
-    else:
-        candidate = ws.root / path
         try:
-            from tether.hashing import hash_file
-
-            if candidate.is_file() and hash_file(candidate)[0] == d:
-                source = candidate
-        except OSError:
+            with ws.store.file_of(d) as source:
+                return _count_rows(source, path.lower())
+        except TetherError:  # a damaged blob: no row count, not an error here
             return None
-    if source is None:
+    candidate = ws.root / path
+    try:
+        from tether.hashing import hash_file
+
+        if candidate.is_file() and hash_file(candidate)[0] == d:
+            return _count_rows(candidate, path.lower())
+    except OSError:
         return None
+    return None
+
+
+def _count_rows(source: Path, lower: str) -> int | None:
     try:
         if lower.endswith((".csv", ".tsv", ".txt")):
             if source.stat().st_size > _ROW_COUNT_LIMIT:
@@ -213,6 +218,7 @@ def _rows(ws: Workspace, path: str, digest: str | None) -> int | None:
             return int(pq.ParquetFile(source).metadata.num_rows)
     except Exception:  # an unreadable file or no pyarrow: no row count, not an error
         return None
+    return None
     return None
 
 

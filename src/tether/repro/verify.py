@@ -278,7 +278,8 @@ def _same_content(store: ContentStore | None, a: str | None, b: str | None) -> s
     da, db = Digest.parse(a), Digest.parse(b)
     if not (store.has(da) and store.has(db)):
         return None
-    ca, cb = content_digest(store.path(da)), content_digest(store.path(db))
+    with store.file_of(da) as pa, store.file_of(db) as pb:
+        ca, cb = content_digest(pa), content_digest(pb)
     return ca[0] if ca is not None and ca == cb else None
 
 

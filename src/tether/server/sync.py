@@ -26,6 +26,7 @@ every change is audited.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -345,6 +346,17 @@ def get_blob(request: Request) -> Response:
     if isinstance(ws.store, BucketStore):
         # Straight from the bucket, with a short-lived URL: no body passes through here.
         return RedirectResponse(ws.store.bucket.download_url(digest), status_code=307)
+    if not ws.store.has_blob(digest):  # kept in chunks: streamed as they are read
+        from starlette.responses import StreamingResponse
+
+        def chunks() -> Iterator[bytes]:
+            with ws.store.open(digest) as f:
+                while data := f.read(1 << 20):
+                    yield data
+
+        size = str(ws.store.size(digest))
+        return StreamingResponse(chunks(), media_type="application/octet-stream",
+                                 headers={"Content-Length": size})  # fmt: skip
     return FileResponse(ws.store.path(digest), media_type="application/octet-stream")
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tether.errors import ObjectNotFound, StoreError
+from tether.errors import ObjectCorrupted, ObjectNotFound, StoreError
 from tether.hashing import Digest
 from tether.store.atomic import write_atomic
 
@@ -171,7 +171,9 @@ class Chunks:
             raise
         size = sum(n for _, n in chunks)
         listed = ChunkList(Digest(whole.hexdigest()), size, tuple(chunks))
-        if not self.has(listed.digest):
+        # Held whole already (added before chunking, or pulled whole): that copy serves;
+        # the chunks just written are named by no list, and gc takes them.
+        if not self.has(listed.digest) and not self.store.has_blob(listed.digest):
             self.lists_dir.mkdir(parents=True, exist_ok=True)
             text = listed.to_bytes()
             write_atomic(self.list_path(listed.digest), text, tmp_dir=self.store.tmp_dir)
@@ -185,8 +187,8 @@ class Chunks:
 
 class ChunkedReader:
     """A chunked blob read as one stream (``read``, ``readinto``, ``seek``, ``tell``).
-    Each chunk is checked against its own digest as it is read, so a damaged chunk is
-    named (``ObjectCorrupted`` with the chunk's digest) instead of passed on."""
+    Each chunk is checked against its own digest as it is read: a damaged one raises
+    ``ObjectCorrupted`` for the blob, naming the chunk, instead of being passed on."""
 
     def __init__(self, store: ContentStore, listed: ChunkList) -> None:
         self.store = store
@@ -247,8 +249,11 @@ class ChunkedReader:
         index = bisect.bisect_right(self._starts, pos) - 1
         if index != self._index:
             digest, size = self.listed.chunks[index]
-            self._data = self.store.read_bytes(digest, max_size=MAX_SIZE)
+            try:
+                self._data = self.store.read_bytes(digest, max_size=MAX_SIZE)
+            except ObjectCorrupted:
+                raise self.store._corrupt(self.listed.digest, digest) from None
             if len(self._data) != size:
-                raise self.store._corrupt(digest)
+                raise self.store._corrupt(self.listed.digest, digest)
             self._index = index
         return self._data, self._starts[index]

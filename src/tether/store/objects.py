@@ -56,6 +56,7 @@ EMPTY_INDEX = (
 # Above this many bytes a writer hands disk writes to a background thread so hashing
 # and writing overlap (both release the GIL); below it the thread costs more than it saves.
 _THREAD_THRESHOLD = 64 << 20
+_assembled = itertools.count()  # names of chunked blobs assembled into tmp/ (file_of)
 # Flush dirty pages every so often while writing big blobs so that the final fsync
 # does not have to push gigabytes at once.
 _SYNC_EVERY = 256 << 20
@@ -64,7 +65,10 @@ _SYNC_EVERY = 256 << 20
 class ContentStore:
     """Blobs in an OCI image layout at ``root``, written through ``tmp_dir``."""
 
-    def __init__(self, root: str | Path, tmp_dir: str | Path) -> None:
+    def __init__(
+        self, root: str | Path, tmp_dir: str | Path, *, chunk_min: int = chunks.THRESHOLD
+    ) -> None:
+        self.chunk_min = chunk_min  # data files from this size are kept in chunks (0: never)
         self.root = Path(root)
         self.tmp_dir = Path(tmp_dir)
         self.blobs_dir = self.root / "blobs" / "sha256"
@@ -241,8 +245,13 @@ class ContentStore:
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             with self.chunks.open(digest) as reader:
-                for chunk_digest, _ in reader.listed.chunks:
-                    data = self.read_bytes(chunk_digest, max_size=chunks.MAX_SIZE)
+                for chunk_digest, n in reader.listed.chunks:
+                    try:
+                        data = self.read_bytes(chunk_digest, max_size=chunks.MAX_SIZE)
+                    except ObjectCorrupted:
+                        raise self._corrupt(digest, chunk_digest) from None
+                    if len(data) != n:
+                        raise self._corrupt(digest, chunk_digest)
                     whole.update(data)
                     view = memoryview(data)
                     while view:
@@ -271,10 +280,13 @@ class ContentStore:
         return True
 
     def set_aside(self, digest: Digest, folder: Path) -> None:
-        """Move a blob the caller found corrupt into ``folder``; ``sync`` makes it final."""
+        """Move a blob the caller found corrupt into ``folder`` (for a chunked blob, its
+        list: the blob is then missing, so it is fetched again); ``sync`` makes it final."""
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path(digest), folder / digest.hex)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.chunks.list_path(digest), folder / f"chunklist-{digest.hex}")
 
     def __iter__(self) -> Iterator[Digest]:
         for entry in os.scandir(self.blobs_dir):
@@ -320,14 +332,40 @@ class ContentStore:
         return self.chunks.put_file(path)
 
     def add_file(self, path: str | Path) -> tuple[Digest, int]:
-        """Store a file unless the store already holds its bytes; returns its digest and
-        size. Hashing first makes re-adding unchanged files a read, not a durable write."""
+        """Store a data file (a run's output, an artifact) unless the store already holds
+        its bytes; returns its digest and size. Hashing first makes re-adding unchanged
+        files a read, not a durable write. Big files are kept in chunks."""
         digest, size = hash_file(path)
         if self.has(digest):
             return digest, size
         # The file may change between hashing and copying: what was copied is what counts.
-        stored = self.put_file(path)
+        stored = self.put_data(path, size)
         return stored, self.size(stored)
+
+    def put_data(self, path: str | Path, size: int) -> Digest:
+        """Store a data file of ``size`` bytes: in chunks from ``chunk_min``, else whole
+        (ModelKit layers and other OCI blobs go through ``put_file``, always whole)."""
+        if self.chunk_min and size >= self.chunk_min:
+            return self.put_chunked(path).digest
+        return self.put_file(path)
+
+    @contextlib.contextmanager
+    def file_of(self, digest: Digest) -> Iterator[Path]:
+        """A file holding a blob's verified bytes, for code that needs a path (tar
+        writers, uploads): the blob itself when whole, else a temp copy assembled from
+        its chunks, removed after."""
+        if self.has_blob(digest) or not self.chunks.has(digest):
+            self.ensure_intact(digest)
+            yield self.path(digest)
+            return
+        # A file of tmp/, which gc clears of what a crash leaves.
+        tmp = self.tmp_dir / f"assembled-{os.getpid()}-{next(_assembled)}-{digest.hex[:16]}"
+        try:
+            self.copy_out(digest, tmp, mode=0o444)
+            yield tmp
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def batch(self) -> BlobBatch:
         return BlobBatch(self)
@@ -351,10 +389,11 @@ class ContentStore:
             "only after removing the references to it",
         )
 
-    def _corrupt(self, digest: Digest) -> ObjectCorrupted:
+    def _corrupt(self, digest: Digest, chunk: Digest | None = None) -> ObjectCorrupted:
+        what = f"its chunk {chunk} no longer matches" if chunk else "its bytes no longer match"
         return ObjectCorrupted(
-            f"blob {digest} in the local store is corrupted: its bytes no longer match "
-            "its digest, so they were not used",
+            f"blob {digest} in the local store is corrupted: {what} its digest, so they "
+            "were not used",
             hint="'tether data pull' fetches a good copy of tracked data (setting the bad "
             "one aside); 'tether fsck' finds and sets aside every damaged object",
             digest=str(digest),
