@@ -134,7 +134,6 @@ def test_kill_9_during_a_chunked_add_leaves_a_store_that_reads_true(
     path.write_bytes(os.urandom(512 * MIB))
     script = textwrap.dedent(f"""
         from tether.store.objects import ContentStore
-from tether.workspace import Workspace
         store = ContentStore({str(store.root)!r}, {str(store.tmp_dir)!r})
         print("started", flush=True)
         store.put_chunked({str(path)!r})
@@ -255,3 +254,34 @@ def test_a_run_output_kept_in_chunks_packs_unpacks_and_copies(
         check=True, capture_output=True,
     )  # fmt: skip
     assert not list(project.store.tmp_dir.glob("assembled-*"))  # temp copies removed
+
+
+def test_data_du_shows_what_deduplication_saves(project: Workspace, tether: Tether) -> None:
+    rng = random.Random(11)
+    base = rng.randbytes(20 * MIB)
+    data = project.root / "data"
+    data.mkdir(exist_ok=True)
+    (data / "v1.bin").write_bytes(base)
+    (data / "v2.bin").write_bytes(base[: 5 * MIB] + rng.randbytes(MIB) + base[6 * MIB :])
+    folder = data / "same"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (folder / name).write_bytes(b"identical\n" * 100)
+    _ok(tether("add", "data/v1.bin", "data/v2.bin", "data/same"))
+    report = json.loads(_ok(tether("data", "du", "--json")).output)
+    by_path = {u["path"]: u for u in report["paths"]}
+    assert by_path["data/v1.bin"]["logical_bytes"] == 20 * MIB
+    assert by_path["data/v1.bin"]["stored_bytes"] == 20 * MIB  # its chunks, once
+    same = by_path["data/same"]
+    assert same["files"] == 3 and same["logical_bytes"] == 3000
+    assert 1000 < same["stored_bytes"] < 3000  # one blob (and a small tree) for three files
+    total = report["total"]
+    assert total["logical_bytes"] == 40 * MIB + 3000 and total["missing_files"] == 0
+    assert total["stored_bytes"] < 20 * MIB + 6 * MAX_SIZE  # v2 shares all but its edit
+    assert total["ratio"] < 0.65 and report["store_bytes"] >= total["stored_bytes"]
+    one = json.loads(_ok(tether("data", "du", "data/same", "--json")).output)
+    assert [u["path"] for u in one["paths"]] == ["data/same"]
+    shown = _ok(tether("data", "du")).output
+    assert "data/v2.bin" in shown and "total" in shown
+    refused = tether("data", "du", "data/nothing")
+    assert refused.exit_code != 0 and "not tracked" in refused.output

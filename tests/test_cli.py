@@ -20,7 +20,7 @@ COMMANDS = [
     "init", "pack", "list", "inspect", "diff", "tag", "remove", "unpack", "rollback", "gc",
     "run", "runs list", "runs show", "runs compare", "runs metrics", "runs log", "runs delete",
     "env show", "env diff", "add", "status", "checkout", "fsck", "data diff", "data push",
-    "data fetch", "data pull", "remote add", "remote list", "remote remove", "reproduce",
+    "data fetch", "data pull", "data du", "remote add", "remote list", "remote remove", "reproduce",
     "explain", "doctor", "login", "logout", "push", "pull", "model list", "model register",
     "model versions", "model show", "model alias", "model unalias", "model history",
     "model rollback", "model delete", "model push", "lineage", "migrate", "ui", "completion",

@@ -204,7 +204,7 @@ def fsck(ctx: click.Context, jobs: int | None, as_json: bool) -> None:
 
 @cli.group()
 def data() -> None:
-    """Move and compare tracked data: diff, push, fetch, pull."""
+    """Move, compare and measure tracked data: diff, push, fetch, pull, du."""
 
 
 def _transfer_options(f: Callable[..., None]) -> Callable[..., None]:
@@ -364,6 +364,40 @@ def data_diff(ctx: click.Context, rev_a: str, rev_b: str | None, as_json: bool) 
     for c in changes:
         counts[c.kind] = counts.get(c.kind, 0) + 1
     info(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+@data.command("du")
+@click.argument("paths", nargs=-1, type=click.Path())
+@_json
+@click.pass_context
+def data_du(ctx: click.Context, paths: tuple[str, ...], as_json: bool) -> None:
+    """Show how much tracked data there is, and how much the store keeps for it.
+
+    For each tracked path (all of them, or those at or under PATHS): its files, their
+    logical size, the bytes the store spends on them (each blob once; a big file kept in
+    chunks, as its chunks) and the ratio of the two. The total counts what paths share
+    once, so it shows what deduplication saves; the store's own size includes runs and
+    ModelKits too.
+    """
+    from tether.data.usage import usage
+
+    ws = open_workspace(ctx)
+    report = usage(ws, list(paths) or None, base=_base(ctx))
+    if as_json:
+        emit_json(report.to_json())
+        return
+    if not report.paths:
+        click.echo("no tracked data (track some with 'tether add PATH')")
+        return
+    width = max(len(u.path) for u in report.paths)
+    click.echo(f"{'path':<{width}}  {'files':>8}  {'logical':>10}  {'stored':>10}  ratio")
+    for u in [*report.paths, report.total]:
+        ratio = "-" if u.ratio is None else f"{u.ratio:.2f}"
+        name = u.path or "total"
+        missing = f"  [{u.missing} not in store]" if u.missing else ""
+        click.echo(f"{name:<{width}}  {u.files:>8,}  {human_size(u.logical):>10}  "
+                   f"{human_size(u.stored):>10}  {ratio:>5}{missing}")  # fmt: skip
+    info(f"the store holds {human_size(report.store_bytes)} in all")
 
 
 @cli.group()
