@@ -46,7 +46,6 @@ from tether.errors import LockTimeout, ObjectCorrupted, ObjectNotFound, StoreErr
 from tether.hashing import CHUNK, Digest, hash_file, hash_stream
 from tether.store import chunks
 from tether.store.atomic import fsync_dir, write_atomic
-from tether.store.chunks import Chunks
 
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 EMPTY_INDEX = (
@@ -73,7 +72,7 @@ class ContentStore:
         self.tmp_dir = Path(tmp_dir)
         self.blobs_dir = self.root / "blobs" / "sha256"
         self._blobs = str(self.blobs_dir)  # hot paths join strings, not Paths
-        self.chunks = Chunks(self)
+        self.chunks = chunks.Chunks(self)
 
     # -- layout ---------------------------------------------------------------------
 
@@ -244,19 +243,18 @@ class ContentStore:
         size = 0
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
-            with self.chunks.open(digest) as reader:
-                for chunk_digest, n in reader.listed.chunks:
-                    try:
-                        data = self.read_bytes(chunk_digest, max_size=chunks.MAX_SIZE)
-                    except ObjectCorrupted:
-                        raise self._corrupt(digest, chunk_digest) from None
-                    if len(data) != n:
-                        raise self._corrupt(digest, chunk_digest)
-                    whole.update(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view) :]
-                    size += len(data)
+            for chunk_digest, n in self.chunks.load(digest).chunks:
+                try:
+                    data = self.read_bytes(chunk_digest, max_size=chunks.MAX_SIZE)
+                except ObjectCorrupted:
+                    raise self._corrupt(digest, chunk_digest) from None
+                if len(data) != n:
+                    raise self._corrupt(digest, chunk_digest)
+                whole.update(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(out, view) :]
+                size += len(data)
             if whole.hexdigest() != digest.hex:
                 raise self._corrupt(digest)
         except BaseException:
