@@ -169,7 +169,7 @@ def _blob_count(ws: Workspace) -> int:
     return sum(1 for _ in ws.store)
 
 
-def test_tether_add_keeps_a_big_file_in_chunks_and_moves_it_whole(
+def test_tether_add_keeps_a_big_file_in_chunks(
     project: Workspace, tether: Tether, tmp_path: Path
 ) -> None:
     rng = random.Random(3)
@@ -193,16 +193,151 @@ def test_tether_add_keeps_a_big_file_in_chunks_and_moves_it_whole(
     _ok(tether("checkout", "data/big.bin"))
     assert big.read_bytes() == edited and _sha256sum(big) == v2.hex
 
-    # A directory remote gets the file whole (chunk-aware remotes are the next step),
-    # and a fresh store gets it back intact.
-    _ok(tether("remote", "add", "origin", str(tmp_path / "remote"), "--default"))
-    _ok(tether("data", "push"))
-    assert (tmp_path / "remote" / "blobs" / "sha256" / v2.hex).stat().st_size == 64 * MIB
+
+# -- remotes move chunks ------------------------------------------------------------------
+
+
+def _wipe(ws: Workspace) -> None:
+    for d in [*ws.store, *ws.store.chunks]:
+        ws.store.delete(d)
+
+
+def _push(tether: Tether) -> dict[str, int]:
+    report: dict[str, int] = json.loads(_ok(tether("data", "push", "--json")).output)
+    return report
+
+
+@pytest.mark.parametrize("kind", ["directory", "s3"])
+def test_a_remote_gets_only_the_chunks_it_lacks(
+    project: Workspace, tether: Tether, tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    if kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        url, extra = "s3://tether-data/chunks", ["--endpoint-url", endpoint]
+    else:
+        url, extra = str(tmp_path / "remote"), []
+    _ok(tether("remote", "add", "origin", url, "--default", *extra))
+    rng = random.Random(11)
+    big = project.root / "data" / "big.bin"
+    big.parent.mkdir(exist_ok=True)
+    v1_bytes = rng.randbytes(40 * MIB)
+    big.write_bytes(v1_bytes)
+    _ok(tether("add", "data/big.bin"))
+    v1 = project.store.chunks.load(Digest(_sha256sum(big)))
+    first = _push(tether)
+    assert first["chunked_files"] == 1 and first["chunks"] == len({c for c, _ in v1.chunks})
+    assert first["bytes"] == 40 * MIB
+
+    edited = bytearray(v1_bytes)
+    edited[17 * MIB : 18 * MIB] = rng.randbytes(MIB)
+    big.write_bytes(edited)
+    _ok(tether("add", "data/big.bin"))
+    v2 = project.store.chunks.load(Digest(_sha256sum(big)))
+    new = {c for c, _ in v2.chunks} - {c for c, _ in v1.chunks}
+    second = _push(tether)
+    assert second["chunks"] == len(new) and 1 <= len(new) <= 4  # counted: only new ones
+    assert second["bytes"] == sum(n for c, n in set(v2.chunks) if c in new) < 8 * MIB
+    assert _push(tether)["objects"] == 0
+    if kind == "directory":
+        remote = tmp_path / "remote"
+        assert (remote / "chunklists" / "sha256" / v2.digest.hex).is_file()
+        assert not list((remote / "blobs" / "sha256").glob("*"))  # no whole copy
+
+    # A fresh store gets the file back from its chunks, verified whole.
     big.unlink()
-    for d in [*project.store, *project.store.chunks]:
-        project.store.delete(d)
-    _ok(tether("data", "pull"))
-    assert big.read_bytes() == edited
+    _wipe(project)
+    pulled = json.loads(_ok(tether("data", "pull", "--json")).output)
+    assert pulled["chunks"] == len({c for c, _ in v2.chunks}) and pulled["chunked_files"] == 1
+    assert big.read_bytes() == edited and _sha256sum(big) == v2.digest.hex
+    assert project.store.chunks.has(v2.digest) and not project.store.has_blob(v2.digest)
+
+    # Going back to the first version fetches only the chunks this store lacks.
+    big.write_bytes(v1_bytes)
+    _ok(tether("add", "data/big.bin"))
+    project.store.delete(v1.digest)
+    for c in {c for c, _ in v1.chunks} - {c for c, _ in v2.chunks}:
+        project.store.delete(c)
+    big.unlink()
+    back = json.loads(_ok(tether("data", "pull", "--json")).output)
+    assert back["chunks"] == len({c for c, _ in v1.chunks} - {c for c, _ in v2.chunks})
+    assert big.read_bytes() == v1_bytes
+
+
+def test_pull_repairs_a_damaged_chunk_and_refuses_a_lying_list(
+    project: Workspace, tether: Tether, tmp_path: Path
+) -> None:
+    remote = tmp_path / "remote"
+    _ok(tether("remote", "add", "origin", str(remote), "--default"))
+    big = project.root / "data" / "big.bin"
+    big.parent.mkdir(exist_ok=True)
+    data = os.urandom(24 * MIB)
+    big.write_bytes(data)
+    _ok(tether("add", "data/big.bin"))
+    _push(tether)
+    listed = project.store.chunks.load(Digest(_sha256sum(big)))
+
+    chunk = project.store.path(listed.chunks[3][0])
+    chunk.chmod(0o644)
+    with open(chunk, "r+b") as f:
+        f.write(b"rot")
+    big.unlink()
+    repaired = json.loads(_ok(tether("data", "pull", "--json")).output)
+    assert repaired["repaired"] == 1 and big.read_bytes() == data
+    assert project.store.verify(listed.digest)
+
+    # A list on the remote whose chunks are good but are not the file (two swapped):
+    # refused, and nothing is kept.
+    doc = json.loads((remote / "chunklists" / "sha256" / listed.digest.hex).read_bytes())
+    doc["chunks"][0], doc["chunks"][1] = doc["chunks"][1], doc["chunks"][0]
+    lying = remote / "chunklists" / "sha256" / listed.digest.hex
+    lying.chmod(0o644)
+    lying.write_text(json.dumps(doc))
+    big.unlink()
+    _wipe(project)
+    refused = tether("data", "pull")
+    assert refused.exit_code == 1 and "refused" in refused.output, refused.output
+    assert not project.store.has(listed.digest) and not big.exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_chunked_push_resumes_where_it_stopped(
+    project: Workspace, tmp_path: Path
+) -> None:
+    from tests.test_data import _tether_process
+    from tether.data.remote import add_remote
+    from tether.data.track import add
+
+    big = project.root / "data" / "big.bin"
+    big.parent.mkdir(exist_ok=True)
+    with open(big, "wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(8 * MIB))
+    add(project, [big])
+    listed = project.store.chunks.load(Digest(_sha256sum(big)))
+    remote = tmp_path / "remote"
+    add_remote(project, "origin", str(remote), default=True)
+    proc = _tether_process(project.root, "data", "push", "--jobs", "1")
+    packs = remote / "packs"
+    while not (packs.is_dir() and list(packs.glob("*.idx"))):
+        assert proc.poll() is None, "push finished before it could be interrupted"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (remote / "chunklists" / "sha256" / listed.digest.hex).exists()
+    held = {h for idx in packs.glob("*.idx") for h, _, _ in json.loads(idx.read_bytes())["blobs"]}
+    assert 0 < len(held) < len(listed.chunks)
+    again = _tether_process(project.root, "data", "push", "--json")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    report = json.loads(out)
+    assert report["chunks"] == len({c for c, _ in listed.chunks}) - len(held)
+    assert report["bytes"] == sum(n for c, n in set(listed.chunks) if c.hex not in held)
+    big.unlink()
+    _wipe(project)
+    from tether.data.transfer import pull
+
+    pull(project)
+    assert _sha256sum(big) == listed.digest.hex
 
 
 def test_a_damaged_chunk_is_found_by_fsck_and_refused_by_checkout(

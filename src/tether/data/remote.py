@@ -71,7 +71,7 @@ class Backend(Protocol):
 # write has touched it for this long: an active writer updates its file's mtime.
 TEMP_GRACE_S = 2 * 3600.0
 TEMP_PREFIX = ".tmp-"
-_TEMP_DIRS = ("blobs/sha256", "packs", "")
+_TEMP_DIRS = ("blobs/sha256", "packs", "chunklists/sha256", "")
 
 
 # -- configuration ---------------------------------------------------------------------

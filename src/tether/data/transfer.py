@@ -6,10 +6,19 @@ A remote holds::
     blobs/sha256/<hex>        blobs of 1 MiB and more, one object each (as in the store)
     packs/<hex>.pack          many small blobs back to back; <hex> is the pack's sha256
     packs/<hex>.idx           {"format":1,"pack":"sha256:…","blobs":[[hex, offset, size],…]}
+    chunklists/sha256/<hex>   the chunk list of a big file kept in chunks (the format of
+                              ``store/chunks.py``), named by the WHOLE file's sha256
 
 Packing is what makes many small files cheap: 50,000 files of 4 KiB travel as a few
-objects instead of 50,000 requests. What a remote has is learnt from two listings
-(``packs/`` and ``blobs/sha256/``) plus the ``.idx`` files not seen before (they are
+objects instead of 50,000 requests. A file kept in chunks travels as the chunks the
+remote lacks, in packs in the file's order (so fetching it is one ranged read per
+pack), and its list is written only once every pack holding its chunks has its index:
+a list on a remote never names a missing chunk, and a push of a 20 GB file that stops
+at 90% resumes at 90% (what is lost is the packs in flight, at most ``PACK_MAX`` each).
+A pulled list is kept only after its chunks add up to the file's digest.
+
+What a remote has is learnt from three listings (``packs/``, ``blobs/sha256/`` and
+``chunklists/sha256/``) plus the ``.idx`` files not seen before (they are
 immutable, so they are cached in ``.tether/cache/remotes/NAME/``), never by asking per
 object. A pack is written before its index, so an index names only complete packs; an
 interrupted push leaves at most a pack without an index, and the next push sends what
@@ -43,10 +52,11 @@ from tether.data.remote import (
     open_backend,
     resolve,
 )
-from tether.errors import ObjectCorrupted, RemoteError
+from tether.errors import ObjectCorrupted, RemoteError, StoreError
 from tether.hashing import Digest
 from tether.reporting import SILENT, Reporter
 from tether.store.atomic import write_atomic
+from tether.store.chunks import MAX_SIZE, ChunkList
 from tether.workspace import Workspace
 
 FORMAT = 1
@@ -65,11 +75,15 @@ class DataTransferReport:
     skipped: int  # objects the other side already had
     failed: list[str] = field(default_factory=list)
     repaired: int = 0  # corrupt local objects set aside and fetched again (pull)
+    chunks: int = 0  # of ``objects``: chunks of files kept in chunks
+    chunked_files: int = 0  # files whose chunk list travelled
 
     def to_json(self) -> dict[str, Any]:
         return {
             "remote": self.remote,
             "objects": self.objects,
+            "chunks": self.chunks,
+            "chunked_files": self.chunked_files,
             "bytes": self.bytes,
             "packs": self.packs,
             "already_there": self.skipped,
@@ -93,10 +107,20 @@ class RemoteIndex:
         self.tmp_dir = ws.dot / "tmp"
         self.jobs = jobs
         self.where: dict[Digest, _Located] = {}
+        self.chunked: set[Digest] = set()  # files held as a chunk list
         self.pack_sizes: dict[str, int] = {}
+
+    def holds(self, digest: Digest) -> bool:
+        """Whether the remote has a file, whole or in chunks."""
+        return digest in self.where or digest in self.chunked
 
     def load(self) -> None:
         self.where.clear()
+        self.chunked = {
+            Digest(name)
+            for name in self.backend.list("chunklists/sha256")
+            if Digest.is_valid("sha256:" + name)
+        }
         names = self.backend.list("packs")
         idx = [n[: -len(".idx")] for n in names if n.endswith(".idx")]
         todo = [h for h in idx if not (self.cache_dir / f"{h}.idx").is_file()]
@@ -199,31 +223,34 @@ def push(
     with ws.lock("data", shared=True, on_wait=report.waiting):
         needed = _local_objects(ws, pointers)
         index.load()
-        send = {d: s for d, s in needed.items() if d not in index.where}
-        large = [(d, s) for d, s in send.items() if s >= LARGE]
-        small = sorted(((d, s) for d, s in send.items() if s < LARGE), key=lambda x: x[0].hex)
-        total_small = sum(s for _, s in small)
-        target = max(PACK_MIN, min(PACK_MAX, total_small // n + 1))
-        groups: list[list[tuple[Digest, int]]] = [[]]
-        size = 0
-        for d, s in small:
-            if size + s > target and groups[-1]:
-                groups.append([])
-                size = 0
-            groups[-1].append((d, s))
-            size += s
-        groups = [g for g in groups if g]
+        send = {d: s for d, s in needed.items() if not index.holds(d)}
+        lists = {
+            d: ws.store.chunks.load(d)
+            for d in send
+            if not ws.store.has_blob(d) and ws.store.chunks.has(d)
+        }
+        large = [(d, s) for d, s in send.items() if s >= LARGE and d not in lists]
+        packed = sorted(((d, s) for d, s in send.items() if s < LARGE), key=lambda x: x[0].hex)
+        queued = {d for d, _ in packed}
+        chunks = 0
+        for listed in lists.values():
+            for c, size in listed.chunks:  # in the file's order: a fetch reads packs through
+                if c not in index.where and c not in queued:
+                    queued.add(c)
+                    packed.append((c, size))
+                    chunks += 1
+        groups = _pack_groups(packed, n)
 
         def send_pack(group: list[tuple[Digest, int]]) -> int:
             blob_list = []
-            chunks = []
+            parts = []
             offset = 0
             for d, _size in group:
-                data = ws.store.read_bytes(d, max_size=LARGE)  # verified: never push rot
-                chunks.append(data)
+                data = ws.store.read_bytes(d, max_size=MAX_SIZE)  # verified: never push rot
+                parts.append(data)
                 blob_list.append([d.hex, offset, len(data)])
                 offset += len(data)
-            pack = b"".join(chunks)
+            pack = b"".join(parts)
             pack_hex = hashlib.sha256(pack).hexdigest()
             idx = json.dumps(
                 {"format": FORMAT, "pack": f"sha256:{pack_hex}", "blobs": blob_list},
@@ -242,10 +269,13 @@ def push(
                     f"blob {d} in the local store is corrupted; it was not pushed",
                     hint="run 'tether fsck', then restore the file and 'tether add' it",
                 )
-            with ws.store.file_of(d) as local:  # whole on the remote, even if chunked here
-                backend.write_file(f"blobs/sha256/{d.hex}", local)
+            backend.write_file(f"blobs/sha256/{d.hex}", ws.store.path(d))
             report.advance(s)
             return s
+
+        def send_list(listed: ChunkList) -> None:
+            data = listed.to_bytes()
+            backend.write_bytes(f"chunklists/sha256/{listed.digest.hex}", data)
 
         sent = 0
         with ThreadPoolExecutor(n, thread_name_prefix="tether-push") as pool:
@@ -253,7 +283,32 @@ def push(
             futures += [pool.submit(send_pack, g) for g in groups]
             for fut in futures:
                 sent += fut.result()
-    return DataTransferReport(cfg.name, len(send), sent, len(groups), len(needed) - len(send))
+            # Only now: every chunk a list names is on the remote, in an indexed pack.
+            list(pool.map(send_list, lists.values()))
+    return DataTransferReport(
+        cfg.name,
+        len(large) + len(packed),
+        sent,
+        len(groups),
+        len(needed) - len(send),
+        chunks=chunks,
+        chunked_files=len(lists),
+    )
+
+
+def _pack_groups(items: list[tuple[Digest, int]], jobs: int) -> list[list[tuple[Digest, int]]]:
+    """Cut ``items`` (in order) into packs: big enough to make few requests, small
+    enough that every worker gets some and an interrupted push loses little."""
+    target = max(PACK_MIN, min(PACK_MAX, sum(s for _, s in items) // jobs + 1))
+    groups: list[list[tuple[Digest, int]]] = [[]]
+    size = 0
+    for d, s in items:
+        if size + s > target and groups[-1]:
+            groups.append([])
+            size = 0
+        groups[-1].append((d, s))
+        size += s
+    return [g for g in groups if g]
 
 
 @dataclass(frozen=True)
@@ -308,8 +363,7 @@ def fetch(
         ws.lock("gc", shared=True, on_wait=report.waiting),
     ):
         index_loaded = False
-        moved = objects = packs = 0
-        failed: list[str] = []
+        total = _Got()
         seen_failed: set[Digest] = set()
         while True:
             missing: set[Digest] = set()
@@ -322,17 +376,121 @@ def fetch(
                 index.load()
                 index_loaded = True
             _refuse_absent(cfg, index, missing)
-            got, nbytes, npacks, bad = _download(ws, backend, index, missing, n, report)
-            moved += nbytes
-            objects += got
-            packs += npacks
-            for d in bad:
-                failed.append(str(d))
-                seen_failed.add(d)
-            if got == 0:
+            got = _get(ws, cfg, backend, index, missing, n, report)
+            total = total.plus(got)
+            seen_failed.update(got.bad)
+            if got.done == 0:
                 break
+        failed = [str(d) for d in total.bad]
         _refuse_corrupt(cfg, failed)
-    return DataTransferReport(cfg.name, objects, moved, packs, 0, failed)
+    return DataTransferReport(
+        cfg.name,
+        total.objects,
+        total.bytes,
+        total.packs,
+        0,
+        failed,
+        chunks=total.chunks,
+        chunked_files=total.chunked_files,
+    )
+
+
+@dataclass(frozen=True)
+class _Got:
+    """What one round of downloads did."""
+
+    objects: int = 0  # blobs and chunks that travelled
+    bytes: int = 0
+    packs: int = 0
+    chunks: int = 0
+    chunked_files: int = 0
+    done: int = 0  # wanted files now in the store
+    bad: tuple[Digest, ...] = ()  # refused: not their digest
+
+    def plus(self, other: _Got) -> _Got:
+        return _Got(
+            self.objects + other.objects,
+            self.bytes + other.bytes,
+            self.packs + other.packs,
+            self.chunks + other.chunks,
+            self.chunked_files + other.chunked_files,
+            self.done + other.done,
+            self.bad + other.bad,
+        )
+
+
+def _get(
+    ws: Workspace,
+    cfg: RemoteConfig,
+    backend: Backend,
+    index: RemoteIndex,
+    wanted: set[Digest],
+    jobs: int,
+    report: Reporter,
+) -> _Got:
+    """Download ``wanted`` (all on the remote): whole blobs as they are held, files kept
+    in chunks as the chunks the store lacks, then their lists once they add up."""
+    whole = {d for d in wanted if d in index.where}
+    got, nbytes, npacks, bad = _download(ws, backend, index, whole, jobs, report)
+    result = _Got(got, nbytes, npacks, done=got, bad=tuple(bad))
+    chunked = wanted - whole
+    if chunked:
+        result = result.plus(_get_chunked(ws, cfg, backend, index, chunked, jobs, report))
+    return result
+
+
+def _get_chunked(
+    ws: Workspace,
+    cfg: RemoteConfig,
+    backend: Backend,
+    index: RemoteIndex,
+    wanted: set[Digest],
+    jobs: int,
+    report: Reporter,
+) -> _Got:
+    def get_list(d: Digest) -> ChunkList | Digest:
+        try:
+            return ChunkList.parse(d, backend.read(f"chunklists/sha256/{d.hex}"))
+        except StoreError:
+            return d  # damaged on the remote: refused like a blob that is not its digest
+
+    with ThreadPoolExecutor(jobs, thread_name_prefix="tether-fetch") as pool:
+        read = list(pool.map(get_list, sorted(wanted, key=lambda d: d.hex)))
+    lists = [x for x in read if isinstance(x, ChunkList)]
+    bad = [x for x in read if isinstance(x, Digest)]
+    need = {c for listed in lists for c, _ in listed.chunks if not ws.store.has_blob(c)}
+    _refuse_absent(cfg, index, need)
+    total = _Got()
+    quarantine = ws.dot / "quarantine"
+    for attempt in range(2):
+        got, nbytes, npacks, refused = _download(ws, backend, index, need, jobs, report)
+        total = total.plus(_Got(got, nbytes, npacks, chunks=got))
+        need = set()
+
+        def adopt(listed: ChunkList) -> tuple[ChunkList, list[Digest] | None]:
+            try:
+                return listed, ws.store.chunks.adopt(listed)
+            except ObjectCorrupted:
+                return listed, None  # good chunks that are not the file: the list lies
+
+        with ThreadPoolExecutor(jobs, thread_name_prefix="tether-adopt") as pool:
+            adopted = list(pool.map(adopt, lists))
+        lists = []
+        for listed, absent in adopted:
+            if absent is None or (absent and (attempt == 1 or set(absent) & set(refused))):
+                bad.append(listed.digest)
+            elif absent:
+                # A chunk this store held is damaged: set it aside and fetch it again.
+                for c in absent:
+                    ws.store.set_aside(c, quarantine)
+                need.update(c for c in absent if c in index.where)
+                lists.append(listed)
+            else:
+                total = total.plus(_Got(chunked_files=1, done=1))
+        if not lists:
+            break
+        ws.store.sync()
+    return total.plus(_Got(bad=tuple(bad)))
 
 
 def _download(
@@ -377,6 +535,7 @@ def _download(
                 batch.add(blob, d)
                 got += 1
             report.advance(len(data))
+        batch.commit()  # per pack: an interrupted fetch keeps what arrived
         return got, nbytes
 
     def get_loose(d: Digest) -> tuple[int, int]:
@@ -431,7 +590,7 @@ def locate(ws: Workspace, digests: Iterable[Digest]) -> tuple[dict[Digest, str],
             unreachable.append(exc.message)
             continue
         for d in todo:
-            if d in index.where:
+            if index.holds(d):
                 found[d] = cfg.name
     return found, unreachable
 
@@ -444,7 +603,7 @@ def fetch_objects(
     report: Reporter = SILENT,
 ) -> int:
     """Download the named blobs from one remote into the store, each verified; returns
-    how many travelled. A blob that fails verification is refused (RemoteError)."""
+    how many arrived. A blob that fails verification is refused (RemoteError)."""
     cfg, backend = _open(ws, remote)
     n = _jobs(None, backend)
     index = RemoteIndex(ws, cfg, backend, n)
@@ -454,13 +613,13 @@ def fetch_objects(
             return 0
         index.load()
         _refuse_absent(cfg, index, wanted)
-        got, _, _, bad = _download(ws, backend, index, wanted, n, report)
-    _refuse_corrupt(cfg, [str(d) for d in bad])
-    return got
+        got = _get(ws, cfg, backend, index, wanted, n, report)
+    _refuse_corrupt(cfg, [str(d) for d in got.bad])
+    return got.done
 
 
 def _refuse_absent(cfg: RemoteConfig, index: RemoteIndex, wanted: set[Digest]) -> None:
-    absent = sorted(d for d in wanted if d not in index.where)
+    absent = sorted(d for d in wanted if not index.holds(d))
     if absent:
         raise RemoteError(
             f"{len(absent)} object(s) are not on remote {cfg.name}, e.g. {absent[0]}",

@@ -81,7 +81,7 @@ class ChunkList:
                 f"chunk list of {digest} is damaged ({e})",
                 hint="'tether fsck' names the files it affects; 'tether data pull' fetches them",
             ) from None
-        if sum(n for _, n in chunks) != size or any(n <= 0 for _, n in chunks):
+        if sum(n for _, n in chunks) != size or any(not 0 < n <= MAX_SIZE for _, n in chunks):
             raise StoreError(
                 f"chunk list of {digest} is damaged: its chunks do not add up to its size",
                 hint="'tether fsck' names the files it affects; 'tether data pull' fetches them",
@@ -178,6 +178,34 @@ class Chunks:
             text = listed.to_bytes()
             write_atomic(self.list_path(listed.digest), text, tmp_dir=self.store.tmp_dir)
         return ChunkedAdd(listed.digest, size, len(chunks), new_chunks, new_bytes)
+
+    def adopt(self, listed: ChunkList) -> list[Digest]:
+        """Keep a list that came from elsewhere (a remote) once the chunks it names are
+        here and add up to its digest. Returns the chunks that are missing or damaged
+        (nothing is kept then: fetch them and call again); raises ObjectCorrupted when
+        the chunks are good but the whole is not the file the list is named after."""
+        whole = hashlib.sha256()
+        absent: list[Digest] = []
+        for digest, n in listed.chunks:
+            try:
+                data = self.store.read_bytes(digest, max_size=MAX_SIZE)
+            except (ObjectNotFound, ObjectCorrupted):
+                absent.append(digest)
+                continue
+            if len(data) != n:
+                raise self.store._corrupt(listed.digest, digest)
+            if not absent:
+                whole.update(data)
+        if absent:
+            return absent
+        if whole.hexdigest() != listed.digest.hex:
+            raise self.store._corrupt(listed.digest)
+        if not self.has(listed.digest):
+            self.lists_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(
+                self.list_path(listed.digest), listed.to_bytes(), tmp_dir=self.store.tmp_dir
+            )
+        return []
 
     # -- reading --------------------------------------------------------------------
 
