@@ -346,7 +346,10 @@ def test_a_damaged_chunk_is_found_by_fsck_and_refused_by_checkout(
     big = project.root / "data" / "weights.bin"
     big.parent.mkdir(exist_ok=True)
     big.write_bytes(os.urandom(20 * MIB))
-    _ok(tether("add", "data/weights.bin"))
+    (project.root / "data" / "set" / "sub").mkdir(parents=True)
+    shutil.copy(big, project.root / "data" / "set" / "a.bin")
+    shutil.copy(big, project.root / "data" / "set" / "sub" / "b.bin")
+    _ok(tether("add", "data/weights.bin", "data/set"))
     whole = Digest(_sha256sum(big))
     chunk, _ = project.store.chunks.load(whole).chunks[5]
     bad = project.store.path(chunk)
@@ -362,6 +365,10 @@ def test_a_damaged_chunk_is_found_by_fsck_and_refused_by_checkout(
     assert (str(chunk), "corrupt") in problems  # the chunk, quarantined
     assert any(d == str(whole) and kind == "missing-chunk" for d, kind in problems)
     assert not project.store.has(whole)  # set aside: 'data pull' would fetch it again
+    # Every file that used the chunk is named, inside a tracked folder too.
+    files = {p["where"] for p in report["problems"] if p["digest"] == str(whole)}
+    assert "file data/weights.bin" in files
+    assert "file data/set/a.bin, data/set/sub/b.bin" in files
 
 
 @pytest.mark.skopeo

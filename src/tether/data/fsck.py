@@ -5,8 +5,10 @@ moved to ``.tether/quarantine/`` (kept for inspection, out of every reader's way
 next ``tether data pull`` or ``pack`` writes a good copy in its place. A file kept in
 chunks is then read whole: each of its chunks must be there and whole, and together they
 must hash to its digest; a problem names the file, and the chunk. Then every reference
-is checked: pointers in the working tree (trees parse, every object present), ModelKits
-in the index, and the blobs the database names.
+is checked: pointers in the working tree (trees parse, every object present; a file
+whose content went missing or was set aside is named by its path, so a bad chunk
+names every file that uses it), ModelKits in the index, and the blobs the database
+names.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.data import content, pointer
+from tether.data import content, pointer, tree
 from tether.errors import DataError, ObjectNotFound, StoreError
 from tether.hashing import Digest, hash_file
 from tether.oci.manifest import ImageManifest
@@ -30,8 +32,9 @@ from tether.workspace import Workspace
 class Problem:
     digest: Digest
     kind: str  # corrupt | missing | unreadable-tree | missing-chunk | unreadable-chunk-list
-    referenced_by: str  # "store", "pointer data/x", "ModelKit repo:tag", "run <id>",
-    # for a file kept in chunks: "chunk <digest>" (the first bad one)
+    referenced_by: str  # "store", "file data/x/a.bin" (the working-tree files whose
+    # content is missing), "pointer data/x", "ModelKit repo:tag", "run <id>", for a file
+    # kept in chunks: "chunk <digest>" (the first bad one)
 
     def to_json(self) -> dict[str, str]:
         return {"digest": str(self.digest), "problem": self.kind, "where": self.referenced_by}
@@ -122,11 +125,19 @@ def _chunked(ws: Workspace, quarantine: Path, quarantined: list[Digest]) -> list
 
 def _references(ws: Workspace) -> list[Problem]:
     out: list[Problem] = []
+    reader = content.store_reader(ws.store)
     for rel in pointer.discover(ws.root):
         try:
             ptr = pointer.read(ws.root, rel)
-            for d in content.missing_locally(ws.store, ws.stat_cache, ptr):
-                out.append(Problem(d, "missing", f"pointer {ptr.path}"))
+            missing = content.missing_locally(ws.store, ws.stat_cache, ptr)
+            named = _files_of(reader, ptr, set(missing)) if missing else {}
+            for d in missing:
+                paths = named.get(d)
+                where = f"pointer {ptr.path}"
+                if paths:  # the files the user will find unreadable, not only the pointer
+                    more = f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
+                    where = "file " + ", ".join(paths[:3]) + more
+                out.append(Problem(d, "missing", where))
         except DataError as exc:
             out.append(Problem(_zero(), "unreadable-tree", f"pointer {rel}: {exc.message}"))
     for entry in ws.index.entries():
@@ -146,6 +157,30 @@ def _references(ws: Workspace) -> list[Problem]:
             if not ws.store.has(d):
                 out.append(Problem(d, "missing", "a run record"))
     return out
+
+
+def _files_of(
+    reader: tree.TreeReader, ptr: pointer.Pointer, wanted: set[Digest]
+) -> dict[Digest, list[str]]:
+    """The working-tree paths of the files of ``ptr`` whose content is in ``wanted``
+    (a subtree that is itself missing is skipped: it is reported as a tree)."""
+    if ptr.type == "file":
+        return {ptr.digest: [ptr.path]} if ptr.digest in wanted else {}
+    found: dict[Digest, list[str]] = {}
+
+    def walk(digest: Digest, prefix: str) -> None:
+        try:
+            entries = reader.entries(digest)
+        except ObjectNotFound:
+            return
+        for e in entries:
+            if e.type == "dir":
+                walk(e.digest, f"{prefix}{e.name}/")
+            elif e.digest in wanted:
+                found.setdefault(e.digest, []).append(f"{prefix}{e.name}")
+
+    walk(ptr.digest, f"{ptr.path}/")
+    return found
 
 
 def _zero() -> Digest:
