@@ -1,6 +1,7 @@
 """Data versioning: tether next to DVC on the same generated data, measured in one run.
 
-    python benchmarks/data.py [--big-mib 2048] [--small 50000] [--repeat 1] [--skip-dvc]
+    python benchmarks/data.py [--big-mib 2048] [--small 50000 | --many 500000]
+                              [--repeat 1] [--skip-dvc]
 
 Data (made once, kept in bench-work/data/source): one file of --big-mib MiB from
 os.urandom, and --small random files of 4 KiB in folders of 1,000. Each tool works in
@@ -9,9 +10,13 @@ kept, not timed). Every command runs as a separate process, so start-up is inclu
 for both tools. DVC 3.67.1 lives in its own virtualenv (bench-work/dvc-venv, created
 with pip on first use); its cache type is its default (reflink,copy: copies on ext4).
 
-Scenarios: add of the big file; add of the small-file folder; status with nothing
-changed (both); re-add after changing 1 MiB in the middle of the big file; push of the
-small-file folder to a local-directory remote.
+Scenarios: add of the big file (tether also with chunking off, `add big (whole)`, the
+way it stored big files before chunking, in a project of its own); add of the
+small-file folder; status with nothing changed (both); push of the small-file folder,
+then of the big file, to a local-directory remote; re-add after changing 1 MiB in the
+middle of the big file, with the bytes the store/cache grew by; push of that second
+version, with the bytes the remote grew by. ``--many N`` is ``--small N`` (the
+million-files rows: add, no-op status and push of N small files).
 
 Limits, measured in the same run: read+sha256 of the big file and of the small files
 (Python, hashlib), a durable copy of the big file (write + fsync), a stat walk of the
@@ -42,16 +47,16 @@ ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "b", "GIT_AUTHO
 TETHER = [sys.executable, "-m", "tether"]
 
 
-def sh(cmd: list[str], cwd: Path) -> None:
-    out = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, check=False)
+def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    out = subprocess.run(cmd, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, check=False)
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{out.stderr.decode()[-2000:]}")
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     subprocess.run(["sync"], check=True)
     start = time.perf_counter()
-    sh(cmd, cwd)
+    sh(cmd, cwd, env)
     return time.perf_counter() - start
 
 
@@ -107,6 +112,29 @@ def change_one_mib(path: Path) -> None:
         f.write(os.urandom(1 << 20))
 
 
+def tree_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (apparent sizes: what was stored or sent)."""
+    total = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def store_of(tool: str, root: Path) -> Path:
+    return root / (".dvc/cache" if tool == "dvc" else ".tether/store")
+
+
+def add_whole(base: Path) -> float:
+    """tether's add of the big file as it was before chunking (one whole blob)."""
+    root = base / "tether-whole"
+    root.mkdir(parents=True)
+    sh(["git", "init", "-q"], root)
+    sh([*TETHER, "init", "--no-kitfile"], root)
+    sh(["cp", "-a", str((SOURCE / "big.bin").resolve()), "big.bin"], root)
+    return timed([*TETHER, "add", "big.bin"], root, {"TETHER_DATA_CHUNK_MIN_MB": "0"})
+
+
 def run_tool(tool: str, base: Path, dvc: Path | None) -> dict[str, float]:
     root = project(base, tool, dvc)
     cli = [str(dvc)] if tool == "dvc" else TETHER
@@ -123,8 +151,15 @@ def run_tool(tool: str, base: Path, dvc: Path | None) -> dict[str, float]:
     else:
         sh([*cli, "remote", "add", "local", str(remote.resolve()), "--default"], root)
         out["push small"] = timed([*cli, "data", "push", "small"], root)
+    push_big = [*cli, "push", "big.bin.dvc"] if tool == "dvc" else [*cli, "data", "push", "big.bin"]
+    out["push big"] = timed(push_big, root)
     change_one_mib(root / "big.bin")
+    stored = tree_bytes(store_of(tool, root))
     out["re-add big"] = timed([*cli, "add", "big.bin"], root)
+    out["re-add big: stored bytes"] = tree_bytes(store_of(tool, root)) - stored
+    sent = tree_bytes(remote)
+    out["push big v2"] = timed(push_big, root)
+    out["push big v2: sent bytes"] = tree_bytes(remote) - sent
     return out
 
 
@@ -197,9 +232,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--big-mib", type=int, default=2048)
     ap.add_argument("--small", type=int, default=50_000)
+    ap.add_argument("--many", type=int, help="the same as --small (e.g. --many 500000)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-dvc", action="store_true")
     args = ap.parse_args()
+    if args.many:
+        args.small = args.many
 
     make_source(args.big_mib, args.small)
     dvc = None if args.skip_dvc else ensure_dvc()
@@ -235,6 +273,8 @@ def main() -> None:
             print(f"rep {rep + 1}/{args.repeat}: {tool}…", flush=True)
             for key, value in run_tool(tool, base, dvc).items():
                 note(results[tool], key, value)
+            if tool == "tether":
+                note(results[tool], "add big (whole)", add_whole(base))
 
     lim = {k: median(v) for k, v in limits.items()}
     big_bytes = (SOURCE / "big.bin").stat().st_size
@@ -271,6 +311,8 @@ def main() -> None:
         "status small": (lim["stat walk small"], "stat walk"),
         "re-add big": (lim["read+sha256 big"], "read+sha256"),
         "push small": (lim["create small"], "create files"),
+        "push big": (lim["durable copy big"], "durable copy"),
+        "push big v2": (lim["read+sha256 big"], "read+sha256"),
     }
     print(
         f"{'scenario':14} {'tether':>9} {'dvc':>9} {'dvc/tether':>11} {'limit':>9}  tether vs limit"
@@ -283,6 +325,19 @@ def main() -> None:
             f"{key:14} {t[key]:8.2f}s {dvc_txt} {ratio} {limit:8.2f}s  "
             f"{limit / t[key] * 100:5.0f}% of {what}"
         )
+    print()
+    for key in ("re-add big: stored bytes", "push big v2: sent bytes"):
+        dv = d.get(key)
+        dvc_txt = f"{dv / 2**20:8.1f} MiB ({dv / big_bytes * 100:5.1f}%)" if dv is not None else "-"
+        print(
+            f"{key:26} tether {t[key] / 2**20:8.1f} MiB ({t[key] / big_bytes * 100:5.2f}% of "
+            f"the file)   dvc {dvc_txt}"
+        )
+    whole = t["add big (whole)"]
+    print(
+        f"add big in chunks {t['add big']:.2f}s vs whole {whole:.2f}s (chunking off, same run): "
+        f"{t['add big'] / whole:.2f}×"
+    )
     print(
         f"\nbig file {big_bytes / 2**30:.2f} GiB; small files {len(small_files)} "
         f"({small_bytes / 2**20:.0f} MiB). tether add big: "

@@ -14,7 +14,7 @@ from typing import Literal
 
 from tether.data import content, paths, tree
 from tether.data.pointer import Pointer
-from tether.data.worktree import Hasher, fingerprint, quick_fingerprint, scan_dir, stat_file
+from tether.data.worktree import Hasher, quick_fingerprint, stat_file, walk
 from tether.errors import ObjectNotFound
 from tether.hashing import Digest
 from tether.reporting import SILENT, Reporter
@@ -74,20 +74,19 @@ def _one(ws: Workspace, hasher: Hasher, ptr: Pointer) -> PathStatus:
     quick = quick_fingerprint(target, hasher.scan_start_ns)
     if quick is not None and ws.stat_cache.lookup_dir(ptr.path, quick) == ptr.digest:
         return PathStatus(ptr, "clean", missing_objects=missing, current=ptr.digest)
-    files = scan_dir(target)
-    fp = fingerprint(files, hasher.scan_start_ns)
-    digests = hasher.digests(target, ptr.path, files)
-    built: dict[Digest, bytes] = {}
+    built: dict[Digest, bytes] = {}  # the new tree objects (compact bytes), for diff
 
     def keep(data: bytes) -> Digest:
         d = tree.hash_only(data)
         built[d] = data
         return d
 
-    records = [tree.FileRecord(f.path, digests[f.path], f.stamp.size, f.executable) for f in files]
-    root, _, _ = tree.build(records, keep)
-    if fp is not None:
-        ws.stat_cache.record_dir(ptr.path, fp, root)
+    builder = tree.TreeBuilder(keep)
+    for f, digest in hasher.stream(target, ptr.path, walk(target)):
+        builder.add(tree.FileRecord(f.path, digest, f.stamp.size, f.executable))
+    root = builder.finish().digest
+    if quick is not None:
+        ws.stat_cache.record_dir(ptr.path, quick, root)
     if root == ptr.digest:
         return PathStatus(ptr, "clean", missing_objects=missing, current=root)
     reader = tree.TreeReader(

@@ -15,7 +15,7 @@ from typing import Any
 
 from tether.data import content, paths, pointer, tree
 from tether.data.pointer import Pointer
-from tether.data.worktree import Hasher, fingerprint, scan_dir, stat_file
+from tether.data.worktree import Hasher, quick_fingerprint, stat_file, walk
 from tether.errors import DataError
 from tether.reporting import SILENT, Reporter
 from tether.workspace import Workspace
@@ -108,8 +108,7 @@ def add(
 def _hash_target(ws: Workspace, hasher: Hasher, rel: str) -> Pointer:
     target = ws.root / rel
     if target.is_dir() and not target.is_symlink():
-        files = scan_dir(target)
-        fp = fingerprint(files, hasher.scan_start_ns)
+        fp = quick_fingerprint(target, hasher.scan_start_ns)
         previous = pointer.read_if_any(ws.root, rel + pointer.SUFFIX)
         if (
             fp is not None
@@ -118,15 +117,18 @@ def _hash_target(ws: Workspace, hasher: Hasher, rel: str) -> Pointer:
             and not content.missing_locally(ws.store, ws.stat_cache, previous)
         ):
             return previous  # nothing changed and the store has it all: no file is read
-        digests = hasher.digests(target, rel, files, check_store=True)
-        records = [
-            tree.FileRecord(f.path, digests[f.path], f.stamp.size, f.executable) for f in files
-        ]
         assert hasher.batch is not None
-        root, size, count = tree.build(records, hasher.batch.add)
+        # Streamed: files are walked, hashed and stored a window at a time, and each
+        # folder's tree object is written as the walk leaves it.
+        builder = tree.TreeBuilder(hasher.batch.add)
+        for f, digest in hasher.stream(target, rel, walk(target), check_store=True):
+            builder.add(tree.FileRecord(f.path, digest, f.stamp.size, f.executable))
+        root = builder.finish()
         if fp is not None:
-            hasher.after_commit.append(lambda: ws.stat_cache.record_dir(rel, fp, root))
-        return Pointer(rel, "dir", root, size, count)
+            # The fingerprint was taken before the files were read: one changed since
+            # has another stamp now, so this entry can never vouch for it.
+            hasher.after_commit.append(lambda: ws.stat_cache.record_dir(rel, fp, root.digest))
+        return Pointer(rel, "dir", root.digest, root.size, root.files)
     wf = stat_file(target)
     digest = hasher.digests(target, rel, [wf], check_store=True)[""]
     return Pointer(rel, "file", digest, wf.stamp.size, 1)

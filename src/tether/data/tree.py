@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -74,29 +75,65 @@ def encode(doc: dict[str, object]) -> bytes:
 def build(files: list[FileRecord], put: Callable[[bytes], Digest]) -> tuple[Digest, int, int]:
     """Turn a flat listing into nested tree objects; ``put`` stores (or just hashes)
     each object. Returns the root digest, total size and file count."""
-    root: dict[str, object] = {}
-    for record in files:
-        *dirs, name = record.path.split("/")
-        node = root
-        for d in dirs:
-            child = node.setdefault(d, {})
-            if not isinstance(child, dict):
-                raise DataError(f"{record.path}: a path is both a file and a directory")
-            node = child
-        node[name] = record
-    entry = _build_node(root, "", put)
+    builder = TreeBuilder(put)
+    for record in sorted(files, key=lambda r: r.path.split("/")):
+        builder.add(record)
+    entry = builder.finish()
     return entry.digest, entry.size, entry.files
 
 
-def _build_node(node: dict[str, object], name: str, put: Callable[[bytes], Digest]) -> Entry:
-    entries: list[Entry] = []
-    for child_name in sorted(node):
-        child = node[child_name]
-        if isinstance(child, FileRecord):
-            entries.append(Entry(child_name, "file", child.digest, child.size, 1, child.executable))
-        else:
-            assert isinstance(child, dict)
-            entries.append(_build_node(child, child_name, put))
+class TreeBuilder:
+    """Tree objects from files given one by one in tree order (each folder's names
+    sorted, a subfolder's files where its name sorts: ``worktree.walk``'s order). Only
+    the folders on the current path are held: a folder's object is written as soon as
+    the walk leaves it, so a million files never sit in memory at once."""
+
+    def __init__(self, put: Callable[[bytes], Digest]) -> None:
+        self.put = put
+        self._names: list[str] = []  # the open folders below the root
+        self._open: list[list[Entry]] = [[]]  # their entries so far, the root's first
+
+    def add(self, record: FileRecord) -> None:
+        *dirs, name = record.path.split("/")
+        depth = 0
+        while depth < min(len(dirs), len(self._names)) and dirs[depth] == self._names[depth]:
+            depth += 1
+        while len(self._names) > depth:
+            self._close()
+        for d in dirs[depth:]:
+            self._append(Entry(d, "dir", _NO_DIGEST, 0, 0))  # a placeholder: order check
+            self._open[-1].pop()
+            self._names.append(d)
+            self._open.append([])
+        self._append(Entry(name, "file", record.digest, record.size, 1, record.executable))
+
+    def finish(self) -> Entry:
+        """Write what is still open; the root's entry (named '')."""
+        while self._names:
+            self._close()
+        return _node(self._open[0], "", self.put)
+
+    def _append(self, entry: Entry) -> None:
+        entries = self._open[-1]
+        if entries and entries[-1].name >= entry.name:
+            where = "/".join([*self._names, entry.name])
+            raise DataError(
+                f"{where}: a path is both a file and a directory, or files came out of order",
+                hint="tracked folders hold each name once",
+            )
+        entries.append(entry)
+
+    def _close(self) -> None:
+        name = self._names.pop()
+        entries = self._open.pop()
+        self._append(_node(entries, name, self.put))
+
+
+_NO_DIGEST = Digest("0" * 64)
+
+
+def _node(entries: list[Entry], name: str, put: Callable[[bytes], Digest]) -> Entry:
+    """Store one folder's object (split into parts when very long); its entry."""
     size = sum(e.size for e in entries)
     files = sum(e.files for e in entries)
     parts = _split(entries)
@@ -186,36 +223,40 @@ def _entry(raw: dict[str, object]) -> Entry:
 class TreeReader:
     """Reads tree objects through ``load`` (the store, or a remote) with a small cache."""
 
+    CACHED = 256  # trees kept parsed: a walk of a million files holds a few, not all
+
     def __init__(self, load: Callable[[Digest], bytes]) -> None:
         self.load = load
-        self._cache: dict[Digest, list[Entry]] = {}
-        self._parts: dict[Digest, list[Digest]] = {}
+        self._cache: OrderedDict[Digest, tuple[list[Entry], list[Digest]]] = OrderedDict()
 
     def parts(self, digest: Digest) -> list[Digest]:
         """The part objects a split tree consists of (empty for a whole one)."""
-        if digest not in self._parts:
-            self.entries(digest)
-        return self._parts[digest]
+        return self._read(digest)[1]
 
     def entries(self, digest: Digest) -> list[Entry]:
+        return self._read(digest)[0]
+
+    def _read(self, digest: Digest) -> tuple[list[Entry], list[Digest]]:
         cached = self._cache.get(digest)
         if cached is not None:
+            self._cache.move_to_end(digest)
             return cached
         entries, parts = parse(self.load(digest), digest)
-        self._parts[digest] = parts
         for part in parts:
             part_entries, nested = parse(self.load(part), part)
             if nested:
                 raise DataError(f"tree part {part.short} is itself split", hint="run 'tether fsck'")
             entries.extend(part_entries)
-        self._cache[digest] = entries
-        return entries
+        self._cache[digest] = (entries, parts)
+        if len(self._cache) > self.CACHED:
+            self._cache.popitem(last=False)
+        return entries, parts
 
     def objects(self, digest: Digest) -> Iterator[Digest]:
         """Every tree object (parts included) below and including ``digest``."""
         yield digest
-        entries = self.entries(digest)
-        yield from self._parts[digest]
+        entries, parts = self._read(digest)
+        yield from parts
         for e in entries:
             if e.type == "dir":
                 yield from self.objects(e.digest)

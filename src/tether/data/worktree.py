@@ -14,7 +14,7 @@ import os
 import stat as statmod
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +27,9 @@ from tether.store.statcache import RACY_NS, Stamp, StatCache
 SMALL = 1 << 20  # files below this are read whole and batched
 _BATCH_FILES = 512
 _BATCH_BYTES = 16 << 20
+_WINDOW = 8192  # files looked up and hashed together
+_FLUSH_FILES = 65536  # new digests, or
+_FLUSH_BYTES = 256 << 20  # new small-blob bytes, made durable and cached at once
 
 
 class WorkFile(NamedTuple):
@@ -35,93 +38,72 @@ class WorkFile(NamedTuple):
     executable: bool
 
 
-def fingerprint(files: list[WorkFile], scan_start_ns: int) -> str | None:
-    """A digest of every file's path and stamp, or None when a file is too fresh to
-    trust (see store/statcache.py): equal fingerprints mean an unchanged folder."""
-    if files and max(f.stamp.mtime_ns for f in files) >= scan_start_ns - RACY_NS:
-        return None
-    return _fingerprint_of(
-        [_line(f.path, f.stamp.ino, f.stamp.mtime_ns, f.stamp.size, f.executable) for f in files]
-    )
+def fingerprint(files: Iterable[WorkFile], scan_start_ns: int) -> str | None:
+    """A digest of every file's path and stamp (in walk order), or None when a file is
+    too fresh to trust (see store/statcache.py): equal fingerprints mean an unchanged
+    folder."""
+    h = hashlib.sha256()
+    newest = 0
+    for f in files:
+        newest = max(newest, f.stamp.mtime_ns)
+        h.update(_line(f.path, f.stamp.ino, f.stamp.mtime_ns, f.stamp.size, f.executable))
+    return None if newest >= scan_start_ns - RACY_NS else h.hexdigest()
 
 
 def quick_fingerprint(base: Path, scan_start_ns: int) -> str | None:
-    """``fingerprint(scan_dir(base))`` in one lean pass that builds no listing: the
-    "nothing changed" path of status. None for anything the full scan must judge
-    (fresh files, links, special files)."""
-    lines: list[str] = []
+    """``fingerprint(walk(base))`` in one lean pass that makes no ``WorkFile``: the
+    "nothing changed" path of status. None for anything the full walk must judge (fresh
+    files, links, special files)."""
+    h = hashlib.sha256()
     newest = 0
-    stack = [("", str(base))]
-    while stack:
-        prefix, directory = stack.pop()
-        with os.scandir(directory) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((prefix + entry.name + "/", entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    newest = max(newest, st.st_mtime_ns)
-                    lines.append(
-                        _line(
-                            prefix + entry.name,
-                            st.st_ino,
-                            st.st_mtime_ns,
-                            st.st_size,
-                            bool(st.st_mode & 0o100),
-                        )
-                    )
-                else:
-                    return None
-    if newest >= scan_start_ns - RACY_NS:
+    try:
+        for path, st in _entries(str(base), ""):
+            newest = max(newest, st.st_mtime_ns)
+            h.update(_line(path, st.st_ino, st.st_mtime_ns, st.st_size, bool(st.st_mode & 0o100)))
+    except DataError:
         return None
-    return _fingerprint_of(lines)
+    return None if newest >= scan_start_ns - RACY_NS else h.hexdigest()
 
 
-def _line(path: str, ino: int, mtime_ns: int, size: int, executable: bool) -> str:
-    # NUL ends the path, so sorting the lines sorts by path.
-    return f"{path}\0{ino}\0{mtime_ns}\0{size}\0{executable:d}\n"
+def _line(path: str, ino: int, mtime_ns: int, size: int, executable: bool) -> bytes:
+    return f"{path}\0{ino}\0{mtime_ns}\0{size}\0{executable:d}\n".encode("utf-8", "surrogateescape")
 
 
-def _fingerprint_of(lines: list[str]) -> str:
-    lines.sort()
-    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+def walk(base: Path) -> Iterator[WorkFile]:
+    """Every regular file below ``base`` in tree order (each folder's names sorted, a
+    subfolder's files where its name sorts), one folder's listing in memory at a time.
+    Symlinks and special files are refused: following them could read or later write
+    outside the tracked folder."""
+    for path, st in _entries(str(base), ""):
+        yield WorkFile(path, Stamp(st.st_ino, st.st_mtime_ns, st.st_size), bool(st.st_mode & 0o100))
+
+
+def _entries(directory: str, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+    try:
+        it = os.scandir(directory)
+    except NotADirectoryError:
+        raise DataError(f"{directory} is not a directory") from None
+    with it:
+        listing = sorted(it, key=lambda e: e.name)
+    for entry in listing:
+        # d_type answers file-or-folder without a syscall; only files are stat'ed.
+        if entry.is_dir(follow_symlinks=False):
+            yield from _entries(entry.path, prefix + entry.name + "/")
+        elif entry.is_file(follow_symlinks=False):
+            yield prefix + entry.name, entry.stat(follow_symlinks=False)
+        else:
+            mode = entry.stat(follow_symlinks=False).st_mode
+            kind = "a symlink" if statmod.S_ISLNK(mode) else "not a regular file"
+            raise DataError(
+                f"{entry.path} is {kind}",
+                hint="tracked folders hold regular files only; replace it with "
+                "the file itself, or move it out of the folder",
+            )
 
 
 def scan_dir(base: Path) -> list[WorkFile]:
-    """Every regular file below ``base``, sorted by path. Symlinks and special files are
-    refused: following them could read or later write outside the tracked folder."""
-    out: list[WorkFile] = []
-    stack = [("", str(base))]
-    while stack:
-        prefix, directory = stack.pop()
-        try:
-            it = os.scandir(directory)
-        except NotADirectoryError:
-            raise DataError(f"{directory} is not a directory") from None
-        with it:
-            for entry in it:
-                # d_type answers file-or-folder without a syscall; only files are stat'ed.
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((prefix + entry.name + "/", entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    out.append(
-                        WorkFile(
-                            prefix + entry.name,
-                            Stamp(st.st_ino, st.st_mtime_ns, st.st_size),
-                            bool(st.st_mode & 0o100),
-                        )
-                    )
-                else:
-                    mode = entry.stat(follow_symlinks=False).st_mode
-                    kind = "a symlink" if statmod.S_ISLNK(mode) else "not a regular file"
-                    raise DataError(
-                        f"{entry.path} is {kind}",
-                        hint="tracked folders hold regular files only; replace it with "
-                        "the file itself, or move it out of the folder",
-                    )
-    out.sort(key=lambda f: f.path)
-    return out
+    """``walk(base)`` as a list (for the few callers that need every file at once)."""
+    return list(walk(base))
 
 
 def stat_file(path: Path) -> WorkFile:
@@ -155,14 +137,36 @@ class Hasher:
         # Cache entries that may only be written once the stored objects are durable.
         self.after_commit: list[Callable[[], None]] = []
         self.batch: BlobBatch | None = store.batch() if store is not None else None
+        self._committed_bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     def digests(
         self, base: Path, key: str, files: list[WorkFile], *, check_store: bool = False
     ) -> dict[str, Digest]:
-        """Digest of each file (by its ``path``); ``key`` is the project-relative path of
-        ``base`` (the stat cache's key prefix). With ``check_store``, a cached digest
-        counts only when the store holds that blob (re-adding repairs a pruned store)."""
-        known = self.cache.lookup(key)
+        """Digest of each file (by its ``path``); see ``stream``."""
+        return {f.path: d for f, d in self.stream(base, key, files, check_store=check_store)}
+
+    def stream(
+        self, base: Path, key: str, files: Iterable[WorkFile], *, check_store: bool = False
+    ) -> Iterator[tuple[WorkFile, Digest]]:
+        """(file, digest) for each of ``files``, in their order, a window of files at a
+        time so that a million files never sit in memory at once. ``key`` is the
+        project-relative path of ``base`` (the stat cache's key prefix). With
+        ``check_store``, a cached digest counts only when the store holds that blob
+        (re-adding repairs a pruned store)."""
+        window: list[WorkFile] = []
+        for f in files:
+            window.append(f)
+            if len(window) >= _WINDOW:
+                yield from self._window(base, key, window, check_store)
+                window = []
+        if window:
+            yield from self._window(base, key, window, check_store)
+
+    def _window(
+        self, base: Path, key: str, files: list[WorkFile], check_store: bool
+    ) -> list[tuple[WorkFile, Digest]]:
+        known = self.cache.lookup_many([_join(key, f.path) for f in files])
         out: dict[str, Digest] = {}
         todo: list[WorkFile] = []
         for f in files:
@@ -178,11 +182,24 @@ class Hasher:
         if todo:
             for path, digest in self._hash(base, todo):
                 out[path] = digest
-            stamps = {f.path: f.stamp for f in todo}
-            self._fresh.extend((_join(key, p), stamps[p], out[p]) for p in stamps)
-        return out
+            self._fresh.extend((_join(key, f.path), f.stamp, out[f.path]) for f in todo)
+            self._flush(final=False)
+        return [(f, out[f.path]) for f in files]
 
-    def _hash(self, base: Path, files: list[WorkFile]) -> Iterable[tuple[str, Digest]]:
+    def _flush(self, *, final: bool) -> None:
+        """Make what was stored durable and remember the digests learnt: at the end, and
+        along the way once enough has piled up (memory stays bounded; an interrupted add
+        of a million files keeps what it stored, and its stat cache entries)."""
+        pending = self.batch.bytes_written - self._committed_bytes if self.batch else 0
+        if not final and len(self._fresh) < _FLUSH_FILES and pending < _FLUSH_BYTES:
+            return
+        if self.batch is not None:
+            self.batch.commit()
+            self._committed_bytes = self.batch.bytes_written
+        self.cache.record(self._fresh, scan_start_ns=self.scan_start_ns)
+        self._fresh = []
+
+    def _hash(self, base: Path, files: list[WorkFile]) -> list[tuple[str, Digest]]:
         small = [f for f in files if f.stamp.size < SMALL]
         large = [f for f in files if f.stamp.size >= SMALL]
         groups: list[list[WorkFile]] = []
@@ -196,12 +213,18 @@ class Hasher:
                 group, group_bytes = [], 0
         if group:
             groups.append(group)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="tether-hash")
+        futures = [self._pool.submit(self._hash_large, base, [f]) for f in large]
+        futures += [self._pool.submit(self._hash_small, base, g) for g in groups]
         results: list[tuple[str, Digest]] = []
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="tether-hash") as pool:
-            futures = [pool.submit(self._hash_large, base, [f]) for f in large]
-            futures += [pool.submit(self._hash_small, base, g) for g in groups]
+        try:
             for fut in futures:
                 results.extend(fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
         self.hashed_files += len(files)
         return results
 
@@ -244,17 +267,21 @@ class Hasher:
 
     def commit(self) -> None:
         """Make stored blobs durable and visible, then remember the digests learnt."""
-        if self.batch is not None:
-            self.batch.commit()
-        self.cache.record(self._fresh, scan_start_ns=self.scan_start_ns)
-        self._fresh = []
+        self._close()
+        self._flush(final=True)
         for action in self.after_commit:
             action()
         self.after_commit = []
 
     def discard(self) -> None:
+        self._close()
         if self.batch is not None:
             self.batch.discard()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
 
 def _join(key: str, rel: str) -> str:

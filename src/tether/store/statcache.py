@@ -120,19 +120,25 @@ class StatCache:
                 self.close()
             return default
 
-    def lookup(self, prefix: str) -> dict[str, tuple[Stamp, Digest]]:
-        """Entries for ``prefix`` itself and everything below it."""
-        rows: list[tuple[str, int, int, int, str]] = self._use(
-            lambda conn: conn.execute(
-                "SELECT path, ino, mtime_ns, size, digest FROM stat "
-                "WHERE path = ? OR (path >= ? AND path < ?)",
-                (prefix, prefix + "/", prefix + "0"),  # '0' sorts right after '/'
-            ).fetchall(),
-            [],
-            write=False,
-        )
+    def lookup_many(self, paths: list[str]) -> dict[str, tuple[Stamp, Digest]]:
+        """Entries for exactly ``paths`` (a window of a walk), in few queries."""
+
+        Row = tuple[str, int, int, int, str]
+
+        def query(conn: sqlite3.Connection) -> list[Row]:
+            rows: list[Row] = []
+            for i in range(0, len(paths), 500):
+                part = paths[i : i + 500]
+                rows += conn.execute(
+                    "SELECT path, ino, mtime_ns, size, digest FROM stat WHERE path IN "
+                    f"({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            return rows
+
         out: dict[str, tuple[Stamp, Digest]] = {}
-        for path, ino, mtime_ns, size, digest in rows:
+        none: list[Row] = []
+        for path, ino, mtime_ns, size, digest in self._use(query, none, write=False):
             with contextlib.suppress(Exception):
                 out[path] = (Stamp(ino, mtime_ns, size), Digest(digest))
         return out
