@@ -28,7 +28,7 @@ SMALL = 1 << 20  # files below this are read whole and batched
 _BATCH_FILES = 512
 _BATCH_BYTES = 16 << 20
 _WINDOW = 8192  # files looked up and hashed together
-_FLUSH_FILES = 65536  # new digests, or
+_FLUSH_FILES = 32768  # new digests, or
 _FLUSH_BYTES = 256 << 20  # new small-blob bytes, made durable and cached at once
 
 
