@@ -173,6 +173,34 @@ def test_checkout_restores_deleted_copy_and_protects_unsaved_changes(
     assert snapshot(data) == expected
 
 
+def test_checkout_merges_the_stored_tree_with_the_folder_in_tree_order(
+    project: Workspace, tether: Callable[..., Result]
+) -> None:
+    # Names where path order and tree order differ ('a.txt' < 'a/…' as strings, not as
+    # trees): the streamed merge must pair each file with its own stored entry.
+    data = project.root / "data" / "mix"
+    for rel, body in {
+        "a.txt": b"1",
+        "a/b.bin": b"2",
+        "a-b/c": b"3",
+        "a/c/d": b"4",
+        "b": b"5",
+    }.items():
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(body)
+    add(project, [data])
+    expected = snapshot(data)
+    (data / "a.txt").unlink()
+    (data / "a" / "b.bin").write_bytes(b"5")  # another tracked file's bytes: no conflict
+    (data / "a" / "zz").write_bytes(b"extra")
+    r = tether("checkout", "--json", "data/mix")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)["paths"][0]
+    assert (result["written"], result["unchanged"], result["extra"]) == (2, 3, ["a/zz"])
+    (data / "a" / "zz").unlink()
+    assert snapshot(data) == expected
+
+
 def test_hardlink_checkout_is_opt_in_and_read_only(project: Workspace) -> None:
     from tether.data.checkout import checkout
 

@@ -15,17 +15,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import shutil
 import stat as statmod
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.data import content, paths
 from tether.data.pointer import Pointer
-from tether.data.worktree import Hasher, WorkFile, scan_dir
+from tether.data.tree import Entry
+from tether.data.worktree import Hasher, WorkFile, walk
 from tether.errors import DataError, ObjectCorrupted
 from tether.hashing import Digest
 from tether.reporting import SILENT, Reporter
@@ -92,47 +97,110 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
     target = ws.root / ptr.path
     hasher = Hasher(ws.stat_cache)
     if ptr.type == "file":
-        wanted = {"": (ptr.digest, False)}
-        existing = _existing_file(target, force)
-        base = target
-    else:
-        if (target.exists() and not target.is_dir()) or target.is_symlink():
-            _refuse_or_remove(target, ptr.path, force)
-        target.mkdir(parents=True, exist_ok=True)
-        reader = content.store_reader(ws.store)
-        wanted = {p: (e.digest, e.executable) for p, e in reader.walk(ptr.digest)}
-        existing = {f.path: f for f in scan_dir(target)}
-        base = target
-    current = hasher.digests(base, ptr.path, list(existing.values()))
-    hasher.commit()
-    conflicts = [
-        p
-        for p, (digest, _) in wanted.items()
-        if p in existing and current[p] != digest and not ws.store.has(current[p])
-    ]
-    if conflicts and not force:
-        shown = ", ".join((f"{ptr.path}/{c}" if c else ptr.path) for c in conflicts[:3])
-        more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+        return _one_file(ws, placer, hasher, ptr, force)
+    if (target.exists() and not target.is_dir()) or target.is_symlink():
+        _refuse_or_remove(target, ptr.path, force)
+    target.mkdir(parents=True, exist_ok=True)
+    reader = content.store_reader(ws.store)
+
+    def pairs() -> Iterator[tuple[str, Entry | None, WorkFile | None, Digest | None]]:
+        # The stored tree and the working folder, both walked in tree order and merged:
+        # a million files are never all in memory.
+        existing = hasher.stream(target, ptr.path, walk(target))
+        return _merge(reader.walk(ptr.digest), existing)
+
+    # First every conflict, so that a refused checkout changes nothing.
+    conflicts: list[str] = []
+    n_conflicts = 0
+    for rel, want, _wf, current in pairs():
+        if (
+            want is not None
+            and current is not None
+            and current != want.digest
+            and not ws.store.has(current)
+        ):
+            n_conflicts += 1
+            if len(conflicts) < 3:
+                conflicts.append(rel)
+    hasher.commit()  # the second walk finds what the first one hashed
+    if n_conflicts and not force:
+        shown = ", ".join(f"{ptr.path}/{c}" for c in conflicts)
+        more = f" and {n_conflicts - 3} more" if n_conflicts > 3 else ""
         raise DataError(
             f"checkout would overwrite changes not in the store: {shown}{more}",
             hint=f"keep them with 'tether add {ptr.path}', or discard them with --force",
         )
     written = unchanged = 0
+    extra: list[str] = []
     dirs_made: set[str] = set()
-    for rel, (digest, executable) in wanted.items():
-        wf = existing.get(rel)
-        if wf is not None and current[rel] == digest and wf.executable == executable:
+    todo: list[tuple[Digest, Path, bool, str]] = []
+    for rel, want, wf, current in pairs():
+        if want is None:
+            extra.append(rel)
+            continue
+        if wf is not None and current == want.digest and wf.executable == want.executable:
             unchanged += 1
             continue
-        dest = target / rel if rel else target
         parent = rel.rpartition("/")[0]
         if parent and parent not in dirs_made:
             _make_dirs(target, parent, force, ws.root)
             dirs_made.add(parent)
-        placer.place(digest, dest, executable, key=f"{ptr.path}/{rel}" if rel else ptr.path)
-        written += 1
-    extra = sorted(p for p in existing if p not in wanted)
-    return CheckoutResult(ptr, written, unchanged, len(conflicts), extra)
+        todo.append((want.digest, target / rel, want.executable, f"{ptr.path}/{rel}"))
+        if len(todo) >= _PLACE_AT_ONCE:
+            placer.place_many(todo)
+            written += len(todo)
+            todo = []
+    placer.place_many(todo)
+    written += len(todo)
+    hasher.commit()
+    return CheckoutResult(ptr, written, unchanged, n_conflicts, sorted(extra))
+
+
+_PLACE_AT_ONCE = 1024  # files placed by the workers together
+
+
+def _merge(
+    wanted: Iterator[tuple[str, Entry]], existing: Iterator[tuple[WorkFile, Digest]]
+) -> Iterator[tuple[str, Entry | None, WorkFile | None, Digest | None]]:
+    """Join two streams of files in tree order by path: (path, stored entry or None,
+    working file or None, its digest or None). Tree order is the order of the paths'
+    component lists, so comparing those merges them."""
+    w = next(wanted, None)
+    e = next(existing, None)
+    while w is not None or e is not None:
+        w_key = w[0].split("/") if w is not None else None
+        e_key = e[0].path.split("/") if e is not None else None
+        if e is None or (w is not None and w_key < e_key):  # type: ignore[operator]
+            assert w is not None
+            yield w[0], w[1], None, None
+            w = next(wanted, None)
+        elif w is None or e_key < w_key:  # type: ignore[operator]
+            yield e[0].path, None, e[0], e[1]
+            e = next(existing, None)
+        else:
+            yield w[0], w[1], e[0], e[1]
+            w = next(wanted, None)
+            e = next(existing, None)
+
+
+def _one_file(
+    ws: Workspace, placer: _Placer, hasher: Hasher, ptr: Pointer, force: bool
+) -> CheckoutResult:
+    target = ws.root / ptr.path
+    existing = _existing_file(target, force)
+    current = hasher.digests(target, ptr.path, list(existing.values())).get("")
+    hasher.commit()
+    conflict = current is not None and current != ptr.digest and not ws.store.has(current)
+    if conflict and not force:
+        raise DataError(
+            f"checkout would overwrite changes not in the store: {ptr.path}",
+            hint=f"keep them with 'tether add {ptr.path}', or discard them with --force",
+        )
+    wf = existing.get("")
+    if wf is not None and current == ptr.digest and not wf.executable:
+        return CheckoutResult(ptr, 0, 1, 0, [])
+    placer.place_many([(ptr.digest, target, False, ptr.path)])
+    return CheckoutResult(ptr, 1, 0, int(conflict), [])
 
 
 def _existing_file(target: Path, force: bool) -> dict[str, WorkFile]:
@@ -187,7 +255,23 @@ class _Placer:
         self.methods: dict[str, int] = {}
         self.placed: list[tuple[str, Path, Digest]] = []
         self._verified: set[Digest] = set()
-        self._count = 0
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def place_many(self, files: list[tuple[Digest, Path, bool, str]]) -> None:
+        """Place (digest, dest, executable, key) each, on every core: a small file costs
+        a few system calls, and one thread leaves the others' disk time unused."""
+        if len(files) == 1:
+            self.place(*files[0][:3], key=files[0][3])
+        elif files:
+            if self._pool is None:
+                jobs = os.cpu_count() or 2
+                self._pool = ThreadPoolExecutor(jobs, thread_name_prefix="tether-place")
+            for _ in self._pool.map(lambda f: self.place(f[0], f[1], f[2], key=f[3]), files):
+                pass
+        if len(self.placed) >= _RECORD_EVERY:
+            self._record()
 
     def place(self, digest: Digest, dest: Path, executable: bool, *, key: str) -> None:
         try:
@@ -204,12 +288,12 @@ class _Placer:
     def _place(self, digest: Digest, dest: Path, executable: bool, key: str) -> None:
         src = self.ws.store.path(digest)
         whole = self.ws.store.has_blob(digest)  # else kept in chunks: only a copy will do
-        self._count += 1
+        count = next(self._count)
         if whole and dest.exists() and os.path.samefile(src, dest):
             # Renaming a link over another link of the same inode does nothing (POSIX),
             # which would strand the temp file: drop the old link first.
             dest.unlink()
-        tmp = dest.parent / f".{dest.name[:200]}.tether-{os.getpid()}-{self._count}"
+        tmp = dest.parent / f".{dest.name[:200]}.tether-{os.getpid()}-{count}"
         for method in list(self.order) if whole else ["copy"]:
             if method == "hardlink" and executable:
                 continue  # the store's blobs are 0444: a link cannot carry the exec bit
@@ -238,7 +322,8 @@ class _Placer:
                     errno.EPERM,
                     errno.ENOSYS,
                 ):
-                    self.order.remove(method)  # this filesystem cannot: stop trying
+                    with self._lock, contextlib.suppress(ValueError):
+                        self.order.remove(method)  # this filesystem cannot: stop trying
                     continue
                 if method == "hardlink" and exc.errno == errno.EMLINK:
                     continue  # this blob has too many links; others may still link
@@ -250,8 +335,9 @@ class _Placer:
             except OSError:
                 _unlink_quiet(tmp)
                 raise
-            self.methods[method] = self.methods.get(method, 0) + 1
-            self.placed.append((key, dest, digest))
+            with self._lock:
+                self.methods[method] = self.methods.get(method, 0) + 1
+                self.placed.append((key, dest, digest))
             self.on_bytes(os.path.getsize(dest))
             return
         raise DataError(
@@ -260,17 +346,25 @@ class _Placer:
         )
 
     def finish(self) -> None:
-        if not self.placed:
-            return
-        import time
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        self._record()
 
+    def _record(self) -> None:
+        """Make the files placed so far durable and record them in the stat cache, so
+        the next status reads nothing (their mtimes are recent, so the racy-entry rule
+        keeps copies out until later)."""
+        with self._lock:
+            placed, self.placed = self.placed, []
+        if not placed:
+            return
         syncfs(self.ws.root)
-        # The files just written are known: record them so the next status reads nothing.
-        # Their mtimes are recent, so the racy-entry rule keeps copies out until later.
-        entries = []
-        for key, dest, digest in self.placed:
-            entries.append((key, Stamp.of(os.lstat(dest)), digest))
+        entries = [(key, Stamp.of(os.lstat(dest)), digest) for key, dest, digest in placed]
         self.ws.stat_cache.record(entries, scan_start_ns=time.time_ns())
+
+
+_RECORD_EVERY = 32768
 
 
 def _reflink(src: Path, dst: Path) -> None:

@@ -31,7 +31,10 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +52,7 @@ AVERAGE = 1 << 20
 MIN_SIZE = AVERAGE // 4
 MAX_SIZE = AVERAGE * 4
 _COMMIT_EVERY = 256 << 20  # new chunk bytes held as temp files before one syncfs
+_BLOCK = 16 << 20  # read and cut at once (measured: 16 MiB beat 8, 32 and 64 here)
 
 
 @dataclass(frozen=True)
@@ -140,33 +144,95 @@ class Chunks:
 
     def put_file(self, path: str | Path) -> ChunkedAdd:
         """Store a file as chunks: each chunk once, then the list. The digest is that of
-        the bytes read, whatever the file became meanwhile."""
+        the bytes read, whatever the file became meanwhile.
+
+        The work is spread so that chunking costs about what storing the file whole
+        does: this thread reads and cuts blocks of ``_BLOCK`` bytes; one worker hashes
+        the whole file; two hash and write the chunks; a fourth makes them durable every
+        ``_COMMIT_EVERY`` bytes. A block's last cut is forced by the block's end, so that
+        chunk is carried into the next block and cut again: FastCDC's cuts depend only
+        on the bytes from a chunk's start, so this cuts exactly where one pass over the
+        whole file would."""
         from pyfastcdc import FastCDC
 
+        cdc = FastCDC(AVERAGE, min_size=MIN_SIZE, max_size=MAX_SIZE)
         whole = hashlib.sha256()
-        chunks: list[tuple[Digest, int]] = []
-        new_chunks = new_bytes = pending = 0
         batch = self.store.batch()
+        queued: set[Digest] = set()
+        lock = threading.Lock()
+
+        def store_chunk(data: memoryview) -> tuple[Digest, int, bool]:
+            digest = Digest(hashlib.sha256(data).hexdigest())
+            with lock:
+                if digest in queued:
+                    return digest, len(data), False  # a repeat of a chunk of this file
+                queued.add(digest)
+            if self.store.has_blob(digest):
+                return digest, len(data), False
+            batch.add(data, digest)
+            return digest, len(data), True
+
+        chunks: list[tuple[Digest, int]] = []
+        new_chunks = new_bytes = 0
+        hashing: deque[Future[None]] = deque()
+        cutting: deque[Future[tuple[Digest, int, bool]]] = deque()
+        committing: list[Future[int]] = []
+
+        def collect(keep: int) -> None:
+            nonlocal new_chunks, new_bytes
+            while len(cutting) > keep:
+                digest, n, new = cutting.popleft().result()
+                chunks.append((digest, n))
+                new_chunks += new
+                new_bytes += n if new else 0
+
         try:
-            with open(path, "rb", buffering=0) as f:
-                for chunk in FastCDC(AVERAGE, min_size=MIN_SIZE, max_size=MAX_SIZE).cut_stream(f):
-                    data = chunk.data  # valid until the next chunk is cut: used at once
-                    whole.update(data)
-                    digest = Digest(hashlib.sha256(data).hexdigest())
-                    chunks.append((digest, chunk.length))
-                    if self.store.has_blob(digest):
-                        continue
-                    before = len(batch)
-                    batch.add(data, digest)
-                    if len(batch) > before:  # not a repeat of a chunk of this file
-                        new_chunks += 1
-                        new_bytes += chunk.length
-                        pending += chunk.length
-                    if pending >= _COMMIT_EVERY:
-                        batch.commit()
-                        pending = 0
+            with (
+                open(path, "rb", buffering=0) as f,
+                ThreadPoolExecutor(1, thread_name_prefix="tether-whole") as hasher,
+                ThreadPoolExecutor(2, thread_name_prefix="tether-chunks") as workers,
+                ThreadPoolExecutor(1, thread_name_prefix="tether-commit") as committer,
+            ):
+                carry = b""
+                since_commit = 0
+                while True:
+                    # A fresh buffer per block: chunks still being written point into it.
+                    buf = bytearray(len(carry) + _BLOCK)
+                    buf[: len(carry)] = carry
+                    view = memoryview(buf)
+                    n = f.readinto(view[len(carry) :])
+                    if n:
+                        fresh = view[len(carry) : len(carry) + n]
+                        hashing.append(hasher.submit(whole.update, fresh))
+                    end = len(carry) + n
+                    if end == 0:
+                        break
+                    cut = list(cdc.cut_buf(view[:end]))
+                    if n:  # not the end of the file: its last cut is the block's end
+                        carry = bytes(view[cut[-1].offset : end])
+                        cut = cut[:-1]
+                    for chunk in cut:
+                        cutting.append(workers.submit(store_chunk, chunk.data))
+                        since_commit += chunk.length
+                    # Bounded: a few blocks in memory, whatever the file's size.
+                    while len(hashing) > 2:
+                        hashing.popleft().result()
+                    collect(keep=64)
+                    if since_commit >= _COMMIT_EVERY:
+                        collect(keep=0)
+                        committing.append(committer.submit(batch.commit))
+                        since_commit = 0
+                    if not n:
+                        break
+                collect(keep=0)
+                for h in hashing:
+                    h.result()
+                for c in committing:
+                    c.result()
             batch.commit()  # every chunk durable before the list names it
         except BaseException:
+            for pending in cutting:
+                pending.cancel()
             batch.discard()
             raise
         size = sum(n for _, n in chunks)
