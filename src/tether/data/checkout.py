@@ -19,10 +19,8 @@ import itertools
 import os
 import shutil
 import stat as statmod
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,7 +154,7 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
     return CheckoutResult(ptr, written, unchanged, n_conflicts, sorted(extra))
 
 
-_PLACE_AT_ONCE = 1024  # files placed by the workers together
+_PLACE_AT_ONCE = 1024  # files placed together
 
 
 def _merge(
@@ -256,20 +254,13 @@ class _Placer:
         self.placed: list[tuple[str, Path, Digest]] = []
         self._verified: set[Digest] = set()
         self._count = itertools.count()
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
 
     def place_many(self, files: list[tuple[Digest, Path, bool, str]]) -> None:
-        """Place (digest, dest, executable, key) each, on every core: a small file costs
-        a few system calls, and one thread leaves the others' disk time unused."""
-        if len(files) == 1:
-            self.place(*files[0][:3], key=files[0][3])
-        elif files:
-            if self._pool is None:
-                jobs = os.cpu_count() or 2
-                self._pool = ThreadPoolExecutor(jobs, thread_name_prefix="tether-place")
-            for _ in self._pool.map(lambda f: self.place(f[0], f[1], f[2], key=f[3]), files):
-                pass
+        """Place (digest, dest, executable, key) each. One thread: placing a small file
+        is a few metadata calls on the same folders, and threads only queued on the
+        folders' locks (measured: 50,000 files took twice as long on two)."""
+        for digest, dest, executable, key in files:
+            self.place(digest, dest, executable, key=key)
         if len(self.placed) >= _RECORD_EVERY:
             self._record()
 
@@ -322,8 +313,7 @@ class _Placer:
                     errno.EPERM,
                     errno.ENOSYS,
                 ):
-                    with self._lock, contextlib.suppress(ValueError):
-                        self.order.remove(method)  # this filesystem cannot: stop trying
+                    self.order.remove(method)  # this filesystem cannot: stop trying
                     continue
                 if method == "hardlink" and exc.errno == errno.EMLINK:
                     continue  # this blob has too many links; others may still link
@@ -335,9 +325,8 @@ class _Placer:
             except OSError:
                 _unlink_quiet(tmp)
                 raise
-            with self._lock:
-                self.methods[method] = self.methods.get(method, 0) + 1
-                self.placed.append((key, dest, digest))
+            self.methods[method] = self.methods.get(method, 0) + 1
+            self.placed.append((key, dest, digest))
             self.on_bytes(os.path.getsize(dest))
             return
         raise DataError(
@@ -346,17 +335,13 @@ class _Placer:
         )
 
     def finish(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
         self._record()
 
     def _record(self) -> None:
         """Make the files placed so far durable and record them in the stat cache, so
         the next status reads nothing (their mtimes are recent, so the racy-entry rule
         keeps copies out until later)."""
-        with self._lock:
-            placed, self.placed = self.placed, []
+        placed, self.placed = self.placed, []
         if not placed:
             return
         syncfs(self.ws.root)
