@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -944,6 +945,65 @@ def test_tracked_data_travels_with_sync(
     with client(team, "bob") as bob_http:
         # A read grant reads packs but may not write them.
         assert bob_http.post("/p/recs/sync/blobs/pack", content=b"").status_code == 403
+
+
+def test_a_big_file_travels_as_the_chunks_the_other_side_lacks(
+    team: dict[str, Any], deployment: Any, project: Any, tether: Any,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """A file kept in chunks reaches the server as its chunks and list; after a 1 MiB
+    edit only the new chunks travel, and a teammate fetches chunks too. A list whose
+    chunks are not the file it names is refused."""
+    from tether.hashing import Digest
+
+    rng = random.Random(5)
+    big = project.root / "weights.bin"
+    v1 = rng.randbytes(24 << 20)
+    big.write_bytes(v1)
+    assert tether("add", "weights.bin").exit_code == 0
+    ok = tether(
+        "connect", team["base"], "--project", "recs", "--token-stdin", input=team["tokens"]["ada"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert tether("sync").exit_code == 0
+    _, blobs = deployment
+    server = Path(blobs) / "projects" / "recs" / ".tether" / "store"
+    first = project.store.chunks.load(Digest(hashlib.sha256(v1).hexdigest()))
+    assert (server / "chunklists" / "sha256" / first.digest.hex).is_file()
+    assert not (server / "blobs" / "sha256" / first.digest.hex).exists()
+    held = set(os.listdir(server / "blobs" / "sha256"))
+
+    v2 = bytearray(v1)
+    v2[9 << 20 : 10 << 20] = rng.randbytes(1 << 20)
+    big.write_bytes(v2)
+    assert tether("add", "weights.bin").exit_code == 0
+    second = project.store.chunks.load(Digest(hashlib.sha256(v2).hexdigest()))
+    assert tether("sync").exit_code == 0
+    new = {c.hex for c, _ in second.chunks} - {c.hex for c, _ in first.chunks}
+    assert 1 <= len(new) <= 4
+    assert set(os.listdir(server / "blobs" / "sha256")) - held == new  # only these went
+
+    admin(deployment, "grant", "bob", "recs", "read")
+    bob_root = project.root.parent / "bob"
+    as_bob = teammate(team, "bob", bob_root, request)
+    pointer = (project.root / "weights.bin.tether").read_bytes()
+    (bob_root / "weights.bin.tether").write_bytes(pointer)
+    assert as_bob("sync").exit_code == 0
+    assert as_bob("checkout", "weights.bin").exit_code == 0
+    assert (bob_root / "weights.bin").read_bytes() == v2
+    assert (bob_root / ".tether" / "store" / "chunklists" / "sha256" / second.digest.hex).is_file()
+
+    lying = second.to_json()
+    chunks = lying["chunks"]
+    assert isinstance(chunks, list)
+    chunks[0], chunks[1] = chunks[1], chunks[0]
+    with client(team, "ada") as ada:
+        forged = "sha256:" + hashlib.sha256(b"not these bytes").hexdigest()
+        refused = ada.post("/p/recs/sync/chunklists", json={"digest": forged, "list": lying})
+        assert refused.status_code == 400 and refused.json()["error"] == "object-corrupted"
+        assert not (server / "chunklists" / "sha256" / forged[7:]).exists()
+        bad = ada.post("/p/recs/sync/chunklists", json={"digest": forged, "list": {"x": 1}})
+        assert bad.status_code == 400 and "hint" in bad.json()
 
 
 def test_big_blobs_go_straight_to_a_bucket_and_resume(

@@ -5,6 +5,13 @@
     PUT  /sync/blobs/DIGEST   the bytes; refused (400) unless they hash to DIGEST
     POST /sync/blobs/pack     many small blobs (team.blob_pack), each checked the same way
     POST /sync/blobs/fetch    {"digests": […]} → a pack of those held
+    POST /sync/chunklists/have  {"digests": […]} → {"lists": {digest: chunk list}} of those
+                              kept in chunks (store/chunks.py): a client fetches the
+                              chunks it lacks, not the whole file
+    POST /sync/chunklists     {"digest", "list"}: a big file sent as its chunk list, after
+                              its chunks → {"missing": [chunks still to send]} ([]: kept,
+                              its chunks checked to add up to its digest); 400 where the
+                              server keeps blobs in a bucket (send the blob whole)
     POST /sync/blobs/uploads  {"digest", "size"} → how to send a big blob: through the
                               server ({"via": "server"}: PUT it here), or straight to the
                               bucket (store.bucket.UploadPlan: presigned part URLs)
@@ -45,7 +52,7 @@ MAX_BLOB = 256 << 30  # one blob through the server (a bucket takes S3's 5 TiB)
 MAX_OFFERS = 1_000_000
 # POSTs that only read (a digest list is too long for a query string): a read grant
 # does, and they are not audited.
-QUERIES = frozenset({"/sync/blobs/have", "/sync/blobs/fetch"})
+QUERIES = frozenset({"/sync/blobs/have", "/sync/blobs/fetch", "/sync/chunklists/have"})
 
 
 async def _body(request: Request) -> Any:
@@ -135,6 +142,26 @@ async def blob_sizes(request: Request) -> Response:
     digests = await _digests(request)
     found = await run_in_threadpool(sync.blob_sizes, team.project(project), digests)
     return FastJSON({"sizes": found})
+
+
+async def chunk_lists(request: Request) -> Response:
+    team, project, _ = _context(request)
+    digests = await _digests(request)
+    found = await run_in_threadpool(sync.chunk_lists, team.project(project), digests)
+    return FastJSON({"lists": found})
+
+
+async def keep_chunk_list(request: Request) -> Response:
+    team, project, _ = _context(request)
+    body = await _object(request, "a chunk list")
+    digest = body.get("digest")
+    if not isinstance(digest, str):
+        raise UsageError("a chunk list names its file's digest", hint="upgrade the client")
+    ws = team.project(project)
+    missing = await run_in_threadpool(sync.keep_chunk_list, ws, digest, body.get("list"))
+    if not missing:
+        request.scope["state"]["audit"] = ("sync.blobs", f"{project}:{digest} in chunks")
+    return FastJSON({"missing": missing})
 
 
 async def put_pack(request: Request) -> Response:
@@ -367,6 +394,8 @@ def create_sync_app(team: Deployment, error_handlers: dict[Any, Any]) -> Starlet
             Route("/sync/blobs/have", blob_sizes, methods=["POST"]),
             Route("/sync/blobs/pack", put_pack, methods=["POST"]),
             Route("/sync/blobs/fetch", fetch_pack, methods=["POST"]),
+            Route("/sync/chunklists/have", chunk_lists, methods=["POST"]),
+            Route("/sync/chunklists", keep_chunk_list, methods=["POST"]),
             Route("/sync/blobs/uploads", upload_plan, methods=["POST"]),
             Route("/sync/blobs/uploads/complete", upload_complete, methods=["POST"]),
             Route("/sync/blobs/{digest}", put_blob, methods=["PUT"]),

@@ -64,18 +64,30 @@ class ChunkList:
     chunks: tuple[tuple[Digest, int], ...]
 
     def to_bytes(self) -> bytes:
-        doc = {
-            "format": FORMAT,
-            "size": self.size,
-            "chunks": [[d.hex, n] for d, n in self.chunks],
-        }
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    def to_json(self) -> dict[str, object]:
+        """The list as stored (named by the file's digest, which is not inside)."""
+        return {"format": FORMAT, "size": self.size, "chunks": [[d.hex, n] for d, n in self.chunks]}
 
     @classmethod
     def parse(cls, digest: Digest, data: bytes) -> ChunkList:
         """Read a list, refusing one that does not add up (a damaged file)."""
         try:
             doc = json.loads(data)
+        except ValueError as e:
+            raise StoreError(
+                f"chunk list of {digest} is damaged ({e})",
+                hint="'tether fsck' names the files it affects; 'tether data pull' fetches them",
+            ) from None
+        return cls.from_json(digest, doc)
+
+    @classmethod
+    def from_json(cls, digest: Digest, doc: object) -> ChunkList:
+        """A list from its JSON (a file, a remote, a teammate), checked the same way."""
+        try:
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
             if doc["format"] != FORMAT:
                 raise ValueError(f"format {doc['format']!r}")
             chunks = tuple((Digest(h), int(n)) for h, n in doc["chunks"])

@@ -446,13 +446,86 @@ def _send_missing(client: Any, ws: Workspace, base: str, project: str, digests: 
     for part in _slices(list(dict.fromkeys(digests))):
         answer = _request(client, "POST", f"{base}/blobs/missing", project, json={"digests": part})
         missing += answer.get("missing", [])
-    sizes = [(d, ws.store.size(Digest.parse(d))) for d in missing]
+    in_chunks = _send_chunked(client, ws, base, project, missing)
+    sizes = [(d, ws.store.size(Digest.parse(d))) for d in missing if d not in in_chunks]
     for group in groups((d, s) for d, s in sizes if s < PACKED_BELOW):
         _send_pack(client, ws, f"{base}/blobs/pack", project, group)
     for digest, size in sizes:
         if size >= PACKED_BELOW:
             _send_blob(client, ws, f"{base}/blobs/{digest}", project, digest)
     return len(missing)
+
+
+def _send_chunked(
+    client: Any, ws: Workspace, base: str, project: str, missing: list[str]
+) -> set[str]:
+    """Send those of ``missing`` kept here in chunks as the chunks the server lacks and
+    then their list, which the server keeps once they add up to the file. Returns the
+    digests sent so; a server that keeps whole blobs (a bucket) gets them whole."""
+    from tether.hashing import Digest
+
+    sent: set[str] = set()
+    for d in missing:
+        digest = Digest.parse(d)
+        if ws.store.has_blob(digest) or not ws.store.chunks.has(digest):
+            continue
+        listed = ws.store.chunks.load(digest)
+        offer = {"digest": d, "list": listed.to_json()}
+        # The server reads the file back to check it: give it time for a big one.
+        wait = max(TIMEOUT_S, listed.size / (50 << 20))
+        for attempt in range(2):
+            try:
+                answer = _request(client, "POST", f"{base}/chunklists", project,
+                                  json=offer, timeout=wait)  # fmt: skip
+            except TeamError as e:
+                if e.code == "usage":
+                    return sent  # kept whole there: the caller sends these whole
+                raise
+            lacking = [str(c) for c in answer.get("missing", [])]
+            if not lacking:
+                sent.add(d)
+                break
+            if attempt == 1:
+                raise TeamError(
+                    f"the server did not keep {digest.short} after its chunks were sent",
+                    hint="sync again; if it persists, check the server's disk",
+                )
+            _send_missing(client, ws, base, project, lacking)
+    return sent
+
+
+def _fetch_chunked(
+    client: Any, ws: Workspace, base: str, project: str, sizes: dict[str, int]
+) -> set[str]:
+    """Fetch those of ``sizes`` the server keeps in chunks as the chunks this store
+    lacks, then keep each list once its chunks add up to the file. Returns those
+    fetched so (the others come whole)."""
+    from tether.hashing import Digest
+    from tether.store.chunks import THRESHOLD, ChunkList
+
+    big = [d for d, size in sizes.items() if size >= THRESHOLD]
+    if not big:
+        return set()
+    try:
+        answer = _request(client, "POST", f"{base}/chunklists/have", project,
+                          json={"digests": big})  # fmt: skip
+    except ProjectNotFound:
+        return set()  # a server from before chunking: every blob comes whole
+    done: set[str] = set()
+    for d, doc in answer.get("lists", {}).items():
+        if d not in sizes:
+            continue
+        listed = ChunkList.from_json(Digest.parse(d), doc)
+        _fetch_many(client, ws, base, project, [str(c) for c, _ in listed.chunks])
+        with ws.lock("gc", shared=True):
+            lacking = ws.store.chunks.adopt(listed)  # a lying list: ObjectCorrupted
+        if lacking:
+            raise TeamError(
+                f"the server lacks {len(lacking)} chunk(s) of {listed.digest.short}",
+                hint="push it again from a clone that has it",
+            )
+        done.add(d)
+    return done
 
 
 def _held(client: Any, base: str, project: str, digests: list[str]) -> dict[str, int]:
@@ -472,7 +545,9 @@ def _fetch_many(client: Any, ws: Workspace, base: str, project: str, digests: li
 
     lacking = [d for d in dict.fromkeys(digests) if not ws.store.has(Digest.parse(d))]
     sizes = _held(client, base, project, lacking)
-    got = 0
+    in_chunks = _fetch_chunked(client, ws, base, project, sizes)
+    sizes = {d: s for d, s in sizes.items() if d not in in_chunks}
+    got = len(in_chunks)
     for group in groups((d, s) for d, s in sizes.items() if s < PACKED_BELOW):
         got += _fetch_pack(client, ws, f"{base}/blobs/fetch", group)
     for digest, size in sizes.items():

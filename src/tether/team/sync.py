@@ -450,6 +450,34 @@ def blob_sizes(ws: Workspace, digests: Iterable[str]) -> dict[str, int]:
     return {str(d): size for d, size in held.items()}
 
 
+def chunk_lists(ws: Workspace, digests: Iterable[str]) -> dict[str, dict[str, object]]:
+    """The chunk list of each of ``digests`` this project keeps in chunks (the others,
+    held whole or not at all, are absent): a client fetches only the chunks it lacks."""
+    out: dict[str, dict[str, object]] = {}
+    for d in dict.fromkeys(digests):
+        digest = Digest.parse(d)
+        if not ws.store.has_blob(digest) and ws.store.chunks.has(digest):
+            out[str(digest)] = ws.store.chunks.load(digest).to_json()
+    return out
+
+
+def keep_chunk_list(ws: Workspace, digest: str, doc: object) -> list[str]:
+    """Keep a file a client sends as its chunk list, once the chunks it names are here
+    and add up to its digest; returns the chunks still to send (none: kept). A list
+    whose good chunks are not the file is refused (ObjectCorrupted)."""
+    from tether.store.bucket import BucketStore
+    from tether.store.chunks import ChunkList
+
+    if isinstance(ws.store, BucketStore):
+        raise UsageError(
+            "this server keeps blobs whole in a bucket", hint="send the blob whole instead"
+        )
+    listed = ChunkList.from_json(Digest.parse(digest), doc)
+    if ws.store.has(listed.digest):
+        return []
+    return [str(c) for c in dict.fromkeys(ws.store.chunks.adopt(listed))]
+
+
 def fingerprints(ws: Workspace) -> dict[str, str]:
     """Every run of this project with its fingerprint (what a pulling client compares)."""
     from tether.repositories.lineage import edge_counts
