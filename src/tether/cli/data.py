@@ -97,7 +97,9 @@ def status(ctx: click.Context, paths: tuple[str, ...], check: bool, as_json: boo
     from tether.data.status import status as do_status
 
     ws = open_workspace(ctx)
-    results = do_status(ws, list(paths) or None, base=_base(ctx))
+    results = _progressing(
+        "status", lambda report: do_status(ws, list(paths) or None, base=_base(ctx), report=report)
+    )
     unclean = any(r.state != "clean" or r.missing_objects for r in results)
     if as_json:
         emit_json([r.to_json() for r in results])
