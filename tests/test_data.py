@@ -459,17 +459,28 @@ def test_hand_edited_pointer_in_other_yaml_form_reads_the_same(project: Workspac
     assert pointer.parse(p.to_yaml(), "data/set.tether") == p
 
 
-def test_quick_fingerprint_equals_the_full_scans(project: Workspace) -> None:
-    from tether.data.worktree import fingerprint, quick_fingerprint, scan_dir
+def test_a_folder_fingerprint_changes_with_any_file_and_declines_what_it_cannot_vouch_for(
+    project: Workspace,
+) -> None:
+    from tether.data.worktree import quick_fingerprint
 
     data = project.root / "data" / "set"
     make_files(data, 300, dirs=7)
-    (data / "a-c").write_text("x")  # '-' sorts before '/': order must follow paths
+    (data / "a-c").write_text("x")  # '-' sorts before '/': the walk's order is the tree's
     (data / "a").mkdir()
     (data / "a" / "b").write_text("y")
     age(data / "a-c", data / "a" / "b")
     now = time.time_ns()
-    assert quick_fingerprint(data, now) == fingerprint(scan_dir(data), now) is not None
-    (data / "fresh").write_text("z")  # too new to trust: both decline
-    now = time.time_ns()
-    assert quick_fingerprint(data, now) is None and fingerprint(scan_dir(data), now) is None
+    first = quick_fingerprint(data, now)
+    assert first is not None and quick_fingerprint(data, now) == first
+    (data / "a" / "b").rename(data / "a" / "c")  # a rename keeps the stamp, not the path
+    assert quick_fingerprint(data, now) not in (None, first)
+    (data / "a" / "c").rename(data / "a" / "b")
+    assert quick_fingerprint(data, now) == first
+    os.utime(data / "a-c", ns=(now - 5 * 10**9, now - 5 * 10**9))  # another mtime
+    assert quick_fingerprint(data, time.time_ns()) not in (None, first)
+    (data / "fresh").write_text("z")  # too new to trust
+    assert quick_fingerprint(data, time.time_ns()) is None
+    (data / "fresh").unlink()
+    (data / "link").symlink_to(data / "a-c")  # the full walk refuses it, with its reason
+    assert quick_fingerprint(data, time.time_ns()) is None

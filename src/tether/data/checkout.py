@@ -39,6 +39,15 @@ from tether.workspace import Workspace
 _FICLONE = 0x40049409  # linux/fs.h
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: the mode bits new files lose
+
+
 @dataclass(frozen=True)
 class CheckoutResult:
     pointer: Pointer
@@ -98,6 +107,7 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
         return _one_file(ws, placer, hasher, ptr, force)
     if (target.exists() and not target.is_dir()) or target.is_symlink():
         _refuse_or_remove(target, ptr.path, force)
+    fresh = not target.is_dir() or _empty(target)
     target.mkdir(parents=True, exist_ok=True)
     reader = content.store_reader(ws.store)
 
@@ -107,10 +117,11 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
         existing = hasher.stream(target, ptr.path, walk(target))
         return _merge(reader.walk(ptr.digest), existing)
 
-    # First every conflict, so that a refused checkout changes nothing.
+    # First every conflict, so that a refused checkout changes nothing (an empty or new
+    # folder has none: its files are placed in one pass).
     conflicts: list[str] = []
     n_conflicts = 0
-    for rel, want, _wf, current in pairs():
+    for rel, want, _wf, current in () if fresh else pairs():
         if (
             want is not None
             and current is not None
@@ -131,7 +142,8 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
     written = unchanged = 0
     extra: list[str] = []
     dirs_made: set[str] = set()
-    todo: list[tuple[Digest, Path, bool, str]] = []
+    todo: list[tuple[Digest, str, bool, str]] = []
+    base = os.fspath(target)
     for rel, want, wf, current in pairs():
         if want is None:
             extra.append(rel)
@@ -143,7 +155,7 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
         if parent and parent not in dirs_made:
             _make_dirs(target, parent, force, ws.root)
             dirs_made.add(parent)
-        todo.append((want.digest, target / rel, want.executable, f"{ptr.path}/{rel}"))
+        todo.append((want.digest, os.path.join(base, rel), want.executable, f"{ptr.path}/{rel}"))
         if len(todo) >= _PLACE_AT_ONCE:
             placer.place_many(todo)
             written += len(todo)
@@ -155,6 +167,11 @@ def _one(ws: Workspace, placer: _Placer, ptr: Pointer, force: bool) -> CheckoutR
 
 
 _PLACE_AT_ONCE = 1024  # files placed together
+
+
+def _empty(folder: Path) -> bool:
+    with os.scandir(folder) as it:
+        return not any(True for _ in it)
 
 
 def _merge(
@@ -197,7 +214,7 @@ def _one_file(
     wf = existing.get("")
     if wf is not None and current == ptr.digest and not wf.executable:
         return CheckoutResult(ptr, 0, 1, 0, [])
-    placer.place_many([(ptr.digest, target, False, ptr.path)])
+    placer.place_many([(ptr.digest, os.fspath(target), False, ptr.path)])
     return CheckoutResult(ptr, 1, 0, int(conflict), [])
 
 
@@ -251,11 +268,11 @@ class _Placer:
         self.order = list(ws.settings.link_order)
         self.on_bytes = on_bytes
         self.methods: dict[str, int] = {}
-        self.placed: list[tuple[str, Path, Digest]] = []
+        self.placed: list[tuple[str, str, Digest]] = []
         self._verified: set[Digest] = set()
         self._count = itertools.count()
 
-    def place_many(self, files: list[tuple[Digest, Path, bool, str]]) -> None:
+    def place_many(self, files: list[tuple[Digest, str, bool, str]]) -> None:
         """Place (digest, dest, executable, key) each. One thread: placing a small file
         is a few metadata calls on the same folders, and threads only queued on the
         folders' locks (measured: 50,000 files took twice as long on two)."""
@@ -264,9 +281,9 @@ class _Placer:
         if len(self.placed) >= _RECORD_EVERY:
             self._record()
 
-    def place(self, digest: Digest, dest: Path, executable: bool, *, key: str) -> None:
+    def place(self, digest: Digest, dest: str | Path, executable: bool, *, key: str) -> None:
         try:
-            self._place(digest, dest, executable, key)
+            self._place(digest, os.fspath(dest), executable, key)
         except ObjectCorrupted as exc:
             raise ObjectCorrupted(
                 f"{key}: {exc.message}; {key} was left as it was",
@@ -276,26 +293,38 @@ class _Placer:
                 digest=exc.digest,
             ) from None
 
-    def _place(self, digest: Digest, dest: Path, executable: bool, key: str) -> None:
+    def _place(self, digest: Digest, dest: str, executable: bool, key: str) -> None:
+        # Strings, not Paths: this runs once per file, and pathlib's objects cost more
+        # than the system calls for a small file.
         src = self.ws.store.path(digest)
         whole = self.ws.store.has_blob(digest)  # else kept in chunks: only a copy will do
         count = next(self._count)
-        if whole and dest.exists() and os.path.samefile(src, dest):
+        mode = 0o755 if executable else 0o644
+        if (
+            whole
+            and "hardlink" in self.order
+            and os.path.exists(dest)
+            and os.path.samefile(src, dest)
+        ):
             # Renaming a link over another link of the same inode does nothing (POSIX),
             # which would strand the temp file: drop the old link first.
-            dest.unlink()
-        tmp = dest.parent / f".{dest.name[:200]}.tether-{os.getpid()}-{count}"
+            os.unlink(dest)
+        parent, name = os.path.split(dest)
+        tmp = os.path.join(parent, f".{name[:200]}.tether-{os.getpid()}-{count}")
         for method in list(self.order) if whole else ["copy"]:
             if method == "hardlink" and executable:
                 continue  # the store's blobs are 0444: a link cannot carry the exec bit
             try:
                 if method == "copy":
-                    self.ws.store.copy_out(digest, tmp, mode=0o755 if executable else 0o644)
-                    os.chmod(tmp, 0o755 if executable else 0o644)  # whatever the umask
+                    size = self.ws.store.copy_out(digest, tmp, mode=mode)
+                    if mode & _UMASK:
+                        os.chmod(tmp, mode)  # the mode asked for, whatever the umask
                 elif method == "reflink":
                     _reflink(src, tmp)
+                    size = os.path.getsize(tmp)
                 else:
                     os.link(src, tmp)
+                    size = os.path.getsize(tmp)
                 if method != "copy" and digest not in self._verified:
                     # Linked, not yet in place: verify once before the rename.
                     self.ws.store.ensure_intact(digest)
@@ -319,7 +348,7 @@ class _Placer:
                     continue  # this blob has too many links; others may still link
                 raise
             if method == "reflink":
-                os.chmod(tmp, 0o755 if executable else 0o644)
+                os.chmod(tmp, mode)
             try:
                 os.replace(tmp, dest)
             except OSError:
@@ -327,7 +356,7 @@ class _Placer:
                 raise
             self.methods[method] = self.methods.get(method, 0) + 1
             self.placed.append((key, dest, digest))
-            self.on_bytes(os.path.getsize(dest))
+            self.on_bytes(size)
             return
         raise DataError(
             f"could not place {dest}: no method of checkout.link worked",
@@ -352,7 +381,7 @@ class _Placer:
 _RECORD_EVERY = 32768
 
 
-def _reflink(src: Path, dst: Path) -> None:
+def _reflink(src: Path, dst: str) -> None:
     with open(src, "rb") as s:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -361,6 +390,6 @@ def _reflink(src: Path, dst: Path) -> None:
             os.close(fd)
 
 
-def _unlink_quiet(path: Path) -> None:
+def _unlink_quiet(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

@@ -10,6 +10,7 @@ one per thread. When storing, small files go through one ``BlobBatch`` (a single
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import stat as statmod
 import threading
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tether.errors import DataError
 from tether.hashing import Digest, hash_file
@@ -38,31 +39,55 @@ class WorkFile(NamedTuple):
     executable: bool
 
 
-def fingerprint(files: Iterable[WorkFile], scan_start_ns: int) -> str | None:
-    """A digest of every file's path and stamp (in walk order), or None when a file is
-    too fresh to trust (see store/statcache.py): equal fingerprints mean an unchanged
-    folder."""
-    h = hashlib.sha256()
-    newest = 0
-    for f in files:
-        newest = max(newest, f.stamp.mtime_ns)
-        h.update(_line(f.path, f.stamp.ino, f.stamp.mtime_ns, f.stamp.size, f.executable))
-    return None if newest >= scan_start_ns - RACY_NS else h.hexdigest()
-
-
 def quick_fingerprint(base: Path, scan_start_ns: int) -> str | None:
-    """``fingerprint(walk(base))`` in one lean pass that makes no ``WorkFile``: the
-    "nothing changed" path of status. None for anything the full walk must judge (fresh
-    files, links, special files)."""
+    """A digest of every file's path and stamp below ``base``, in walk order: equal
+    fingerprints mean an unchanged folder (the "nothing changed" path of add and
+    status). None for anything the full walk must judge: a file too fresh to trust
+    (see store/statcache.py), a link or a special file. One lean pass that makes no
+    ``WorkFile`` and hashes a folder's lines at once."""
     h = hashlib.sha256()
-    newest = 0
     try:
-        for path, st in _entries(str(base), ""):
-            newest = max(newest, st.st_mtime_ns)
-            h.update(_line(path, st.st_ino, st.st_mtime_ns, st.st_size, bool(st.st_mode & 0o100)))
+        fresh = _fingerprint_dir(str(base), "", h, scan_start_ns - RACY_NS)
     except DataError:
         return None
-    return None if newest >= scan_start_ns - RACY_NS else h.hexdigest()
+    return None if fresh else h.hexdigest()
+
+
+def _fingerprint_dir(directory: str, prefix: str, h: Any, cutoff: int) -> bool:
+    """Feed ``h`` the lines of the files below ``directory`` in walk order; True (and
+    stop) at a file modified from ``cutoff`` on."""
+    with os.scandir(directory) as it:
+        listing = sorted(it, key=_name)
+    lines: list[str] = []
+    for entry in listing:
+        if entry.is_dir(follow_symlinks=False):
+            if lines:
+                h.update("".join(lines).encode("utf-8", "surrogateescape"))
+                lines = []
+            if _fingerprint_dir(entry.path, prefix + entry.name + "/", h, cutoff):
+                return True
+        elif entry.is_file(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            if st.st_mtime_ns >= cutoff:
+                return True
+            lines.append(
+                _line_text(
+                    prefix + entry.name, st.st_ino, st.st_mtime_ns, st.st_size,
+                    bool(st.st_mode & 0o100),
+                )
+            )  # fmt: skip
+        else:
+            raise DataError(f"{entry.path} is not a regular file")
+    if lines:
+        h.update("".join(lines).encode("utf-8", "surrogateescape"))
+    return False
+
+
+_name = operator.attrgetter("name")
+
+
+def _line_text(path: str, ino: int, mtime_ns: int, size: int, executable: bool) -> str:
+    return f"{path}\0{ino}\0{mtime_ns}\0{size}\0{executable:d}\n"
 
 
 def _line(path: str, ino: int, mtime_ns: int, size: int, executable: bool) -> bytes:
@@ -84,7 +109,7 @@ def _entries(directory: str, prefix: str) -> Iterator[tuple[str, os.stat_result]
     except NotADirectoryError:
         raise DataError(f"{directory} is not a directory") from None
     with it:
-        listing = sorted(it, key=lambda e: e.name)
+        listing = sorted(it, key=_name)
     for entry in listing:
         # d_type answers file-or-folder without a syscall; only files are stat'ed.
         if entry.is_dir(follow_symlinks=False):
