@@ -381,7 +381,7 @@ def fetch(
                 index.load()
                 index_loaded = True
             _refuse_absent(cfg, index, missing)
-            got = _get(ws, cfg, backend, index, missing, n, report)
+            got = _get(_Source(ws, cfg, backend, index, n, report), missing)
             total = total.plus(got)
             seen_failed.update(got.bad)
             if got.done == 0:
@@ -424,38 +424,39 @@ class _Got:
         )
 
 
-def _get(
-    ws: Workspace,
-    cfg: RemoteConfig,
-    backend: Backend,
-    index: RemoteIndex,
-    wanted: set[Digest],
-    jobs: int,
-    report: Reporter,
-) -> _Got:
+@dataclass(frozen=True)
+class _Source:
+    """Where a fetch reads from (a remote, its backend and index), for whom, and how."""
+
+    ws: Workspace
+    cfg: RemoteConfig
+    backend: Backend
+    index: RemoteIndex
+    jobs: int
+    report: Reporter
+
+    def download(self, wanted: set[Digest]) -> tuple[int, int, int, list[Digest]]:
+        return _download(self.ws, self.backend, self.index, wanted, self.jobs, self.report)
+
+
+def _get(src: _Source, wanted: set[Digest]) -> _Got:
     """Download ``wanted`` (all on the remote): whole blobs as they are held, files kept
     in chunks as the chunks the store lacks, then their lists once they add up."""
-    whole = {d for d in wanted if d in index.where}
-    got, nbytes, npacks, bad = _download(ws, backend, index, whole, jobs, report)
+    whole = {d for d in wanted if d in src.index.where}
+    got, nbytes, npacks, bad = src.download(whole)
     result = _Got(got, nbytes, npacks, done=got, bad=tuple(bad))
     chunked = wanted - whole
     if chunked:
-        result = result.plus(_get_chunked(ws, cfg, backend, index, chunked, jobs, report))
+        result = result.plus(_get_chunked(src, chunked))
     return result
 
 
-def _get_chunked(
-    ws: Workspace,
-    cfg: RemoteConfig,
-    backend: Backend,
-    index: RemoteIndex,
-    wanted: set[Digest],
-    jobs: int,
-    report: Reporter,
-) -> _Got:
+def _get_chunked(src: _Source, wanted: set[Digest]) -> _Got:
+    ws, index, jobs = src.ws, src.index, src.jobs
+
     def get_list(d: Digest) -> ChunkList | Digest:
         try:
-            return ChunkList.parse(d, backend.read(f"chunklists/sha256/{d.hex}"))
+            return ChunkList.parse(d, src.backend.read(f"chunklists/sha256/{d.hex}"))
         except StoreError:
             return d  # damaged on the remote: refused like a blob that is not its digest
 
@@ -464,11 +465,11 @@ def _get_chunked(
     lists = [x for x in read if isinstance(x, ChunkList)]
     bad = [x for x in read if isinstance(x, Digest)]
     need = {c for listed in lists for c, _ in listed.chunks if not ws.store.has_blob(c)}
-    _refuse_absent(cfg, index, need)
+    _refuse_absent(src.cfg, index, need)
     total = _Got()
     quarantine = ws.dot / "quarantine"
     for attempt in range(2):
-        got, nbytes, npacks, refused = _download(ws, backend, index, need, jobs, report)
+        got, nbytes, npacks, refused = src.download(need)
         total = total.plus(_Got(got, nbytes, npacks, chunks=got))
         need = set()
 
@@ -618,7 +619,7 @@ def fetch_objects(
             return 0
         index.load()
         _refuse_absent(cfg, index, wanted)
-        got = _get(ws, cfg, backend, index, wanted, n, report)
+        got = _get(_Source(ws, cfg, backend, index, n, report), wanted)
     _refuse_corrupt(cfg, [str(d) for d in got.bad])
     return got.done
 

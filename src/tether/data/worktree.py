@@ -70,12 +70,9 @@ def _fingerprint_dir(directory: str, prefix: str, h: Any, cutoff: int) -> bool:
             st = entry.stat(follow_symlinks=False)
             if st.st_mtime_ns >= cutoff:
                 return True
-            lines.append(
-                _line_text(
-                    prefix + entry.name, st.st_ino, st.st_mtime_ns, st.st_size,
-                    bool(st.st_mode & 0o100),
-                )
-            )  # fmt: skip
+            executable = bool(st.st_mode & 0o100)
+            name = prefix + entry.name
+            lines.append(_line_text(name, st.st_ino, st.st_mtime_ns, st.st_size, executable))
         else:
             raise DataError(f"{entry.path} is not a regular file")
     if lines:
@@ -88,10 +85,6 @@ _name = operator.attrgetter("name")
 
 def _line_text(path: str, ino: int, mtime_ns: int, size: int, executable: bool) -> str:
     return f"{path}\0{ino}\0{mtime_ns}\0{size}\0{executable:d}\n"
-
-
-def _line(path: str, ino: int, mtime_ns: int, size: int, executable: bool) -> bytes:
-    return f"{path}\0{ino}\0{mtime_ns}\0{size}\0{executable:d}\n".encode("utf-8", "surrogateescape")
 
 
 def walk(base: Path) -> Iterator[WorkFile]:
