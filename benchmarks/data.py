@@ -36,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,17 +49,29 @@ ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "b", "GIT_AUTHO
 TETHER = [sys.executable, "-m", "tether"]
 
 
-def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-    out = subprocess.run(cmd, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, check=False)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{out.stderr.decode()[-2000:]}")
+def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Run ``cmd``; exit on failure. Returns its peak resident memory in KiB."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**ENV, **(env or {})},
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, not a sum
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{err.read().decode()[-2000:]}")
+    return int(usage.ru_maxrss)
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    return timed_rss(cmd, cwd, env)[0]
+
+
+def timed_rss(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Seconds, and the command's peak resident memory in KiB."""
     subprocess.run(["sync"], check=True)
     start = time.perf_counter()
-    sh(cmd, cwd, env)
-    return time.perf_counter() - start
+    rss = sh(cmd, cwd, env)
+    return time.perf_counter() - start, rss
 
 
 def make_source(big_mib: int, small: int) -> None:
@@ -141,21 +154,26 @@ def run_tool(tool: str, base: Path, dvc: Path | None) -> dict[str, float]:
     cli = [str(dvc)] if tool == "dvc" else TETHER
     remote = base / f"{tool}-remote"
     out: dict[str, float] = {}
+
+    def small(key: str, cmd: list[str]) -> None:
+        # The many-files rows also keep the command's peak memory (MiB).
+        out[key], out[f"{key}: peak MiB"] = timed_rss(cmd, root)
+        out[f"{key}: peak MiB"] /= 1024
+
     out["add big"] = timed([*cli, "add", "big.bin"], root)
-    out["add small"] = timed([*cli, "add", "small"], root)
+    small("add small", [*cli, "add", "small"])
     time.sleep(1.1)  # both tools distrust files modified in the last instant
     out["status big"] = timed([*cli, "status", "big.bin.dvc" if tool == "dvc" else "big.bin"], root)
-    out["status small"] = timed([*cli, "status", "small.dvc" if tool == "dvc" else "small"], root)
+    small("status small", [*cli, "status", "small.dvc" if tool == "dvc" else "small"])
     if tool == "dvc":
         sh([*cli, "remote", "add", "-d", "local", str(remote.resolve())], root)
-        out["push small"] = timed([*cli, "push", "small.dvc"], root)
+        small("push small", [*cli, "push", "small.dvc"])
     else:
         sh([*cli, "remote", "add", "local", str(remote.resolve()), "--default"], root)
-        out["push small"] = timed([*cli, "data", "push", "small"], root)
+        small("push small", [*cli, "data", "push", "small"])
     # Moved away, not deleted: creating files right after a mass delete is slow here.
     (root / "small").rename(root / "small.moved")
-    small_target = "small.dvc" if tool == "dvc" else "small"
-    out["checkout small"] = timed([*cli, "checkout", small_target], root)
+    small("checkout small", [*cli, "checkout", "small.dvc" if tool == "dvc" else "small"])
     push_big = [*cli, "push", "big.bin.dvc"] if tool == "dvc" else [*cli, "data", "push", "big.bin"]
     out["push big"] = timed(push_big, root)
     change_one_mib(root / "big.bin")
@@ -331,6 +349,11 @@ def main() -> None:
             f"{key:14} {t[key]:8.2f}s {dvc_txt} {ratio} {limit:8.2f}s  "
             f"{limit / t[key] * 100:5.0f}% of {what}"
         )
+    print()
+    print(f"peak memory (MiB), {len(small_files)} small files:  tether      dvc")
+    for key in ("add small", "status small", "push small", "checkout small"):
+        dv = d.get(f"{key}: peak MiB", float("nan"))
+        print(f"  {key:16} {t[key + ': peak MiB']:28.0f} {dv:8.0f}")
     print()
     for key in ("re-add big: stored bytes", "push big v2: sent bytes"):
         dv = d.get(key)

@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -59,6 +59,8 @@ class Backend(Protocol):
     def open_read(self, path: str) -> IO[bytes]: ...
 
     def write_bytes(self, path: str, data: bytes) -> None: ...
+
+    def write_parts(self, path: str, parts: Sequence[bytes]) -> None: ...
 
     def write_file(self, path: str, local: Path) -> None: ...
 
@@ -278,6 +280,14 @@ class LocalBackend:
             while view:
                 view = view[os.write(fd, view) :]
 
+    def write_parts(self, path: str, parts: Sequence[bytes]) -> None:
+        """Write ``parts`` back to back as one object (a pack is never joined in memory)."""
+        with self._tmp(path) as fd:
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view) :]
+
     def write_file(self, path: str, local: Path) -> None:
         with self._tmp(path) as fd, open(local, "rb") as src:
             os.sendfile(fd, src.fileno(), 0, os.fstat(src.fileno()).st_size)
@@ -374,6 +384,9 @@ class FsspecBackend:
 
     def write_bytes(self, path: str, data: bytes) -> None:
         self.fs.pipe_file(self._p(path), data)
+
+    def write_parts(self, path: str, parts: Sequence[bytes]) -> None:
+        self.fs.pipe_file(self._p(path), b"".join(parts))  # one PUT: atomic
 
     def write_file(self, path: str, local: Path) -> None:
         self.fs.put_file(str(local), self._p(path))

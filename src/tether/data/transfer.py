@@ -251,7 +251,6 @@ def push(
                 parts.append(data)
                 blob_list.append([d.hex, offset, len(data)])
                 offset += len(data)
-            pack = b"".join(parts)
             # Named by what it holds (its blobs, each already verified as read, and
             # verified again on fetch): hashing the pack's bytes again would double
             # the push's hashing for nothing.
@@ -261,11 +260,11 @@ def push(
                 {"format": FORMAT, "pack": f"sha256:{pack_hex}", "blobs": blob_list},
                 separators=(",", ":"),
             ).encode()
-            backend.write_bytes(f"packs/{pack_hex}.pack", pack)
+            backend.write_parts(f"packs/{pack_hex}.pack", parts)
             backend.write_bytes(f"packs/{pack_hex}.idx", idx)  # last: names a whole pack
             index.record_pack(pack_hex, idx)
-            report.advance(len(pack))
-            return len(pack)
+            report.advance(offset)
+            return offset
 
         def send_large(item: tuple[Digest, int]) -> int:
             d, s = item
