@@ -242,9 +242,10 @@ def data_push(
 ) -> None:
     """Send tracked content (default: all pointers) to a remote.
 
-    Only objects the remote lacks travel: what it has is learnt from two listings, not a
-    request per file. Small files are packed together, transfers run in parallel, and
-    an interrupted push resumes where it stopped when run again.
+    Only objects the remote lacks travel: what it has is learnt from a few listings, not
+    a request per file. Small files are packed together; a big file kept in chunks sends
+    only the chunks the remote lacks. Transfers run in parallel, and an interrupted push
+    resumes where it stopped when run again.
     """
     from tether.data.transfer import push
 
