@@ -372,7 +372,8 @@ def test_a_damaged_chunk_is_found_by_fsck_and_refused_by_checkout(
 
 
 @pytest.mark.skopeo
-def test_a_run_output_kept_in_chunks_packs_unpacks_and_copies(
+@pytest.mark.registry
+def test_a_run_output_kept_in_chunks_packs_pushes_unpacks_and_copies(
     project: Workspace, tether: Tether, tmp_path: Path
 ) -> None:
     if shutil.which("skopeo") is None:
@@ -396,6 +397,21 @@ def test_a_run_output_kept_in_chunks_packs_unpacks_and_copies(
         check=True, capture_output=True,
     )  # fmt: skip
     assert not list(project.store.tmp_dir.glob("assembled-*"))  # temp copies removed
+
+    # To a real registry and back: the layers are whole blobs, as registries expect.
+    from tests.registry import start_registry
+
+    registry = start_registry(tmp_path / "registry")
+    try:
+        ref = f"{registry.host}/team/demo:v9.0.0"
+        _ok(tether("push", "demo:v9.0.0", ref, "--plain-http"))
+        _ok(tether("remove", "demo:v9.0.0"))
+        _ok(tether("pull", ref, "--plain-http"))
+        again = tmp_path / "again"
+        _ok(tether("unpack", ref, "-d", str(again)))
+        assert (again / "models" / "model.pkl").read_bytes() == produced
+    finally:
+        registry.stop()
 
 
 def test_data_du_shows_what_deduplication_saves(project: Workspace, tether: Tether) -> None:
