@@ -49,17 +49,26 @@ ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "b", "GIT_AUTHO
 TETHER = [sys.executable, "-m", "tether"]
 
 
+# Peak memory is measured by a small launcher: a child forked from this process would
+# report this process's size (Linux keeps the high-water mark across exec).
+LAUNCH = (
+    "import os, sys\n"
+    "pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
     """Run ``cmd``; exit on failure. Returns its peak resident memory in KiB."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, env={**ENV, **(env or {})},
-                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, not a sum
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{err.read().decode()[-2000:]}")
-    return int(usage.ru_maxrss)
+    with tempfile.NamedTemporaryFile() as rss:
+        launch = [sys.executable, "-c", LAUNCH, rss.name, *cmd]
+        env = {**ENV, **(env or {})}
+        out = subprocess.run(launch, cwd=cwd, env=env, capture_output=True, check=False)
+        if out.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{out.stderr.decode()[-2000:]}")
+        return int(Path(rss.name).read_text() or 0)
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:

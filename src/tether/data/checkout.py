@@ -33,7 +33,7 @@ from tether.errors import DataError, ObjectCorrupted
 from tether.hashing import Digest
 from tether.reporting import SILENT, Reporter
 from tether.store.objects import syncfs
-from tether.store.statcache import Stamp
+from tether.store.statcache import RACY_NS, Stamp
 from tether.workspace import Workspace
 
 _FICLONE = 0x40049409  # linux/fs.h
@@ -364,20 +364,30 @@ class _Placer:
         )
 
     def finish(self) -> None:
-        self._record()
+        self._record(final=True)
 
-    def _record(self) -> None:
+    def _record(self, *, final: bool = False) -> None:
         """Make the files placed so far durable and record them in the stat cache, so
-        the next status reads nothing (their mtimes are recent, so the racy-entry rule
-        keeps copies out until later)."""
+        the next status reads nothing. A file written less than ``RACY_NS`` ago may not
+        be recorded yet (store/statcache.py): it waits for the next round, and at the
+        end of a big checkout, for that second to pass, rather than leave thousands of
+        files for the next status to read again."""
         placed, self.placed = self.placed, []
         if not placed:
             return
         syncfs(self.ws.root)
-        entries = [(key, Stamp.of(os.lstat(dest)), digest) for key, dest, digest in placed]
-        self.ws.stat_cache.record(entries, scan_start_ns=time.time_ns())
+        stamped = [(key, Stamp.of(os.lstat(dest)), digest) for key, dest, digest in placed]
+        newest = max(stamp.mtime_ns for _, stamp, _ in stamped)
+        if final and len(stamped) >= _WAIT_FOR_AT_LEAST:
+            time.sleep(max(0.0, (newest + RACY_NS - time.time_ns()) / 1e9) + 0.01)
+        now = time.time_ns()
+        self.ws.stat_cache.record(stamped, scan_start_ns=now)
+        if not final:  # the fresh ones go again with the next round
+            fresh = {key for key, stamp, _ in stamped if stamp.mtime_ns >= now - RACY_NS}
+            self.placed = [p for p in placed if p[0] in fresh]
 
 
+_WAIT_FOR_AT_LEAST = 1000  # files still too fresh to record at the end: worth a second
 _RECORD_EVERY = 32768
 
 
