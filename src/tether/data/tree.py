@@ -223,7 +223,7 @@ def _entry(raw: dict[str, object]) -> Entry:
 class TreeReader:
     """Reads tree objects through ``load`` (the store, or a remote) with a small cache."""
 
-    CACHED = 256  # trees kept parsed: a walk of a million files holds a few, not all
+    CACHED = 32  # trees kept parsed: a walk of a million files holds a few, not all
 
     def __init__(self, load: Callable[[Digest], bytes]) -> None:
         self.load = load
