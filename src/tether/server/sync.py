@@ -33,7 +33,7 @@ every change is audited.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -130,25 +130,24 @@ async def _digests(request: Request) -> list[str]:
     return [str(d) for d in digests]
 
 
-async def missing_blobs(request: Request) -> Response:
+async def _about_digests(request: Request, answer: Callable[..., Any], key: str) -> Response:
+    """A question about a list of digests, answered by ``answer(project, digests)``."""
     team, project, _ = _context(request)
     digests = await _digests(request)
-    found = await run_in_threadpool(sync.missing_blobs, team.project(project), digests)
-    return FastJSON({"missing": found})
+    found = await run_in_threadpool(answer, team.project(project), digests)
+    return FastJSON({key: found})
+
+
+async def missing_blobs(request: Request) -> Response:
+    return await _about_digests(request, sync.missing_blobs, "missing")
 
 
 async def blob_sizes(request: Request) -> Response:
-    team, project, _ = _context(request)
-    digests = await _digests(request)
-    found = await run_in_threadpool(sync.blob_sizes, team.project(project), digests)
-    return FastJSON({"sizes": found})
+    return await _about_digests(request, sync.blob_sizes, "sizes")
 
 
 async def chunk_lists(request: Request) -> Response:
-    team, project, _ = _context(request)
-    digests = await _digests(request)
-    found = await run_in_threadpool(sync.chunk_lists, team.project(project), digests)
-    return FastJSON({"lists": found})
+    return await _about_digests(request, sync.chunk_lists, "lists")
 
 
 async def keep_chunk_list(request: Request) -> Response:
