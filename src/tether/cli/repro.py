@@ -14,8 +14,10 @@ from tether.cli._output import emit_json, human_size, info, lines, secho, short_
 from tether.cli._workspace import open_workspace
 
 if TYPE_CHECKING:
+    from tether.repro.fleet import FleetOptions, Selection
     from tether.repro.plan import Plan
     from tether.repro.reproduce import Reproduction
+    from tether.workspace import Workspace
 
 
 def _show_plan(plan: Plan) -> None:
@@ -108,7 +110,39 @@ def _show_result(result: Reproduction) -> None:
 
 
 @cli.command()
-@click.argument("run_ref", metavar="RUN")
+@click.argument("run_refs", metavar="[RUN]...", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every finished run (not reproductions).")
+@click.option(
+    "-f",
+    "--filter",
+    "where",
+    metavar="FILTER",
+    help="The finished runs FILTER matches, as in 'tether runs list -f'.",
+)
+@click.option(
+    "--alias",
+    metavar="ALIAS",
+    help="The runs behind every model version with ALIAS (e.g. production).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Reproductions at once (local default: 1; ray default: as many as the cluster runs).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: on this machine; ray: one Ray task per run (pip install 'tether-ml[ray]').",
+)
+@click.option(
+    "--address",
+    metavar="ADDRESS",
+    help="With --executor ray: the cluster (ray://HOST:10001 or HOST:6379; default "
+    "RAY_ADDRESS, else a Ray started for this command).",
+)
 @click.option(
     "--env",
     "env_mode",
@@ -123,7 +157,7 @@ def _show_result(result: Reproduction) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Rebuild the project here (new or empty folder; kept). Default: a temporary folder.",
 )
-@click.option("--keep", is_flag=True, help="Keep the temporary folder with the rebuilt project.")
+@click.option("--keep", is_flag=True, help="Keep the temporary folder(s) with the rebuilt project.")
 @click.option(
     "-t",
     "--tolerance",
@@ -152,12 +186,19 @@ def _show_result(result: Reproduction) -> None:
 @click.option(
     "--junit",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write a JUnit XML report (one test case per output and metric).",
+    help="Also write a JUnit XML report: one test case per output and metric of RUN, or "
+    "one per run for several.",
 )
 @click.pass_context
 def reproduce(
     ctx: click.Context,
-    run_ref: str,
+    run_refs: tuple[str, ...],
+    every: bool,
+    where: str | None,
+    alias: str | None,
+    jobs: int | None,
+    executor: str,
+    address: str | None,
     env_mode: str,
     workdir: Path | None,
     keep: bool,
@@ -179,6 +220,13 @@ def reproduce(
     The reproduction is recorded as a new run linked to RUN.
 
     \b
+    A fleet: several RUNs, --all, -f FILTER or --alias ALIAS (they add up). Every run
+    is planned first; those that cannot be rebuilt are refused with their reasons and
+    the others run, --jobs at a time, here or on a Ray cluster (--executor ray). One
+    report: a row per run with its verdict, worst output or metric and duration;
+    --junit writes one test case per run. Exit status 0 only if every run reproduced.
+
+    \b
     Verdicts: REPRODUCED (bit-identical), WITHIN TOLERANCE, DIVERGED, UNVERIFIED (the
     run recorded no output or metric: no evidence), FAILED.
     Exit status: 0 when reproduced or within tolerance, 3 when not (UNVERIFIED
@@ -189,14 +237,6 @@ def reproduce(
     from tether.repro.verify import parse_tolerance
 
     parsed = tuple(parse_tolerance(t) for t in tolerances)
-    ws = open_workspace(ctx)
-    plan = prepare(ws, run_ref, env_mode, packages=packages, report=lines())
-    _show_plan(plan)
-    plan.check()
-    if plan_only:
-        if as_json:
-            emit_json(plan.to_json())
-        return
     options = Options(
         env_mode=env_mode,
         workdir=workdir,
@@ -207,6 +247,25 @@ def reproduce(
         verify_outside=verify_outside,
         show_progress=sys.stderr.isatty(),
     )
+    ws = open_workspace(ctx)
+    if len(run_refs) != 1 or every or where or alias or jobs or executor != "local":
+        from tether.repro.fleet import FleetOptions, Selection
+
+        fleet = FleetOptions(options, packages, jobs or 0, executor, address)  # type: ignore[arg-type]
+        _reproduce_fleet(ctx, ws, Selection(run_refs, every, where, alias), fleet, plan_only,
+                         as_json, junit)  # fmt: skip
+        return
+    if address is not None:
+        from tether.errors import UsageError
+
+        raise UsageError("--address is for --executor ray", hint="add --executor ray")
+    plan = prepare(ws, run_refs[0], env_mode, packages=packages, report=lines())
+    _show_plan(plan)
+    plan.check()
+    if plan_only:
+        if as_json:
+            emit_json(plan.to_json())
+        return
     # With --json, stdout carries only the report: the command's output goes to stderr.
     out = sys.stderr.buffer if as_json else None
     result = run_reproduction(ws, plan, options, report=lines(), stdout=out)
@@ -221,6 +280,74 @@ def reproduce(
     else:
         _show_result(result)
     ctx.exit(result.exit_code)
+
+
+def _reproduce_fleet(
+    ctx: click.Context,
+    ws: Workspace,
+    selection: Selection,
+    options: FleetOptions,
+    plan_only: bool,
+    as_json: bool,
+    junit: Path | None,
+) -> None:
+    from tether.repro import fleet
+
+    if plan_only:
+        selected = fleet.select(ws, selection, report=lines())
+        planned = fleet.plan_all(ws, selected.targets, options)
+        for note in selected.notes:
+            info(note)
+        if as_json:
+            emit_json(
+                [
+                    {
+                        "label": p.target.label,
+                        "run": p.target.run.id if p.target.run else None,
+                        "plan": p.plan.to_json() if p.plan else None,
+                        "problems": [{"message": x.message, "hint": x.hint} for x in p.problems],
+                    }
+                    for p in planned
+                ]
+            )
+            return
+        rows = [
+            [p.target.label, "ready" if p.runnable else "refused",
+             "" if p.runnable else p.problems[0].message]
+            for p in planned
+        ]  # fmt: skip
+        table(["run", "plan", "why not"], rows)
+        return
+    report = fleet.reproduce_fleet(ws, selection, options, report=lines())
+    if junit is not None:
+        from tether.store.atomic import write_atomic
+
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(junit.resolve(), fleet.junit_xml(report))
+    if as_json:
+        emit_json(report.to_json())
+        ctx.exit(report.exit_code)
+    rows = [
+        [o.label, o.verdict, o.worst or "-", f"{o.duration:.1f} s",
+         o.reproduction.run_id[:12] if o.reproduction else "-"]
+        for o in report.outcomes
+    ]  # fmt: skip
+    if rows:
+        click.echo("")
+        table(["run", "verdict", "worst output/metric", "duration", "reproduction"], rows)
+    for o in report.outcomes:
+        if not o.ok:
+            colour = "yellow" if o.verdict == "UNVERIFIED" else "red"
+            secho(f"{o.label}: {o.verdict}: {o.reason}", fg=colour, err=True)
+    counts = ", ".join(f"{n} {v.lower()}" for v, n in sorted(report.counts().items()))
+    jobs = f"{report.jobs} at a time" if report.jobs else "as the cluster schedules them"
+    click.echo(
+        f"\n{len(report.outcomes)} run(s): {counts or 'none'} in {report.duration:.1f} s "
+        f"({report.executor}, {jobs})"
+    )
+    if junit is not None:
+        click.echo(f"JUnit report: {junit}")
+    ctx.exit(report.exit_code)
 
 
 @cli.command()

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tether.errors import ReproError
@@ -32,6 +33,7 @@ from tether.store.objects import ContentStore
 from tether.workspace import Workspace
 
 GIT_TIMEOUT = 600
+BY_DIGEST = ("store", "remote", "server")  # input sources placed from a store
 
 
 def snapshot_files(store: ContentStore, snapshot_digest: str) -> dict[str, str]:
@@ -52,8 +54,17 @@ def _check_relative(rel: str) -> None:
         )
 
 
-def materialize(ws: Workspace, plan: Plan, workdir: Path, *, report: Reporter = SILENT) -> Path:
-    """Build the project in ``workdir`` (empty or absent); returns the project folder."""
+def materialize(
+    ws: Workspace,
+    plan: Plan,
+    workdir: Path,
+    *,
+    report: Reporter = SILENT,
+    by_digest: bool = True,
+) -> Path:
+    """Build the project in ``workdir`` (empty or absent); returns the project folder.
+    ``by_digest=False`` leaves out the inputs that come by digest (from a store, a
+    remote or the server): a worker elsewhere places them (``remote_job.py``)."""
     say = report.note
     workdir.mkdir(parents=True, exist_ok=True)
     code = plan.code
@@ -74,7 +85,7 @@ def materialize(ws: Workspace, plan: Plan, workdir: Path, *, report: Reporter = 
     project.mkdir(parents=True, exist_ok=True)
     if code.snapshot_digest:
         for rel, digest in snapshot_files(ws.store, code.snapshot_digest).items():
-            _copy_blob(ws.store, Digest.parse(digest), untracked_root / rel)
+            place_blob(ws.store, Digest.parse(digest), untracked_root / rel)
     for rel in code.not_stored:
         _check_relative(rel)
         source = (plan.git_top or ws.root) / rel if code.kind == "git" else ws.root / rel
@@ -87,7 +98,7 @@ def materialize(ws: Workspace, plan: Plan, workdir: Path, *, report: Reporter = 
         target = project / rel
         if target.is_file() or target.is_symlink():
             target.unlink()
-    _place_inputs(ws, plan, project, say)
+    _place_inputs(ws, plan, project, say, by_digest)
     return project
 
 
@@ -127,7 +138,7 @@ def _apply_diff(store: ContentStore, workdir: Path, diff_digest: str) -> None:
         patch.unlink(missing_ok=True)
 
 
-def _copy_blob(store: ContentStore, digest: Digest, dest: Path) -> None:
+def place_blob(store: ContentStore, digest: Digest, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_symlink() or dest.is_dir():
         raise ReproError(
@@ -141,8 +152,13 @@ def _copy_blob(store: ContentStore, digest: Digest, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _place_inputs(ws: Workspace, plan: Plan, project: Path, say: Callable[[str], None]) -> None:
+def _place_inputs(
+    ws: Workspace, plan: Plan, project: Path, say: Callable[[str], None], by_digest: bool
+) -> None:
     from tether.data.transfer import fetch_objects
+
+    if not by_digest:
+        plan = replace(plan, inputs=tuple(i for i in plan.inputs if i.source not in BY_DIGEST))
 
     by_remote: dict[str, list[Digest]] = {}
     for item in plan.inputs:
@@ -164,8 +180,8 @@ def _place_inputs(ws: Workspace, plan: Plan, project: Path, say: Callable[[str],
         _check_relative(item.path)
         dest = project / item.path
         digest = Digest.parse(item.digest)
-        if item.source in ("store", "remote", "server"):
-            _copy_blob(ws.store, digest, dest)  # verified by the copy itself
+        if item.source in BY_DIGEST:
+            place_blob(ws.store, digest, dest)  # verified by the copy itself
             placed += 1
             continue
         if item.source == "project":

@@ -177,44 +177,76 @@ def reproduce(
             stderr=stderr,
             report=report,
         )
-        new = runs_repo.load_run(ws.db, result.run_id)
-        if plan.env_mode == "recreate" and plan.environment is not None:
-            recreated = runs_repo.load_environment(ws.db, new.env_digest)
-            if recreated is not None:
-                drift = diff_environments(plan.environment, recreated)
-        verification = verify(
-            ws.db,
-            plan.run,
-            new,
-            tolerances=options.tolerances,
-            exact=options.exact,
-            series=options.series,
-            store=ws.store,
-            outside=options.verify_outside,
+        execution = Execution(
+            result.run_id,
+            workdir if keep else None,
+            drift,
+            env_cached,
+            tuple(warnings),
+            measure_drift=plan.env_mode == "recreate",
         )
-        detail = {
-            "verdict": verification.verdict,
-            "reason": verification.reason,
-            "env_mode": plan.env_mode,
-        }
-        runs_repo.link_runs(ws.db, new.id, "reproduces", plan.run.id, detail)
-        runs_repo.set_tags(
-            ws.db,
-            new.id,
-            {"tether.reproduces": plan.run.id, "tether.verdict": verification.verdict},
-        )
-        runs_repo.merge_capture(ws.db, new.id, {"reproduction": {"of": plan.run.id, **detail}})
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    return conclude(ws, plan, execution, options, started)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What running a plan left, wherever it ran: the new run (already in this
+    project's database) and what the executor learnt on the way."""
+
+    run_id: str
+    workdir: Path | None
+    drift: EnvDiff | None
+    env_cached: bool | None
+    warnings: tuple[str, ...]
+    # The environment was built for the run (recreated, or on another machine): its
+    # drift is the new run's recorded environment against the original's.
+    measure_drift: bool = False
+
+
+def conclude(
+    ws: Workspace, plan: Plan, execution: Execution, options: Options, started: float
+) -> Reproduction:
+    """Verify the new run against the original and record the verdict: the
+    ``reproduces`` link, tags, and the capture's ``reproduction`` section."""
+    new = runs_repo.load_run(ws.db, execution.run_id)
+    drift = execution.drift
+    if execution.measure_drift and plan.environment is not None:
+        rebuilt = runs_repo.load_environment(ws.db, new.env_digest)
+        if rebuilt is not None:
+            drift = diff_environments(plan.environment, rebuilt)
+    verification = verify(
+        ws.db,
+        plan.run,
+        new,
+        tolerances=options.tolerances,
+        exact=options.exact,
+        series=options.series,
+        store=ws.store,
+        outside=options.verify_outside,
+    )
+    detail = {
+        "verdict": verification.verdict,
+        "reason": verification.reason,
+        "env_mode": plan.env_mode,
+    }
+    runs_repo.link_runs(ws.db, new.id, "reproduces", plan.run.id, detail)
+    runs_repo.set_tags(
+        ws.db,
+        new.id,
+        {"tether.reproduces": plan.run.id, "tether.verdict": verification.verdict},
+    )
+    runs_repo.merge_capture(ws.db, new.id, {"reproduction": {"of": plan.run.id, **detail}})
     return Reproduction(
         plan,
         verification,
         new.id,
-        workdir if keep else None,
+        execution.workdir,
         drift,
-        env_cached,
-        tuple(warnings),
+        execution.env_cached,
+        execution.warnings,
         time.time() - started,
     )
 

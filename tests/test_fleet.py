@@ -1,0 +1,257 @@
+"""A fleet of reproductions with real programs: six recorded runs (seeded scikit-learn,
+seeded torch, seeded plain Python, an unseeded draw, a run with no evidence, a run
+whose input blob is gone) reproduced at once, on threads here and on a real Ray
+cluster (a head and a second worker node on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from tests.test_reproduce import (
+    SEEDED,
+    SKLEARN,
+    TORCH,
+    UNSEEDED,
+    Tether,
+    commit,
+    last_json,
+    make_project,
+    record,
+)
+from tether.hashing import Digest
+from tether.workspace import Workspace
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+LOST = """\
+    import os
+    os.makedirs("out", exist_ok=True)
+    open("out/lost.txt", "w").write(open("data/old.csv").read()[::-1])
+"""
+QUIET = "print('no outputs, no metrics')\n"
+
+
+def fleet_project(root: Path) -> Tether:
+    files = {
+        "train.py": SEEDED,
+        "train_sk.py": SKLEARN,
+        "draw.py": UNSEEDED,
+        "lost.py": LOST,
+        "quiet.py": QUIET,
+        "data/in.csv": "1\n2\n3\n4\n",
+        "data/old.csv": "a,b\n1,2\n",
+        ".gitignore": "out/\n",
+    }
+    if HAS_TORCH:
+        files["train_torch.py"] = TORCH
+    tether = make_project(root, files)
+    assert tether("add", "data").exit_code == 0
+    commit(root)
+    record(tether, "py", sys.executable, "train.py", seed=3)
+    record(tether, "sk", sys.executable, "train_sk.py", seed=11)
+    if HAS_TORCH:
+        record(tether, "torch", sys.executable, "train_torch.py")
+    record(tether, "draw", sys.executable, "draw.py")
+    record(tether, "quiet", sys.executable, "quiet.py")
+    record(tether, "lost", sys.executable, "lost.py")
+    # The input of 'lost' leaves the store and changes in the project: nothing has it.
+    shown = json.loads(tether("runs", "show", "lost", "--json").stdout)
+    digest = next(f["digest"] for f in shown["files"] if f["path"] == "data/old.csv")
+    ws = Workspace.open(root)
+    ws.store.delete(Digest.parse(digest))
+    ws.close()
+    (root / "data" / "old.csv").write_text("changed\n")
+    return tether
+
+
+EXPECTED = {
+    "py": {"REPRODUCED"},
+    "sk": {"REPRODUCED"},
+    "torch": {"REPRODUCED", "WITHIN TOLERANCE"},  # older NumPy dated .npz members
+    "draw": {"DIVERGED"},
+    "quiet": {"UNVERIFIED"},
+    "lost": {"REFUSED"},
+}
+
+
+def check_report(tether: Tether, report: dict, junit: Path) -> None:  # type: ignore[type-arg]
+    by_label = {r["label"]: r for r in report["runs"]}
+    assert set(by_label) == {k for k in EXPECTED if HAS_TORCH or k != "torch"}
+    for label, row in by_label.items():
+        assert row["verdict"] in EXPECTED[label], (label, row)
+    lost = by_label["lost"]
+    assert "data/old.csv" in lost["reason"] and "not in the store" in lost["reason"]
+    assert lost["reproduction"] is None  # refused: nothing ran
+    assert by_label["draw"]["worst"] == "output out/draw.txt differs"
+    assert report["exit_code"] == 3
+    # Every reproduction is a run of this project, linked to what it reproduces.
+    for label, row in by_label.items():
+        if label == "lost":
+            continue
+        new = row["reproduction"]["reproduction"]
+        shown = json.loads(tether("runs", "show", new, "--json").stdout)
+        assert shown["tags"]["tether.reproduces"] == row["run"]
+        assert shown["tags"]["tether.verdict"] == row["verdict"]
+        lineage = json.loads(tether("lineage", new, "--json").stdout)
+        assert row["run"] in json.dumps(lineage)
+    # One JUnit test case per run: failures for the diverged, an error for the refused.
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == set(by_label)
+    assert cases["lost"].find("error") is not None
+    assert cases["draw"].find("failure") is not None
+    assert cases["py"].find("failure") is None and cases["py"].find("error") is None
+    assert suite.get("tests") == str(len(by_label))
+
+
+def reproduction_spans(root: Path) -> list[tuple[float, float]]:
+    ws = Workspace.open(root)
+    try:
+        from tether.api import runs
+
+        found = runs.list_runs(ws, runs.RunQuery(where="tags.`tether.reproduces` != ''"))
+        return [(r.started, r.ended or r.started) for r in found.runs]
+    finally:
+        ws.close()
+
+
+def test_the_whole_fleet_is_planned_then_reproduced_two_at_a_time(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    tether = fleet_project(root)
+    planned = tether("reproduce", "--all", "--plan")
+    assert planned.exit_code == 0, planned.output
+    assert "refused" in planned.output and "lost" in planned.output
+    junit = tmp_path / "reports" / "fleet.xml"
+    result = tether("reproduce", "--all", "--jobs", "2", "--json", "--junit", str(junit))
+    assert result.exit_code == 3, result.output
+    report = last_json(result)
+    assert report["jobs"] == 2 and report["executor"] == "local"
+    check_report(tether, report, junit)
+    # Two at a time: some reproductions overlapped.
+    spans = sorted(reproduction_spans(root))
+    assert len(spans) == len(report["runs"]) - 1
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
+    # --all leaves reproductions out: the fleet is the same six runs again.
+    again = tether("reproduce", "--all", "--plan", "--json")
+    assert len(json.loads(again.stdout)) == len(report["runs"])
+    assert "left out" in again.output
+    # The human report: a row per run and the counts.
+    human = tether("reproduce", "py", "draw", "--jobs", "2")
+    assert human.exit_code == 3
+    assert "py" in human.output and "DIVERGED" in human.output
+    assert "2 run(s): 1 diverged, 1 reproduced" in human.output
+
+
+def test_alias_selects_the_runs_behind_every_version_with_it(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    kitfile = "manifestVersion: '1.0'\npackage: {name: m}\nmodel: {name: m, path: out/model.json}\n"
+    tether = make_project(
+        root,
+        {"train.py": SEEDED, "data/in.csv": "1\n2\n", ".gitignore": "out/\n", "Kitfile": kitfile},
+    )
+    assert tether("add", "data").exit_code == 0
+    commit(root)
+    record(tether, "a", sys.executable, "train.py", seed=1)
+    record(tether, "b", sys.executable, "train.py", seed=2)
+    for name, run in (("ranker", "a"), ("scorer", "b")):
+        assert tether("model", "register", name, "--from", run).exit_code == 0
+        assert tether("model", "alias", name, "production", "v1").exit_code == 0
+    result = tether("reproduce", "--alias", "production", "--json")
+    assert result.exit_code == 0, result.output
+    report = last_json(result)
+    assert [r["label"] for r in report["runs"]] == [
+        "ranker:v1 (production)",
+        "scorer:v1 (production)",
+    ]
+    assert {r["verdict"] for r in report["runs"]} == {"REPRODUCED"}
+    missing = tether("reproduce", "--alias", "staging")
+    assert missing.exit_code != 0 and "no model version has the alias 'staging'" in missing.output
+
+
+def test_bad_fleet_arguments_are_refused_with_a_hint(tmp_path: Path) -> None:
+    tether = make_project(tmp_path / "p", {"a.py": "print(1)\n"})
+    none = tether("reproduce")
+    assert none.exit_code != 0 and "no runs selected" in none.output and "--all" in none.output
+    workdir = tether("reproduce", "--all", "--workdir", str(tmp_path / "w"))
+    assert workdir.exit_code != 0 and "one per run" in workdir.output
+    typo = tether("reproduce", "nosuchrun", "--all")
+    assert typo.exit_code != 0 and "nosuchrun" in typo.output
+
+
+# -- Ray ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[str]:
+    """A Ray head on 127.0.0.1 and a second worker node, as two real `ray start`s."""
+    ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    assert ray is not None
+    # Ray's sockets live under its temp folder, whose path must stay short.
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    port, client = _free_port(), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    try:
+        subprocess.run(
+            [ray, "start", "--head", f"--port={port}", f"--ray-client-server-port={client}",
+             "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", *common],
+            check=True, capture_output=True, env=env, timeout=120,
+        )  # fmt: skip
+        subprocess.run(
+            [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", *common],
+            check=True, capture_output=True, env=env, timeout=120,
+        )  # fmt: skip
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_RAY, reason="pip install 'tether-ml[ray]'")
+def test_the_fleet_on_a_ray_cluster_comes_back_as_runs_of_this_project(
+    tmp_path: Path, ray_cluster: str
+) -> None:
+    root = tmp_path / "p"
+    tether = fleet_project(root)
+    junit = tmp_path / "fleet.xml"
+    # The real CLI in its own process, as a nightly job runs it.
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether", "-C", str(root), "reproduce", "--all",
+         "--executor", "ray", "--address", ray_cluster, "--json", "--junit", str(junit)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["executor"] == "ray"
+    check_report(tether, report, junit)
+    nodes = set()
+    for row in report["runs"]:
+        if row["reproduction"] is not None:
+            ran_on = [w for w in row["reproduction"]["warnings"] if w.startswith("ran on Ray")]
+            assert ran_on, row
+            nodes.add(ran_on[0])
+    assert len(nodes) == 2  # both nodes of the cluster took tasks
+    assert len(reproduction_spans(root)) == len(report["runs"]) - 1
