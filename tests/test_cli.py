@@ -19,9 +19,10 @@ Tether = Callable[..., Result]
 COMMANDS = [
     "init", "pack", "list", "inspect", "diff", "tag", "remove", "unpack", "rollback", "gc",
     "run", "runs list", "runs show", "runs compare", "runs metrics", "runs log", "runs delete",
-    "env show", "env diff", "add", "status", "checkout", "fsck", "data diff", "data push",
-    "data fetch", "data pull", "data du", "remote add", "remote list", "remote remove", "reproduce",
-    "explain", "doctor", "login", "logout", "push", "pull", "model list", "model register",
+    "env show", "env diff", "env export", "add", "status", "checkout", "fsck", "data diff",
+    "data push", "data fetch", "data pull", "data du", "remote add", "remote list",
+    "remote remove", "reproduce", "explain", "doctor", "login", "logout", "push", "pull",
+    "model list", "model register",
     "model versions", "model show", "model alias", "model unalias", "model history",
     "model rollback", "model delete", "model push", "lineage", "migrate", "ui", "completion",
     "server user add", "server user list", "server token create", "server token revoke",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -442,6 +443,62 @@ def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_jso
     click.echo(f"packages    {len(environment.packages)}")
     for name, version in environment.packages.items():
         click.echo(f"  {name}=={version}")
+
+
+@env.command("export")
+@click.argument("run_ref", metavar="RUN")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["requirements", "uv-lock", "conda", "dockerfile"]),
+    default="requirements",
+    show_default=True,
+    help="requirements.txt, a uv project (pyproject.toml + uv.lock), a conda "
+    "environment.yml, or a Dockerfile.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write here (a folder for uv-lock, which is two files); default: stdout.",
+)
+@click.pass_context
+def env_export(ctx: click.Context, run_ref: str, fmt: str, output: Path | None) -> None:
+    """Write RUN's recorded environment as files other tools build: every distribution
+    at its version, the interpreter version, the result-changing variables and the
+    seed's PYTHONHASHSEED.
+
+    \b
+    The Dockerfile starts from python:VERSION-slim, or from the nvidia/cuda image of the
+    recorded CUDA version when the run had a GPU. uv-lock writes the run's own uv.lock
+    when it pins exactly what was installed, else locks the recorded versions with uv.
+    Conda environments are exported with their channels and builds.
+    """
+    from tether.api import runs
+    from tether.store.atomic import write_atomic
+
+    result = runs.export_environment(open_workspace(ctx), run_ref, fmt, report=lines())
+    for note in result.notes:
+        warn(note)
+    if output is None:
+        if len(result.files) > 1:
+            from tether.errors import UsageError
+
+            raise UsageError(
+                f"--format {fmt} writes {len(result.files)} files",
+                hint="give a folder: -o DIR",
+            )
+        click.echo(result.files[0].text, nl=False)
+        return
+    if len(result.files) > 1 or output.is_dir():
+        output.mkdir(parents=True, exist_ok=True)
+        targets = [(output / f.name, f) for f in result.files]
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        targets = [(output, result.files[0])]
+    for path, f in targets:
+        write_atomic(path.resolve(), f.text.encode())
+        info(f"wrote {path}")
 
 
 @env.command("diff")

@@ -34,7 +34,7 @@ ML_CRITICAL = (
 
 @dataclass(frozen=True)
 class Change:
-    section: str  # python | packages | lock_files | env_vars | os | cpu | memory | gpu | …
+    section: str  # python | packages | conda | lock_files | env_vars | os | cpu | memory | gpu | …
     name: str
     old: str | None  # None: absent in A
     new: str | None  # None: absent in B
@@ -104,10 +104,16 @@ def _package_order(change: Change) -> tuple[int, str]:
         return len(ML_CRITICAL), change.name
 
 
+def _conda(env: Environment) -> dict[str, str]:
+    conda = env.conda
+    return {} if conda is None else {n: p.label for n, p in conda.packages.items()}
+
+
 def diff_environments(a: Environment, b: Environment) -> EnvDiff:
     changes: list[Change] = []
     changes += _compare("python", _flatten(a.section("python")), _flatten(b.section("python")))
     changes += sorted(_compare("packages", a.packages, b.packages), key=_package_order)
+    changes += sorted(_compare("conda", _conda(a), _conda(b)), key=_package_order)
     changes += _compare("lock_files", a.lock_files, b.lock_files)
     changes += _compare("env_vars", a.env_vars, b.env_vars)
     for c in _compare("env_vars", a.env_vars_withheld, b.env_vars_withheld):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.envcapture.facts import (
+    CondaFacts,
     CpuFacts,
     GpuFacts,
     Interpreter,
@@ -171,6 +172,10 @@ class Environment:
     def lock_files(self) -> Mapping[str, str]:
         return self.section("lock_files")
 
+    @cached_property
+    def conda(self) -> CondaFacts | None:
+        return CondaFacts.from_section(self.section("conda"))
+
 
 def _selected(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k in ENV_VAR_NAMES or k.startswith(ENV_VAR_PREFIXES)}
@@ -182,7 +187,7 @@ def relevant_env_vars(env: Mapping[str, str]) -> dict[str, str]:
     return split_env(_selected(env), None).kept
 
 
-_PROBE_FORMAT = "2"  # what probe.py reports; a cached answer of another format is not used
+_PROBE_FORMAT = "3"  # what probe.py reports; a cached answer of another format is not used
 # Variables that change what an interpreter finds on its path, and so its packages.
 _PATH_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONUSERBASE")
 
@@ -198,9 +203,9 @@ def probe_interpreter(
 
     With ``cache_dir``, an earlier answer is reused while nothing it depends on changed:
     the same interpreter file (path and mtime), working folder and path variables, and
-    every folder on its ``sys.path`` with the mtime it had (installing or removing a
-    package changes its folder's). That saves starting the interpreter (0.1-0.3 s) on
-    every run of an unchanged environment."""
+    every folder on its ``sys.path`` (and a conda prefix's ``conda-meta``) with the mtime
+    it had (installing or removing a package changes its folder's). That saves starting
+    the interpreter (0.1-0.3 s) on every run of an unchanged environment."""
     if cache_dir is None:
         return _probe(executable, env, cwd)
     key = _probe_key(executable, env, cwd)
@@ -213,7 +218,10 @@ def probe_interpreter(
     result = _probe(executable, env, cwd)
     with contextlib.suppress(OSError):  # a disposable cache never fails a run
         cache_dir.mkdir(parents=True, exist_ok=True)
-        paths = {p: _mtime(p) for p in result.get("path", [])}
+        watched = list(result.get("path", []))
+        if result.get("conda"):  # conda installs of non-Python packages touch only this
+            watched.append(os.path.join(str(result.get("prefix", "")), "conda-meta"))
+        paths = {p: _mtime(p) for p in watched}
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"paths": paths, "probe": result}))
         os.replace(tmp, cached)
@@ -432,6 +440,8 @@ def build(
     cuda = _cuda_libraries(packages)
     if cuda:
         body["cuda_libraries"] = cuda
+    if probe.get("conda"):
+        body["conda"] = dict(probe["conda"])  # only in conda environments: digests elsewhere stay
     return Environment(body, dict(probe.get("modules", {})))
 
 

@@ -109,3 +109,39 @@ class PackageSource:
             None if vcs is None else str(vcs),
             None if commit is None else str(commit),
         )
+
+
+@dataclass(frozen=True)
+class CondaPackage:
+    version: str
+    build: str
+    channel: str
+
+    @property
+    def label(self) -> str:
+        where = f" ({self.channel})" if self.channel else ""
+        return f"{self.version}={self.build}{where}" if self.build else self.version + where
+
+
+@dataclass(frozen=True)
+class CondaFacts:
+    """A conda environment's packages (Python or not: MKL, OpenBLAS, CUDA toolkits)."""
+
+    channels: tuple[str, ...]
+    packages: Mapping[str, CondaPackage]
+    explicit: tuple[str, ...]  # package URLs (#md5): 'conda create --file' rebuilds them
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> CondaFacts | None:
+        if not section:
+            return None
+        packages = {
+            str(name): CondaPackage(_str(p, "version"), _str(p, "build"), _str(p, "channel"))
+            for name, p in (section.get("packages") or {}).items()
+            if isinstance(p, Mapping)
+        }
+        return cls(
+            tuple(str(c) for c in section.get("channels") or ()),
+            packages,
+            tuple(str(u) for u in section.get("explicit") or ()),
+        )

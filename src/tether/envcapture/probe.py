@@ -6,6 +6,7 @@ imports ``collect`` to describe its own interpreter without a subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import sys
@@ -61,7 +62,54 @@ def collect() -> dict[str, Any]:
         # Which distributions provide each top-level module (sklearn -> scikit-learn):
         # what a run imported becomes what '--packages imported' installs.
         "modules": _modules(),
+        "conda": _conda(),
     }
+
+
+def _conda_channel(value: str) -> str:
+    # "https://conda.anaconda.org/conda-forge/linux-64" -> "conda-forge"; names stay.
+    parts = [p for p in value.rstrip("/").split("/") if p]
+    if "://" not in value:
+        return value
+    platform_dir = parts[-1].startswith(("linux-", "osx-", "win-")) or parts[-1] == "noarch"
+    if len(parts) >= 2 and platform_dir:
+        parts = parts[:-1]
+    return parts[-1] if len(parts) > 2 else value
+
+
+def _conda() -> Any:
+    """The conda packages of the interpreter's environment (its ``conda-meta``), when
+    it lives in one: name, version, build and channel, and the explicit URLs."""
+    meta = os.path.join(sys.prefix, "conda-meta")
+    if not os.path.isdir(meta):
+        return None
+    packages: dict[str, dict[str, str]] = {}
+    channels: list[str] = []
+    explicit: list[str] = []
+    for entry in sorted(os.listdir(meta)):
+        if not entry.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(meta, entry), encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            continue
+        name, version = doc.get("name"), doc.get("version")
+        if not isinstance(name, str) or not isinstance(version, str):
+            continue
+        channel = _conda_channel(str(doc.get("channel") or ""))
+        packages[name] = {
+            "version": version,
+            "build": str(doc.get("build") or ""),
+            "channel": channel,
+        }
+        if channel and channel not in channels:
+            channels.append(channel)
+        url = doc.get("url")
+        if isinstance(url, str) and url:
+            md5 = doc.get("md5")
+            explicit.append(url + ("#" + md5 if isinstance(md5, str) and md5 else ""))
+    return {"channels": channels, "packages": packages, "explicit": explicit}
 
 
 def _modules() -> dict[str, list[str]]:

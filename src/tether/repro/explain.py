@@ -431,6 +431,17 @@ def _numerical(package: str, imported: set[str] | None) -> bool:
     return imported is None or _MODULE_OF.get(package, package) in imported
 
 
+# Conda packages below Python that change numbers: BLAS/LAPACK builds, OpenMP, CUDA.
+_CONDA_NUMERICAL = re.compile(
+    r"^(mkl|mkl-.*|intel-openmp|llvm-openmp|libgomp|_openmp_mutex|(lib)?openblas|libblas|"
+    r"libcblas|liblapack|blas|cudatoolkit|cuda-.*|cudnn|nccl|libcublas|libcurand)$"
+)
+
+
+def _numerical_conda(name: str) -> bool:
+    return name in ML_CRITICAL or _CONDA_NUMERICAL.match(name) is not None
+
+
 def _environment(
     env_a: Environment, env_b: Environment, imported: set[str] | None = None
 ) -> list[Cause]:
@@ -447,6 +458,9 @@ def _environment(
                 if c.name in ML_CRITICAL or c.name.startswith("nvidia-")
                 else ("packages")
             )
+        elif c.section == "conda":
+            line = "conda " + line
+            key = "packages-ml" if _numerical_conda(c.name) else "packages"
         elif c.section == "python":
             key = "setup" if c.name == "virtualenv" else "interpreter"
         elif c.section == "env_vars":
