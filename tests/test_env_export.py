@@ -163,3 +163,34 @@ def test_a_conda_prefix_is_captured_diffed_and_explained(tmp_path: Path) -> None
     explained = json.loads(tether("explain", "c1", "c2", "--json").stdout)
     numerical = [c for c in explained["causes"] if c["category"] == "packages-ml"]
     assert numerical and any("conda mkl" in d for d in numerical[0]["details"])
+
+
+def test_pack_from_run_with_env_carries_the_environment_as_a_code_entry(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    kitfile = "manifestVersion: '1.0'\npackage: {name: m}\nmodel: {name: m, path: out/m.txt}\n"
+    script = (
+        "import os, six\nos.makedirs('out', exist_ok=True)\nopen('out/m.txt', 'w').write('w')\n"
+    )
+    tether = make_project(
+        root, {"t.py": script, "Kitfile": kitfile, ".gitignore": ".venv/\n"}, use_git=False
+    )
+    python = make_venv(root / ".venv", *PACKAGES)
+    record(tether, "orig", str(python), "t.py", seed=5)
+    packed = tether("pack", "--from-run", "orig", "--with-env", "-t", "m:v1")
+    assert packed.exit_code == 0, packed.output
+    kitfile_doc = json.loads(tether("inspect", "m:v1", "--json").stdout)["kitfile"]
+    entry = kitfile_doc["code"][-1]
+    assert entry["path"] == "tether-env" and "Dockerfile" in entry["description"]
+    out = tmp_path / "unpacked"
+    assert tether("unpack", "m:v1", "-d", str(out)).exit_code == 0
+    assert (out / "tether-env" / "requirements.txt").read_text() == tether(
+        "env", "export", "orig"
+    ).stdout
+    assert "FROM python:" in (out / "tether-env" / "Dockerfile").read_text()
+    assert (out / "out" / "m.txt").read_text() == "w"
+    assert not (root / "tether-env").exists()  # exported for the pack only
+    # Without a run there is no environment to carry; an unknown format is named.
+    alone = tether("pack", "--with-env", "-t", "m:v2")
+    assert alone.exit_code != 0 and "--from-run RUN" in alone.output
+    bad = tether("pack", "--from-run", "orig", "--with-env", "docker", "-t", "m:v3")
+    assert bad.exit_code != 0 and "unknown format docker" in bad.output

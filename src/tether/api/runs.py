@@ -230,18 +230,9 @@ def environment(ws: Workspace, ref: str, *, report: Reporter = SILENT) -> Enviro
 def export_environment(ws: Workspace, ref: str, fmt: str, *, report: Reporter = SILENT) -> Export:
     """RUN's recorded environment as files another tool builds (requirements.txt, a
     uv project, environment.yml, a Dockerfile)."""
-    from tether.envcapture.export import Subject, export
-    from tether.hashing import Digest
-    from tether.repro.venv import uv_binary
+    from tether.envcapture.export import export, subject_of
 
-    run = get(ws, ref, report=report)
-    found = environment(ws, run.id)
-    texts = {}
-    for path, digest in found.lock_files.items():
-        if path.endswith(("uv.lock", "pyproject.toml")) and ws.store.has(Digest.parse(digest)):
-            texts[path] = ws.store.read_bytes(Digest.parse(digest)).decode(errors="replace")
-    subject = Subject(run.id, run.name or run.id[:12], run.seed, found, texts)
-    return export(subject, fmt, uv=uv_binary())
+    return export(subject_of(ws, get(ws, ref, report=report)), fmt)
 
 
 def current_environment(ws: Workspace, python: str | None = None) -> Environment:

@@ -49,6 +49,15 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the result a
     metavar="RUN",
     help="Pack the files RUN wrote (its stored outputs) and attach its provenance.",
 )
+@click.option(
+    "--with-env",
+    "with_env",
+    is_flag=False,
+    flag_value="requirements,dockerfile",
+    metavar="[FORMAT,…]",
+    help="With --from-run: add RUN's environment as a code entry, tether-env/, in these "
+    "formats of 'tether env export' (alone: requirements,dockerfile).",
+)
 @_json
 @click.pass_context
 def pack(
@@ -59,6 +68,7 @@ def pack(
     compression: str | None,
     force: bool,
     from_run: str | None,
+    with_env: str | None,
     as_json: bool,
 ) -> None:
     """Pack DIRECTORY (default: the project root) into a ModelKit in the local store.
@@ -70,7 +80,9 @@ def pack(
 
     Provenance (an in-toto Statement: the run, its data, code, environment, command and
     seed) is attached beside the ModelKit, not inside it: with --from-run, or when the
-    model files are the outputs of a recorded run.
+    model files are the outputs of a recorded run. --with-env puts the run's
+    environment inside it too: a Dockerfile, requirements.txt, a uv project or a conda
+    environment.yml that rebuild it.
     """
     from tether.modelkit.pack import pack as do_pack
     from tether.oci.reference import parse_tag_list
@@ -93,6 +105,7 @@ def pack(
             force=force,
             report=progress,
             run=run,
+            env_formats=_formats(with_env),
         )
     finally:
         progress.stop()
@@ -110,6 +123,22 @@ def pack(
         f"Packed {names}: {result.digest} "
         f"({len(result.manifest.layers)} layers, {human_size(result.manifest.total_size)})"
     )
+
+
+def _formats(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    from tether.envcapture.export import FORMATS
+    from tether.errors import UsageError
+
+    chosen = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise UsageError(
+            f"--with-env {text!r}: unknown format {', '.join(unknown) or '(none)'}",
+            hint="a comma-separated list of " + ", ".join(FORMATS),
+        )
+    return chosen
 
 
 @cli.command(name="list")

@@ -18,10 +18,14 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from tether.envcapture.environment import Environment
 from tether.errors import TetherError, UsageError
+
+if TYPE_CHECKING:
+    from tether.runs.record import RunRecord
+    from tether.workspace import Workspace
 
 ExportFormat = Literal["requirements", "uv-lock", "conda", "dockerfile"]
 FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
@@ -88,7 +92,31 @@ def variables(subject: Subject) -> dict[str, str]:
     return out
 
 
+def subject_of(ws: Workspace, run: RunRecord) -> Subject:
+    """The run's recorded environment, with the uv project files it recorded."""
+    from tether.hashing import Digest
+    from tether.repositories.runs import load_environment
+
+    environment = load_environment(ws.db, run.env_digest)
+    label = run.name or run.id[:12]
+    if environment is None:
+        raise ExportError(
+            f"run {label} has no recorded environment",
+            hint="see the warnings in 'tether runs show'",
+        )
+    texts = {}
+    for path, digest in environment.lock_files.items():
+        if path.endswith(("uv.lock", "pyproject.toml")) and ws.store.has(Digest.parse(digest)):
+            texts[path] = ws.store.read_bytes(Digest.parse(digest)).decode(errors="replace")
+    return Subject(run.id, label, run.seed, environment, texts)
+
+
 def export(subject: Subject, fmt: str, *, uv: str | None = None) -> Export:
+    """``uv``: the uv binary (default: the one tether finds), for ``uv-lock``."""
+    if uv is None:
+        from tether.repro.venv import uv_binary
+
+        uv = uv_binary()
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint="one of " + ", ".join(FORMATS))
     env = subject.environment

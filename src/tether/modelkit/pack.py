@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from typing import Any, Literal
 from tether.errors import KitfileError, UsageError
 from tether.hashing import Digest, hash_file
 from tether.manifest import KITFILE_NAMES
-from tether.manifest.kitfile import Kitfile, LayerSpec, is_within
+from tether.manifest.kitfile import Code, Kitfile, LayerSpec, is_within
 from tether.manifest.kitignore import IgnoreRules
 from tether.modelkit.tags import TagChange, add_untagged, set_tags
 from tether.modelkit.tarwrite import FileEntry, LayerSink, collect, write_tar
@@ -33,6 +33,8 @@ from tether.oci.reference import Reference
 from tether.reporting import SILENT, Reporter
 from tether.runs.record import RunRecord
 from tether.workspace import Workspace
+
+ENV_FOLDER = "tether-env"  # the code entry --with-env adds
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,18 @@ def pack(
     env: Mapping[str, str] | None = None,
     run: RunRecord | None = None,
     detect_run: bool = True,
+    env_formats: Sequence[str] = (),
 ) -> PackResult:
     """Pack ``context`` (default: the project root) as described by its Kitfile.
 
     With ``run``, the files that run wrote are packed from its stored outputs (the exact
     bytes it produced, even if the working copy changed since) and its provenance is
     attached. Without, when the model files on disk are the outputs of a recorded run
-    (same path and digest), that run is detected and attached the same way."""
+    (same path and digest), that run is detected and attached the same way.
+
+    ``env_formats`` (with ``run``): the run's environment exported in these formats
+    (``envcapture/export.py``) is packed as one more code entry, ``tether-env/``, so
+    the ModelKit carries what rebuilds its environment."""
     env = os.environ if env is None else env
     context = Path(context).resolve() if context is not None else ws.root
     if not context.is_dir():
@@ -113,31 +120,88 @@ def pack(
         warnings.append(message)
         report.warn(message)
 
-    kf, kf_warnings = load_kitfile(find_kitfile(context, kitfile))
-    for w in kf_warnings:
-        note(w)
-    if kf.model_reference:
-        note(f"model.path refers to the ModelKit {kf.model_reference}; no model layer is packed")
-    rules = IgnoreRules.for_context(context)
-    specs = kf.layer_specs()
-    plans: list[tuple[LayerSpec, list[FileEntry]]] = []
-    for spec in specs:
-        inner = [
-            o.path
-            for o in specs
-            if o is not spec and o.path != spec.path and is_within(o.path, spec.path)
-        ]
-        if spec.base == "mcpb":
-            plans.append((spec, _mcpb_entry(context, spec)))
-        else:
-            plans.append((spec, collect(context, spec.path, inner, rules, note, key=spec.key)))
-    # Stored outputs kept in chunks are assembled into temp files for the tar writer.
+    # Temp files live as long as the pack: stored outputs kept in chunks, assembled for
+    # the tar writer, and the exported environment.
     with contextlib.ExitStack() as files:
+        kf, kf_warnings = load_kitfile(find_kitfile(context, kitfile))
+        for w in kf_warnings:
+            note(w)
+        exported = _exported_env(ws, context, run, env_formats, note, files)
+        if exported is not None:
+            described = Code(path=ENV_FOLDER, description=exported[1])
+            kf = kf.model_copy(update={"code": [*(kf.code or []), described]})
+        if kf.model_reference:
+            note(f"model.path refers to the ModelKit {kf.model_reference}; no model layer packed")
+        rules = IgnoreRules.for_context(context)
+        specs = kf.layer_specs()
+        plans: list[tuple[LayerSpec, list[FileEntry]]] = []
+        for spec in specs:
+            inner = [
+                o.path
+                for o in specs
+                if o is not spec and o.path != spec.path and is_within(o.path, spec.path)
+            ]
+            if spec.base == "mcpb":
+                plans.append((spec, _mcpb_entry(context, spec)))
+                continue
+            where = context
+            if exported is not None and spec.section == "code" and spec.path == ENV_FOLDER:
+                where = exported[0]  # the folder the environment was exported to
+            plans.append((spec, collect(where, spec.path, inner, rules, note, key=spec.key)))
+
         link = None
         if run is not None or detect_run:
             link = _link_run(ws, context, plans, run, note, files)
         how = _Assembly(compression, created, tags, force, link, report)
         return _assemble(ws, kf, plans, how, warnings)
+
+
+def _exported_env(
+    ws: Workspace,
+    context: Path,
+    run: RunRecord | None,
+    formats: Sequence[str],
+    note: Callable[[str], None],
+    files: contextlib.ExitStack,
+) -> tuple[Path, str] | None:
+    """The run's environment written in ``formats`` to a folder made for the pack, and
+    the code entry's description; None without formats."""
+    if not formats:
+        return None
+    if run is None:
+        raise UsageError(
+            "--with-env packs a run's environment", hint="name the run: --from-run RUN"
+        )
+    if (context / ENV_FOLDER).exists():
+        raise UsageError(
+            f"{context / ENV_FOLDER} exists: the exported environment would shadow it",
+            hint="rename that folder, or pack without --with-env",
+        )
+    import tempfile
+
+    from tether.envcapture.export import export, subject_of
+
+    subject = subject_of(ws, run)
+    folder = Path(files.enter_context(tempfile.TemporaryDirectory(dir=ws.dot / "tmp")))
+    names = []
+    for fmt in dict.fromkeys(formats):
+        result = export(subject, fmt)
+        for message in result.notes:
+            note(f"environment: {message}")
+        for f in result.files:
+            target = folder / ENV_FOLDER / f.name
+            if target.exists():
+                raise UsageError(
+                    f"two formats both write {f.name}", hint="choose one of them in --with-env"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f.text, encoding="utf-8")
+            names.append(f.name)
+    description = (
+        f"The environment of run {subject.label} ({run.id}) as tether recorded it: "
+        + ", ".join(names)
+    )
+    return folder, description
 
 
 @dataclass(frozen=True)
