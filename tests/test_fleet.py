@@ -203,7 +203,7 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A Ray head on 127.0.0.1 and a second worker node, as two real `ray start`s."""
     ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
@@ -255,3 +255,34 @@ def test_the_fleet_on_a_ray_cluster_comes_back_as_runs_of_this_project(
             nodes.add(ran_on[0])
     assert len(nodes) == 2  # both nodes of the cluster took tasks
     assert len(reproduction_spans(root)) == len(report["runs"]) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_RAY, reason="pip install 'tether-ml[ray]'")
+@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")
+def test_on_ray_recreate_installs_the_recorded_versions_through_runtime_env(
+    tmp_path: Path, ray_cluster: str
+) -> None:
+    from tests.test_reproduce import make_venv
+
+    root = tmp_path / "p"
+    script = "import os, six\nos.makedirs('out', exist_ok=True)\n"
+    script += "open('out/v.txt', 'w').write(six.__version__)\n"
+    tether = make_project(root, {"t.py": script, ".gitignore": ".venv/\n"}, use_git=False)
+    # six 1.16.0 in the run's venv; the cluster's own environment has another (or none).
+    python = make_venv(root / ".venv", "six==1.16.0", "packaging==24.1")
+    record(tether, "old-six", str(python), "t.py", seed=5)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether", "-C", str(root), "reproduce", "old-six",
+         "--executor", "ray", "--address", ray_cluster, "--env", "recreate", "--json"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)["runs"][0]
+    assert row["verdict"] == "REPRODUCED", row
+    reproduction = row["reproduction"]
+    assert "runtime_resources/uv" in " ".join(reproduction["warnings"])
+    drift = {d["name"]: d for d in reproduction["drift"] if d["section"] == "packages"}
+    assert "six" not in drift and "packaging" not in drift  # the recorded versions
+    # What the Ray environment adds (Ray itself, tether) is drift, and shown as such.
+    assert all(d["recorded"] is None for d in drift.values())
