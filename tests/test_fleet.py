@@ -286,3 +286,45 @@ def test_on_ray_recreate_installs_the_recorded_versions_through_runtime_env(
     assert "six" not in drift and "packaging" not in drift  # the recorded versions
     # What the Ray environment adds (Ray itself, tether) is drift, and shown as such.
     assert all(d["recorded"] is None for d in drift.values())
+
+
+def test_the_ci_recipes_call_tether_as_it_parses_them() -> None:
+    """docs/ci.md's jobs are YAML their CI reads, and every tether command in them is
+    one the CLI accepts (options and arguments parsed, nothing run)."""
+    import re
+    import shlex
+
+    import click
+    import yaml
+
+    from tether.cli import cli
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "ci.md").read_text()
+    commands: list[str] = []
+
+    def shell_lines(value: object) -> None:
+        if isinstance(value, str):
+            for line in value.replace("\\\n", " ").splitlines():
+                line = line.split(" # ")[0].strip()
+                if line.startswith(("tether ", "echo")) and "tether " in line:
+                    commands.append(line[line.index("tether ") :])
+        elif isinstance(value, dict):
+            for v in value.values():
+                shell_lines(v)
+        elif isinstance(value, list):
+            for v in value:
+                shell_lines(v)
+
+    blocks = re.findall(r"```(yaml|sh)\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    for kind, block in blocks:
+        shell_lines(yaml.safe_load(block) if kind == "yaml" else block)
+    assert sum("reproduce --alias production" in c for c in commands) == 3
+    assert sum(c.startswith("tether connect") for c in commands) == 2
+    for command in commands:
+        args = [a for a in shlex.split(command)[1:] if a != "<<<"]
+        group: click.Command = cli
+        while isinstance(group, click.Group) and args and args[0] in group.commands:
+            group = group.commands[args.pop(0)]
+        assert not isinstance(group, click.Group), command
+        group.make_context(group.name or "", args)
