@@ -36,6 +36,7 @@ from tether.workspace import Workspace
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_RAY = importlib.util.find_spec("ray") is not None
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 LOST = """\
     import os
@@ -211,7 +212,9 @@ def ray_cluster() -> Iterator[str]:
     # Ray's sockets live under its temp folder, whose path must stay short.
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     port, client = _free_port(), _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Loopback only, no token: a ~/.ray/auth_token left by an earlier local Ray would
+    # otherwise switch the head (and not this driver) to token authentication.
+    env = {**os.environ, **RAY_ENV}
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
         subprocess.run(
@@ -241,7 +244,7 @@ def test_the_fleet_on_a_ray_cluster_comes_back_as_runs_of_this_project(
     proc = subprocess.run(
         [sys.executable, "-m", "tether", "-C", str(root), "reproduce", "--all",
          "--executor", "ray", "--address", ray_cluster, "--json", "--junit", str(junit)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, env={**os.environ, **RAY_ENV},
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     report = json.loads(proc.stdout)
@@ -275,7 +278,7 @@ def test_on_ray_recreate_installs_the_recorded_versions_through_runtime_env(
     proc = subprocess.run(
         [sys.executable, "-m", "tether", "-C", str(root), "reproduce", "old-six",
          "--executor", "ray", "--address", ray_cluster, "--env", "recreate", "--json"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, env={**os.environ, **RAY_ENV},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)["runs"][0]
