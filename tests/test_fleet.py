@@ -31,6 +31,7 @@ from tests.test_reproduce import (
     make_project,
     record,
 )
+from tether.errors import ReproError
 from tether.hashing import Digest
 from tether.workspace import Workspace
 
@@ -192,6 +193,61 @@ def test_bad_fleet_arguments_are_refused_with_a_hint(tmp_path: Path) -> None:
     assert workdir.exit_code != 0 and "one per run" in workdir.output
     typo = tether("reproduce", "nosuchrun", "--all")
     assert typo.exit_code != 0 and "nosuchrun" in typo.output
+
+
+def test_a_worker_that_cannot_see_the_store_fetches_inputs_from_the_remote(
+    tmp_path: Path,
+) -> None:
+    """What a Ray task runs, in this process: a worker elsewhere gets the code as an
+    archive and each input by digest from the project's data remote."""
+    from dataclasses import replace
+
+    from tether.envcapture.environment import Environment
+    from tether.repro import on_ray
+    from tether.repro.fleet import FleetOptions
+    from tether.repro.plan import make_plan
+    from tether.repro.remote_job import run_job
+    from tether.repro.reproduce import Execution, conclude
+
+    root = tmp_path / "p"
+    tether = make_project(
+        root, {"train.py": SEEDED, "data/in.csv": "1\n2\n3\n", ".gitignore": "out/\n"}
+    )
+    assert tether("add", "data").exit_code == 0
+    commit(root)
+    assert tether("remote", "add", "backup", str(tmp_path / "remote"), "--default").exit_code == 0
+    assert tether("data", "push").exit_code == 0
+    record(tether, "v1", sys.executable, "train.py", seed=4)
+    ws = Workspace.open(root)
+    try:
+        from tether.api import runs
+
+        plan = make_plan(ws, runs.get(ws, "v1"))
+        # --env current: the task runs on the worker's environment as it is (the job sets
+        # the seed and variables on the command); a GPU run asks Ray for its GPUs.
+        assert on_ray.runtime_env(plan) == {}
+        assert on_ray.gpus(plan) == 0
+        assert plan.environment is not None
+        devices = [{"name": "NVIDIA H200", "driver": "570", "memory_mib": "143771"}] * 2
+        body = {**plan.environment.body, "gpu": {"devices": devices}}
+        assert on_ray.gpus(replace(plan, environment=Environment(body))) == 2
+        job = on_ray.job_of(ws, plan)
+        assert [path for path, _ in job.inputs] == ["data/in.csv"]
+        assert [name for name, _, _ in job.remotes] == ["backup"]
+        # Nowhere to fetch from: refused, naming the input.
+        with pytest.raises(ReproError, match=r"input data/in\.csv .* worker"):
+            run_job(replace(job, stores=(), remotes=()))
+        result = run_job(replace(job, stores=()))  # only the remote
+        run_id = on_ray.record(ws, result)
+        execution = Execution(run_id, None, None, None, (), measure_drift=True)
+        done = conclude(ws, plan, execution, FleetOptions().reproduce, 0.0)
+    finally:
+        ws.close()
+    assert done.verdict == "REPRODUCED"
+    shown = json.loads(tether("runs", "show", run_id, "--json").stdout)
+    assert shown["tags"]["tether.reproduces"] == plan.run.id
+    log = tether("runs", "log", run_id)
+    assert log.exit_code == 0
 
 
 # -- Ray ----------------------------------------------------------------------------------

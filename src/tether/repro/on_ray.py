@@ -3,8 +3,8 @@ is a Ray task; Ray schedules them, tether does not.
 
 A task's ``runtime_env`` carries the recorded environment: with ``--env recreate`` the
 recorded package versions (uv installs them on the worker, cached by Ray per
-environment) and the recorded result-changing variables. A run that had GPUs asks Ray
-for as many. The task runs ``remote_job.run_job``: it fetches the inputs by digest
+environment); the job sets the recorded variables and seed on the command. A run that
+had GPUs asks Ray for as many. The task runs ``remote_job.run_job``: it fetches the inputs by digest
 (from this project's store when the worker sees its folder, else from its data
 remotes) and returns the new run, which is recorded here and verified here, so the
 verdicts and the ``reproduces`` links land in this project's database (or, synced
@@ -97,7 +97,7 @@ class Cluster:
                             num_gpus=gpus(plan),
                             max_retries=0,
                         ).remote(job)
-                    except Exception as e:
+                    except Exception as e:  # one job that cannot be sent stops no other
                         yield plan.run.id, failed_outcome(plan, e, time.time() - started)
                         continue
                     running[ref] = (plan, started)
@@ -125,7 +125,7 @@ class Cluster:
                 measure_drift=True,
             )
             reproduction = conclude(ws, plan, execution, options.reproduce, started)
-        except Exception as e:
+        except Exception as e:  # the task's failure is its run's outcome, not the fleet's
             return failed_outcome(plan, _cause(e), time.time() - started)
         return outcome_of(label_of(plan.run), reproduction)
 
@@ -152,7 +152,7 @@ def connect(address: str | None, *, report: Reporter = SILENT) -> Cluster:
                 configure_logging=False,
                 **({} if address else {"include_dashboard": False}),
             )
-        except Exception as e:
+        except Exception as e:  # Ray raises many kinds for an address it cannot reach
             raise UsageError(
                 f"cannot connect to Ray at {address or 'a local instance'}: "
                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
@@ -162,13 +162,11 @@ def connect(address: str | None, *, report: Reporter = SILENT) -> Cluster:
 
 
 def runtime_env(plan: Plan) -> dict[str, Any]:
-    """The recorded environment as Ray builds it on a worker."""
+    """The recorded packages as Ray installs them on a worker (``--env recreate``).
+    The recorded variables and the seed are not part of it: the job sets them on the
+    command itself, and a runtime_env that differs per run would cost each task a new
+    worker process (about a second) where runs of one environment can share one."""
     env: dict[str, Any] = {}
-    variables = {k: v for k, v in reproduction_env(plan, {}).items() if v is not None}
-    if plan.seed is not None:
-        variables["PYTHONHASHSEED"] = variables["TETHER_SEED"] = str(plan.seed)
-    if variables:
-        env["env_vars"] = variables
     if plan.env_mode == "recreate" and plan.spec is not None:
         requirements = list(plan.spec.install or plan.spec.requirements)
         if requirements:

@@ -25,7 +25,7 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,8 @@ from tether.hashing import Digest
 if TYPE_CHECKING:
     from tether.workspace import Workspace
 
-# Blobs a worker hands back in its result, at most; bigger outputs go through a remote.
+# The blobs a worker hands back travel in Ray's object store; past this, the
+# reproduction is refused rather than filling it (reproduce such runs locally).
 MAX_RETURNED = 4 << 30
 
 
@@ -55,7 +56,6 @@ class Job:
     inputs: tuple[tuple[str, str], ...]  # (project-relative path, digest) by digest
     stores: tuple[str, ...] = ()  # store folders to read inputs from, when visible
     remotes: tuple[tuple[str, str, str | None], ...] = ()  # (name, url, endpoint)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

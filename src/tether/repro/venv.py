@@ -95,21 +95,13 @@ def spec_for(environment: Environment, only: Collection[str] | None = None) -> E
     """The installable part of a recorded environment; with ``only`` (the distributions
     a run imported), just those, their dependencies resolved by uv within the recorded
     versions."""
-    sources = environment.package_sources
-    requirements: list[str] = []
-    skipped: list[str] = []
-    with_tether = False
-    for name, version in sorted(environment.packages.items()):
-        if name == SELF:
-            with_tether = True
-            continue
-        source = sources.get(name)
-        if source is not None and source.editable:
-            skipped.append(f"{name} {version} (installed editable from a local folder)")
-        elif source is not None and source.vcs:
-            skipped.append(f"{name} {version} (installed from {source.vcs})")
-        else:
-            requirements.append(f"{name}=={version}")
+    from tether.envcapture.export import pins_of
+
+    # tether itself comes from this installation (``with_tether``), not from an index.
+    pins = pins_of(environment)
+    with_tether = SELF in environment.packages
+    requirements = [p for p in pins.pinned if p.split("==", 1)[0] != SELF]
+    skipped = [u for u in pins.unpinnable if u.split(" ", 1)[0] != SELF]
     install: tuple[str, ...] = ()
     if only is not None:
         wanted = set(only)
