@@ -191,6 +191,8 @@ def test_bad_fleet_arguments_are_refused_with_a_hint(tmp_path: Path) -> None:
     assert none.exit_code != 0 and "no runs selected" in none.output and "--all" in none.output
     workdir = tether("reproduce", "--all", "--workdir", str(tmp_path / "w"))
     assert workdir.exit_code != 0 and "one per run" in workdir.output
+    address = tether("reproduce", "--all", "--address", "127.0.0.1:1")
+    assert address.exit_code != 0 and "--executor ray" in address.output
     typo = tether("reproduce", "nosuchrun", "--all")
     assert typo.exit_code != 0 and "nosuchrun" in typo.output
 

@@ -247,18 +247,20 @@ def reproduce(
         verify_outside=verify_outside,
         show_progress=sys.stderr.isatty(),
     )
+    if address is not None and executor != "ray":
+        from tether.errors import UsageError
+
+        raise UsageError("--address is for --executor ray", hint="add --executor ray")
     ws = open_workspace(ctx)
     if len(run_refs) != 1 or every or where or alias or jobs or executor != "local":
         from tether.repro.fleet import FleetOptions, Selection
 
-        fleet = FleetOptions(options, packages, jobs or 0, executor, address)  # type: ignore[arg-type]
+        fleet = FleetOptions(
+            options, packages, jobs or 0, "ray" if executor == "ray" else "local", address
+        )
         _reproduce_fleet(ctx, ws, Selection(run_refs, every, where, alias), fleet, plan_only,
                          as_json, junit)  # fmt: skip
         return
-    if address is not None:
-        from tether.errors import UsageError
-
-        raise UsageError("--address is for --executor ray", hint="add --executor ray")
     plan = prepare(ws, run_refs[0], env_mode, packages=packages, report=lines())
     _show_plan(plan)
     plan.check()
