@@ -148,6 +148,9 @@ def test_a_conda_prefix_is_captured_diffed_and_explained(tmp_path: Path) -> None
         "version": "2023.2.0", "build": "h84fe81f_50496", "channel": "conda-forge"
     }  # fmt: skip
     assert len(shown["conda"]["explicit"]) == 3
+    human = tether("env", "show", "c1").stdout
+    assert "conda       3 package(s) from conda-forge" in human
+    assert "  mkl=2023.2.0=h84fe81f_50496 (conda-forge)" in human
     env_text = tether("env", "export", "c1", "--format", "conda").stdout
     assert '"conda-forge::mkl=2023.2.0=h84fe81f_50496"' in env_text
     assert '"six==1.16.0"' in env_text  # not a conda package: through pip

@@ -412,8 +412,9 @@ def env() -> None:
 @_json
 @click.pass_context
 def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_json: bool) -> None:
-    """Show RUN's environment, or the current one: interpreter, packages, lock files,
-    OS, CPU, memory, GPU and the variables that change results."""
+    """Show RUN's environment, or the current one: interpreter, packages (and conda
+    packages, in a conda environment), lock files, OS, CPU, memory, GPU and the
+    variables that change results."""
     from tether.api import runs
 
     ws = open_workspace(ctx)
@@ -443,6 +444,12 @@ def env_show(ctx: click.Context, run_ref: str | None, python: str | None, as_jso
     click.echo(f"packages    {len(environment.packages)}")
     for name, version in environment.packages.items():
         click.echo(f"  {name}=={version}")
+    conda = environment.conda
+    if conda is not None:
+        channels = ", ".join(conda.channels) or "no channel recorded"
+        click.echo(f"conda       {len(conda.packages)} package(s) from {channels}")
+        for name, pkg in sorted(conda.packages.items()):
+            click.echo(f"  {name}={pkg.label}")
 
 
 @env.command("export")
