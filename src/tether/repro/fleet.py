@@ -283,6 +283,8 @@ def reproduce_fleet(
         raise UsageError(f"--jobs {options.jobs} is not a positive number", hint="e.g. --jobs 4")
     if options.executor == "local" and options.jobs == 0:
         options = replace(options, jobs=1)
+    # N builds of recreated environments must not draw N progress bars over each other.
+    options = replace(options, reproduce=replace(options.reproduce, show_progress=False))
     if options.reproduce.workdir is not None:
         raise UsageError(
             "--workdir names one folder; a fleet needs one per run",
