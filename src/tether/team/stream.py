@@ -43,6 +43,7 @@ class RunStream:
         self._cond = threading.Condition()
         self._closing = False
         self._announce = True  # the run shows on the server at once, before any point
+        self._sending = False  # a request is in flight
         self.state: State = "live"
         self.reason: str | None = None
         self._thread = threading.Thread(target=self._loop, name="tether-stream", daemon=True)
@@ -64,15 +65,18 @@ class RunStream:
             self._cond.notify()
 
     def close(self, timeout: float = DRAIN_S) -> State:
-        """Give the rest ``timeout`` seconds to go when the server answers, none when it
-        does not; then stop. Returns how the stream ended."""
+        """Give the rest ``timeout`` seconds to go when the server answers; when it does
+        not, only an attempt already under way (a server coming back may take the points
+        before its answer is read here); then stop. Returns how the stream ended."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while (
-                self.state == "live"
-                and (self._queue or self._end is not None)
-                and time.monotonic() < deadline
-            ):
+            while time.monotonic() < deadline:
+                if self.state == "live" and (self._queue or self._end is not None):
+                    pass
+                elif not (self.state == "unreachable" and self._sending):
+                    break
+                # Live with points left, or an attempt in flight that may find the
+                # server back (it can take them before its answer arrives here).
                 self._cond.wait(deadline - time.monotonic())
             self._closing = True
             self._cond.notify_all()
@@ -120,8 +124,10 @@ class RunStream:
                     points = tuple(self._queue[:MAX_REQUEST])
                     last = len(self._queue) <= MAX_REQUEST
                     batch = StreamBatch(self._run, self._seq, points, self._end if last else None)
+                    self._sending = True
                 outcome = self._send(client, batch)
                 with self._cond:
+                    self._sending = False
                     if outcome is None:  # delivered
                         failures = 0
                         self._announce = False
