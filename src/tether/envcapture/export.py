@@ -15,8 +15,7 @@ import json
 import re
 import subprocess
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -48,7 +47,9 @@ class Subject:
     label: str
     seed: int | None
     environment: Environment
-    lock_texts: Mapping[str, str] = field(default_factory=dict)  # recorded lock files
+    # The run's recorded (pyproject.toml, uv.lock) when that lock pins exactly what was
+    # installed (``repro.venv.with_lock`` decides), else None.
+    uv_project: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,19 +105,27 @@ def subject_of(ws: Workspace, run: RunRecord) -> Subject:
             f"run {label} has no recorded environment",
             hint="see the warnings in 'tether runs show'",
         )
-    texts = {}
-    for path, digest in environment.lock_files.items():
-        if path.endswith(("uv.lock", "pyproject.toml")) and ws.store.has(Digest.parse(digest)):
-            texts[path] = ws.store.read_bytes(Digest.parse(digest)).decode(errors="replace")
-    return Subject(run.id, label, run.seed, environment, texts)
+    uv_project = None
+    uv = _uv()
+    if uv is not None:
+        from tether.repro.venv import spec_for, with_lock
+
+        spec, _ = with_lock(spec_for(environment), environment, ws.store, uv)
+        if spec.lock is not None and spec.lock.rsplit("/", 1)[-1] == "uv.lock":
+            files = environment.lock_files
+            pyproject = files.get(spec.lock[: -len("uv.lock")] + "pyproject.toml")
+            if pyproject is not None:
+                texts = (
+                    ws.store.read_bytes(Digest.parse(d)).decode()
+                    for d in (pyproject, files[spec.lock])
+                )
+                uv_project = (next(texts), next(texts))
+    return Subject(run.id, label, run.seed, environment, uv_project)
 
 
 def export(subject: Subject, fmt: str, *, uv: str | None = None) -> Export:
     """``uv``: the uv binary (default: the one tether finds), for ``uv-lock``."""
-    if uv is None:
-        from tether.repro.venv import uv_binary
-
-        uv = uv_binary()
+    uv = uv or _uv()
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint="one of " + ", ".join(FORMATS))
     env = subject.environment
@@ -170,10 +179,10 @@ def _uv_project(
 ) -> tuple[ExportedFile, ...]:
     """The recorded uv.lock when it pins exactly what was installed; otherwise a uv
     project whose dependencies are the recorded pins, locked by ``uv lock``."""
-    recorded = _recorded_uv_project(subject, pins, uv)
-    if recorded is not None:
+    if subject.uv_project is not None:
         notes.append("the run's own uv.lock and pyproject.toml, as recorded")
-        return recorded
+        pyproject_text, lock_text = subject.uv_project
+        return ExportedFile("pyproject.toml", pyproject_text), ExportedFile("uv.lock", lock_text)
     if uv is None:
         raise ExportError("uv is not installed", hint="pip install uv")
     version = subject.environment.python.version
@@ -212,32 +221,10 @@ def _uv_project(
     return ExportedFile("pyproject.toml", pyproject), ExportedFile("uv.lock", lock)
 
 
-def _recorded_uv_project(
-    subject: Subject, pins: Pins, uv: str | None
-) -> tuple[ExportedFile, ...] | None:
-    for path, text in subject.lock_texts.items():
-        if not (path == "uv.lock" or path.endswith("/uv.lock")) or uv is None:
-            continue
-        folder = path[: -len("uv.lock")]
-        project = subject.lock_texts.get(folder + "pyproject.toml")
-        if project is None:
-            continue
-        with tempfile.TemporaryDirectory(prefix="tether-uv-lock-") as tmp:
-            Path(tmp, "uv.lock").write_text(text)
-            Path(tmp, "pyproject.toml").write_text(project)
-            proc = subprocess.run(
-                [uv, "export", "--frozen", "--no-emit-project", "--no-hashes", "--no-header",
-                 "--quiet", "--directory", tmp],
-                capture_output=True, text=True, timeout=UV_LOCK_TIMEOUT,
-            )  # fmt: skip
-        exported = {
-            line.split(";")[0].strip().lower()
-            for line in proc.stdout.splitlines()
-            if "==" in line and not line.lstrip().startswith("#")
-        }
-        if proc.returncode == 0 and exported == {p.lower() for p in pins.pinned}:
-            return ExportedFile("pyproject.toml", project), ExportedFile("uv.lock", text)
-    return None
+def _uv() -> str | None:
+    from tether.repro.venv import uv_binary
+
+    return uv_binary()
 
 
 def _conda(subject: Subject, pins: Pins) -> ExportedFile:

@@ -185,7 +185,7 @@ def _behind_alias(ws: Workspace, alias: str) -> list[Target]:
             "'tether model alias MODEL ALIAS VERSION'",
         )
     targets = []
-    for model, found in versions:
+    for _, found in versions:
         for version in found:
             label = f"{version.ref} ({alias})"
             if version.run_id is None:
@@ -205,7 +205,7 @@ def _behind_alias(ws: Workspace, alias: str) -> list[Target]:
                 )
                 targets.append(Target(label, None, problem))
                 continue
-            targets.append(Target(f"{model}:v{version.version} ({alias})", run))
+            targets.append(Target(label, run))
     return targets
 
 
